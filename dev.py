@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The one tooling entry: ``python3 dev.py run|test|lint|bench`` (``make`` calls it too).
+
+Needs only Python 3.11+. It makes ``.venv`` beside this file, installs the project
+into it (again only when pyproject.toml changed), and for the tests makes sure a Redis
+server listens on 127.0.0.1:6379, starting (and if need be installing) one when none does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".seedq-installed"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def say(msg: str) -> None:
+    print(f"[dev] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw: object) -> int:
+    return subprocess.call(cmd, cwd=ROOT, **kw)  # type: ignore[call-overload]
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("seedq needs Python 3.11 or newer")
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        say(f"creating {VENV.relative_to(ROOT)}")
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    say("installing seedq and its dependencies (first run only; about a minute)")
+    base = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if run([*base, "--upgrade", "pip"]) != 0 or run([*base, "-e", ".[dev]"]) != 0:
+        sys.exit("pip install failed; see the messages above")
+    STAMP.write_text(want)
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_redis() -> None:
+    if listening(REDIS_HOST, REDIS_PORT):
+        return
+    server = shutil.which("redis-server")
+    if server is None and shutil.which("apt-get") and os.geteuid() == 0:
+        say("no redis-server found: installing it with apt-get")
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", "redis-server"])
+        server = shutil.which("redis-server")
+    if server is None:
+        say("no Redis on 127.0.0.1:6379 and none installable: Redis-backed tests will skip")
+        return
+    say("starting redis-server on 127.0.0.1:6379")
+    subprocess.call(
+        [server, "--daemonize", "yes", "--bind", REDIS_HOST, "--port", str(REDIS_PORT),
+         "--save", "", "--appendonly", "no", "--dir", "/tmp"]
+    )
+    for _ in range(50):
+        if listening(REDIS_HOST, REDIS_PORT):
+            return
+        time.sleep(0.1)
+    say("redis-server did not come up; Redis-backed tests will skip")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"run", "test", "lint", "bench", "install"}:
+        print(__doc__)
+        print("usage: python3 dev.py run [MANIFEST...] | test [PYTEST ARGS] | lint | bench")
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    ensure_venv()
+    if cmd == "install":
+        return 0
+    if cmd == "run":
+        return run([str(BIN / "seedq"), "run", *(rest or ["manifests/example.yaml"])])
+    if cmd == "test":
+        ensure_redis()
+        return run([str(PY), "-m", "pytest", *rest])
+    if cmd == "lint":
+        rc = run([str(PY), "-m", "ruff", "check", "."])
+        rc |= run([str(PY), "-m", "ruff", "format", "--check", "."])
+        return rc | run([str(PY), "-m", "mypy"])
+    ensure_redis()
+    rc = 0
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        rc |= run([str(PY), str(script), *rest])
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

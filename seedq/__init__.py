@@ -1,0 +1,3 @@
+"""seedq: a distributed batch job queue that turns (image, prompt) spreadsheets into videos."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""The one settings object, read from the environment (``SEEDQ_*`` and ``OXEN_API_KEY``)
+and an optional ``.env`` file.
+
+Built only at an entry point (the CLI, the Celery app's first use); nothing reads the
+environment at import time. Secrets are :class:`~pydantic.SecretStr` so they never
+show in a repr, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "bytedance-seedance-2-0-image-to-video"
+DEFAULT_PROVIDER_URL = "https://hub.oxen.ai"
+
+
+class Settings(BaseSettings):
+    """Every knob of seedq, one place. README.md lists them with their defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEEDQ_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker (redis://, amqp://). Unset: embedded in-memory broker.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis holding job state, limits and counters. Unset: in-process fakeredis.",
+    )
+    provider_url: str = Field(
+        default=DEFAULT_PROVIDER_URL, description="Base URL of the Oxen.ai inference API."
+    )
+    oxen_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OXEN_API_KEY", "SEEDQ_OXEN_API_KEY"),
+        description="Oxen.ai API key, sent only as the bearer header.",
+    )
+    model: str = Field(default=DEFAULT_MODEL, description="Model id used when a manifest names none.")
+    output: str = Field(
+        default="seedq-output",
+        description="Where videos go: s3://bucket/prefix or a local directory.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); unset: AWS."
+    )
+    poll_interval_s: float = Field(
+        default=15.0, gt=0, description="Base interval between status checks of a generation."
+    )
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let loopback/private/link-local image URLs through (local testing only).",
+    )
+    http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one provider call.")
+    max_manifest_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="Largest manifest file accepted."
+    )
+    auto_duration_estimate_s: int = Field(
+        default=10,
+        ge=4,
+        le=15,
+        description="Seconds counted for duration -1 (auto) in plans and cost estimates.",
+    )
+
+    @field_validator("broker_url", "redis_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def output_is_s3(self) -> bool:
+        return self.output.startswith("s3://")
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output).expanduser()
+
+    def api_key_value(self) -> str | None:
+        """The raw key, for the one place that builds the Authorization header."""
+        return self.oxen_api_key.get_secret_value() if self.oxen_api_key else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings at an entry point; keyword overrides win over the environment."""
+    return Settings(**overrides)  # type: ignore[arg-type]

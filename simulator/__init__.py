@@ -1,0 +1,1 @@
+"""A faithful simulator of Oxen.ai's inference API (see docs/provider-api.md)."""
