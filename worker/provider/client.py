@@ -1,0 +1,431 @@
+"""The Oxen.ai inference API client (docs/provider-api.md), synchronous, on httpx.
+
+One call, one answer: every failure is raised once as a classified
+:mod:`worker.provider.errors` exception and retrying is the pipeline's job. The API key
+goes out only as the ``Authorization`` header of API calls, added per request so that
+downloads from presigned URLs (another host) can never carry it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+from pydantic import SecretStr
+
+from seedq.errors import ConfigError
+from seedq.modelinfo import ModelInfo
+from seedq.settings import Settings
+from worker.provider import errors as e
+from worker.provider.classify import classify_exception, classify_response
+from worker.provider.models import (
+    COMPLETED_EVENT,
+    CompletionEvent,
+    EnqueuedGeneration,
+    EnqueueResponse,
+    Generation,
+    GenerationList,
+    parse_json,
+    parse_model,
+)
+
+USER_AGENT = "seedq/0.1"
+CONNECT_TIMEOUT_S = 5.0
+# The synchronous endpoint blocks while the video renders: typically 5-15 minutes.
+GENERATE_TIMEOUT_S = 20 * 60.0
+# Keep-alives come every 15 s; three missed ones mean the stream is dead.
+EVENTS_READ_TIMEOUT_S = 45.0
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+# Exceptions raised after the request bytes may have reached the server.
+_SENT_MAYBE = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+def backoff_delay_s(attempt: int, *, base_s: float, max_s: float) -> float:
+    """Exponential reconnect delay for the events stream: base, 2·base, 4·base, ... ≤ max."""
+    return min(max_s, base_s * 2.0 ** min(max(attempt, 0), 32))
+
+
+def api_root(base_url: str) -> str:
+    """``https://hub.oxen.ai`` from either it or ``https://hub.oxen.ai/api`` (both seen)."""
+    root = base_url.rstrip("/")
+    return root.removesuffix("/api")
+
+
+class OxenClient:
+    """Sync client of the Oxen.ai inference API; thread-safe like ``httpx.Client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | SecretStr,
+        *,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        generate_timeout_s: float = GENERATE_TIMEOUT_S,
+        max_connections: int = 10,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        self.base_url = api_root(base_url)
+        self.timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        self.generate_timeout = httpx.Timeout(generate_timeout_s, connect=self.timeout.connect)
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+        # No default Authorization header: it is added per API call (see _auth).
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=self.timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, transport: httpx.BaseTransport | None = None
+    ) -> OxenClient:
+        if settings.oxen_api_key is None:
+            raise ConfigError("OXEN_API_KEY is not set: the provider needs an API key")
+        return cls(
+            settings.provider_url,
+            settings.oxen_api_key,
+            timeout_s=settings.http_timeout_s,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"OxenClient(base_url={self.base_url!r}, calls={dict(self.calls)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _count(self, endpoint: str) -> None:
+        with self._calls_lock:
+            self.calls[endpoint] += 1
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._api_key.get_secret_value(),)
+
+    def _call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """One API request; a classified ProviderError on any failure or error status."""
+        self._count(endpoint)
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=self._auth(),
+                timeout=timeout or self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise classify_exception(exc, secrets=self._secrets()) from None
+        problem = classify_response(
+            response.status_code, response.headers, response.content, secrets=self._secrets()
+        )
+        if problem is not None:
+            raise problem
+        return response
+
+    # -- API calls ------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        *,
+        num_generations: int = 1,
+        target_namespace: str | None = None,
+    ) -> list[EnqueuedGeneration]:
+        """``POST /api/ai/queue``: returns at once with the new generation ids.
+
+        Raises EnqueueOutcomeUnknown when the request may have been applied but its
+        answer was lost (read timeout, dropped connection, unreadable 2xx body).
+        """
+        body: dict[str, Any] = {**params, "model": model}
+        if num_generations != 1:
+            body["num_generations"] = num_generations
+        if target_namespace is not None:
+            body["target_namespace"] = target_namespace
+        try:
+            response = self._call("enqueue", "POST", "/api/ai/queue", json=body)
+            return parse_model(EnqueueResponse, parse_json(response.content)).generations
+        except (e.ProviderTimeout, e.ProviderConnectionError, e.MalformedResponse) as exc:
+            if isinstance(exc, e.MalformedResponse) or isinstance(exc.__context__, _SENT_MAYBE):
+                raise e.EnqueueOutcomeUnknown(
+                    f"enqueue outcome unknown, list before retrying: {exc.message}",
+                    status_code=exc.status_code,
+                    error_type=exc.error_type,
+                ) from None
+            raise
+
+    def get(self, generation_id: str) -> Generation:
+        """``GET /api/ai/queue/{id}``: status, result URL and echoed parameters."""
+        response = self._call("get", "GET", _queue_path(generation_id))
+        return parse_model(Generation, parse_json(response.content))
+
+    def list(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        namespace: str | None = None,
+        media_type: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+    ) -> GenerationList:
+        """``GET /api/ai/queue``: active generations unless ``status`` is given."""
+        filters = {
+            "model": model,
+            "status": status,
+            "namespace": namespace,
+            "media_type": media_type,
+            "repo": repo,
+            "folder": folder,
+        }
+        query = {k: v for k, v in filters.items() if v is not None}
+        response = self._call("list", "GET", "/api/ai/queue", params=query)
+        return parse_model(GenerationList, parse_json(response.content))
+
+    def cancel(self, generation_id: str) -> Generation | None:
+        """``DELETE /api/ai/queue/{id}``; the generation when the body is one, else None.
+
+        The contract does not document the response body, so any 2xx counts as done.
+        """
+        response = self._call("cancel", "DELETE", _queue_path(generation_id))
+        data = _unwrap(parse_json(response.content), "generation") if response.content else None
+        if not isinstance(data, dict) or "status" not in data:
+            return None
+        try:
+            return parse_model(Generation, data)
+        except e.MalformedResponse:
+            return None
+
+    def generate(
+        self, model: str, params: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> Generation:
+        """``POST /api/ai/videos/generate``: blocks until the video exists (minutes)."""
+        timeout = self.generate_timeout
+        if timeout_s is not None:
+            timeout = httpx.Timeout(timeout_s, connect=self.timeout.connect)
+        response = self._call(
+            "generate",
+            "POST",
+            "/api/ai/videos/generate",
+            json={**params, "model": model},
+            timeout=timeout,
+        )
+        return parse_model(Generation, _unwrap(parse_json(response.content), "generation"))
+
+    def model(self, model_id: str) -> ModelInfo:
+        """``GET /api/ai/models/{id}``: parameter schema and pricing."""
+        response = self._call("model", "GET", f"/api/ai/models/{quote(model_id, safe='')}")
+        return parse_model(ModelInfo, _unwrap(parse_json(response.content), "model"))
+
+    # -- completion events ----------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        reconnect_delay_s: float = 1.0,
+        max_reconnect_delay_s: float = 30.0,
+        read_timeout_s: float = EVENTS_READ_TIMEOUT_S,
+    ) -> Iterator[CompletionEvent]:
+        """Completion events from ``GET /api/events``, reconnecting until ``stop`` is set.
+
+        Events that fire while disconnected are lost (no buffering upstream), so this is
+        a hint stream beside polling. ``stop`` is checked between events and during the
+        reconnect wait; an idle stream notices it within one keep-alive interval.
+        Raises RunFatalError (401, no credits); every other failure reconnects.
+        """
+        stop = stop or threading.Event()
+        timeout = httpx.Timeout(self.timeout.connect, read=read_timeout_s)
+        attempt = 0
+        while not stop.is_set():
+            try:
+                for event in self._event_stream(timeout, stop):
+                    attempt = 0
+                    if event is not None:
+                        yield event
+            except e.RunFatalError:
+                raise
+            except (e.ProviderError, httpx.HTTPError, SSEError):
+                pass  # dropped or refused: wait and reconnect below
+            if stop.is_set():
+                return
+            stop.wait(
+                backoff_delay_s(attempt, base_s=reconnect_delay_s, max_s=max_reconnect_delay_s)
+            )
+            attempt += 1
+
+    def _event_stream(
+        self, timeout: httpx.Timeout, stop: threading.Event
+    ) -> Iterator[CompletionEvent | None]:
+        """One connection's events; None once connected, so the caller resets backoff."""
+        self._count("events")
+        with connect_sse(
+            self._http, "GET", "/api/events", headers=self._auth(), timeout=timeout
+        ) as source:
+            response = source.response
+            if response.status_code != 200:
+                response.read()
+                problem = classify_response(
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    secrets=self._secrets(),
+                )
+                raise problem or e.MalformedResponse("events: unexpected status")
+            yield None
+            for sse in source.iter_sse():
+                if stop.is_set():
+                    return
+                if sse.event != COMPLETED_EVENT:
+                    continue
+                event = _completion(sse.data)
+                if event is not None:
+                    yield event
+
+    # -- result files ---------------------------------------------------------------
+
+    def download(
+        self, url: str, dest: Path, *, max_bytes: int, timeout_s: float | None = None
+    ) -> int:
+        """Stream a presigned result URL into ``dest``; the number of bytes written.
+
+        Written to a sibling ``.part`` file and renamed, so ``dest`` is never half a
+        video. Never sends the API key. Raises ResultUrlExpired (refresh via get()),
+        ResultTooLarge above ``max_bytes``, or a transient error.
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise e.InvalidRequest("result URL is not http(s)", error_type="invalid_result_url")
+        self._count("download")
+        part = dest.with_name(f".{dest.name}.part")
+        timeout = self.timeout if timeout_s is None else httpx.Timeout(timeout_s)
+        try:
+            # A full URL bypasses base_url; no auth header is ever added here.
+            with self._http.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+                _check_download(response, max_bytes, self._secrets())
+                written = _write_capped(response, part, max_bytes)
+            os.replace(part, dest)
+            return written
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            if isinstance(exc, e.ProviderError):
+                raise
+            if isinstance(exc, httpx.HTTPError | OSError):
+                raise classify_exception(exc, secrets=self._secrets()) from None
+            raise
+
+
+def _queue_path(generation_id: str) -> str:
+    if not generation_id.strip():
+        raise e.InvalidRequest("empty generation id", error_type="invalid_params")
+    return f"/api/ai/queue/{quote(generation_id, safe='')}"
+
+
+def _unwrap(data: Any, key: str) -> Any:
+    """``data[key]`` when the object is wrapped (``{"model": {...}}``), else ``data``."""
+    if isinstance(data, dict):
+        inner = data.get(key) or data.get("data")
+        if isinstance(inner, dict) and "id" not in data and "generation_id" not in data:
+            return inner
+        generations = data.get("generations")
+        if isinstance(generations, list) and len(generations) == 1 and "generation_id" not in data:
+            return generations[0]
+    return data
+
+
+def _completion(data: str) -> CompletionEvent | None:
+    """The event in one ``data:`` payload, or None for a malformed one (skipped)."""
+    try:
+        return parse_model(CompletionEvent, parse_json(data.encode()))
+    except e.MalformedResponse:
+        return None
+
+
+def _check_download(response: httpx.Response, max_bytes: int, secrets: tuple[str, ...]) -> None:
+    status = response.status_code
+    if status in (401, 403, 404, 410):
+        raise e.ResultUrlExpired(
+            "result URL refused (expired?): get() the generation for a fresh one",
+            status_code=status,
+        )
+    if not 200 <= status < 300:
+        body = _read_capped(response, MAX_ERROR_BODY_BYTES)
+        problem = classify_response(status, response.headers, body, secrets=secrets)
+        raise problem or e.MalformedResponse("unexpected status", status_code=status)
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise e.ResultTooLarge(
+            f"result is {declared} bytes, above the {max_bytes}-byte cap", max_bytes=max_bytes
+        )
+    if response.headers.get("Content-Type", "").startswith(("text/html", "application/json")):
+        # A proxy's error page or an API error object where a video was expected.
+        raise e.MalformedResponse("result URL returned a page, not a file", status_code=status)
+
+
+def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _write_capped(response: httpx.Response, part: Path, max_bytes: int) -> int:
+    written = 0
+    with part.open("wb") as out:
+        for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+            written += len(chunk)
+            if written > max_bytes:
+                raise e.ResultTooLarge(
+                    f"result exceeds the {max_bytes}-byte cap", max_bytes=max_bytes
+                )
+            out.write(chunk)
+    if written == 0:
+        raise e.MalformedResponse("result file is empty")
+    return written

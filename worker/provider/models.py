@@ -1,0 +1,145 @@
+"""What the provider returns, as tolerant pydantic models, and the one way to parse it.
+
+Extra fields are kept (the service echoes parameters and may add fields at any time);
+an unknown ``status`` string is kept as is rather than refused. A body that still does
+not fit raises :class:`~worker.provider.errors.MalformedResponse`, never a pydantic
+traceback.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypeVar, get_args
+
+import pydantic
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from worker.provider import errors as e
+from worker.provider.classify import classify_exception, decode_json
+
+GenerationStatus = Literal["queued", "processing", "succeeded", "failed", "cancelled"]
+KNOWN_STATUSES: frozenset[str] = frozenset(get_args(GenerationStatus))
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+COMPLETED_EVENT = "media_generation_completed"
+
+# Fields of a generation object that describe the generation, not what was asked for.
+_BOOKKEEPING = frozenset(
+    {"generation_id", "model_name", "media_type", "status", "result_url", "error_message"}
+    | {"enqueued_at", "started_at", "completed_at"}
+)
+
+
+def _unix_seconds(value: object) -> float | None:
+    """Unix seconds from a number, a numeric string or an ISO date; None when unreadable.
+
+    The contract says Unix seconds; a timestamp is informational, so a surprise format
+    degrades to None instead of failing a whole status read.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Generation(_Tolerant):
+    """One generation as ``GET /api/ai/queue/{id}`` returns it."""
+
+    generation_id: str = Field(validation_alias=AliasChoices("generation_id", "id"))
+    model_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("model_name", "model")
+    )
+    prompt: str | None = None
+    media_type: str | None = None
+    # GenerationStatus documents the expected values; str keeps a new one readable.
+    status: GenerationStatus | str
+    result_url: str | None = None
+    error_message: str | None = None
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+
+    @field_validator("enqueued_at", "started_at", "completed_at", mode="before")
+    @classmethod
+    def _timestamps(cls, value: object) -> float | None:
+        return _unix_seconds(value)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in KNOWN_STATUSES
+
+    def params(self) -> dict[str, Any]:
+        """The echoed request parameters: the prompt plus every field not bookkeeping."""
+        echoed = {k: v for k, v in (self.model_extra or {}).items() if k not in _BOOKKEEPING}
+        return {"prompt": self.prompt, **echoed} if self.prompt is not None else echoed
+
+
+class EnqueuedGeneration(_Tolerant):
+    """One entry of ``POST /api/ai/queue``'s ``generations`` list."""
+
+    generation_id: str = Field(validation_alias=AliasChoices("generation_id", "id"))
+    status: GenerationStatus | str = "queued"
+
+
+class EnqueueResponse(_Tolerant):
+    generations: list[EnqueuedGeneration] = Field(min_length=1)
+
+
+class GenerationList(_Tolerant):
+    """``GET /api/ai/queue``: ``count`` falls back to the list's length when missing."""
+
+    count: int | None = None
+    generations: list[Generation] = Field(default_factory=list)
+
+    @pydantic.model_validator(mode="after")
+    def _count_default(self) -> GenerationList:
+        if self.count is None:
+            self.count = len(self.generations)
+        return self
+
+
+class CompletionEvent(_Tolerant):
+    """The data of one ``media_generation_completed`` server-sent event."""
+
+    generation_id: str
+    status: GenerationStatus | str
+    media_type: str | None = None
+    model: str | None = None
+    url: str | None = None
+    error: str | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of a body the contract says is JSON; MalformedResponse otherwise."""
+    data = decode_json(body)
+    if data is None:
+        raise e.MalformedResponse("expected a JSON body" + (", got none" if not body else ""))
+    return data
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """``model`` validated from decoded JSON; any mismatch is a MalformedResponse."""
+    try:
+        return model.model_validate(data)
+    except (pydantic.ValidationError, ValueError, TypeError, RecursionError) as exc:
+        raise classify_exception(exc) from None
