@@ -1,0 +1,308 @@
+"""The Starlette application: the provider's endpoints (docs/provider-api.md), the
+presigned result files and the ``/_sim/*`` control endpoints.
+
+Choices where the contract is silent (also in the README of the simulator's CLI help):
+- Enqueue answers 200. An unknown model is 404 ``resource_not_found``; a body that is
+  not a JSON object, a missing ``model`` or ``num_generations`` outside 1-4 is 400
+  ``invalid_params``. Insufficient credits is **402** with ``{"error": {"message":
+  "Insufficient credits"}}`` (the untyped documented shape; no type name is documented).
+- ``POST /api/ai/videos/generate`` takes the enqueue body, answers 400 ``invalid_params``
+  for schema problems, makes one generation (also visible through the queue endpoints)
+  and answers 200 with its object once it is finished, ``failed`` ones included.
+- The list is in enqueue order; an unknown ``status=`` value is 400 ``invalid_params``.
+- Unknown routes are 404 ``resource_not_found``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from seedq.modelinfo import UnknownModelError, check_params, load_shipped_model
+from simulator.config import SimConfig
+from simulator.errors import ApiError, SimConfigError
+from simulator.events import stream
+from simulator.faults import ASGIApp, FaultMiddleware, Receive, Scope, Send
+from simulator.files import FILES_PREFIX, LinkCheck, check_link
+from simulator.runner import INSUFFICIENT_CREDITS, SimCore
+from simulator.state import (
+    LIST_FILTERS,
+    QUEUE_KEYS,
+    STATUSES,
+    Generation,
+    generation_object,
+    matches,
+)
+
+MAX_GENERATIONS = 4
+MODEL_TYPES = frozenset({"video", "image"})
+ENDPOINTS = (
+    ("/api/ai/queue/", "/api/ai/queue/{generation_id}"),
+    ("/api/ai/models/", "/api/ai/models/{id}"),
+    (FILES_PREFIX, FILES_PREFIX + "{file}"),
+)
+
+
+def typed_error(status: int, error_type: str, title: str, detail: str) -> JSONResponse:
+    body = {
+        "error": {"type": error_type, "title": title, "detail": detail},
+        "status": "error",
+        "status_message": error_type,
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def endpoint_key(method: str, path: str) -> str:
+    """``"GET /api/ai/queue/{generation_id}"`` for any id: the key of the request counters."""
+    for prefix, template in ENDPOINTS:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return f"{method} {template}"
+    return f"{method} {path}"
+
+
+def bearer_ok(header: str | None, api_key: str | None) -> bool:
+    """A ``Bearer`` header with a non-empty key, equal to ``api_key`` when one is set."""
+    scheme, _, key = (header or "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return False
+    return api_key is None or hmac.compare_digest(key.encode(), api_key.encode())
+
+
+class EdgeMiddleware:
+    """Counts requests per endpoint and enforces bearer authentication on /api/*."""
+
+    def __init__(self, app: ASGIApp, core: SimCore) -> None:
+        self.app, self.core = app, core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] == "http" and path.startswith(("/api/", FILES_PREFIX)):
+            self.core.store.requests[endpoint_key(str(scope["method"]), path)] += 1
+        if scope["type"] == "http" and path.startswith("/api/"):
+            headers = dict(scope["headers"])
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            if not bearer_ok(auth, self.core.config.api_key):
+                detail = "Missing or invalid API key" if auth else "Missing Authorization header"
+                response = typed_error(401, "unauthenticated", "Unauthenticated", detail)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _core(request: Request) -> SimCore:
+    core: SimCore = request.app.state.core
+    return core
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _object(request: Request, gen: Generation) -> dict[str, Any]:
+    return generation_object(gen, _core(request).url_for(gen, _base(request)))
+
+
+def _invalid(detail: str) -> ApiError:
+    return ApiError(400, "invalid_params", "Invalid parameters", detail)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise _invalid("The body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _invalid("The body must be a JSON object")
+    return body
+
+
+async def _parse_enqueue(request: Request) -> tuple[str, dict[str, Any], str | None, int]:
+    """Model, model parameters, namespace and count: the checks documented for enqueue."""
+    body = await _json_object(request)
+    model_id = body.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        raise _invalid("model is required")
+    try:
+        model = load_shipped_model(model_id)
+    except UnknownModelError:
+        raise ApiError(404, "resource_not_found", "Not found", f"Unknown model {model_id}") from None
+    if model.model_type not in MODEL_TYPES:
+        raise _invalid(f"Model {model_id} makes neither images nor videos")
+    count = body.get("num_generations", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_GENERATIONS:
+        raise _invalid(f"num_generations must be an integer from 1 to {MAX_GENERATIONS}")
+    namespace = body.get("target_namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise _invalid("target_namespace must be a string")
+    if _core(request).config.insufficient_credits:
+        raise ApiError(402, "", "", INSUFFICIENT_CREDITS)
+    params = {k: v for k, v in body.items() if k not in QUEUE_KEYS}
+    return model_id, params, namespace, count
+
+
+async def enqueue(request: Request) -> Response:
+    model_id, params, namespace, count = await _parse_enqueue(request)
+    gens = _core(request).enqueue(model_id, params, namespace, count)
+    return JSONResponse({"generations": [{"generation_id": g.generation_id, "status": g.status} for g in gens]})
+
+
+async def generate_sync(request: Request) -> Response:
+    model_id, params, namespace, _count = await _parse_enqueue(request)
+    problems = check_params(load_shipped_model(model_id), params)
+    if problems:
+        raise _invalid("; ".join(f"{name} {why}" for name, why in sorted(problems.items())))
+    gen = _core(request).create(model_id, params, namespace)
+    await gen.done.wait()
+    return JSONResponse(_object(request, gen))
+
+
+def _generation(request: Request) -> Generation:
+    gen_id = request.path_params["generation_id"]
+    gen = _core(request).store.generations.get(gen_id)
+    if gen is None:
+        raise ApiError(404, "resource_not_found", "Not found", f"No generation {gen_id}")
+    return gen
+
+
+async def get_generation(request: Request) -> Response:
+    return JSONResponse(_object(request, _generation(request)))
+
+
+async def cancel_generation(request: Request) -> Response:
+    gen = _generation(request)
+    _core(request).cancel(gen)
+    return JSONResponse(_object(request, gen))
+
+
+async def list_generations(request: Request) -> Response:
+    filters = {k: v for k in LIST_FILTERS if (v := request.query_params.get(k))}
+    if "status" in filters and filters["status"] not in STATUSES:
+        raise _invalid("status must be one of " + ", ".join(sorted(STATUSES)))
+    found = [_object(request, g) for g in _core(request).store.generations.values() if matches(g, filters)]
+    return JSONResponse({"count": len(found), "generations": found})
+
+
+async def get_model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
+    try:
+        model = load_shipped_model(model_id)
+    except UnknownModelError:
+        raise ApiError(404, "resource_not_found", "Not found", f"Unknown model {model_id}") from None
+    body = model.model_dump(mode="json")
+    field = _core(request).config.schema_field
+    body[field] = body.pop("request_schema")
+    return JSONResponse(body)
+
+
+async def events(request: Request) -> Response:
+    core = _core(request)
+    queue = core.bus.subscribe()  # subscribed before the headers go out
+    body = stream(core.bus, queue, _base(request), lambda: core.config.keepalive_s, core.draw_noise)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+async def download(request: Request) -> Response:
+    core = _core(request)
+    gen_id = str(request.path_params["file"]).removesuffix(".mp4")
+    gen = core.store.generations.get(gen_id)
+    if gen is None or gen.video is None:
+        return JSONResponse({"error": {"message": "No such file"}}, status_code=404)
+    check = check_link(
+        core.secret, gen_id, request.query_params.get("expires", ""), request.query_params.get("sig", ""), _now()
+    )
+    if check is not LinkCheck.OK:
+        message = "Link expired" if check is LinkCheck.EXPIRED else "Invalid signature"
+        return JSONResponse({"error": {"message": message}}, status_code=403)
+    core.store.downloads += 1
+    return Response(gen.video, media_type="video/mp4")
+
+
+def _now() -> float:
+    return time.time()
+
+
+async def sim_config(request: Request) -> Response:
+    core = _core(request)
+    if request.method == "POST":
+        try:
+            core.configure(await _json_object(request))
+        except (SimConfigError, ApiError) as exc:
+            return JSONResponse({"error": {"message": str(exc)}}, status_code=400)
+    return JSONResponse(core.config.model_dump(mode="json"))
+
+
+async def sim_stats(request: Request) -> Response:
+    return JSONResponse(_core(request).stats())
+
+
+async def sim_reset(request: Request) -> Response:
+    _core(request).reset()
+    return JSONResponse({"reset": True})
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if not exc.error_type:  # the documented untyped shape
+        return JSONResponse({"error": {"message": exc.detail}}, status_code=exc.status)
+    return typed_error(exc.status, exc.error_type, exc.title, exc.detail)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return typed_error(404, "resource_not_found", "Not found", "No such endpoint")
+    return JSONResponse({"error": {"message": str(exc.detail)}}, status_code=exc.status_code)
+
+
+ROUTES = [
+    Route("/api/ai/queue", enqueue, methods=["POST"]),
+    Route("/api/ai/queue", list_generations, methods=["GET"]),
+    Route("/api/ai/queue/{generation_id}", get_generation, methods=["GET"]),
+    Route("/api/ai/queue/{generation_id}", cancel_generation, methods=["DELETE"]),
+    Route("/api/ai/videos/generate", generate_sync, methods=["POST"]),
+    Route("/api/ai/models/{model_id}", get_model, methods=["GET"]),
+    Route("/api/events", events, methods=["GET"]),
+    Route(FILES_PREFIX + "{file}", download, methods=["GET"]),
+    Route("/_sim/config", sim_config, methods=["GET", "POST"]),
+    Route("/_sim/stats", sim_stats, methods=["GET"]),
+    Route("/_sim/reset", sim_reset, methods=["POST"]),
+]
+
+
+def build_app(config: SimConfig) -> tuple[Starlette, SimCore]:
+    """The ASGI app and the core it serves; the core starts and stops with the app."""
+    core = SimCore(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await core.start()
+        try:
+            yield
+        finally:
+            await core.stop()
+
+    middleware = [
+        Middleware(EdgeMiddleware, core=core),
+        Middleware(FaultMiddleware, config=lambda: core.config, rng=lambda: core.fault_rng, store=lambda: core.store),
+    ]
+    app = Starlette(
+        routes=ROUTES,
+        middleware=middleware,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.core = core
+    return app, core
