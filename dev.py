@@ -30,8 +30,8 @@ def say(msg: str) -> None:
     print(f"[dev] {msg}", flush=True)
 
 
-def run(cmd: list[str], **kw: object) -> int:
-    return subprocess.call(cmd, cwd=ROOT, **kw)  # type: ignore[call-overload]
+def run(cmd: list[str]) -> int:
+    return subprocess.call(cmd, cwd=ROOT)
 
 
 def ensure_venv() -> None:
@@ -72,8 +72,21 @@ def ensure_redis() -> None:
         return
     say("starting redis-server on 127.0.0.1:6379")
     subprocess.call(
-        [server, "--daemonize", "yes", "--bind", REDIS_HOST, "--port", str(REDIS_PORT),
-         "--save", "", "--appendonly", "no", "--dir", "/tmp"]
+        [
+            server,
+            "--daemonize",
+            "yes",
+            "--bind",
+            REDIS_HOST,
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
+        ]
     )
     for _ in range(50):
         if listening(REDIS_HOST, REDIS_PORT):

@@ -1,11 +1,21 @@
 """The ``seedq`` command line. Each command builds the settings, calls plain functions,
-and turns the project's own errors into a clear message and an exit status."""
+and turns the project's own errors into a clear message and an exit status:
+0 success, 1 the work itself failed, 2 bad input or configuration."""
 
 from __future__ import annotations
 
-import typer
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import typer
+from pydantic import ValidationError
+
+from seedq.errors import SeedqError
 from simulator.cli import simulator_command
+
+EXIT_BAD_INPUT = 2
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="seedq",
@@ -22,5 +32,55 @@ def _root() -> None:
     """Turn spreadsheets of (image, prompt) pairs into videos, overnight."""
 
 
+def _register() -> None:
+    # Command modules import their heavy dependencies lazily, keeping `seedq --help` fast.
+    from seedq.commands import produce
+
+    app.command("validate")(guarded(produce.validate_command))
+    app.command("submit")(guarded(produce.submit_command))
+
+
+def guarded(func: F) -> F:
+    """Run a command so that the project's own errors never show as a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SeedqError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                where = ".".join(str(p) for p in err["loc"]).upper()
+                typer.secho(f"error: setting {where}: {err['msg']}", fg="red", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("SEEDQ_DEBUG"):
+                raise
+            typer.secho(
+                f"internal error (a bug in seedq, please report it): {type(exc).__name__}: {exc}\n"
+                "set SEEDQ_DEBUG=1 to see the traceback",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+_register()
+
+
 def main() -> None:
-    app()
+    app(prog_name="seedq")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

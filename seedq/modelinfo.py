@@ -69,7 +69,9 @@ class ModelInfo(BaseModel):
 
 def shipped_model_ids() -> list[str]:
     folder = resources.files("seedq") / "models"
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
 
 
 def load_shipped_model(model_id: str) -> ModelInfo:

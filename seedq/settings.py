@@ -44,7 +44,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OXEN_API_KEY", "SEEDQ_OXEN_API_KEY"),
         description="Oxen.ai API key, sent only as the bearer header.",
     )
-    model: str = Field(default=DEFAULT_MODEL, description="Model id used when a manifest names none.")
+    model: str = Field(
+        default=DEFAULT_MODEL, description="Model id used when a manifest names none."
+    )
     output: str = Field(
         default="seedq-output",
         description="Where videos go: s3://bucket/prefix or a local directory.",

@@ -1,0 +1,124 @@
+"""A manifest, read twice if need be: once to validate and plan, once to submit.
+
+Both passes stream CSV rows, so memory stays flat whatever the row count; the only
+per-job memory is a 16-byte digest of each id and output key, which is how duplicates
+across the whole file are caught before anything is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from producer.errors import Problem
+from producer.jobs import JobContext, JobSpec, build_job
+from producer.readers import Header, iter_csv, load_yaml, manifest_kind, precheck
+from seedq.modelinfo import ModelInfo, UnknownModelError
+
+ModelResolver = Callable[[str], ModelInfo]
+
+
+@dataclass(slots=True)
+class ReadOptions:
+    """What the command line adds to every manifest."""
+
+    default_model: str
+    sets: dict[str, Any] = field(default_factory=dict)
+    model_override: str | None = None
+    allow_private_urls: bool = False
+    max_manifest_bytes: int = 256 * 1024 * 1024
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def iter_manifest(
+    path: Path, opts: ReadOptions, resolve_model: ModelResolver
+) -> Iterator[JobSpec | Problem]:
+    """Every job of one manifest, or the problems that stop it, in file order."""
+    shown = str(path)
+    kind = manifest_kind(path)
+    if kind is None:
+        yield Problem(shown, 0, "file", "unknown manifest type: name it .csv, .yaml or .yml")
+        return
+    early = precheck(path, opts.max_manifest_bytes)
+    if early:
+        yield early
+        return
+    header: Header
+    if kind == "yaml":
+        header, rows = load_yaml(path)
+        if header.problems and not rows:
+            yield from header.problems
+            return
+        source: Iterator[Any] = iter(rows)
+    else:
+        header = Header(shown, "csv")
+        source = iter_csv(path, header)
+    model_id = opts.model_override or header.model or opts.default_model
+    try:
+        model = resolve_model(model_id)
+    except UnknownModelError as exc:
+        yield Problem(shown, 1, "model", str(exc))
+        return
+    ctx = JobContext(
+        header=header,
+        model=model,
+        base_dir=path.resolve().parent,
+        sets=opts.sets,
+        allow_private_urls=opts.allow_private_urls,
+    )
+    pending = sorted(header.problems, key=lambda p: p.line)
+    for item in source:
+        if isinstance(item, Problem):
+            yield item
+            continue
+        while pending and pending[0].line <= item.line:
+            yield pending.pop(0)
+        built = build_job(item, ctx)
+        if isinstance(built, list):
+            yield from built
+        else:
+            yield built
+    yield from pending
+    for column in header.columns:
+        if column not in ctx.used_names:
+            yield Problem(
+                shown,
+                1,
+                column,
+                "column is neither a job field nor used by a template; ignored",
+                warning=True,
+            )
+
+
+@dataclass(slots=True)
+class DuplicateGuard:
+    """Refuses a second job with the same id or the same output key, across manifests."""
+
+    ids: dict[bytes, tuple[str, int]] = field(default_factory=dict)
+    outputs: dict[bytes, tuple[str, int]] = field(default_factory=dict)
+
+    def check(self, job: JobSpec) -> list[Problem]:
+        problems = []
+        where = (job.source, job.line)
+        for table, value, name in (
+            (self.ids, job.id, "id"),
+            (self.outputs, job.output_key, "output"),
+        ):
+            first = table.setdefault(_digest(value), where)
+            if first != where:
+                what = "id" if name == "id" else "output key"
+                problems.append(
+                    Problem(
+                        job.source,
+                        job.line,
+                        name,
+                        f"duplicate {what} {value!r} (first at {first[0]}:{first[1]})",
+                    )
+                )
+        return problems

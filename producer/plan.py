@@ -1,0 +1,108 @@
+"""Validation pass over manifests: every problem at once, plus the plan (jobs, output
+seconds and estimated cost by resolution)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from producer.errors import Problem
+from producer.jobs import JobSpec
+from producer.manifest import DuplicateGuard, ModelResolver, ReadOptions, iter_manifest
+from seedq.modelinfo import billed_seconds, estimate_cost
+
+
+@dataclass(slots=True)
+class Bucket:
+    jobs: int = 0
+    seconds: int = 0
+    cost: float = 0.0
+    auto_jobs: int = 0
+
+
+@dataclass(slots=True)
+class Plan:
+    """Totals of a valid set of manifests, for the operator to read before paying."""
+
+    currency: str = "USD"
+    models: set[str] = field(default_factory=set)
+    by_resolution: dict[str, Bucket] = field(default_factory=dict)
+    auto_estimate_s: int = 10
+
+    def add(self, job: JobSpec, cost: float, seconds: int) -> None:
+        bucket = self.by_resolution.setdefault(str(job.params.get("resolution")), Bucket())
+        bucket.jobs += 1
+        bucket.seconds += seconds
+        bucket.cost += cost
+        bucket.auto_jobs += job.params.get("duration") == -1
+        self.models.add(job.model)
+
+    @property
+    def total(self) -> Bucket:
+        out = Bucket()
+        for b in self.by_resolution.values():
+            out.jobs += b.jobs
+            out.seconds += b.seconds
+            out.cost += b.cost
+            out.auto_jobs += b.auto_jobs
+        return out
+
+
+@dataclass(slots=True)
+class CheckResult:
+    plan: Plan
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.warning]
+
+
+def iter_jobs(
+    paths: list[Path], opts: ReadOptions, resolve_model: ModelResolver
+) -> Iterator[JobSpec | Problem]:
+    """Every job of every manifest, with duplicate ids and output keys across them refused."""
+    guard = DuplicateGuard()
+    for path in paths:
+        for item in iter_manifest(path, opts, resolve_model):
+            if isinstance(item, JobSpec):
+                dupes = guard.check(item)
+                if dupes:
+                    yield from dupes
+                    continue
+            yield item
+
+
+def check(
+    paths: list[Path],
+    opts: ReadOptions,
+    resolve_model: ModelResolver,
+    *,
+    auto_estimate_s: int,
+    on_job: Callable[[JobSpec], None] | None = None,
+) -> CheckResult:
+    """Validate everything, keeping only totals and problems in memory."""
+    plan = Plan(auto_estimate_s=auto_estimate_s)
+    problems: list[Problem] = []
+    for item in iter_jobs(paths, opts, resolve_model):
+        if isinstance(item, Problem):
+            problems.append(item)
+            continue
+        model = resolve_model(item.model)
+        plan.currency = model.pricing.currency
+        seconds = billed_seconds(int(item.params.get("duration", -1)), auto_estimate_s)
+        cost = estimate_cost(
+            model.pricing,
+            seconds=seconds,
+            resolution=str(item.params.get("resolution")),
+            generate_audio=bool(item.params.get("generate_audio")),
+        )
+        plan.add(item, cost, seconds)
+        if on_job:
+            on_job(item)
+    return CheckResult(plan, problems)

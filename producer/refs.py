@@ -1,0 +1,168 @@
+"""Image references, output keys and templates: the pure safety rules of a manifest.
+
+Everything here is offline: a literal address is judged here, a host name is judged
+again by the worker where it resolves and fetches it (DNS can change in between).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import string
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+from urllib.parse import urlsplit
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+MAX_IMAGE_BYTES = 30 * 1024 * 1024
+MAX_OUTPUT_KEY_BYTES = 900  # S3 allows 1024; leave room for the output prefix and sidecar
+LOCAL_HOST_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+VIDEO_SUFFIX = ".mp4"
+
+RefKind = Literal["url", "s3", "file"]
+
+
+class RefError(ValueError):
+    """A reference or key that breaks a safety rule; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    kind: RefKind
+    value: str  # the URL, the s3:// URI, or an absolute local path
+
+
+def is_private_address(host: str) -> bool:
+    """Loopback, private, link-local, reserved, multicast or unspecified (v4 or v6)."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return not addr.is_global or addr.is_multicast
+
+
+def check_url_host(host: str, *, allow_private: bool) -> None:
+    """Refuse hosts that point inside the machine or its network, unless allowed."""
+    if allow_private:
+        return
+    name = host.lower().rstrip(".")
+    if name in LOCAL_HOST_NAMES or name.endswith(".localhost"):
+        raise RefError(
+            f"host {host!r} is this machine (set SEEDQ_ALLOW_PRIVATE_URLS for local tests)"
+        )
+    if is_private_address(name):
+        raise RefError(
+            f"address {host} is loopback, private or link-local "
+            "(set SEEDQ_ALLOW_PRIVATE_URLS for local tests)"
+        )
+
+
+def check_http_url(url: str, *, allow_private: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise RefError("only http and https URLs are allowed")
+    if not parts.hostname:
+        raise RefError("URL has no host")
+    if parts.username or parts.password:
+        raise RefError("URL must not carry a user name or password")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise RefError("URL has an invalid port") from exc
+    check_url_host(parts.hostname, allow_private=allow_private)
+    return url
+
+
+def check_s3_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if not parts.netloc or not parts.path.strip("/"):
+        raise RefError("s3 URI must be s3://bucket/key")
+    return uri
+
+
+def parse_image_ref(raw: str, *, base_dir: Path, allow_private: bool) -> ImageRef:
+    """Classify and check an ``input_image``/``tail_image_url`` value.
+
+    Local paths are relative to the manifest's folder and must name a readable image
+    file no larger than the provider's 30 MB limit.
+    """
+    text = raw.strip()
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise RefError("contains control characters")
+    scheme = urlsplit(text).scheme.lower()
+    if scheme in ("http", "https"):
+        return ImageRef("url", check_http_url(text, allow_private=allow_private))
+    if scheme == "s3":
+        return ImageRef("s3", check_s3_uri(text))
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise RefError(f"unsupported scheme {scheme!r}: use http(s), s3:// or a local path")
+    path = (base_dir / text).expanduser()
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise RefError("local image must be .jpg, .jpeg, .png or .webp")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise RefError(f"no such file: {text}") from None
+    if not path.is_file():
+        raise RefError(f"not a file: {text}")
+    if size > MAX_IMAGE_BYTES:
+        raise RefError(f"image is {size} bytes; the provider takes at most 30 MB")
+    return ImageRef("file", str(path.resolve()))
+
+
+def check_output_key(key: str) -> str:
+    """An output key that stays inside the output prefix, ending in .mp4."""
+    if not key or not key.strip():
+        raise RefError("output key is empty")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in key):
+        raise RefError("output key contains control characters")
+    if "\\" in key:
+        raise RefError("output key must use / as separator, not \\")
+    if key.startswith("/") or (len(key) > 1 and key[1] == ":"):
+        raise RefError("output key must be relative (no leading / or drive)")
+    parts = PurePosixPath(key).parts
+    if any(part in ("..", ".") for part in key.split("/")):
+        raise RefError("output key must not contain . or .. segments")
+    if "" in key.split("/") or any(p != p.strip() for p in parts):
+        raise RefError("output key has an empty or space-padded segment")
+    suffix = PurePosixPath(key).suffix.lower()
+    if suffix and suffix != VIDEO_SUFFIX:
+        raise RefError(f"output key must end in {VIDEO_SUFFIX}, not {suffix}")
+    if not suffix:
+        key += VIDEO_SUFFIX
+    if len(key.encode("utf-8")) > MAX_OUTPUT_KEY_BYTES:
+        raise RefError(f"output key is longer than {MAX_OUTPUT_KEY_BYTES} bytes")
+    return key
+
+
+_FORMATTER = string.Formatter()
+
+
+def template_names(template: str) -> set[str]:
+    """The ``{name}`` placeholders of a template; refuses anything but plain names."""
+    names: set[str] = set()
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise RefError(f"bad template: {exc} (write {{{{ and }}}} for literal braces)") from None
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if not field.isidentifier() or spec or conversion:
+            raise RefError(
+                f"placeholder {{{field}}} must be a plain {{name}} "
+                "(no attributes, indexes, formats or conversions)"
+            )
+        names.add(field)
+    return names
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """Fill ``{name}`` placeholders; a missing name is an error naming it."""
+    missing = sorted(template_names(template) - values.keys())
+    if missing:
+        raise RefError("unknown placeholder " + ", ".join("{" + m + "}" for m in missing))
+    return template.format_map(values)

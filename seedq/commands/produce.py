@@ -1,0 +1,159 @@
+"""``seedq validate`` and ``seedq submit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from producer.catalog import ModelCatalog
+from producer.errors import Problem, SubmitError
+from producer.manifest import ReadOptions
+from producer.plan import CheckResult, check
+from seedq.modelinfo import ModelInfo
+from seedq.settings import Settings, load_settings
+
+EXIT_INVALID = 2
+MAX_SHOWN_PROBLEMS = 10_000
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def parse_sets(sets: list[str]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for item in sets:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SubmitError(f"--set takes FIELD=VALUE, got {item!r}")
+        parsed[name.strip().lower()] = value
+    return parsed
+
+
+def read_options(settings: Settings, sets: list[str], model: str | None) -> ReadOptions:
+    return ReadOptions(
+        default_model=settings.model,
+        sets=parse_sets(sets),
+        model_override=model,
+        allow_private_urls=settings.allow_private_urls,
+        max_manifest_bytes=settings.max_manifest_bytes,
+    )
+
+
+def catalog_for(settings: Settings, offline: bool) -> ModelCatalog:
+    """The live schema when a key is set and the provider answers, else the shipped copy."""
+    if offline or settings.oxen_api_key is None:
+        return ModelCatalog()
+    from worker.provider.client import OxenClient
+
+    quick = settings.model_copy(update={"http_timeout_s": 5.0})
+
+    def live(model_id: str) -> ModelInfo:
+        with OxenClient.from_settings(quick) as client:
+            return client.model(model_id)
+
+    return ModelCatalog(live=live)
+
+
+def print_problems(problems: list[Problem]) -> None:
+    for problem in problems[:MAX_SHOWN_PROBLEMS]:
+        style = "yellow" if problem.warning else "red"
+        err.print(str(problem), style=style, markup=False)
+    if len(problems) > MAX_SHOWN_PROBLEMS:
+        err.print(f"... and {len(problems) - MAX_SHOWN_PROBLEMS} more", style="red")
+
+
+def print_plan(result: CheckResult, catalog: ModelCatalog) -> None:
+    plan = result.plan
+    table = Table(title="Plan", title_justify="left")
+    for col in ("resolution", "jobs", "output seconds", f"est. cost ({plan.currency})"):
+        table.add_column(col, justify="right" if col != "resolution" else "left")
+    for res, bucket in sorted(plan.by_resolution.items()):
+        table.add_row(res, str(bucket.jobs), str(bucket.seconds), f"{bucket.cost:,.2f}")
+    total = plan.total
+    table.add_row("total", str(total.jobs), str(total.seconds), f"{total.cost:,.2f}", style="bold")
+    out.print(table)
+    if total.auto_jobs:
+        out.print(
+            f"{total.auto_jobs} job(s) with duration auto (-1) counted at "
+            f"{plan.auto_estimate_s} s each (SEEDQ_AUTO_DURATION_ESTIMATE_S)."
+        )
+    for note in catalog.notes:
+        out.print(f"model {note}")
+
+
+def run_check(
+    manifests: list[Path], settings: Settings, sets: list[str], model: str | None, offline: bool
+) -> tuple[CheckResult, ModelCatalog, ReadOptions]:
+    opts = read_options(settings, sets, model)
+    catalog = catalog_for(settings, offline)
+    result = check(manifests, opts, catalog, auto_estimate_s=settings.auto_duration_estimate_s)
+    print_problems(result.problems)
+    return result, catalog, opts
+
+
+def validate_command(
+    manifests: list[Path] = typer.Argument(..., help="CSV or YAML manifests.", show_default=False),
+    sets: list[str] = typer.Option([], "--set", help="Default for a job field, FIELD=VALUE."),
+    model: str | None = typer.Option(None, help="Model id for every job."),
+    offline: bool = typer.Option(False, help="Use the shipped schema even when a key is set."),
+) -> None:
+    """Check manifests without sending anything; print every problem and the plan."""
+    settings = load_settings()
+    result, catalog, _ = run_check(manifests, settings, sets, model, offline)
+    if result.errors:
+        err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
+        raise typer.Exit(EXIT_INVALID)
+    print_plan(result, catalog)
+    out.print(f"valid: {result.plan.total.jobs} job(s)", style="green")
+
+
+def submit_command(
+    manifests: list[Path] = typer.Argument(..., help="CSV or YAML manifests.", show_default=False),
+    name: str | None = typer.Option(None, help="A name for the run (default: manifest names)."),
+    priority: int | None = typer.Option(None, help="Priority of every job, -1000..1000."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and plan; send nothing."),
+    force: bool = typer.Option(False, help="Redo jobs already delivered (pays again)."),
+    sets: list[str] = typer.Option([], "--set", help="Default for a job field, FIELD=VALUE."),
+    model: str | None = typer.Option(None, help="Model id for every job."),
+    offline: bool = typer.Option(False, help="Use the shipped schema even when a key is set."),
+) -> None:
+    """Validate manifests, register a run and enqueue its jobs; prints the run id."""
+    from producer.submit import celery_sender, submit
+    from seedq.queueing import make_celery, redis_client
+    from seedq.store import Decision, JobStore
+
+    settings = load_settings()
+    if priority is not None and not -1000 <= priority <= 1000:
+        raise SubmitError("--priority must be between -1000 and 1000")
+    result, catalog, opts = run_check(manifests, settings, sets, model, offline)
+    if result.errors:
+        err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
+        raise typer.Exit(EXIT_INVALID)
+    print_plan(result, catalog)
+    if dry_run:
+        out.print("dry run: nothing was sent.")
+        return
+    if not settings.broker_url or not settings.redis_url:
+        raise SubmitError(
+            "submit needs SEEDQ_BROKER_URL and SEEDQ_REDIS_URL (workers must see the run); "
+            "for a self-contained run use `seedq run`"
+        )
+    store = JobStore(redis_client(settings))
+    sender = celery_sender(make_celery(settings))
+    done = submit(
+        manifests, opts, catalog, store, sender, name=name, priority=priority, force=force
+    )
+    counts = done.counts
+    out.print(f"run {done.run_id} ({done.name}): {done.enqueued} job(s) enqueued")
+    skipped = [
+        (counts[Decision.DONE], "already delivered (use --force to redo)"),
+        (counts[Decision.ACTIVE], "already in progress in another run"),
+        (counts[Decision.CHANGED], "delivered earlier with other parameters (use --force to redo)"),
+    ]
+    for count, why in skipped:
+        if count:
+            out.print(f"  skipped {count}: {why}")
+    out.print(done.run_id)

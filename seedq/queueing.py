@@ -1,0 +1,64 @@
+"""Connections built from the settings: the Celery app's configuration and the Redis
+client of the job store. Shared by the producer (which only sends) and the worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery
+
+from seedq import contract
+from seedq.errors import ConfigError
+from seedq.settings import Settings
+
+# Longer than any countdown the pipeline schedules (tracking re-checks are at most a
+# few minutes apart), so a Redis broker never redelivers a message that is merely
+# waiting for its ETA.
+VISIBILITY_TIMEOUT_S = 6 * 60 * 60
+EMBEDDED_BROKER = "memory://"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Everything the producer and the workers must agree on."""
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    return {
+        "broker_url": settings.broker_url or EMBEDDED_BROKER,
+        "broker_transport_options": transport,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": contract.QUEUE_SUBMIT,
+        "task_routes": {
+            contract.TASK_SUBMIT: {"queue": contract.QUEUE_SUBMIT},
+            contract.TASK_TRACK: {"queue": contract.QUEUE_TRACK},
+            contract.TASK_DELIVER: {"queue": contract.QUEUE_DELIVER},
+        },
+    }
+
+
+def make_celery(settings: Settings, name: str = "seedq") -> Celery:
+    app = Celery(name, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """The job store's Redis: the configured server, else an in-process fakeredis."""
+    if settings.redis_url:
+        try:
+            return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        except ValueError as exc:
+            raise ConfigError(f"SEEDQ_REDIS_URL is not a Redis URL: {exc}") from None
+    import fakeredis
+
+    return fakeredis.FakeRedis()

@@ -1,0 +1,200 @@
+"""The job store: runs and jobs in Redis, the one source of truth for what is paid for.
+
+Every multi-key change is a Lua script, so a crash or a concurrent submitter can never
+leave a job half-registered or counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from seedq import keys
+from seedq.contract import JobState
+
+REGISTER_BATCH = 500
+
+# Registers one job into a run, atomically. Returns the decision:
+#   "new"       first time seen, or failed/cancelled before (or --force): now registered here
+#   "pending"   registered but not yet picked up: enqueue again (the submit step is
+#               idempotent, so a second message for it is harmless)
+#   "active"    a worker is already on it (maybe for another run): leave it alone
+#   "done"      delivered already with the same parameters: skip
+#   "changed"   delivered already, parameters differ (same explicit id): skip, warn
+_REGISTER = """
+local job_key, run_jobs, run_counts = KEYS[1], KEYS[2], KEYS[3]
+local run_id, fp, spec, now, force = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local state = redis.call('HGET', job_key, 'state')
+local decision = 'new'
+if state then
+  local old_fp = redis.call('HGET', job_key, 'fingerprint')
+  if state == 'registered' then
+    decision = 'pending'
+  elseif state == 'delivered' then
+    if force ~= '1' then
+      if old_fp == fp then decision = 'done' else decision = 'changed' end
+    end
+  elseif state ~= 'failed' and state ~= 'cancelled' then
+    decision = 'active'
+  end
+end
+if decision == 'new' then
+  local old_run = redis.call('HGET', job_key, 'run_id')
+  redis.call('DEL', job_key)
+  redis.call('HSET', job_key, 'spec', spec, 'fingerprint', fp, 'state', 'registered',
+             'run_id', run_id, 'created_at', now, 'updated_at', now)
+  if old_run ~= run_id then
+    redis.call('RPUSH', run_jobs, string.sub(job_key, string.len(ARGV[6]) + 1))
+    redis.call('HINCRBY', run_counts, 'registered', 1)
+  end
+end
+return decision
+"""
+
+
+class Decision(StrEnum):
+    NEW = "new"
+    PENDING = "pending"
+    ACTIVE = "active"
+    DONE = "done"
+    CHANGED = "changed"
+
+
+@dataclass(slots=True)
+class RegisterResult:
+    """How many jobs each decision got; ``to_enqueue`` are the ids to send tasks for."""
+
+    counts: dict[Decision, int] = field(default_factory=lambda: {d: 0 for d in Decision})
+    to_enqueue: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: str
+    name: str
+    created_at: float
+    status: str
+    total: int
+    counts: dict[str, int]
+    meta: dict[str, Any]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def new_run_id() -> str:
+    """Sortable by creation time, unique without coordination."""
+    return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+class JobStore:
+    """Runs and jobs; the Redis client is passed in (real Redis or fakeredis)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._register = client.register_script(_REGISTER)
+
+    def create_run(self, run_id: str, name: str, meta: dict[str, Any]) -> None:
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(
+                keys.run(run_id),
+                mapping={
+                    "name": name,
+                    "created_at": now,
+                    "status": "registering",
+                    "meta": json.dumps(meta, sort_keys=True),
+                },
+            )
+            pipe.zadd(keys.RUNS, {run_id: now})
+            pipe.execute()
+
+    def set_run_status(self, run_id: str, status: str, **fields: str | int | float) -> None:
+        mapping: dict[str, str | int | float] = {"status": status, **fields}
+        self.redis.hset(keys.run(run_id), mapping=mapping)  # type: ignore[arg-type]
+
+    def register(
+        self, run_id: str, jobs: Iterable[tuple[str, str, dict[str, Any]]], *, force: bool = False
+    ) -> Iterator[RegisterResult]:
+        """Register ``(job_id, fingerprint, record)`` triples in batches; yields per batch."""
+        batch: list[tuple[str, str, dict[str, Any]]] = []
+        for job in jobs:
+            batch.append(job)
+            if len(batch) >= REGISTER_BATCH:
+                yield self._register_batch(run_id, batch, force)
+                batch = []
+        if batch:
+            yield self._register_batch(run_id, batch, force)
+
+    def _register_batch(
+        self, run_id: str, batch: list[tuple[str, str, dict[str, Any]]], force: bool
+    ) -> RegisterResult:
+        now = str(time.time())
+        prefix = keys.job("")
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, fingerprint, record in batch:
+                self._register(
+                    keys=[keys.job(job_id), keys.run_jobs(run_id), keys.run_counts(run_id)],
+                    args=[
+                        run_id,
+                        fingerprint,
+                        json.dumps(record, sort_keys=True),
+                        now,
+                        "1" if force else "0",
+                        prefix,
+                    ],
+                    client=pipe,
+                )
+            answers = pipe.execute()
+        result = RegisterResult()
+        for (job_id, _fp, _rec), raw in zip(batch, answers, strict=True):
+            decision = Decision(_s(raw))
+            result.counts[decision] += 1
+            if decision in (Decision.NEW, Decision.PENDING):
+                result.to_enqueue.append(job_id)
+            elif decision is Decision.CHANGED:
+                result.changed.append(job_id)
+        return result
+
+    def job(self, job_id: str) -> dict[str, str]:
+        raw: dict[Any, Any] = self.redis.hgetall(keys.job(job_id))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def job_state(self, job_id: str) -> JobState | None:
+        raw = self.redis.hget(keys.job(job_id), "state")
+        return JobState(_s(raw)) if raw else None
+
+    def run_job_ids(self, run_id: str, start: int = 0, end: int = -1) -> list[str]:
+        values: list[Any] = self.redis.lrange(keys.run_jobs(run_id), start, end)
+        return [_s(v) for v in values]
+
+    def run(self, run_id: str) -> RunInfo | None:
+        raw: dict[Any, Any] = self.redis.hgetall(keys.run(run_id))
+        if not raw:
+            return None
+        data = {_s(k): _s(v) for k, v in raw.items()}
+        raw_counts: dict[Any, Any] = self.redis.hgetall(keys.run_counts(run_id))
+        counts = {_s(k): int(v) for k, v in raw_counts.items()}
+        return RunInfo(
+            id=run_id,
+            name=data.get("name", ""),
+            created_at=float(data.get("created_at", 0)),
+            status=data.get("status", "?"),
+            total=int(self.redis.llen(keys.run_jobs(run_id))),
+            counts=counts,
+            meta=json.loads(data.get("meta", "{}")),
+        )
+
+    def runs(self, limit: int = 50) -> list[RunInfo]:
+        values: list[Any] = self.redis.zrange(keys.RUNS, -limit, -1)
+        ids = [_s(v) for v in values]
+        return [info for rid in ids if (info := self.run(rid)) is not None]
