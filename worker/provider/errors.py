@@ -8,7 +8,7 @@
         │   ├── ProviderTimeout       connect/read/write/pool timeout
         │   ├── ProviderConnectionError  refused, reset, dropped mid-body
         │   ├── MalformedResponse     not the JSON (or file) the contract promises
-        │   │   └── EnqueueOutcomeUnknown  the enqueue may or may not have happened
+        │   ├── EnqueueOutcomeUnknown  an enqueue was sent but its answer was lost
         │   └── ResultWriteError      the local file could not be written
         ├── PermanentJobError         fail this job, do not retry it
         │   ├── InvalidRequest        400/409/413/422/..., invalid_params
@@ -97,7 +97,7 @@ class MalformedResponse(TransientProviderError):
     """The body is not what the contract promises (an HTML proxy page, truncated JSON)."""
 
 
-class EnqueueOutcomeUnknown(MalformedResponse):
+class EnqueueOutcomeUnknown(TransientProviderError):
     """An enqueue reached the server but its answer was lost: list before re-enqueueing."""
 
 
