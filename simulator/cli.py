@@ -1,13 +1,72 @@
-"""``seedq simulator``: placeholder until the simulator lands (issue 3)."""
+"""``seedq simulator``: run the provider simulator in the foreground.
+
+Heavy imports (Starlette, uvicorn, PyAV) happen inside the command so that ``seedq``
+itself starts fast. Bad flag values end with a one-line message and exit status 2.
+"""
 
 from __future__ import annotations
 
 import typer
 
+from simulator.errors import SimConfigError
+
 
 def simulator_command(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8100, help="Port to listen on."),
+    port: int = typer.Option(8100, min=0, max=65535, help="Port to listen on."),
+    api_key: str | None = typer.Option(None, help="Accepted bearer key (default: any non-empty key)."),
+    max_concurrency: int = typer.Option(4, help="Generations processing at once; more stay queued."),
+    latency: str = typer.Option("1:3", help="Seconds per generation, MIN:MAX (floats allowed)."),
+    url_ttl: float = typer.Option(300.0, help="Seconds a result URL stays valid (then 403)."),
+    fast: bool = typer.Option(False, help="Serve cached clips per parameter class (load tests)."),
+    seed: int | None = typer.Option(None, help="Seed for every random choice."),
+    keepalive_s: float = typer.Option(15.0, help="Seconds between SSE keep-alive comments."),
+    schema_field: str = typer.Option(
+        "request_schema", help="Schema field name in model objects: request_schema or json_request_schema."
+    ),
+    error_rate: float = typer.Option(0.0, help="Share of /api answers that are 5xx."),
+    rate_limit_rate: float = typer.Option(0.0, help="Share of /api answers that are 429."),
+    retry_after_s: int = typer.Option(1, help="Retry-After of a 429, seconds."),
+    slow_rate: float = typer.Option(0.0, help="Share of /api answers delayed by --slow-delay-s."),
+    slow_delay_s: float = typer.Option(30.0, help="Delay of a slow answer, seconds."),
+    drop_rate: float = typer.Option(0.0, help="Share of /api connections closed before handling."),
+    drop_after_rate: float = typer.Option(0.0, help="Share of /api connections closed after handling."),
+    failure_rate: float = typer.Option(0.0, help="Share of generations that end failed."),
+    insufficient_credits: bool = typer.Option(False, help="Refuse enqueues (402), fail in-flight ones."),
+    unrelated_event_rate: float = typer.Option(0.2, help="Chance of an unrelated SSE event."),
 ) -> None:
     """Run the provider simulator (a real HTTP server following the provider's contract)."""
-    raise typer.Exit(code=1)
+    from simulator.config import SimConfig, parse_latency, updated_config
+
+    try:
+        config = updated_config(
+            SimConfig(),
+            {
+                "api_key": api_key,
+                "max_concurrency": max_concurrency,
+                "latency_s": parse_latency(latency),
+                "url_ttl_s": url_ttl,
+                "fast": fast,
+                "seed": seed,
+                "keepalive_s": keepalive_s,
+                "schema_field": schema_field,
+                "error_rate": error_rate,
+                "rate_limit_rate": rate_limit_rate,
+                "retry_after_s": retry_after_s,
+                "slow_rate": slow_rate,
+                "slow_delay_s": slow_delay_s,
+                "drop_rate": drop_rate,
+                "drop_after_rate": drop_after_rate,
+                "failure_rate": failure_rate,
+                "insufficient_credits": insufficient_credits,
+                "unrelated_event_rate": unrelated_event_rate,
+            },
+        )
+    except SimConfigError as exc:
+        typer.echo(f"seedq simulator: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+    from simulator.server import serve_forever
+
+    typer.echo(f"Simulator on http://{host}:{port} (API under /api, controls under /_sim)", err=True)
+    serve_forever(config, host, port)
