@@ -39,7 +39,7 @@ class JobRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[Text | None, Field(pattern=ID_PATTERN)] = None
+    id: Annotated[str, BeforeValidator(_text), Field(pattern=ID_PATTERN)] | None = None
     prompt: Annotated[Text, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
     input_image: Annotated[Text, Field(min_length=1, max_length=4096)]
     input_image_has_face: Bool = None
@@ -118,6 +118,8 @@ def _pydantic_problems(ctx: JobContext, line: int, exc: ValidationError) -> list
             out.append(_problem(ctx, line, name, "is required"))
         elif err["type"] == "extra_forbidden":
             out.append(_problem(ctx, line, name, "is not a job field"))
+        elif err["type"] in ("string_too_short", "too_short") and err.get("input") == "":
+            out.append(_problem(ctx, line, name, "must not be empty"))
         elif err["type"] == "string_pattern_mismatch" and name == "id":
             out.append(_problem(ctx, line, name, "must be 1-128 letters, digits or . _ : @ -"))
         else:

@@ -82,7 +82,7 @@ def iter_manifest(
         built = build_job(item, ctx)
         if isinstance(built, list):
             yield from built
-        else:
+        elif not item.invalid:
             yield built
     yield from pending
     for column in header.columns:

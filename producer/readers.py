@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -37,8 +37,15 @@ JOB_FIELDS = (*PROVIDER_FIELDS, "id", "output", "priority")
 YAML_JOB_KEYS = (*JOB_FIELDS, "vars")
 YAML_TOP_KEYS = ("model", "name", "defaults", "output", "jobs", "vars")
 SNIFF_BYTES = 8192
-MAX_YAML_NODES = 2_000_000  # alias expansions counted; a billion-laughs file dies here
+# Nodes built, alias expansions counted each time: a plain document has fewer nodes than
+# half its bytes, so this allows generous anchors and merges but stops an alias bomb
+# within a fraction of a second.
+YAML_NODE_ALLOWANCE = 100_000
 CSV_FIELD_LIMIT = 1024 * 1024
+SAFE_TAGS = frozenset(
+    "tag:yaml.org,2002:" + name
+    for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge", "timestamp")
+)
 
 ManifestKind = Literal["csv", "yaml"]
 
@@ -50,6 +57,7 @@ class RawJob:
     line: int
     fields: dict[str, Any]
     variables: dict[str, str] = field(default_factory=dict)
+    invalid: bool = False  # a problem was already reported for it while reading
 
 
 @dataclass(slots=True)
@@ -112,21 +120,12 @@ def _decode_problem(path: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
 # ---------------------------------------------------------------- CSV
 
 
-def read_csv_header(path: Path) -> Header:
-    header = Header(str(path), "csv")
-    for item in iter_csv(path, header):
-        if isinstance(item, Problem):
-            header.problems.append(item)
-        break
-    return header
-
-
 def iter_csv(path: Path, header: Header) -> Iterator[RawJob | Problem]:
     """Rows of a CSV manifest; fills ``header.columns`` from the header row first."""
     shown = str(path)
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    with path.open("r", encoding="utf-8-sig", newline="", errors="strict") as fh:
-        reader = csv.reader(fh, strict=True)
+    with path.open("rb") as fh:
+        reader = csv.reader(_decoded_lines(fh), strict=True)
         names: list[str] | None = None
         next_line = 1
         try:
@@ -142,14 +141,32 @@ def iter_csv(path: Path, header: Header) -> Iterator[RawJob | Problem]:
                         return
                     continue
                 yield _csv_row(shown, line, names, cells)
-        except UnicodeDecodeError as exc:
-            yield Problem(shown, next_line, "encoding", f"not UTF-8 ({exc.reason}); save as UTF-8")
+        except _LineDecodeError as exc:
+            yield Problem(shown, exc.line, "encoding", f"{exc}; save the file as UTF-8")
+            return
         except csv.Error as exc:
             yield Problem(
                 shown, next_line, "csv", f"{exc} (an unclosed quote, or a truncated file?)"
             )
+            return
         if names is None:
             yield Problem(shown, 1, "file", "has no header row")
+
+
+class _LineDecodeError(ValueError):
+    def __init__(self, line: int, byte: bytes) -> None:
+        super().__init__(f"not UTF-8 (byte 0x{byte.hex()})")
+        self.line = line
+
+
+def _decoded_lines(fh: BinaryIO) -> Iterator[str]:
+    """Decode line by line, so a bad byte is reported on its own line number."""
+    for number, raw in enumerate(fh, start=1):
+        chunk = raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+        try:
+            yield chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _LineDecodeError(number, chunk[exc.start : exc.start + 1]) from None
 
 
 def _csv_names(path: str, line: int, cells: list[str]) -> tuple[list[str], list[Problem]]:
@@ -208,9 +225,17 @@ class _TooBig(Exception):
     pass
 
 
+class _BadTag(Exception):
+    def __init__(self, node: Node) -> None:
+        super().__init__(node.tag)
+        self.line = node.start_mark.line + 1
+
+
 def _to_python(node: Node, budget: _Budget, ctor: SafeConstructor) -> Any:
     """Convert a composed node to plain data; aliases cost every time they are expanded."""
     budget.spend()
+    if node.tag not in SAFE_TAGS:
+        raise _BadTag(node)
     if isinstance(node, ScalarNode):
         return ctor.construct_object(node, deep=True)
     if isinstance(node, SequenceNode):
@@ -259,13 +284,16 @@ def load_yaml(path: Path) -> tuple[Header, list[RawJob]]:
         )
         return header, []
     ctor = SafeConstructor()
-    budget = _Budget(MAX_YAML_NODES)
+    limit = YAML_NODE_ALLOWANCE + 2 * len(text)
+    budget = _Budget(limit)
     try:
         return header, _read_top(root, header, budget, ctor)
     except _TooBig:
         header.problems.append(
-            Problem(shown, 1, "yaml", f"expands to more than {MAX_YAML_NODES} nodes (alias bomb?)")
+            Problem(shown, 1, "yaml", f"expands to more than {limit} values (an alias bomb?)")
         )
+    except _BadTag as exc:
+        header.problems.append(Problem(shown, exc.line, "yaml", f"tag {exc} is not allowed"))
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         header.problems.append(Problem(shown, 1, "yaml", f"unreadable value: {exc}"))
     return header, []
@@ -325,6 +353,8 @@ def _read_mapping(header: Header, key: str, line: int, value: Any) -> None:
 
 def _read_jobs(header: Header, node: Node, budget: _Budget, ctor: SafeConstructor) -> list[RawJob]:
     shown = header.path
+    if node.tag not in SAFE_TAGS:
+        raise _BadTag(node)
     if not isinstance(node, SequenceNode):
         header.problems.append(Problem(shown, node.start_mark.line + 1, "jobs", "must be a list"))
         return []
@@ -336,6 +366,7 @@ def _read_jobs(header: Header, node: Node, budget: _Budget, ctor: SafeConstructo
             header.problems.append(Problem(shown, line, "job", "must be a mapping of fields"))
             continue
         job = RawJob(line, {})
+        known = len(header.problems)
         for name, field_value in value.items():
             if name == "vars":
                 if isinstance(field_value, dict):
@@ -350,6 +381,7 @@ def _read_jobs(header: Header, node: Node, budget: _Budget, ctor: SafeConstructo
                 header.problems.append(
                     Problem(shown, line, name, "unknown field" + did_you_mean(name, YAML_JOB_KEYS))
                 )
+        job.invalid = len(header.problems) > known
         jobs.append(job)
     if not jobs and not header.problems:
         header.problems.append(

@@ -1,0 +1,314 @@
+"""Manifest reading and validation: every rule, by example."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from producer.errors import Problem
+from producer.jobs import JobSpec
+
+Parse = Callable[..., tuple[list[JobSpec], list[Problem]]]
+Write = Callable[[str, str | bytes], Path]
+
+YAML_OK = """\
+model: bytedance-seedance-2-0-image-to-video
+defaults:
+  resolution: 720p
+jobs:
+  - prompt: a mug turns
+    input_image: images/a.png
+  - id: second
+    prompt: a lamp glows
+    input_image: images/b.jpg
+    duration: 5
+    generate_audio: yes
+"""
+
+
+def msgs(problems: list[Problem]) -> list[str]:
+    return [str(p) for p in problems]
+
+
+def test_yaml_happy_path(write: Write, parse: Parse, images: Path) -> None:
+    jobs, problems = parse(write("m.yaml", YAML_OK))
+    assert problems == []
+    assert [j.line for j in jobs] == [5, 7]
+    first, second = jobs
+    assert first.id.startswith("j") and len(first.id) == 25
+    assert second.id == "second"
+    assert first.params["resolution"] == "720p"
+    assert first.params["duration"] == -1  # schema default made explicit
+    assert first.params["aspect_ratio"] == "adaptive"
+    assert first.params["input_image"] == str((images / "a.png").resolve())
+    assert second.params["generate_audio"] is True and second.params["duration"] == 5
+    assert first.output_key == f"{first.id}.mp4"
+    assert second.output_key == "second.mp4"
+
+
+def test_ids_are_stable_and_follow_content(write: Write, parse: Parse) -> None:
+    a, _ = parse(write("a.yaml", YAML_OK))
+    b, _ = parse(write("b.yaml", YAML_OK))
+    assert [j.id for j in a] == [j.id for j in b]
+    c, _ = parse(write("c.yaml", YAML_OK.replace("a mug turns", "a mug spins")))
+    assert c[0].id != a[0].id
+    assert c[1].id == a[1].id
+
+
+CSV_OK = (
+    "\ufeffsku,product_name,input_image,Resolution,duration,generate_audio,watermark\r\n"
+    'SKU-1,"mug, blue",images/a.png,480p,auto,Yes,0\r\n'
+    '\r\n'
+    'SKU-2,"lamp ""deluxe""\nwith newline",images/b.jpg,1080p,8,FALSE,TRUE\r\n'
+    "SKU-3,plain,images/c.webp,,4.0,no,\r\n"
+    "\r\n\r\n"
+)
+
+
+def test_csv_as_spreadsheets_write_it(write: Write, parse: Parse) -> None:
+    path = write("cat.csv", CSV_OK)
+    jobs, problems = parse(
+        path,
+        sets={"prompt": "A slow turntable of {product_name}", "output": "catalog/{sku}.mp4"},
+    )
+    assert problems == []
+    assert [j.line for j in jobs] == [2, 4, 6]
+    assert [j.output_key for j in jobs] == ["catalog/SKU-1.mp4", "catalog/SKU-2.mp4", "catalog/SKU-3.mp4"]
+    assert jobs[0].params["prompt"] == "A slow turntable of mug, blue"
+    assert jobs[1].params["prompt"] == 'A slow turntable of lamp "deluxe"\nwith newline'
+    assert jobs[0].params["duration"] == -1 and jobs[2].params["duration"] == 4
+    assert jobs[0].params["generate_audio"] is True and jobs[1].params["generate_audio"] is False
+    assert jobs[1].params["watermark"] is True and jobs[2].params["watermark"] is False
+    assert jobs[2].params["resolution"] == "720p"  # blank cell: schema default
+
+
+def test_row_values_beat_defaults_beat_sets(write: Write, parse: Parse) -> None:
+    path = write(
+        "m.yaml",
+        "defaults: {resolution: 480p, duration: 6}\n"
+        "jobs:\n  - {prompt: p, input_image: images/a.png, duration: 9}\n",
+    )
+    jobs, problems = parse(path, sets={"resolution": "1080p", "duration": "5", "watermark": "yes"})
+    assert problems == []
+    assert jobs[0].params["resolution"] == "480p"
+    assert jobs[0].params["duration"] == 9
+    assert jobs[0].params["watermark"] is True
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ("prompt: p\n    input_image: images/a.png\n    resolution: 8k",
+         "m.yaml:2: resolution: must be one of 480p, 720p, 1080p, 4k (got '8k')"),
+        ("prompt: p\n    input_image: images/a.png\n    duration: 3",
+         "m.yaml:2: duration: must be -1 (auto) or 4 to 15 (got 3)"),
+        ("prompt: p\n    input_image: images/a.png\n    duration: 16",
+         "m.yaml:2: duration: must be at most 15 (got 16)"),
+        ("prompt: p\n    input_image: images/a.png\n    duration: soon",
+         "m.yaml:2: duration: input should be a valid integer"),
+        ("prompt: p\n    input_image: images/a.png\n    aspect_ratio: 2:1",
+         "m.yaml:2: aspect_ratio: must be one of adaptive"),
+        ("prompt: p\n    input_image: images/a.png\n    generate_audio: maybe",
+         "m.yaml:2: generate_audio: input should be a valid boolean"),
+        ("input_image: images/a.png", "m.yaml:2: prompt: is required"),
+        ("prompt: p", "m.yaml:2: input_image: is required"),
+        ("prompt: ''\n    input_image: images/a.png", "m.yaml:2: prompt: must not be empty"),
+        ("prompt: p\n    input_image: images/nope.png", "m.yaml:2: input_image: no such file: images/nope.png"),
+        ("prompt: p\n    input_image: http://127.0.0.1/a.png", "m.yaml:2: input_image: address 127.0.0.1 is loopback"),
+        ("prompt: p\n    input_image: images/a.png\n    tail_image_url: ftp://x/y.png",
+         "m.yaml:2: tail_image_url: unsupported scheme 'ftp'"),
+        ("prompt: p\n    input_image: images/a.png\n    output: ../../etc/x.mp4",
+         "m.yaml:2: output: output key must not contain . or .. segments"),
+        ("prompt: p\n    input_image: images/a.png\n    output: /abs.mp4",
+         "m.yaml:2: output: output key must be relative"),
+        ("prompt: p\n    input_image: images/a.png\n    id: 'has space'",
+         "m.yaml:2: id: must be 1-128 letters"),
+        ("prompt: p\n    input_image: images/a.png\n    priority: 5000",
+         "m.yaml:2: priority: input should be less than or equal to 1000"),
+        ("prompt: p\n    input_image: images/a.png\n    promt: typo",
+         "m.yaml:2: promt: unknown field (did you mean 'prompt'?)"),
+        ("prompt: p\n    input_image: images/a.png\n    resolutoin: 720p",
+         "m.yaml:2: resolutoin: unknown field (did you mean 'resolution'?)"),
+        ("prompt: 'a {missing} thing'\n    input_image: images/a.png",
+         "m.yaml:2: prompt: unknown placeholder {missing}"),
+    ],
+)
+def test_yaml_job_rules(write: Write, parse: Parse, row: str, expected: str) -> None:
+    path = write("m.yaml", f"jobs:\n  - {row}\n")
+    jobs, problems = parse(path)
+    assert expected in "\n".join(msgs(problems)).replace(str(path.parent) + "/", "")
+    assert jobs == []
+
+
+def test_every_problem_reported_at_once(write: Write, parse: Parse) -> None:
+    path = write(
+        "bad.csv",
+        "prompt,input_image,resolution,duration\n"
+        "ok,images/a.png,720p,5\n"
+        ",images/a.png,720p,5\n"
+        "p,images/missing.png,9000p,2\n"
+        "ok,images/a.png,720p,5\n",
+    )
+    jobs, problems = parse(path)
+    lines = [(p.line, p.field) for p in problems]
+    assert (3, "prompt") in lines
+    assert (4, "input_image") in lines and (4, "resolution") in lines and (4, "duration") in lines
+    assert (5, "output") in lines  # same params as line 2: duplicate output key and id
+    assert all(str(p).startswith(f"{path}:") for p in problems)
+    assert [j.line for j in jobs] == [2]
+
+
+def test_duplicate_ids_refused_across_manifests(write: Write, parse: Parse) -> None:
+    a = write("a.yaml", "jobs:\n  - {id: x, prompt: p, input_image: images/a.png}\n")
+    b = write("b.yaml", "jobs:\n  - {id: x, prompt: q, input_image: images/a.png, output: other}\n")
+    _, problems = parse(a, b)
+    assert [p.field for p in problems] == ["id"]
+    assert f"duplicate id 'x' (first at {a}:2)" in problems[0].message
+
+
+def test_unused_csv_column_is_a_warning(write: Write, check_one: Callable[..., object]) -> None:
+    path = write("w.csv", "prompt,input_image,notes,sku\np {sku},images/a.png,hello,S1\n")
+    result = check_one(path)
+    assert result.errors == []  # type: ignore[attr-defined]
+    warnings = msgs(result.warnings)  # type: ignore[attr-defined]
+    assert warnings == [f"{path}:1: notes: warning: column is neither a job field nor used by a template; ignored"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("e.csv", b"", ":0: file: is empty"),
+        ("e.yaml", b"\n\n  \n", ":0: file: is empty"),
+        ("b.csv", b"prompt,input_image\n\x00\x01\x02binary", ":0: file: is binary"),
+        ("u.csv", b"prompt,input_image\np\xff\xfe,images/a.png\n", ":2: encoding: not UTF-8 (byte 0xff)"),
+        ("u.yaml", b"jobs:\n  - prompt: caf\xe9\n", ":2: encoding: not UTF-8 (byte 0xe9)"),
+        ("t.csv", b'prompt,input_image\n"unterminated,images/a.png\n', ":2: csv:"),
+        ("t.yaml", b"jobs:\n  - prompt: [unclosed\n", ": yaml:"),
+        ("l.yaml", b"- a\n- b\n", ":1: file: must be a mapping"),
+        ("n.yaml", b"name: x\n", ":1: jobs: missing"),
+        ("k.yaml", b"jobz: []\n", ":1: jobz: unknown top-level key (did you mean 'jobs'?)"),
+        ("h.csv", b"sku,name\n1,2\n", ":1: header: needs columns prompt and input_image"),
+        ("d.csv", b"prompt,prompt,input_image\n", ":1: header: column 'prompt' appears twice"),
+        ("r.csv", b"prompt,input_image\np,images/a.png,extra\n", ":2: row: has 3 cells"),
+        ("x.txt", b"prompt,input_image\n", ":0: file: unknown manifest type"),
+        ("py.yaml", b"jobs: !!python/object/apply:os.system ['true']\n", ":1: yaml: tag"),
+    ],
+)
+def test_bad_files_give_one_clear_line(
+    write: Write, parse: Parse, name: str, content: bytes, expected: str
+) -> None:
+    jobs, problems = parse(write(name, content))
+    assert jobs == []
+    assert problems, "a bad file must give a problem"
+    assert any(expected in str(p) for p in problems), msgs(problems)
+
+
+def test_missing_file_and_directory(tmp_path: Path, parse: Parse) -> None:
+    _, problems = parse(tmp_path / "nope.csv")
+    assert "no such file" in str(problems[0])
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    _, problems = parse(folder)
+    assert "is a directory" in str(problems[0])
+
+
+def test_size_limit(write: Write, parse: Parse) -> None:
+    path = write("big.csv", "prompt,input_image\n" + "p,images/a.png\n" * 100)
+    _, problems = parse(path, max_manifest_bytes=100)
+    assert "above the limit of 100" in str(problems[0])
+
+
+def test_alias_bomb_refused_quickly(write: Write, parse: Parse) -> None:
+    lines = ["vars:", "  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):
+        prev = f"*a{i - 1}"
+        lines.append(f"  a{i}: &a{i} [{', '.join([prev] * 9)}]")
+    lines.append("jobs: *a11")
+    path = write("bomb.yaml", "\n".join(lines) + "\n")
+    started = time.monotonic()
+    _, problems = parse(path)
+    assert time.monotonic() - started < 1.0
+    assert any("alias bomb" in p.message for p in problems), msgs(problems)
+
+
+def test_alias_bomb_in_jobs_refused_quickly(write: Write, parse: Parse) -> None:
+    anchors = ["jobs:", "  - prompt: &a0 [x, x, x, x, x, x, x, x, x, x]", "    input_image: images/a.png"]
+    for i in range(1, 10):
+        anchors.append(f"  - prompt: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+        anchors.append("    input_image: images/a.png")
+    text = "\n".join(anchors) + "\n"
+    started = time.monotonic()
+    _, problems = parse(write("bomb3.yaml", text))
+    assert time.monotonic() - started < 1.0
+    assert any("alias bomb" in p.message for p in problems), msgs(problems)
+
+
+def test_yaml_merge_keys_and_vars(write: Write, parse: Parse) -> None:
+    text = (
+        "output: 'cat/{sku}.mp4'\n"
+        "vars: {brand: Acme}\n"
+        "jobs:\n"
+        "  - &common\n"
+        "    prompt: '{brand} {sku}'\n"
+        "    input_image: images/a.png\n"
+        "    vars: {sku: S1}\n"
+        "  - <<: *common\n"
+        "    vars: {sku: S2}\n"
+    )
+    jobs, problems = parse(write("merge.yaml", text))
+    assert problems == []
+    assert [j.output_key for j in jobs] == ["cat/S1.mp4", "cat/S2.mp4"]
+    assert [j.params["prompt"] for j in jobs] == ["Acme S1", "Acme S2"]
+
+
+def test_unknown_model(write: Write, parse: Parse) -> None:
+    _, problems = parse(write("m.yaml", "model: no-such-model\njobs:\n  - {prompt: p, input_image: images/a.png}\n"))
+    assert "unknown model 'no-such-model'" in str(problems[0])
+
+
+def test_mini_model_has_no_1080p(write: Write, parse: Parse) -> None:
+    _, problems = parse(
+        write("m.yaml", "jobs:\n  - {prompt: p, input_image: images/a.png, resolution: 1080p}\n"),
+        model_override="bytedance-seedance-2-0-mini-image-to-video",
+    )
+    assert "must be one of 480p, 720p" in str(problems[0])
+
+
+def test_s3_and_url_images_pass(write: Write, parse: Parse) -> None:
+    jobs, problems = parse(
+        write(
+            "m.csv",
+            "prompt,input_image,tail_image_url\n"
+            "p,s3://bucket/in/a.png,https://cdn.example.com/b.png\n",
+        )
+    )
+    assert problems == []
+    assert jobs[0].params["input_image"] == "s3://bucket/in/a.png"
+    assert jobs[0].params["tail_image_url"] == "https://cdn.example.com/b.png"
+
+
+def test_private_urls_allowed_by_setting(write: Write, parse: Parse) -> None:
+    path = write("m.csv", "prompt,input_image\np,http://127.0.0.1:8000/a.png\n")
+    assert parse(path)[1]
+    jobs, problems = parse(path, allow_private_urls=True)
+    assert problems == [] and len(jobs) == 1
+
+
+def test_plan_counts_seconds_and_cost(write: Write, check_one: Callable[..., object]) -> None:
+    path = write(
+        "p.csv",
+        "prompt,input_image,resolution,duration,generate_audio\n"
+        "a,images/a.png,720p,5,no\n"
+        "b,images/a.png,1080p,auto,no\n"
+        "c,images/a.png,720p,4,yes\n",
+    )
+    result = check_one(path)
+    plan = result.plan  # type: ignore[attr-defined]
+    total = plan.total
+    assert (total.jobs, total.seconds, total.auto_jobs) == (3, 5 + 10 + 4, 1)
+    # shipped pricing: 0.10/s, high res 0.20/s, audio premium 0.03/s
+    assert plan.by_resolution["720p"].cost == pytest.approx(5 * 0.10 + 4 * 0.13)
+    assert plan.by_resolution["1080p"].cost == pytest.approx(10 * 0.20)

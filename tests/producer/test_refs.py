@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from producer.refs import (
+    RefError,
+    check_http_url,
+    check_output_key,
+    is_private_address,
+    parse_image_ref,
+    render,
+    template_names,
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "private"),
+    [
+        ("127.0.0.1", True), ("127.8.9.10", True), ("10.1.2.3", True), ("172.16.0.1", True),
+        ("172.31.255.255", True), ("192.168.1.1", True), ("169.254.169.254", True),
+        ("0.0.0.0", True), ("100.64.0.1", True), ("::1", True), ("[::1]", True),
+        ("fe80::1", True), ("fc00::1", True), ("::ffff:127.0.0.1", True), ("224.0.0.1", True),
+        ("8.8.8.8", False), ("172.32.0.1", False), ("2606:4700::1111", False),
+        ("example.com", False),
+    ],
+)
+def test_is_private_address(host: str, private: bool) -> None:
+    assert is_private_address(host) is private
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example.com/a.png",
+        "http://93.184.216.34/a.jpg",
+        "https://example.com:8443/path/a.webp?x=1",
+    ],
+)
+def test_http_urls_allowed(url: str) -> None:
+    assert check_http_url(url, allow_private=False) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ftp://example.com/a.png", "only http and https"),
+        ("file:///etc/passwd", "only http and https"),
+        ("http://127.0.0.1/a.png", "loopback"),
+        ("http://localhost:8000/a.png", "this machine"),
+        ("http://foo.localhost/a.png", "this machine"),
+        ("http://10.0.0.5/a.png", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[::1]:80/a.png", "loopback"),
+        ("http://user:secret@example.com/a.png", "user name or password"),
+        ("http:///a.png", "no host"),
+        ("http://example.com:99999/a.png", "invalid port"),
+    ],
+)
+def test_http_urls_refused(url: str, why: str) -> None:
+    with pytest.raises(RefError, match=why):
+        check_http_url(url, allow_private=False)
+
+
+def test_private_urls_allowed_when_setting_on() -> None:
+    assert check_http_url("http://127.0.0.1:9/a.png", allow_private=True)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("a.mp4", "a.mp4"),
+        ("catalog/SKU-1.mp4", "catalog/SKU-1.mp4"),
+        ("catalog/SKU-1", "catalog/SKU-1.mp4"),
+        ("deep/er/x.MP4", "deep/er/x.MP4"),
+        ("ünïcode/名前.mp4", "ünïcode/名前.mp4"),
+    ],
+)
+def test_output_keys_ok(key: str, expected: str) -> None:
+    assert check_output_key(key) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("", "empty"),
+        ("../escape.mp4", r"\.\. segments"),
+        ("a/../../b.mp4", r"\.\. segments"),
+        ("./a.mp4", r"\. or \.\."),
+        ("/abs/a.mp4", "relative"),
+        ("C:/x.mp4", "relative"),
+        ("a\\b.mp4", "separator"),
+        ("a\nb.mp4", "control"),
+        ("a\x00b.mp4", "control"),
+        ("a\u202eb.mp4", "control"),
+        ("a//b.mp4", "empty or space-padded"),
+        ("a/ b.mp4", "empty or space-padded"),
+        ("a.mov", "must end in .mp4"),
+        ("x" * 1000 + ".mp4", "longer than"),
+    ],
+)
+def test_output_keys_refused(key: str, why: str) -> None:
+    with pytest.raises(RefError, match=why):
+        check_output_key(key)
+
+
+def test_templates() -> None:
+    assert template_names("a {x} b {y_2}") == {"x", "y_2"}
+    assert render("{a}-{b}", {"a": "1", "b": "2"}) == "1-2"
+    assert render("literal {{braces}}", {}) == "literal {braces}"
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{x.__class__}", "plain"),
+        ("{x[0]}", "plain"),
+        ("{x!r}", "plain"),
+        ("{x:>10}", "plain"),
+        ("{0}", "plain"),
+        ("{", "bad template"),
+        ("{missing}", "unknown placeholder"),
+    ],
+)
+def test_templates_refused(template: str, why: str) -> None:
+    with pytest.raises(RefError, match=why):
+        render(template, {"x": "1"})
+
+
+def test_local_image_refs(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    ref = parse_image_ref("a.png", base_dir=tmp_path, allow_private=False)
+    assert ref.kind == "file"
+    assert ref.value == str((tmp_path / "a.png").resolve())
+    assert parse_image_ref("s3://bucket/k/a.png", base_dir=tmp_path, allow_private=False).kind == "s3"
+    with pytest.raises(RefError, match="no such file"):
+        parse_image_ref("missing.png", base_dir=tmp_path, allow_private=False)
+    with pytest.raises(RefError, match=r"\.jpg"):
+        parse_image_ref("notes.txt", base_dir=tmp_path, allow_private=False)
+    with pytest.raises(RefError, match="s3://bucket/key"):
+        parse_image_ref("s3://bucket", base_dir=tmp_path, allow_private=False)
+    with pytest.raises(RefError, match="unsupported scheme"):
+        parse_image_ref("gopher://x/a.png", base_dir=tmp_path, allow_private=False)
+
+
+def test_local_image_size_cap(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as fh:
+        fh.truncate(30 * 1024 * 1024 + 1)
+    with pytest.raises(RefError, match="30 MB"):
+        parse_image_ref("big.png", base_dir=tmp_path, allow_private=False)
