@@ -105,14 +105,16 @@ class EnqueueResponse(_Tolerant):
 class GenerationList(_Tolerant):
     """``GET /api/ai/queue``: ``count`` falls back to the list's length when missing."""
 
-    count: int | None = None
+    count: int
     generations: list[Generation] = Field(default_factory=list)
 
-    @pydantic.model_validator(mode="after")
-    def _count_default(self) -> GenerationList:
-        if self.count is None:
-            self.count = len(self.generations)
-        return self
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _count_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("count") is None:
+            generations = data.get("generations")
+            return {**data, "count": len(generations) if isinstance(generations, list) else 0}
+        return data
 
 
 class CompletionEvent(_Tolerant):
