@@ -61,7 +61,7 @@ def test_ids_are_stable_and_follow_content(write: Write, parse: Parse) -> None:
 CSV_OK = (
     "\ufeffsku,product_name,input_image,Resolution,duration,generate_audio,watermark\r\n"
     'SKU-1,"mug, blue",images/a.png,480p,auto,Yes,0\r\n'
-    '\r\n'
+    "\r\n"
     'SKU-2,"lamp ""deluxe""\nwith newline",images/b.jpg,1080p,8,FALSE,TRUE\r\n'
     "SKU-3,plain,images/c.webp,,4.0,no,\r\n"
     "\r\n\r\n"
@@ -76,7 +76,11 @@ def test_csv_as_spreadsheets_write_it(write: Write, parse: Parse) -> None:
     )
     assert problems == []
     assert [j.line for j in jobs] == [2, 4, 6]
-    assert [j.output_key for j in jobs] == ["catalog/SKU-1.mp4", "catalog/SKU-2.mp4", "catalog/SKU-3.mp4"]
+    assert [j.output_key for j in jobs] == [
+        "catalog/SKU-1.mp4",
+        "catalog/SKU-2.mp4",
+        "catalog/SKU-3.mp4",
+    ]
     assert jobs[0].params["prompt"] == "A slow turntable of mug, blue"
     assert jobs[1].params["prompt"] == 'A slow turntable of lamp "deluxe"\nwith newline'
     assert jobs[0].params["duration"] == -1 and jobs[2].params["duration"] == 4
@@ -101,39 +105,73 @@ def test_row_values_beat_defaults_beat_sets(write: Write, parse: Parse) -> None:
 @pytest.mark.parametrize(
     ("row", "expected"),
     [
-        ("prompt: p\n    input_image: images/a.png\n    resolution: 8k",
-         "m.yaml:2: resolution: must be one of 480p, 720p, 1080p, 4k (got '8k')"),
-        ("prompt: p\n    input_image: images/a.png\n    duration: 3",
-         "m.yaml:2: duration: must be -1 (auto) or 4 to 15 (got 3)"),
-        ("prompt: p\n    input_image: images/a.png\n    duration: 16",
-         "m.yaml:2: duration: must be at most 15 (got 16)"),
-        ("prompt: p\n    input_image: images/a.png\n    duration: soon",
-         "m.yaml:2: duration: input should be a valid integer"),
-        ("prompt: p\n    input_image: images/a.png\n    aspect_ratio: 2:1",
-         "m.yaml:2: aspect_ratio: must be one of adaptive"),
-        ("prompt: p\n    input_image: images/a.png\n    generate_audio: maybe",
-         "m.yaml:2: generate_audio: input should be a valid boolean"),
+        (
+            "prompt: p\n    input_image: images/a.png\n    resolution: 8k",
+            "m.yaml:2: resolution: must be one of 480p, 720p, 1080p, 4k (got '8k')",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    duration: 3",
+            "m.yaml:2: duration: must be -1 (auto) or 4 to 15 (got 3)",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    duration: 16",
+            "m.yaml:2: duration: must be at most 15 (got 16)",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    duration: soon",
+            "m.yaml:2: duration: input should be a valid integer",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    aspect_ratio: 2:1",
+            "m.yaml:2: aspect_ratio: must be one of adaptive",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    generate_audio: maybe",
+            "m.yaml:2: generate_audio: input should be a valid boolean",
+        ),
         ("input_image: images/a.png", "m.yaml:2: prompt: is required"),
         ("prompt: p", "m.yaml:2: input_image: is required"),
         ("prompt: ''\n    input_image: images/a.png", "m.yaml:2: prompt: must not be empty"),
-        ("prompt: p\n    input_image: images/nope.png", "m.yaml:2: input_image: no such file: images/nope.png"),
-        ("prompt: p\n    input_image: http://127.0.0.1/a.png", "m.yaml:2: input_image: address 127.0.0.1 is loopback"),
-        ("prompt: p\n    input_image: images/a.png\n    tail_image_url: ftp://x/y.png",
-         "m.yaml:2: tail_image_url: unsupported scheme 'ftp'"),
-        ("prompt: p\n    input_image: images/a.png\n    output: ../../etc/x.mp4",
-         "m.yaml:2: output: output key must not contain . or .. segments"),
-        ("prompt: p\n    input_image: images/a.png\n    output: /abs.mp4",
-         "m.yaml:2: output: output key must be relative"),
-        ("prompt: p\n    input_image: images/a.png\n    id: 'has space'",
-         "m.yaml:2: id: must be 1-128 letters"),
-        ("prompt: p\n    input_image: images/a.png\n    priority: 5000",
-         "m.yaml:2: priority: input should be less than or equal to 1000"),
-        ("prompt: p\n    input_image: images/a.png\n    promt: typo",
-         "m.yaml:2: promt: unknown field (did you mean 'prompt'?)"),
-        ("prompt: p\n    input_image: images/a.png\n    resolutoin: 720p",
-         "m.yaml:2: resolutoin: unknown field (did you mean 'resolution'?)"),
-        ("prompt: 'a {missing} thing'\n    input_image: images/a.png",
-         "m.yaml:2: prompt: unknown placeholder {missing}"),
+        (
+            "prompt: p\n    input_image: images/nope.png",
+            "m.yaml:2: input_image: no such file: images/nope.png",
+        ),
+        (
+            "prompt: p\n    input_image: http://127.0.0.1/a.png",
+            "m.yaml:2: input_image: address 127.0.0.1 is loopback",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    tail_image_url: ftp://x/y.png",
+            "m.yaml:2: tail_image_url: unsupported scheme 'ftp'",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    output: ../../etc/x.mp4",
+            "m.yaml:2: output: output key must not contain . or .. segments",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    output: /abs.mp4",
+            "m.yaml:2: output: output key must be relative",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    id: 'has space'",
+            "m.yaml:2: id: must be 1-128 letters",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    priority: 5000",
+            "m.yaml:2: priority: input should be less than or equal to 1000",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    promt: typo",
+            "m.yaml:2: promt: unknown field (did you mean 'prompt'?)",
+        ),
+        (
+            "prompt: p\n    input_image: images/a.png\n    resolutoin: 720p",
+            "m.yaml:2: resolutoin: unknown field (did you mean 'resolution'?)",
+        ),
+        (
+            "prompt: 'a {missing} thing'\n    input_image: images/a.png",
+            "m.yaml:2: prompt: unknown placeholder {missing}",
+        ),
     ],
 )
 def test_yaml_job_rules(write: Write, parse: Parse, row: str, expected: str) -> None:
@@ -174,7 +212,9 @@ def test_unused_csv_column_is_a_warning(write: Write, check_one: Callable[..., o
     result = check_one(path)
     assert result.errors == []  # type: ignore[attr-defined]
     warnings = msgs(result.warnings)  # type: ignore[attr-defined]
-    assert warnings == [f"{path}:1: notes: warning: column is neither a job field nor used by a template; ignored"]
+    assert warnings == [
+        f"{path}:1: notes: warning: column is neither a job field nor used by a template; ignored"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -183,7 +223,11 @@ def test_unused_csv_column_is_a_warning(write: Write, check_one: Callable[..., o
         ("e.csv", b"", ":0: file: is empty"),
         ("e.yaml", b"\n\n  \n", ":0: file: is empty"),
         ("b.csv", b"prompt,input_image\n\x00\x01\x02binary", ":0: file: is binary"),
-        ("u.csv", b"prompt,input_image\np\xff\xfe,images/a.png\n", ":2: encoding: not UTF-8 (byte 0xff)"),
+        (
+            "u.csv",
+            b"prompt,input_image\np\xff\xfe,images/a.png\n",
+            ":2: encoding: not UTF-8 (byte 0xff)",
+        ),
         ("u.yaml", b"jobs:\n  - prompt: caf\xe9\n", ":2: encoding: not UTF-8 (byte 0xe9)"),
         ("t.csv", b'prompt,input_image\n"unterminated,images/a.png\n', ":2: csv:"),
         ("t.yaml", b"jobs:\n  - prompt: [unclosed\n", ": yaml:"),
@@ -235,7 +279,11 @@ def test_alias_bomb_refused_quickly(write: Write, parse: Parse) -> None:
 
 
 def test_alias_bomb_in_jobs_refused_quickly(write: Write, parse: Parse) -> None:
-    anchors = ["jobs:", "  - prompt: &a0 [x, x, x, x, x, x, x, x, x, x]", "    input_image: images/a.png"]
+    anchors = [
+        "jobs:",
+        "  - prompt: &a0 [x, x, x, x, x, x, x, x, x, x]",
+        "    input_image: images/a.png",
+    ]
     for i in range(1, 10):
         anchors.append(f"  - prompt: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
         anchors.append("    input_image: images/a.png")
@@ -265,7 +313,9 @@ def test_yaml_merge_keys_and_vars(write: Write, parse: Parse) -> None:
 
 
 def test_unknown_model(write: Write, parse: Parse) -> None:
-    _, problems = parse(write("m.yaml", "model: no-such-model\njobs:\n  - {prompt: p, input_image: images/a.png}\n"))
+    _, problems = parse(
+        write("m.yaml", "model: no-such-model\njobs:\n  - {prompt: p, input_image: images/a.png}\n")
+    )
     assert "unknown model 'no-such-model'" in str(problems[0])
 
 

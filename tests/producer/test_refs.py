@@ -19,11 +19,24 @@ from producer.refs import (
 @pytest.mark.parametrize(
     ("host", "private"),
     [
-        ("127.0.0.1", True), ("127.8.9.10", True), ("10.1.2.3", True), ("172.16.0.1", True),
-        ("172.31.255.255", True), ("192.168.1.1", True), ("169.254.169.254", True),
-        ("0.0.0.0", True), ("100.64.0.1", True), ("::1", True), ("[::1]", True),
-        ("fe80::1", True), ("fc00::1", True), ("::ffff:127.0.0.1", True), ("224.0.0.1", True),
-        ("8.8.8.8", False), ("172.32.0.1", False), ("2606:4700::1111", False),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("172.31.255.255", True),
+        ("192.168.1.1", True),
+        ("169.254.169.254", True),
+        ("0.0.0.0", True),
+        ("100.64.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("fe80::1", True),
+        ("fc00::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("224.0.0.1", True),
+        ("8.8.8.8", False),
+        ("172.32.0.1", False),
+        ("2606:4700::1111", False),
         ("example.com", False),
     ],
 )
@@ -134,7 +147,9 @@ def test_local_image_refs(tmp_path: Path) -> None:
     ref = parse_image_ref("a.png", base_dir=tmp_path, allow_private=False)
     assert ref.kind == "file"
     assert ref.value == str((tmp_path / "a.png").resolve())
-    assert parse_image_ref("s3://bucket/k/a.png", base_dir=tmp_path, allow_private=False).kind == "s3"
+    assert (
+        parse_image_ref("s3://bucket/k/a.png", base_dir=tmp_path, allow_private=False).kind == "s3"
+    )
     with pytest.raises(RefError, match="no such file"):
         parse_image_ref("missing.png", base_dir=tmp_path, allow_private=False)
     with pytest.raises(RefError, match=r"\.jpg"):

@@ -1,0 +1,139 @@
+"""Registering and enqueueing a run: on fakeredis for the rules, on a real Redis broker
+for the messages themselves."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from producer.catalog import ModelCatalog
+from producer.errors import SubmitError
+from producer.manifest import ReadOptions
+from producer.submit import celery_sender, submit
+from seedq import contract, keys
+from seedq.queueing import make_celery
+from seedq.settings import Settings
+from seedq.store import Decision, JobStore
+
+Write = Callable[[str, str | bytes], Path]
+OPTS = ReadOptions(default_model="bytedance-seedance-2-0-image-to-video")
+MANIFEST = "prompt,input_image,id\n" + "".join(f"p{i},images/a.png,job-{i}\n" for i in range(7))
+
+
+class ListSender:
+    def __init__(self) -> None:
+        self.sent: list[contract.JobMessage] = []
+
+    def __call__(self, messages: list[contract.JobMessage]) -> None:
+        self.sent.extend(messages)
+
+
+@pytest.fixture
+def store() -> JobStore:
+    return JobStore(fakeredis.FakeRedis())
+
+
+def test_submit_registers_and_enqueues(write: Write, store: JobStore) -> None:
+    path = write("m.csv", MANIFEST)
+    sender = ListSender()
+    result = submit([path], OPTS, ModelCatalog(), store, sender, name="night")
+    assert result.enqueued == 7 and result.counts[Decision.NEW] == 7
+    assert [m["job_id"] for m in sender.sent] == [f"job-{i}" for i in range(7)]
+    assert all(m["run_id"] == result.run_id for m in sender.sent)
+    run = store.run(result.run_id)
+    assert run is not None
+    assert (run.name, run.status, run.total, run.counts) == (
+        "night",
+        "active",
+        7,
+        {"registered": 7},
+    )
+    job = store.job("job-3")
+    assert job["state"] == "registered" and job["run_id"] == result.run_id
+    spec = json.loads(job["spec"])
+    assert spec["params"]["prompt"] == "p3" and spec["output_key"] == "job-3.mp4"
+
+
+def test_resubmit_skips_delivered_and_reenqueues_pending(write: Write, store: JobStore) -> None:
+    path = write("m.csv", MANIFEST)
+    first = submit([path], OPTS, ModelCatalog(), store, ListSender())
+    r = store.redis
+    r.hset(keys.job("job-0"), "state", "delivered")
+    r.hset(keys.job("job-1"), "state", "failed")
+    r.hset(keys.job("job-2"), "state", "submitted")
+    sender = ListSender()
+    second = submit([path], OPTS, ModelCatalog(), store, sender)
+    c = second.counts
+    assert (c[Decision.DONE], c[Decision.NEW], c[Decision.ACTIVE], c[Decision.PENDING]) == (
+        1,
+        1,
+        1,
+        4,
+    )
+    assert sorted(m["job_id"] for m in sender.sent) == ["job-1", "job-3", "job-4", "job-5", "job-6"]
+    assert store.job("job-1")["run_id"] == second.run_id  # failed job moved to the new run
+    assert store.job("job-3")["run_id"] == first.run_id  # pending job stays where it was
+    assert store.run_job_ids(second.run_id) == ["job-1"]
+
+
+def test_force_redoes_delivered(write: Write, store: JobStore) -> None:
+    path = write("m.csv", MANIFEST)
+    submit([path], OPTS, ModelCatalog(), store, ListSender())
+    store.redis.hset(keys.job("job-0"), "state", "delivered")
+    sender = ListSender()
+    result = submit([path], OPTS, ModelCatalog(), store, sender, force=True)
+    assert result.counts[Decision.NEW] == 1
+    assert "job-0" in [m["job_id"] for m in sender.sent]
+
+
+def test_changed_parameters_of_delivered_id_are_reported(write: Write, store: JobStore) -> None:
+    submit([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, ListSender())
+    store.redis.hset(keys.job("job-0"), "state", "delivered")
+    changed = write("m.csv", MANIFEST.replace("p0,", "p0 but different,"))
+    result = submit([changed], OPTS, ModelCatalog(), store, ListSender())
+    assert result.changed == ["job-0"]
+
+
+def test_file_changed_between_passes_is_refused(write: Write, store: JobStore) -> None:
+    path = write("m.csv", "prompt,input_image\np,images/a.png\n,images/a.png\n")
+    with pytest.raises(SubmitError, match="changed while"):
+        submit([path], OPTS, ModelCatalog(), store, ListSender())
+
+
+def test_priority_override_is_recorded(write: Write, store: JobStore) -> None:
+    result = submit(
+        [write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, ListSender(), priority=50
+    )
+    assert json.loads(store.job("job-0")["spec"])["priority"] == 50
+    assert store.run(result.run_id).meta["priority"] == 50  # type: ignore[union-attr]
+
+
+@pytest.mark.redis
+def test_enqueue_on_real_redis_broker(write: Write, real_redis: redis.Redis) -> None:
+    """The messages land in the submit queue of a real Redis broker, as Celery sends them."""
+    url = real_redis.connection_pool.connection_kwargs
+    broker = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 15)}"
+    settings = Settings(broker_url=broker, redis_url=broker)
+    app = make_celery(settings)
+    store = JobStore(real_redis)
+    result = submit([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, celery_sender(app))
+    raw = real_redis.lrange(contract.QUEUE_SUBMIT, 0, -1)
+    assert len(raw) == 7
+    bodies = []
+    for item in raw:
+        envelope = json.loads(item)
+        assert envelope["headers"]["task"] == contract.TASK_SUBMIT
+        assert envelope["content-type"] == "application/json"
+        args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        assert args == []
+        bodies.append(kwargs)
+    assert sorted(b["job_id"] for b in bodies) == [f"job-{i}" for i in range(7)]
+    assert {b["run_id"] for b in bodies} == {result.run_id}
+    assert all(set(b) == {"run_id", "job_id"} for b in bodies)
+    app.close()
