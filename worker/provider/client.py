@@ -27,6 +27,7 @@ from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings
 from worker.provider import errors as e
 from worker.provider.classify import classify_exception, classify_response
+from worker.provider.download import check_download, write_capped
 from worker.provider.models import (
     COMPLETED_EVENT,
     CompletionEvent,
@@ -44,8 +45,6 @@ CONNECT_TIMEOUT_S = 5.0
 GENERATE_TIMEOUT_S = 20 * 60.0
 # Keep-alives come every 15 s; three missed ones mean the stream is dead.
 EVENTS_READ_TIMEOUT_S = 45.0
-DOWNLOAD_CHUNK_BYTES = 64 * 1024
-MAX_ERROR_BODY_BYTES = 64 * 1024
 # Exceptions raised after the request bytes may have reached the server.
 _SENT_MAYBE = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
@@ -344,8 +343,8 @@ class OxenClient:
         try:
             # A full URL bypasses base_url; no auth header is ever added here.
             with self._http.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-                _check_download(response, max_bytes, self._secrets())
-                written = _write_capped(response, part, max_bytes)
+                check_download(response, max_bytes, self._secrets())
+                written = write_capped(response, part, max_bytes)
             os.replace(part, dest)
             return written
         except BaseException as exc:
@@ -382,50 +381,3 @@ def _completion(data: str) -> CompletionEvent | None:
         return parse_model(CompletionEvent, parse_json(data.encode()))
     except e.MalformedResponse:
         return None
-
-
-def _check_download(response: httpx.Response, max_bytes: int, secrets: tuple[str, ...]) -> None:
-    status = response.status_code
-    if status in (401, 403, 404, 410):
-        raise e.ResultUrlExpired(
-            "result URL refused (expired?): get() the generation for a fresh one",
-            status_code=status,
-        )
-    if not 200 <= status < 300:
-        body = _read_capped(response, MAX_ERROR_BODY_BYTES)
-        problem = classify_response(status, response.headers, body, secrets=secrets)
-        raise problem or e.MalformedResponse("unexpected status", status_code=status)
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise e.ResultTooLarge(
-            f"result is {declared} bytes, above the {max_bytes}-byte cap", max_bytes=max_bytes
-        )
-    if response.headers.get("Content-Type", "").startswith(("text/html", "application/json")):
-        # A proxy's error page or an API error object where a video was expected.
-        raise e.MalformedResponse("result URL returned a page, not a file", status_code=status)
-
-
-def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
-
-
-def _write_capped(response: httpx.Response, part: Path, max_bytes: int) -> int:
-    written = 0
-    with part.open("wb") as out:
-        for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
-            written += len(chunk)
-            if written > max_bytes:
-                raise e.ResultTooLarge(
-                    f"result exceeds the {max_bytes}-byte cap", max_bytes=max_bytes
-                )
-            out.write(chunk)
-    if written == 0:
-        raise e.MalformedResponse("result file is empty")
-    return written
