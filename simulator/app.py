@@ -28,12 +28,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seedq.modelinfo import UnknownModelError, check_params, load_shipped_model
 from simulator.config import SimConfig
 from simulator.errors import ApiError, SimConfigError
 from simulator.events import stream
-from simulator.faults import ASGIApp, FaultMiddleware, Receive, Scope, Send
+from simulator.faults import FaultMiddleware
 from simulator.files import FILES_PREFIX, LinkCheck, check_link
 from simulator.runner import INSUFFICIENT_CREDITS, SimCore
 from simulator.state import (
@@ -137,7 +138,9 @@ async def _parse_enqueue(request: Request) -> tuple[str, dict[str, Any], str | N
     try:
         model = load_shipped_model(model_id)
     except UnknownModelError:
-        raise ApiError(404, "resource_not_found", "Not found", f"Unknown model {model_id}") from None
+        raise ApiError(
+            404, "resource_not_found", "Not found", f"Unknown model {model_id}"
+        ) from None
     if model.model_type not in MODEL_TYPES:
         raise _invalid(f"Model {model_id} makes neither images nor videos")
     count = body.get("num_generations", 1)
@@ -155,7 +158,9 @@ async def _parse_enqueue(request: Request) -> tuple[str, dict[str, Any], str | N
 async def enqueue(request: Request) -> Response:
     model_id, params, namespace, count = await _parse_enqueue(request)
     gens = _core(request).enqueue(model_id, params, namespace, count)
-    return JSONResponse({"generations": [{"generation_id": g.generation_id, "status": g.status} for g in gens]})
+    return JSONResponse(
+        {"generations": [{"generation_id": g.generation_id, "status": g.status} for g in gens]}
+    )
 
 
 async def generate_sync(request: Request) -> Response:
@@ -190,7 +195,11 @@ async def list_generations(request: Request) -> Response:
     filters = {k: v for k in LIST_FILTERS if (v := request.query_params.get(k))}
     if "status" in filters and filters["status"] not in STATUSES:
         raise _invalid("status must be one of " + ", ".join(sorted(STATUSES)))
-    found = [_object(request, g) for g in _core(request).store.generations.values() if matches(g, filters)]
+    found = [
+        _object(request, g)
+        for g in _core(request).store.generations.values()
+        if matches(g, filters)
+    ]
     return JSONResponse({"count": len(found), "generations": found})
 
 
@@ -199,7 +208,9 @@ async def get_model(request: Request) -> Response:
     try:
         model = load_shipped_model(model_id)
     except UnknownModelError:
-        raise ApiError(404, "resource_not_found", "Not found", f"Unknown model {model_id}") from None
+        raise ApiError(
+            404, "resource_not_found", "Not found", f"Unknown model {model_id}"
+        ) from None
     body = model.model_dump(mode="json")
     field = _core(request).config.schema_field
     body[field] = body.pop("request_schema")
@@ -221,7 +232,11 @@ async def download(request: Request) -> Response:
     if gen is None or gen.video is None:
         return JSONResponse({"error": {"message": "No such file"}}, status_code=404)
     check = check_link(
-        core.secret, gen_id, request.query_params.get("expires", ""), request.query_params.get("sig", ""), _now()
+        core.secret,
+        gen_id,
+        request.query_params.get("expires", ""),
+        request.query_params.get("sig", ""),
+        _now(),
     )
     if check is not LinkCheck.OK:
         message = "Link expired" if check is LinkCheck.EXPIRED else "Invalid signature"
@@ -296,7 +311,12 @@ def build_app(config: SimConfig) -> tuple[Starlette, SimCore]:
 
     middleware = [
         Middleware(EdgeMiddleware, core=core),
-        Middleware(FaultMiddleware, config=lambda: core.config, rng=lambda: core.fault_rng, store=lambda: core.store),
+        Middleware(
+            FaultMiddleware,
+            config=lambda: core.config,
+            rng=lambda: core.fault_rng,
+            store=lambda: core.store,
+        ),
     ]
     app = Starlette(
         routes=ROUTES,

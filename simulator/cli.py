@@ -14,15 +14,20 @@ from simulator.errors import SimConfigError
 def simulator_command(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8100, min=0, max=65535, help="Port to listen on."),
-    api_key: str | None = typer.Option(None, help="Accepted bearer key (default: any non-empty key)."),
-    max_concurrency: int = typer.Option(4, help="Generations processing at once; more stay queued."),
+    api_key: str | None = typer.Option(
+        None, help="Accepted bearer key (default: any non-empty key)."
+    ),
+    max_concurrency: int = typer.Option(
+        4, help="Generations processing at once; more stay queued."
+    ),
     latency: str = typer.Option("1:3", help="Seconds per generation, MIN:MAX (floats allowed)."),
     url_ttl: float = typer.Option(300.0, help="Seconds a result URL stays valid (then 403)."),
     fast: bool = typer.Option(False, help="Serve cached clips per parameter class (load tests)."),
     seed: int | None = typer.Option(None, help="Seed for every random choice."),
     keepalive_s: float = typer.Option(15.0, help="Seconds between SSE keep-alive comments."),
     schema_field: str = typer.Option(
-        "request_schema", help="Schema field name in model objects: request_schema or json_request_schema."
+        "request_schema",
+        help="Schema field name in model objects: request_schema or json_request_schema.",
     ),
     error_rate: float = typer.Option(0.0, help="Share of /api answers that are 5xx."),
     rate_limit_rate: float = typer.Option(0.0, help="Share of /api answers that are 429."),
@@ -30,9 +35,13 @@ def simulator_command(
     slow_rate: float = typer.Option(0.0, help="Share of /api answers delayed by --slow-delay-s."),
     slow_delay_s: float = typer.Option(30.0, help="Delay of a slow answer, seconds."),
     drop_rate: float = typer.Option(0.0, help="Share of /api connections closed before handling."),
-    drop_after_rate: float = typer.Option(0.0, help="Share of /api connections closed after handling."),
+    drop_after_rate: float = typer.Option(
+        0.0, help="Share of /api connections closed after handling."
+    ),
     failure_rate: float = typer.Option(0.0, help="Share of generations that end failed."),
-    insufficient_credits: bool = typer.Option(False, help="Refuse enqueues (402), fail in-flight ones."),
+    insufficient_credits: bool = typer.Option(
+        False, help="Refuse enqueues (402), fail in-flight ones."
+    ),
     unrelated_event_rate: float = typer.Option(0.2, help="Chance of an unrelated SSE event."),
 ) -> None:
     """Run the provider simulator (a real HTTP server following the provider's contract)."""
@@ -68,5 +77,7 @@ def simulator_command(
 
     from simulator.server import serve_forever
 
-    typer.echo(f"Simulator on http://{host}:{port} (API under /api, controls under /_sim)", err=True)
+    typer.echo(
+        f"Simulator on http://{host}:{port} (API under /api, controls under /_sim)", err=True
+    )
     serve_forever(config, host, port)

@@ -20,14 +20,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from simulator.config import SimConfig
 from simulator.state import Store
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
-ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 SERVER_ERROR_STATUSES = (500, 502, 503)
 
@@ -39,7 +35,7 @@ class Fault(Enum):
     DROP_AFTER = "drop_after"
 
 
-class DroppedConnection(Exception):  # noqa: N818 - a signal to uvicorn, not an error
+class DroppedConnection(Exception):
     """Raised after the response start so that uvicorn closes the connection."""
 
 
@@ -130,7 +126,11 @@ class FaultMiddleware:
 
 def server_error_body() -> dict[str, Any]:
     return {
-        "error": {"type": "unknown_error", "title": "Internal error", "detail": "Simulated failure"},
+        "error": {
+            "type": "unknown_error",
+            "title": "Internal error",
+            "detail": "Simulated failure",
+        },
         "status": "error",
         "status_message": "unknown_error",
     }

@@ -15,7 +15,10 @@ from simulator.errors import GenerationFailed
 
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
 FETCH_TIMEOUT_S = 20.0
-IMAGE_FIELDS = (("input_image", "input_image_has_face"), ("tail_image_url", "tail_image_url_has_face"))
+IMAGE_FIELDS = (
+    ("input_image", "input_image_has_face"),
+    ("tail_image_url", "tail_image_url_has_face"),
+)
 
 
 def content_filter_reason(params: dict[str, Any]) -> str | None:
@@ -26,7 +29,11 @@ def content_filter_reason(params: dict[str, Any]) -> str | None:
     """
     for field, flag in IMAGE_FIELDS:
         url = params.get(field)
-        if isinstance(url, str) and "face" in urlsplit(url).path.lower() and params.get(flag) is not True:
+        if (
+            isinstance(url, str)
+            and "face" in urlsplit(url).path.lower()
+            and params.get(flag) is not True
+        ):
             return (
                 f"Blocked by content filter: {field} appears to show a real human face; "
                 f"set {flag} to true if it does"

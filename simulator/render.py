@@ -22,7 +22,14 @@ from PIL import Image, ImageDraw, ImageFont
 from simulator.errors import GenerationFailed
 
 SHORT_SIDE_PX = {"480p": 480, "720p": 720, "1080p": 1080, "4k": 2160}
-RATIOS = {"21:9": (21, 9), "16:9": (16, 9), "4:3": (4, 3), "1:1": (1, 1), "3:4": (3, 4), "9:16": (9, 16)}
+RATIOS = {
+    "21:9": (21, 9),
+    "16:9": (16, 9),
+    "4:3": (4, 3),
+    "1:1": (1, 1),
+    "3:4": (3, 4),
+    "9:16": (9, 16),
+}
 # An adaptive ratio follows the image but stays within the widest documented ratios,
 # so a 10000x10 banner cannot ask for a 480000-pixel-wide video.
 MAX_ADAPTIVE_RATIO = 21 / 9
@@ -89,8 +96,11 @@ def synthetic_image(width: int, height: int) -> Image.Image:
     xs = np.linspace(0, 255, width, dtype=np.float32)[None, :]
     ys = np.linspace(0, 255, height, dtype=np.float32)[:, None]
     rgb = np.stack(
-        [np.broadcast_to(xs, (height, width)), np.broadcast_to(ys, (height, width)),
-         np.full((height, width), 128, np.float32)],
+        [
+            np.broadcast_to(xs, (height, width)),
+            np.broadcast_to(ys, (height, width)),
+            np.full((height, width), 128, np.float32),
+        ],
         axis=-1,
     )
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
@@ -161,7 +171,7 @@ def render_video(spec: VideoSpec, start: Image.Image, tail: Image.Image | None =
         video.options = {"preset": "ultrafast"}
         audio = container.add_stream("aac", rate=AUDIO_RATE_HZ) if spec.generate_audio else None
         for i, image in enumerate(_frames(spec, start, tail)):
-            frame = av.VideoFrame.from_image(image)
+            frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, spec.fps)
             container.mux(video.encode(frame))
         container.mux(video.encode(None))

@@ -58,7 +58,9 @@ def _seeded(seed: int | None, purpose: str) -> random.Random:
     return random.Random(f"{seed}:{purpose}") if seed is not None else random.Random()
 
 
-def video_spec(params: dict[str, Any], defaults: dict[str, Any], size: tuple[int, int], fps: int) -> VideoSpec:
+def video_spec(
+    params: dict[str, Any], defaults: dict[str, Any], size: tuple[int, int], fps: int
+) -> VideoSpec:
     """The render plan of valid parameters, with the schema's defaults filled in."""
     merged = {**defaults, **params}
     duration = int(merged.get("duration", AUTO_DURATION))
@@ -94,7 +96,11 @@ class SimCore:
         self.fault_rng = _seeded(seed, "faults")
         self.noise_rng = _seeded(seed, "noise")
         self._id_rng = _seeded(seed, "ids")
-        self.secret = hashlib.sha256(f"{seed}:secret".encode()).digest() if seed is not None else os.urandom(32)
+        self.secret = (
+            hashlib.sha256(f"{seed}:secret".encode()).digest()
+            if seed is not None
+            else os.urandom(32)
+        )
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(follow_redirects=True)
@@ -144,7 +150,9 @@ class SimCore:
         self._wake.set()
         return gen
 
-    def enqueue(self, model: str, params: dict[str, Any], namespace: str | None, count: int) -> list[Generation]:
+    def enqueue(
+        self, model: str, params: dict[str, Any], namespace: str | None, count: int
+    ) -> list[Generation]:
         self.store.note_enqueue(model, params)
         return [self.create(model, params, namespace) for _ in range(count)]
 
@@ -162,7 +170,9 @@ class SimCore:
         """A fresh presigned link (each call extends the expiry), for succeeded only."""
         if gen.status != SUCCEEDED:
             return None
-        return result_url(base_url, self.secret, gen.generation_id, time.time() + self.config.url_ttl_s)
+        return result_url(
+            base_url, self.secret, gen.generation_id, time.time() + self.config.url_ttl_s
+        )
 
     # --- scheduling and runs ---------------------------------------------------------
 
@@ -213,18 +223,32 @@ class SimCore:
             raise GenerationFailed(reason)
         if failure_draw < self.config.failure_rate:
             raise GenerationFailed(SIMULATED_FAILURE)
-        defaults = {name: spec.get("default") for name, spec in model.properties.items() if "default" in spec}
+        defaults = {
+            name: spec.get("default")
+            for name, spec in model.properties.items()
+            if "default" in spec
+        }
         fps = self.config.fps
         if self.config.fast:
             return await self._fast_clip(video_spec(gen.params, defaults, FAST_IMAGE_SIZE, fps))
         assert self._http is not None
         start_bytes = await fetch_image(self._http, str(gen.params["input_image"]), "input_image")
         tail_url = gen.params.get("tail_image_url")
-        tail_bytes = await fetch_image(self._http, str(tail_url), "tail_image_url") if tail_url else None
-        return await asyncio.to_thread(_render_from_bytes, gen.params, defaults, fps, start_bytes, tail_bytes)
+        tail_bytes = (
+            await fetch_image(self._http, str(tail_url), "tail_image_url") if tail_url else None
+        )
+        return await asyncio.to_thread(
+            _render_from_bytes, gen.params, defaults, fps, start_bytes, tail_bytes
+        )
 
     async def _fast_clip(self, spec: VideoSpec) -> bytes:
-        key: ClipKey = (f"{spec.width}x{spec.height}", "", spec.duration_s, spec.generate_audio, spec.watermark)
+        key: ClipKey = (
+            f"{spec.width}x{spec.height}",
+            "",
+            spec.duration_s,
+            spec.generate_audio,
+            spec.watermark,
+        )
         lock = self._clip_locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self._clips:

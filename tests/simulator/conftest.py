@@ -69,7 +69,9 @@ def sim(make_sim: MakeSim) -> SimHandle:
 
 @pytest.fixture
 def client(sim: SimHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10) as c:
+    with httpx.Client(
+        base_url=sim.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+    ) as c:
         yield c
 
 

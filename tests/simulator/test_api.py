@@ -26,17 +26,26 @@ def test_lifecycle_succeeds_with_timestamps_and_echo(
     body = wait_for(client, gen_id)
     assert body["status"] == "succeeded"
     assert body["error_message"] is None and body["result_url"]
-    assert before <= body["enqueued_at"] <= body["started_at"] <= body["completed_at"] <= time.time()
+    assert (
+        before <= body["enqueued_at"] <= body["started_at"] <= body["completed_at"] <= time.time()
+    )
     for name, value in params.items():
         if name != "model":
             assert body[name] == value
     assert body["model_name"] == MODEL and body["media_type"] == "video"
 
 
-def test_queued_then_processing_under_cap(make_sim: MakeSim, params: dict[str, Any], wait_for: WaitFor) -> None:
+def test_queued_then_processing_under_cap(
+    make_sim: MakeSim, params: dict[str, Any], wait_for: WaitFor
+) -> None:
     sim = make_sim(max_concurrency=2, latency_s=(0.6, 0.6), fast=True)
     with httpx.Client(base_url=sim.url, headers={"Authorization": "Bearer k"}) as c:
-        ids = [c.post("/api/ai/queue", json={**params, "prompt": f"p{i}"}).json()["generations"][0]["generation_id"] for i in range(5)]
+        ids = [
+            c.post("/api/ai/queue", json={**params, "prompt": f"p{i}"}).json()["generations"][0][
+                "generation_id"
+            ]
+            for i in range(5)
+        ]
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             states = [c.get(f"/api/ai/queue/{i}").json()["status"] for i in ids]
@@ -68,7 +77,11 @@ def test_num_generations_makes_several(client: httpx.Client, params: dict[str, A
     ],
 )
 def test_enqueue_refusals(
-    client: httpx.Client, params: dict[str, Any], change: dict[str, Any], status: int, error_type: str
+    client: httpx.Client,
+    params: dict[str, Any],
+    change: dict[str, Any],
+    status: int,
+    error_type: str,
 ) -> None:
     response = client.post("/api/ai/queue", json={**params, **change})
     assert response.status_code == status
@@ -134,7 +147,12 @@ def test_content_filter_blocks_faces_unless_declared(
 )
 def test_unauthenticated(make_sim: MakeSim, method: str, path: str) -> None:
     sim = make_sim(api_key=KEY)
-    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer wrong"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer wrong"},
+    ):
         response = httpx.request(method, sim.url + path, headers=headers, json={})
         assert response.status_code == 401
         body = response.json()
@@ -151,7 +169,12 @@ def test_configured_key_is_accepted(make_sim: MakeSim) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/ai/queue/nope"), ("DELETE", "/api/ai/queue/nope"), ("GET", "/api/ai/models/nope"), ("GET", "/api/nothing")],
+    [
+        ("GET", "/api/ai/queue/nope"),
+        ("DELETE", "/api/ai/queue/nope"),
+        ("GET", "/api/ai/models/nope"),
+        ("GET", "/api/nothing"),
+    ],
 )
 def test_not_found(client: httpx.Client, method: str, path: str) -> None:
     response = client.request(method, path)
@@ -159,14 +182,28 @@ def test_not_found(client: httpx.Client, method: str, path: str) -> None:
     assert response.json()["error"]["type"] == "resource_not_found"
 
 
-def test_list_filters(client: httpx.Client, params: dict[str, Any], sim: SimHandle, wait_for: WaitFor) -> None:
+def test_list_filters(
+    client: httpx.Client, params: dict[str, Any], sim: SimHandle, wait_for: WaitFor
+) -> None:
     sim.configure(latency_s=(30.0, 30.0), max_concurrency=1)
-    a = client.post("/api/ai/queue", json={**params, "target_namespace": "team-a"}).json()["generations"][0]
-    b = client.post("/api/ai/queue", json={**params, "model": "bytedance-seedance-2-0-mini-image-to-video"}).json()["generations"][0]
+    a = client.post("/api/ai/queue", json={**params, "target_namespace": "team-a"}).json()[
+        "generations"
+    ][0]
+    b = client.post(
+        "/api/ai/queue", json={**params, "model": "bytedance-seedance-2-0-mini-image-to-video"}
+    ).json()["generations"][0]
     listed = client.get("/api/ai/queue").json()
-    assert listed["count"] == 2 and [g["generation_id"] for g in listed["generations"]] == [a["generation_id"], b["generation_id"]]
-    assert [g["generation_id"] for g in client.get("/api/ai/queue", params={"namespace": "team-a"}).json()["generations"]] == [a["generation_id"]]
-    mini = client.get("/api/ai/queue", params={"model": "bytedance-seedance-2-0-mini-image-to-video"}).json()
+    assert listed["count"] == 2 and [g["generation_id"] for g in listed["generations"]] == [
+        a["generation_id"],
+        b["generation_id"],
+    ]
+    assert [
+        g["generation_id"]
+        for g in client.get("/api/ai/queue", params={"namespace": "team-a"}).json()["generations"]
+    ] == [a["generation_id"]]
+    mini = client.get(
+        "/api/ai/queue", params={"model": "bytedance-seedance-2-0-mini-image-to-video"}
+    ).json()
     assert [g["generation_id"] for g in mini["generations"]] == [b["generation_id"]]
     assert client.get("/api/ai/queue", params={"status": "queued"}).json()["count"] == 1
     assert client.get("/api/ai/queue", params={"media_type": "video"}).json()["count"] == 2
@@ -202,7 +239,9 @@ def test_cancel_queued_processing_and_finished(
 @pytest.mark.parametrize("field", ["request_schema", "json_request_schema"])
 def test_model_object(make_sim: MakeSim, field: str) -> None:
     sim = make_sim(schema_field=field)
-    body = httpx.get(f"{sim.url}/api/ai/models/{MODEL}", headers={"Authorization": "Bearer k"}).json()
+    body = httpx.get(
+        f"{sim.url}/api/ai/models/{MODEL}", headers={"Authorization": "Bearer k"}
+    ).json()
     assert body["id"] == MODEL and body["endpoint"] == "/videos/generate"
     assert body["pricing"]["method"] == "per_video_output_second"
     assert "4k" in body[field]["properties"]["resolution"]["enum"]
@@ -221,7 +260,13 @@ def test_sync_generate_validates_then_blocks(client: httpx.Client, params: dict[
     assert httpx.get(body["result_url"]).status_code == 200
 
 
-def test_insufficient_credits(client: httpx.Client, enqueue: Enqueue, sim: SimHandle, params: dict[str, Any], wait_for: WaitFor) -> None:
+def test_insufficient_credits(
+    client: httpx.Client,
+    enqueue: Enqueue,
+    sim: SimHandle,
+    params: dict[str, Any],
+    wait_for: WaitFor,
+) -> None:
     sim.configure(latency_s=(0.5, 0.5))
     in_flight = enqueue()
     sim.configure(insufficient_credits=True)
@@ -232,7 +277,9 @@ def test_insufficient_credits(client: httpx.Client, enqueue: Enqueue, sim: SimHa
     assert body["status"] == "failed" and body["error_message"] == "Insufficient credits"
 
 
-def test_stats_count_duplicates_and_requests(client: httpx.Client, enqueue: Enqueue, sim: SimHandle) -> None:
+def test_stats_count_duplicates_and_requests(
+    client: httpx.Client, enqueue: Enqueue, sim: SimHandle
+) -> None:
     enqueue()
     enqueue()
     enqueue(prompt="another")

@@ -1,4 +1,4 @@
-"""Every response held to the field sets and values of docs/provider-api.md, written here as data."""
+"""Every response held to the field sets and values of docs/provider-api.md (as data)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,34 @@ HEADERS = {"Authorization": "Bearer k"}
 
 STATUSES = {"queued", "processing", "succeeded", "failed", "cancelled"}
 GENERATION_FIELDS = {
-    "generation_id", "model_name", "prompt", "media_type", "status", "result_url",
-    "error_message", "enqueued_at", "started_at", "completed_at",
+    "generation_id",
+    "model_name",
+    "prompt",
+    "media_type",
+    "status",
+    "result_url",
+    "error_message",
+    "enqueued_at",
+    "started_at",
+    "completed_at",
 }
 ENQUEUE_ITEM_FIELDS = {"generation_id", "status"}
 LIST_FIELDS = {"count", "generations"}
-MODEL_FIELDS = {"id", "display_name", "description", "model_type", "endpoint", "capabilities", "pricing"}
-PRICING_FIELDS = {"method", "cost_per_second", "cost_per_second_high_res", "cost_per_second_with_audio"}
+MODEL_FIELDS = {
+    "id",
+    "display_name",
+    "description",
+    "model_type",
+    "endpoint",
+    "capabilities",
+    "pricing",
+}
+PRICING_FIELDS = {
+    "method",
+    "cost_per_second",
+    "cost_per_second_high_res",
+    "cost_per_second_with_audio",
+}
 SCHEMA_PROPERTY_KEYS = {"type", "default", "enum", "minimum", "maximum", "format", "description"}
 TYPED_ERROR_FIELDS = {"error", "status", "status_message"}
 TYPED_ERROR_INNER = {"type", "title", "detail"}
@@ -28,7 +49,7 @@ ERROR_TYPES = {"unauthenticated", "invalid_params", "resource_not_found", "unkno
 
 
 def check_generation(body: dict[str, Any], submitted: dict[str, Any]) -> None:
-    assert GENERATION_FIELDS <= set(body)
+    assert set(body) >= GENERATION_FIELDS
     assert body["status"] in STATUSES and body["media_type"] == "video"
     assert (body["result_url"] is not None) == (body["status"] == "succeeded")
     assert (body["error_message"] is not None) == (body["status"] == "failed")
@@ -71,8 +92,11 @@ def test_contract(make_sim: MakeSim, params: dict[str, Any]) -> None:
     for gen in done["generations"]:
         check_generation(gen, params)
     model = api.get(f"/ai/models/{params['model']}").json()
-    assert MODEL_FIELDS <= set(model) and "request_schema" in model
-    assert PRICING_FIELDS <= set(model["pricing"]) and model["pricing"]["method"] == "per_video_output_second"
+    assert set(model) >= MODEL_FIELDS and "request_schema" in model
+    assert (
+        set(model["pricing"]) >= PRICING_FIELDS
+        and model["pricing"]["method"] == "per_video_output_second"
+    )
     schema = model["request_schema"]
     assert set(schema["required"]) == {"prompt", "input_image"}
     for spec in schema["properties"].values():

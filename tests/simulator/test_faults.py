@@ -62,18 +62,24 @@ def test_dropped_connection(make_sim: MakeSim, params: dict[str, Any]) -> None:
     assert sim.stats()["enqueued"] == 0  # dropped before it was handled
 
 
-def test_drop_after_handling_loses_the_answer_not_the_effect(make_sim: MakeSim, params: dict[str, Any]) -> None:
+def test_drop_after_handling_loses_the_answer_not_the_effect(
+    make_sim: MakeSim, params: dict[str, Any]
+) -> None:
     sim = make_sim(drop_after_rate=1.0, latency_s=(30.0, 30.0))
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(f"{sim.url}/api/ai/queue", headers=HEADERS, json=params)
     sim.configure(drop_after_rate=0.0)
-    listed = httpx.get(f"{sim.url}/api/ai/queue", headers=HEADERS, params={"model": params["model"]}).json()
+    listed = httpx.get(
+        f"{sim.url}/api/ai/queue", headers=HEADERS, params={"model": params["model"]}
+    ).json()
     assert listed["count"] == 1 and listed["generations"][0]["input_image"] == params["input_image"]
 
 
 def test_failed_generations(make_sim: MakeSim, params: dict[str, Any]) -> None:
     sim = make_sim(failure_rate=1.0, fast=True)
-    gen_id = httpx.post(f"{sim.url}/api/ai/queue", headers=HEADERS, json=params).json()["generations"][0]["generation_id"]
+    gen_id = httpx.post(f"{sim.url}/api/ai/queue", headers=HEADERS, json=params).json()[
+        "generations"
+    ][0]["generation_id"]
     for _ in range(500):
         body = httpx.get(f"{sim.url}/api/ai/queue/{gen_id}", headers=HEADERS).json()
         if body["status"] == "failed":
@@ -95,7 +101,9 @@ def test_runtime_config_endpoint(make_sim: MakeSim) -> None:
 
 def test_same_seed_same_faults(make_sim: MakeSim) -> None:
     def sequence(sim: SimHandle) -> list[int]:
-        return [httpx.get(f"{sim.url}/api/ai/queue", headers=HEADERS).status_code for _ in range(30)]
+        return [
+            httpx.get(f"{sim.url}/api/ai/queue", headers=HEADERS).status_code for _ in range(30)
+        ]
 
     first = sequence(make_sim(seed=3, error_rate=0.3, rate_limit_rate=0.3))
     second = sequence(make_sim(seed=3, error_rate=0.3, rate_limit_rate=0.3))

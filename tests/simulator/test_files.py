@@ -41,7 +41,9 @@ def test_expiry_and_refresh(make_sim: MakeSim, params: dict[str, Any]) -> None:
     assert httpx.get(old).status_code == 200  # no bearer needed
     time.sleep(0.4)
     assert httpx.get(old).status_code == 403
-    fresh = httpx.get(f"{sim.url}/api/ai/queue/{body['generation_id']}", headers=HEADERS).json()["result_url"]
+    fresh = httpx.get(f"{sim.url}/api/ai/queue/{body['generation_id']}", headers=HEADERS).json()[
+        "result_url"
+    ]
     assert fresh != old and httpx.get(fresh).status_code == 200
     assert httpx.get(fresh.replace("sig=", "sig=0")).status_code == 403
     assert httpx.get(f"{sim.url}/_files/unknown.mp4?expires=1&sig=x").status_code == 404
@@ -57,13 +59,18 @@ def test_expiry_and_refresh(make_sim: MakeSim, params: dict[str, Any]) -> None:
     ],
 )
 def test_rendered_video(
-    make_sim: MakeSim, params: dict[str, Any], images: str, changes: dict[str, Any],
-    size: tuple[int, int], duration_s: int, audio: bool,
+    make_sim: MakeSim,
+    params: dict[str, Any],
+    images: str,
+    changes: dict[str, Any],
+    size: tuple[int, int],
+    duration_s: int,
+    audio: bool,
 ) -> None:
     sim = make_sim()
     body = _finished(sim, {**params, **changes, "tail_image_url": f"{images}/tail.jpg"})
     data = httpx.get(body["result_url"]).content
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         video = container.streams.video[0]
         assert (video.width, video.height) == size
         assert abs((container.duration or 0) / 1e6 - duration_s) < 0.5
@@ -73,7 +80,7 @@ def test_rendered_video(
 def test_auto_duration_is_within_range(make_sim: MakeSim, params: dict[str, Any]) -> None:
     sim = make_sim(fast=True)
     body = _finished(sim, {**params, "duration": -1})
-    with av.open(io.BytesIO(httpx.get(body["result_url"]).content)) as container:
+    with av.open(io.BytesIO(httpx.get(body["result_url"]).content), mode="r") as container:
         assert 3.5 < (container.duration or 0) / 1e6 < 15.5
 
 

@@ -39,7 +39,9 @@ from simulator.render import (
         ("480p", "adaptive", (333, 333), (480, 480)),
     ],
 )
-def test_output_size(resolution: str, ratio: str, image: tuple[int, int], expected: tuple[int, int]) -> None:
+def test_output_size(
+    resolution: str, ratio: str, image: tuple[int, int], expected: tuple[int, int]
+) -> None:
     width, height = output_size(resolution, ratio, *image)
     assert (width, height) == expected
     assert width % 2 == 0 and height % 2 == 0
@@ -52,7 +54,7 @@ def test_auto_duration_is_deterministic_and_in_range() -> None:
 
 
 def _probe(data: bytes) -> dict[str, Any]:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         video = container.streams.video[0]
         first = next(container.decode(video)).to_ndarray(format="rgb24")
         return {
@@ -78,7 +80,9 @@ def _spec(**changes: Any) -> VideoSpec:
 
 @pytest.mark.parametrize("audio", [False, True])
 def test_render_duration_size_audio(audio: bool) -> None:
-    info = _probe(render_video(_spec(generate_audio=audio, duration_s=5), synthetic_image(200, 100)))
+    info = _probe(
+        render_video(_spec(generate_audio=audio, duration_s=5), synthetic_image(200, 100))
+    )
     assert info["codec"] == "h264"
     assert info["size"] == (320, 240)
     assert abs(info["duration_s"] - 5) < 0.5
@@ -99,7 +103,7 @@ def test_tail_image_crossfades() -> None:
     start = Image.new("RGB", (64, 48), (255, 0, 0))
     tail = Image.new("RGB", (64, 48), (0, 0, 255))
     data = render_video(_spec(), start, tail)
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert frames[0][..., 0].mean() > 200 and frames[0][..., 2].mean() < 50
     assert frames[-1][..., 2].mean() > 200 and frames[-1][..., 0].mean() < 50
