@@ -65,7 +65,6 @@ class JobSpec:
     params: dict[str, Any]
     output_key: str
     priority: int = 0
-    explicit_id: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -82,6 +81,10 @@ class JobSpec:
             "priority": self.priority,
             "fingerprint": self.fingerprint,
         }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> JobSpec:
+        return cls(**{k: v for k, v in record.items() if k != "fingerprint"})
 
 
 def content_hash(model: str, params: dict[str, Any], output: str) -> str:
@@ -172,7 +175,6 @@ def build_job(raw: RawJob, ctx: JobContext) -> JobSpec | list[Problem]:
         params=params,
         output_key=output_key,
         priority=row.priority or 0,
-        explicit_id=row.id is not None,
     )
 
 

@@ -36,29 +36,34 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
+def _open_rows(path: Path, opts: ReadOptions) -> tuple[Header | None, Iterator[Any]]:
+    """The manifest's header and its rows; no header when the file is refused outright."""
+    shown = str(path)
+    kind = manifest_kind(path)
+    if kind is None:
+        refusal = Problem(shown, 0, "file", "unknown manifest type: name it .csv, .yaml or .yml")
+        return None, iter([refusal])
+    early = precheck(path, opts.max_manifest_bytes)
+    if early:
+        return None, iter([early])
+    if kind == "yaml":
+        header, rows = load_yaml(path)
+        if header.problems and not rows:
+            return None, iter(header.problems)
+        return header, iter(rows)
+    header = Header(shown, "csv")
+    return header, iter_csv(path, header)
+
+
 def iter_manifest(
     path: Path, opts: ReadOptions, resolve_model: ModelResolver
 ) -> Iterator[JobSpec | Problem]:
     """Every job of one manifest, or the problems that stop it, in file order."""
     shown = str(path)
-    kind = manifest_kind(path)
-    if kind is None:
-        yield Problem(shown, 0, "file", "unknown manifest type: name it .csv, .yaml or .yml")
+    header, source = _open_rows(path, opts)
+    if header is None:
+        yield from source
         return
-    early = precheck(path, opts.max_manifest_bytes)
-    if early:
-        yield early
-        return
-    header: Header
-    if kind == "yaml":
-        header, rows = load_yaml(path)
-        if header.problems and not rows:
-            yield from header.problems
-            return
-        source: Iterator[Any] = iter(rows)
-    else:
-        header = Header(shown, "csv")
-        source = iter_csv(path, header)
     model_id = opts.model_override or header.model or opts.default_model
     try:
         model = resolve_model(model_id)

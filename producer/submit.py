@@ -1,9 +1,9 @@
-"""Submitting a validated set of manifests: register the run, then each job, then send
-one submit task per job that needs one.
+"""Submitting validated jobs: register the run, then each job, then send one submit
+task per job that needs one.
 
-The whole input is validated first (``producer.plan.check``); only then does this
-second pass read it again and write. A repeated submission registers nothing twice and
-skips what was delivered, so an interrupted submit is simply run again.
+Callers validate everything first (``producer.plan.check``, spooling the valid jobs),
+so nothing is written or sent for an invalid manifest. A repeated submission registers
+nothing twice and skips what was delivered, so an interrupted submit is run again.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from producer.errors import Problem, SubmitError
+from producer.errors import ManifestError
 from producer.jobs import JobSpec
 from producer.manifest import ModelResolver, ReadOptions
-from producer.plan import iter_jobs
+from producer.plan import CheckResult, check
+from producer.spool import Spool
 from seedq import contract
 from seedq.store import Decision, JobStore, new_run_id
 
 
 class TaskSender(Protocol):
-    """Sends one job task; a Celery-backed one lives in :func:`celery_sender`."""
+    """Sends job tasks; a Celery-backed one comes from :func:`celery_sender`."""
 
     def __call__(self, messages: list[contract.JobMessage]) -> None: ...
 
@@ -52,39 +53,25 @@ def celery_sender(app: Any) -> TaskSender:
     return send
 
 
-def _valid_jobs(items: Iterable[object]) -> Iterator[JobSpec]:
-    for item in items:
-        if isinstance(item, Problem) and item.warning:
-            continue
-        if not isinstance(item, JobSpec):
-            # The validation pass saw a valid file; a difference now means it changed.
-            raise SubmitError("the manifest changed while it was being submitted; run it again")
-        yield item
-
-
 def submit(
-    paths: list[Path],
-    opts: ReadOptions,
-    resolve_model: ModelResolver,
+    jobs: Iterable[JobSpec],
     store: JobStore,
     send: TaskSender,
     *,
-    name: str | None = None,
+    name: str,
+    manifests: list[str],
     priority: int | None = None,
     force: bool = False,
     run_id: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SubmitResult:
-    """Register and enqueue jobs already validated by ``check``; returns what happened."""
+    """Register and enqueue already validated jobs; returns what happened to them."""
     run_id = run_id or new_run_id()
-    name = name or ", ".join(p.stem for p in paths)
-    store.create_run(
-        run_id, name, {"manifests": [str(p) for p in paths], "priority": priority, "force": force}
-    )
+    store.create_run(run_id, name, {"manifests": manifests, "priority": priority, "force": force})
     result = SubmitResult(run_id, name)
 
     def triples() -> Iterator[tuple[str, str, dict[str, Any]]]:
-        for job in _valid_jobs(iter_jobs(paths, opts, resolve_model)):
+        for job in jobs:
             record = job.to_record()
             if priority is not None:
                 record["priority"] = priority
@@ -101,3 +88,27 @@ def submit(
             on_batch(result.enqueued)
     store.set_run_status(run_id, "active", enqueued=result.enqueued)
     return result
+
+
+def validate_and_submit(
+    paths: list[Path],
+    opts: ReadOptions,
+    resolve_model: ModelResolver,
+    store: JobStore,
+    send: TaskSender,
+    *,
+    auto_estimate_s: int = 10,
+    name: str | None = None,
+    **kw: Any,
+) -> tuple[CheckResult, SubmitResult]:
+    """Both passes: validate everything (raising :class:`ManifestError` with every
+    problem, before anything is written), then register and enqueue."""
+    with Spool() as spool:
+        checked = check(
+            paths, opts, resolve_model, auto_estimate_s=auto_estimate_s, on_job=spool.write
+        )
+        if checked.errors:
+            raise ManifestError(checked.problems)
+        name = name or ", ".join(p.stem for p in paths)
+        done = submit(spool, store, send, name=name, manifests=[str(p) for p in paths], **kw)
+    return checked, done

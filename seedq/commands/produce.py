@@ -12,6 +12,7 @@ from producer.catalog import ModelCatalog
 from producer.errors import Problem, SubmitError
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
+from producer.spool import Spool
 from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings, load_settings
 
@@ -85,11 +86,22 @@ def print_plan(result: CheckResult, catalog: ModelCatalog) -> None:
 
 
 def run_check(
-    manifests: list[Path], settings: Settings, sets: list[str], model: str | None, offline: bool
+    manifests: list[Path],
+    settings: Settings,
+    sets: list[str],
+    model: str | None,
+    offline: bool,
+    spool: Spool | None = None,
 ) -> tuple[CheckResult, ModelCatalog, ReadOptions]:
     opts = read_options(settings, sets, model)
     catalog = catalog_for(settings, offline)
-    result = check(manifests, opts, catalog, auto_estimate_s=settings.auto_duration_estimate_s)
+    result = check(
+        manifests,
+        opts,
+        catalog,
+        auto_estimate_s=settings.auto_duration_estimate_s,
+        on_job=spool.write if spool else None,
+    )
     print_problems(result.problems)
     return result, catalog, opts
 
@@ -128,24 +140,29 @@ def submit_command(
     settings = load_settings()
     if priority is not None and not -1000 <= priority <= 1000:
         raise SubmitError("--priority must be between -1000 and 1000")
-    result, catalog, opts = run_check(manifests, settings, sets, model, offline)
-    if result.errors:
-        err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
-        raise typer.Exit(EXIT_INVALID)
-    print_plan(result, catalog)
-    if dry_run:
-        out.print("dry run: nothing was sent.")
-        return
-    if not settings.broker_url or not settings.redis_url:
+    if not dry_run and (not settings.broker_url or not settings.redis_url):
         raise SubmitError(
             "submit needs SEEDQ_BROKER_URL and SEEDQ_REDIS_URL (workers must see the run); "
             "for a self-contained run use `seedq run`"
         )
-    store = JobStore(redis_client(settings))
-    sender = celery_sender(make_celery(settings))
-    done = submit(
-        manifests, opts, catalog, store, sender, name=name, priority=priority, force=force
-    )
+    with Spool() as spool:
+        result, catalog, _ = run_check(manifests, settings, sets, model, offline, spool)
+        if result.errors:
+            err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
+            raise typer.Exit(EXIT_INVALID)
+        print_plan(result, catalog)
+        if dry_run:
+            out.print("dry run: nothing was sent.")
+            return
+        done = submit(
+            spool,
+            JobStore(redis_client(settings)),
+            celery_sender(make_celery(settings)),
+            name=name or ", ".join(p.stem for p in manifests),
+            manifests=[str(p) for p in manifests],
+            priority=priority,
+            force=force,
+        )
     counts = done.counts
     out.print(f"run {done.run_id} ({done.name}): {done.enqueued} job(s) enqueued")
     skipped = [

@@ -7,15 +7,16 @@ import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
 from producer.catalog import ModelCatalog
-from producer.errors import SubmitError
+from producer.errors import ManifestError
 from producer.manifest import ReadOptions
-from producer.submit import celery_sender, submit
+from producer.submit import SubmitResult, celery_sender, validate_and_submit
 from seedq import contract, keys
 from seedq.queueing import make_celery
 from seedq.settings import Settings
@@ -34,6 +35,10 @@ class ListSender:
         self.sent.extend(messages)
 
 
+def submit_(paths: list[Path], *args: Any, **kw: Any) -> SubmitResult:
+    return validate_and_submit(paths, *args, **kw)[1]
+
+
 @pytest.fixture
 def store() -> JobStore:
     return JobStore(fakeredis.FakeRedis())
@@ -42,7 +47,7 @@ def store() -> JobStore:
 def test_submit_registers_and_enqueues(write: Write, store: JobStore) -> None:
     path = write("m.csv", MANIFEST)
     sender = ListSender()
-    result = submit([path], OPTS, ModelCatalog(), store, sender, name="night")
+    result = submit_([path], OPTS, ModelCatalog(), store, sender, name="night")
     assert result.enqueued == 7 and result.counts[Decision.NEW] == 7
     assert [m["job_id"] for m in sender.sent] == [f"job-{i}" for i in range(7)]
     assert all(m["run_id"] == result.run_id for m in sender.sent)
@@ -62,13 +67,13 @@ def test_submit_registers_and_enqueues(write: Write, store: JobStore) -> None:
 
 def test_resubmit_skips_delivered_and_reenqueues_pending(write: Write, store: JobStore) -> None:
     path = write("m.csv", MANIFEST)
-    first = submit([path], OPTS, ModelCatalog(), store, ListSender())
+    first = submit_([path], OPTS, ModelCatalog(), store, ListSender())
     r = store.redis
     r.hset(keys.job("job-0"), "state", "delivered")
     r.hset(keys.job("job-1"), "state", "failed")
     r.hset(keys.job("job-2"), "state", "submitted")
     sender = ListSender()
-    second = submit([path], OPTS, ModelCatalog(), store, sender)
+    second = submit_([path], OPTS, ModelCatalog(), store, sender)
     c = second.counts
     assert (c[Decision.DONE], c[Decision.NEW], c[Decision.ACTIVE], c[Decision.PENDING]) == (
         1,
@@ -84,30 +89,33 @@ def test_resubmit_skips_delivered_and_reenqueues_pending(write: Write, store: Jo
 
 def test_force_redoes_delivered(write: Write, store: JobStore) -> None:
     path = write("m.csv", MANIFEST)
-    submit([path], OPTS, ModelCatalog(), store, ListSender())
+    submit_([path], OPTS, ModelCatalog(), store, ListSender())
     store.redis.hset(keys.job("job-0"), "state", "delivered")
     sender = ListSender()
-    result = submit([path], OPTS, ModelCatalog(), store, sender, force=True)
+    result = submit_([path], OPTS, ModelCatalog(), store, sender, force=True)
     assert result.counts[Decision.NEW] == 1
     assert "job-0" in [m["job_id"] for m in sender.sent]
 
 
 def test_changed_parameters_of_delivered_id_are_reported(write: Write, store: JobStore) -> None:
-    submit([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, ListSender())
+    submit_([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, ListSender())
     store.redis.hset(keys.job("job-0"), "state", "delivered")
     changed = write("m.csv", MANIFEST.replace("p0,", "p0 but different,"))
-    result = submit([changed], OPTS, ModelCatalog(), store, ListSender())
+    result = submit_([changed], OPTS, ModelCatalog(), store, ListSender())
     assert result.changed == ["job-0"]
 
 
-def test_file_changed_between_passes_is_refused(write: Write, store: JobStore) -> None:
+def test_invalid_manifest_writes_and_sends_nothing(write: Write, store: JobStore) -> None:
     path = write("m.csv", "prompt,input_image\np,images/a.png\n,images/a.png\n")
-    with pytest.raises(SubmitError, match="changed while"):
-        submit([path], OPTS, ModelCatalog(), store, ListSender())
+    sender = ListSender()
+    with pytest.raises(ManifestError) as caught:
+        validate_and_submit([path], OPTS, ModelCatalog(), store, sender)
+    assert [(p.line, p.field) for p in caught.value.problems] == [(3, "prompt")]
+    assert sender.sent == [] and store.redis.dbsize() == 0
 
 
 def test_priority_override_is_recorded(write: Write, store: JobStore) -> None:
-    result = submit(
+    result = submit_(
         [write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, ListSender(), priority=50
     )
     assert json.loads(store.job("job-0")["spec"])["priority"] == 50
@@ -122,7 +130,7 @@ def test_enqueue_on_real_redis_broker(write: Write, real_redis: redis.Redis) -> 
     settings = Settings(broker_url=broker, redis_url=broker)
     app = make_celery(settings)
     store = JobStore(real_redis)
-    result = submit([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, celery_sender(app))
+    result = submit_([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, celery_sender(app))
     raw = real_redis.lrange(contract.QUEUE_SUBMIT, 0, -1)
     assert len(raw) == 7
     bodies = []
