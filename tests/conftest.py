@@ -1,10 +1,12 @@
 """Fixtures shared by every test layer: settings isolated from the developer's
-environment, and a real Redis (flushed before and after) for integration tests."""
+environment, a real Redis (flushed before and after) for integration tests, and a real
+S3-protocol server (moto) with fake credentials."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -33,3 +35,41 @@ def real_redis() -> Iterator[redis.Redis]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3-protocol server (moto, in a thread) on loopback; yields its endpoint URL.
+
+    State lives as long as the session: tests create their own uniquely named buckets.
+    Clients need credentials in the environment: use ``s3_credentials`` with it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-access-key",
+    "AWS_SESSION_TOKEN": "testing-session-token",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Fake AWS credentials in the environment, and no developer profile or config file
+    that could point boto3 at a real account."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in S3_TEST_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return dict(S3_TEST_CREDENTIALS)
