@@ -34,10 +34,13 @@ def _root() -> None:
 
 def _register() -> None:
     # Command modules import their heavy dependencies lazily, keeping `seedq --help` fast.
-    from seedq.commands import produce
+    from seedq.commands import produce, run
 
     app.command("validate")(guarded(produce.validate_command))
     app.command("submit")(guarded(produce.submit_command))
+    app.command("run")(guarded(run.run_command))
+    app.command("status")(guarded(run.status_command))
+    app.command("events")(guarded(run.events_command))
 
 
 def guarded(func: F) -> F:

@@ -30,3 +30,8 @@ def run_jobs(run_id: str) -> str:
 def run_counts(run_id: str) -> str:
     """Hash: state -> number of the run's jobs in it. No TTL."""
     return f"{PREFIX}run:{run_id}:counts"
+
+
+def generation(generation_id: str) -> str:
+    """String: the job id a provider generation belongs to. No TTL (the audit needs it)."""
+    return f"{PREFIX}gen:{generation_id}"

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu.entity import Queue
 
 from seedq import contract
 from seedq.errors import ConfigError
@@ -38,6 +39,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "broker_connection_retry_on_startup": True,
         "task_default_queue": contract.QUEUE_SUBMIT,
+        # Declared so that a plain `celery -A worker worker` consumes all three; -Q narrows.
+        "task_queues": [
+            Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+            for name in contract.ALL_QUEUES
+        ],
         "task_routes": {
             contract.TASK_SUBMIT: {"queue": contract.QUEUE_SUBMIT},
             contract.TASK_TRACK: {"queue": contract.QUEUE_TRACK},

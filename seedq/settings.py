@@ -72,6 +72,21 @@ class Settings(BaseSettings):
         description="Seconds counted for duration -1 (auto) in plans and cost estimates.",
     )
 
+    retry_base_s: float = Field(
+        default=5.0, ge=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    retry_max_delay_s: float = Field(default=300.0, gt=0, description="Longest retry delay.")
+    retry_max_attempts: int = Field(default=10, ge=1, description="Attempts per step.")
+    retry_max_total_s: float = Field(
+        default=6 * 3600.0, gt=0, description="Give a step up after this long in retries."
+    )
+    max_video_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest result file downloaded."
+    )
+    verify_tolerance_s: float = Field(
+        default=1.0, ge=0, description="Allowed gap between requested and actual duration."
+    )
+
     @field_validator("broker_url", "redis_url", "s3_endpoint_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -59,6 +59,42 @@ return decision
 """
 
 
+# Moves one job between states if, and only if, it is still in the run the caller
+# works for and in one of the expected states: the compare-and-set that makes every
+# step safe to repeat (a redelivered message finds the job already moved and stops).
+# KEYS: job hash, the run's counts hash. ARGV: run_id, new state, now, n_from,
+# from states..., then field/value pairs to set. Returns {verdict, state before}.
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing', ''} end
+if redis.call('HGET', KEYS[1], 'run_id') ~= ARGV[1] then return {'stale', state} end
+local n_from = tonumber(ARGV[4])
+local allowed = false
+for i = 5, 4 + n_from do
+  if ARGV[i] == state then allowed = true end
+end
+if not allowed then return {'refused', state} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
+for i = 5 + n_from, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if state ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[2], state, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+end
+return {'ok', state}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """Outcome of a transition: ``ok`` when it happened; ``before`` is the prior state."""
+
+    ok: bool
+    verdict: str
+    before: str
+
+
 class Decision(StrEnum):
     NEW = "new"
     PENDING = "pending"
@@ -102,6 +138,7 @@ class JobStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._register = client.register_script(_REGISTER)
+        self._transition = client.register_script(_TRANSITION)
 
     def create_run(self, run_id: str, name: str, meta: dict[str, Any]) -> None:
         now = time.time()
@@ -164,6 +201,48 @@ class JobStore:
             elif decision is Decision.CHANGED:
                 result.changed.append(job_id)
         return result
+
+    def move(
+        self,
+        job_id: str,
+        run_id: str,
+        to: JobState,
+        *,
+        expect: Iterable[JobState],
+        **fields: str | int | float,
+    ) -> Moved:
+        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it."""
+        expected = [str(s) for s in expect]
+        args: list[str | int | float] = [run_id, str(to), time.time(), len(expected), *expected]
+        for name, value in fields.items():
+            args += [name, value]
+        verdict, before = self._transition(
+            keys=[keys.job(job_id), keys.run_counts(run_id)], args=args
+        )
+        return Moved(_s(verdict) == "ok", _s(verdict), _s(before))
+
+    def update_job(self, job_id: str, **fields: str | int | float) -> None:
+        """Set fields that are not part of the state machine (timings, counters)."""
+        self.redis.hset(keys.job(job_id), mapping=fields)  # type: ignore[arg-type]
+
+    def count_calls(self, job_id: str, calls: int) -> None:
+        if calls:
+            self.redis.hincrby(keys.job(job_id), "provider_calls", calls)
+
+    def link_generation(self, generation_id: str, job_id: str) -> None:
+        self.redis.set(keys.generation(generation_id), job_id)
+
+    def job_for_generation(self, generation_id: str) -> str | None:
+        raw = self.redis.get(keys.generation(generation_id))
+        return _s(raw) if raw else None
+
+    def run_status(self, run_id: str) -> str | None:
+        raw = self.redis.hget(keys.run(run_id), "status")
+        return _s(raw) if raw else None
+
+    def pause_run(self, run_id: str, reason: str) -> None:
+        """Stop admitting the run's jobs until resumed; the reason is for the operator."""
+        self.redis.hset(keys.run(run_id), mapping={"status": "paused", "reason": reason})
 
     def job(self, job_id: str) -> dict[str, str]:
         raw: dict[Any, Any] = self.redis.hgetall(keys.job(job_id))

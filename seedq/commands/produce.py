@@ -13,8 +13,10 @@ from producer.errors import Problem, SubmitError
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
+from producer.submit import SubmitResult
 from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings, load_settings
+from seedq.store import Decision
 
 EXIT_INVALID = 2
 MAX_SHOWN_PROBLEMS = 10_000
@@ -106,6 +108,19 @@ def run_check(
     return result, catalog, opts
 
 
+def print_submitted(done: SubmitResult) -> None:
+    counts = done.counts
+    out.print(f"run {done.run_id} ({done.name}): {done.enqueued} job(s) enqueued")
+    skipped = [
+        (counts[Decision.DONE], "already delivered (use --force to redo)"),
+        (counts[Decision.ACTIVE], "already in progress in another run"),
+        (counts[Decision.CHANGED], "delivered earlier with other parameters (use --force to redo)"),
+    ]
+    for count, why in skipped:
+        if count:
+            out.print(f"  skipped {count}: {why}")
+
+
 def validate_command(
     manifests: list[Path] = typer.Argument(..., help="CSV or YAML manifests.", show_default=False),
     sets: list[str] = typer.Option([], "--set", help="Default for a job field, FIELD=VALUE."),
@@ -135,7 +150,7 @@ def submit_command(
     """Validate manifests, register a run and enqueue its jobs; prints the run id."""
     from producer.submit import celery_sender, submit
     from seedq.queueing import make_celery, redis_client
-    from seedq.store import Decision, JobStore
+    from seedq.store import JobStore
 
     settings = load_settings()
     if priority is not None and not -1000 <= priority <= 1000:
@@ -163,14 +178,5 @@ def submit_command(
             priority=priority,
             force=force,
         )
-    counts = done.counts
-    out.print(f"run {done.run_id} ({done.name}): {done.enqueued} job(s) enqueued")
-    skipped = [
-        (counts[Decision.DONE], "already delivered (use --force to redo)"),
-        (counts[Decision.ACTIVE], "already in progress in another run"),
-        (counts[Decision.CHANGED], "delivered earlier with other parameters (use --force to redo)"),
-    ]
-    for count, why in skipped:
-        if count:
-            out.print(f"  skipped {count}: {why}")
+    print_submitted(done)
     out.print(done.run_id)

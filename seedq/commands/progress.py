@@ -1,0 +1,72 @@
+"""Watching runs: a live progress bar per run, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seedq.contract import JobState
+from seedq.store import JobStore, RunInfo
+
+ORDER = [s.value for s in JobState]
+IN_FLIGHT = ("submitting", "submitted", "generated")
+
+
+def finished(info: RunInfo) -> int:
+    return sum(info.counts.get(s, 0) for s in ("delivered", "failed", "cancelled"))
+
+
+def in_flight(info: RunInfo) -> int:
+    return sum(info.counts.get(s, 0) for s in IN_FLIGHT)
+
+
+def is_over(info: RunInfo) -> bool:
+    """All jobs ended, or the run is paused and nothing it started is still going."""
+    if finished(info) >= info.total and info.status != "registering":
+        return True
+    return info.status in ("paused", "cancelled") and in_flight(info) == 0
+
+
+def breakdown(info: RunInfo) -> str:
+    parts = [f"{info.counts[s]} {s}" for s in ORDER if info.counts.get(s)]
+    return ", ".join(parts) or "nothing yet"
+
+
+def follow(store: JobStore, run_id: str, console: Console, *, timeout_s: float | None) -> RunInfo:
+    """Show the run's progress until it is over (or the timeout passes)."""
+    started = time.monotonic()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    info = store.run(run_id)
+    assert info is not None
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(info.name[:30], total=info.total, detail="")
+        while True:
+            info = store.run(run_id)
+            assert info is not None
+            bar.update(task, completed=finished(info), total=info.total, detail=breakdown(info))
+            if is_over(info) or (timeout_s is not None and time.monotonic() - started > timeout_s):
+                return info
+            time.sleep(0.5)
+
+
+def runs_table(runs: list[RunInfo]) -> Table:
+    table = Table(title="Runs", title_justify="left")
+    for col in ("run", "name", "status", "done", "jobs", "states"):
+        table.add_column(col)
+    for info in runs:
+        status = info.status + (
+            " (" + info.meta.get("reason", "") + ")" if info.status == "paused" else ""
+        )
+        table.add_row(
+            info.id, info.name, status, str(finished(info)), str(info.total), breakdown(info)
+        )
+    return table

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker.provider.models import Generation
+from worker.reconcile import Verdict, matches, reconcile
+
+MODEL = "bytedance-seedance-2-0-image-to-video"
+SENT = {"prompt": "a mug", "input_image": "https://x/a.png", "duration": 5, "generate_audio": False}
+
+
+def gen(gid: str, at: float = 1000.0, **changes: Any) -> Generation:
+    data = {
+        "generation_id": gid,
+        "model_name": MODEL,
+        "status": "queued",
+        "enqueued_at": at,
+        "media_type": "video",
+        "result_url": None,
+        "error_message": None,
+        "started_at": None,
+        "completed_at": None,
+        **SENT,
+        **changes,
+    }
+    return Generation.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("g", "ok"),
+    [
+        (gen("a"), True),
+        (gen("a", at=996.0), True),  # within the clock-skew allowance
+        (gen("a", at=990.0), False),  # enqueued before we started sending
+        (gen("a", at=2000.0), False),  # after now
+        (gen("a", prompt="a lamp"), False),
+        (gen("a", duration=6), False),
+        (gen("a", duration=5.0), True),
+        (gen("a", generate_audio=0), False),  # a bool is not an int
+        (gen("a", model_name="other-model"), False),
+        (gen("a", seed=7), True),  # extra echoed fields do not matter
+    ],
+)
+def test_matches(g: Generation, ok: bool) -> None:
+    assert matches(g, model=MODEL, sent=SENT, started_at=1000.0, now=1500.0) is ok
+
+
+def test_missing_echo_does_not_match() -> None:
+    g = Generation.model_validate(
+        {
+            "generation_id": "a",
+            "model_name": MODEL,
+            "status": "queued",
+            "enqueued_at": 1000.0,
+            "prompt": "a mug",
+        }
+    )
+    assert not matches(g, model=MODEL, sent=SENT, started_at=1000.0, now=1500.0)
+
+
+@pytest.mark.parametrize(
+    ("gens", "now", "taken", "verdict"),
+    [
+        ([gen("a")], 1010.0, set(), Verdict.FOUND),
+        ([gen("a"), gen("b", prompt="x")], 1010.0, set(), Verdict.FOUND),
+        ([gen("a"), gen("b")], 1010.0, set(), Verdict.AMBIGUOUS),
+        ([gen("a"), gen("b")], 1010.0, {"b"}, Verdict.FOUND),  # b belongs to another job
+        ([], 1010.0, set(), Verdict.WAIT),  # the send may still be under way
+        ([], 1100.0, set(), Verdict.ABSENT),  # long past: it never arrived
+        ([gen("a")], 1100.0, {"a"}, Verdict.ABSENT),
+    ],
+)
+def test_reconcile(gens: list[Generation], now: float, taken: set[str], verdict: Verdict) -> None:
+    assert (
+        reconcile(
+            gens, model=MODEL, sent=SENT, started_at=1000.0, now=now, grace_s=90.0, taken=taken
+        ).verdict
+        is verdict
+    )

@@ -1,0 +1,48 @@
+"""``seedq events``: listen to the provider's completion events and hand each finished
+generation straight to delivery. Events are a shortcut, not the truth: anything missed
+while disconnected is still found by the polling track tasks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from seedq import contract
+from worker.errors import RunPaused
+from worker.provider.models import CompletionEvent
+from worker.runtime import Runtime
+from worker.steps import Job
+from worker.tracking import complete
+
+log = logging.getLogger(__name__)
+
+
+def handle_event(rt: Runtime, app: Any, event: CompletionEvent) -> str | None:
+    """Apply one completion; returns the job id it concerned, or None if not ours."""
+    job_id = rt.store.job_for_generation(event.generation_id)
+    if job_id is None:
+        return None
+    job = Job.parse(job_id, rt.store.job(job_id))
+    if job is None or job.state is not contract.JobState.SUBMITTED:
+        return job_id  # polling got there first
+    try:
+        follow = complete(rt, job, str(event.status), result_url=event.url, error=event.error)
+    except RunPaused as exc:
+        rt.store.pause_run(job.run_id, str(exc))
+        return job_id
+    if follow.task == contract.TASK_DELIVER:
+        app.send_task(contract.TASK_DELIVER, kwargs={"run_id": job.run_id, "job_id": job_id})
+    return job_id
+
+
+def listen(rt: Runtime, app: Any, stop: threading.Event) -> int:
+    """Run until ``stop`` is set; returns how many events concerned seedq's jobs."""
+    handled = 0
+    for event in rt.provider.events(stop=stop):
+        try:
+            if handle_event(rt, app, event):
+                handled += 1
+        except Exception:  # one bad event must not end the listener; polling covers it
+            log.exception("completion event for %s not handled", event.generation_id)
+    return handled

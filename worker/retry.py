@@ -1,0 +1,73 @@
+"""When to try a failed step again: pure functions, bounded by attempts and by time."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from seedq.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_s: float = 5.0
+    max_delay_s: float = 300.0
+    max_attempts: int = 10
+    max_total_s: float = 6 * 3600.0
+    jitter: float = 0.5  # share of each delay that is random, so workers do not stampede
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            base_s=settings.retry_base_s,
+            max_delay_s=settings.retry_max_delay_s,
+            max_attempts=settings.retry_max_attempts,
+            max_total_s=settings.retry_max_total_s,
+        )
+
+
+def compute_backoff(
+    attempt: int, *, base_s: float, max_s: float, jitter: float, rand: float
+) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered.
+
+    ``rand`` in [0, 1) is passed in so the function stays pure and testable.
+    """
+    delay = min(max_s, base_s * 2.0 ** max(0, min(attempt - 1, 40)))
+    return delay * (1.0 - jitter) + delay * jitter * rand
+
+
+def next_delay(
+    policy: RetryPolicy,
+    *,
+    attempt: int,
+    elapsed_s: float,
+    retry_after_s: float | None = None,
+    rand: float | None = None,
+) -> float | None:
+    """Seconds to wait before the next attempt, or None when the step must give up.
+
+    A server's ``Retry-After`` is a floor, never shortened by jitter.
+    """
+    if attempt >= policy.max_attempts or elapsed_s >= policy.max_total_s:
+        return None
+    delay = compute_backoff(
+        attempt,
+        base_s=policy.base_s,
+        max_s=policy.max_delay_s,
+        jitter=policy.jitter,
+        rand=random.random() if rand is None else rand,
+    )
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, policy.max_delay_s))
+    if elapsed_s + delay > policy.max_total_s:
+        return None
+    return delay
+
+
+def poll_delay_s(age_s: float, *, base_s: float) -> float:
+    """Interval between status checks of a generation: the base for the first five
+    minutes, then slower as it ages (a generation takes 5-15 minutes), at most 4x."""
+    if age_s < 300:
+        return base_s
+    return min(base_s * 4, base_s * (1 + (age_s - 300) / 300))

@@ -1,0 +1,72 @@
+"""Everything a task needs, built once per worker process from the settings.
+
+Tasks never build clients themselves: they ask :func:`get_runtime`, which builds a
+:class:`Runtime` on first use in each process (after a prefork worker forks, never at
+import time). The embedded ``seedq run`` installs its own with :func:`install_runtime`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from producer.catalog import ModelCatalog
+from seedq.queueing import redis_client
+from seedq.settings import Settings, load_settings
+from seedq.store import JobStore
+from worker.inputs import InputPublisher
+from worker.provider.client import OxenClient
+from worker.retry import RetryPolicy
+from worker.storage.base import Storage
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: JobStore
+    provider: OxenClient
+    storage: Storage
+    publisher: InputPublisher
+    policy: RetryPolicy
+    catalog: ModelCatalog = field(default_factory=ModelCatalog)
+    clock: Any = time.time  # injectable so tests control time
+
+    def now(self) -> float:
+        return float(self.clock())
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    from worker.inputs import make_publisher
+    from worker.storage import make_storage
+
+    return Runtime(
+        settings=settings,
+        store=JobStore(redis_client(settings)),
+        provider=OxenClient.from_settings(settings),
+        storage=make_storage(settings),
+        publisher=make_publisher(settings),
+        policy=RetryPolicy.from_settings(settings),
+    )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_pid: int | None = None
+
+
+def install_runtime(runtime: Runtime | None) -> None:
+    """Use this runtime in this process (embedded runs, tests); None forgets it."""
+    global _runtime, _pid
+    with _lock:
+        _runtime, _pid = runtime, os.getpid() if runtime else None
+
+
+def get_runtime() -> Runtime:
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime, _pid = build_runtime(load_settings()), os.getpid()
+        return _runtime

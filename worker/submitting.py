@@ -1,0 +1,161 @@
+"""The submit step, at most once: a job is enqueued at the provider only from
+``registered``, after an atomic move to ``submitting`` that records what is sent and
+when. A job found still ``submitting`` (a crash, a lost answer) is reconciled against
+the provider's list, and sent again only once the list proves it never arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from seedq.contract import TASK_SUBMIT, TASK_TRACK, JobState
+from worker.errors import RunPaused
+from worker.inputs import publish_inputs
+from worker.provider import errors as pe
+from worker.provider.models import Generation
+from worker.reconcile import Reconciled, Verdict, reconcile
+from worker.runtime import Runtime
+from worker.steps import DONE, Job, Next
+
+log = logging.getLogger(__name__)
+
+LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
+RECHECK_S = 5.0
+ACTIVE_RUN = frozenset({"active", "registering"})
+
+
+def grace_s(rt: Runtime) -> float:
+    """How long an unanswered enqueue may still be in flight: past it, absent is absent."""
+    return 2 * rt.settings.http_timeout_s + 30.0
+
+
+def load(rt: Runtime, run_id: str, job_id: str) -> Job | None:
+    job = Job.parse(job_id, rt.store.job(job_id))
+    if job is None or job.run_id != run_id:
+        log.info("job %s: no longer in run %s; message ignored", job_id, run_id)
+        return None
+    return job
+
+
+def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
+    job = load(rt, run_id, job_id)
+    if job is None:
+        return DONE
+    if job.state is JobState.SUBMITTING:
+        return reconcile_job(rt, job, grace=grace_s(rt))
+    if job.state is not JobState.REGISTERED:
+        return DONE  # already past this step: a repeated message
+    if rt.store.run_status(run_id) not in ACTIVE_RUN:
+        return DONE  # paused or cancelled: the job waits, registered, for a resume
+    sent = publish_inputs(job.params, rt.publisher)
+    moved = rt.store.move(
+        job_id,
+        run_id,
+        JobState.SUBMITTING,
+        expect=[JobState.REGISTERED],
+        sent_params=json.dumps(sent, sort_keys=True),
+        submit_started_at=rt.now(),
+    )
+    if not moved.ok:
+        return DONE  # another worker took it first
+    return _enqueue(rt, job, sent)
+
+
+def _enqueue(rt: Runtime, job: Job, sent: dict[str, object]) -> Next:
+    rt.store.count_calls(job.id, 1)
+    try:
+        created = rt.provider.enqueue(job.model, sent)
+    except pe.EnqueueOutcomeUnknown:
+        log.warning("job %s: enqueue answer lost; reconciling before anything else", job.id)
+        return Next(TASK_SUBMIT, RECHECK_S)
+    except pe.ServerError:
+        # The server answered, so anything it created is listed now: look before retrying.
+        found = reconcile_job(rt, _reload(rt, job), grace=0.0)
+        if found.task == TASK_TRACK or _reload(rt, job).state is not JobState.REGISTERED:
+            return found  # adopted, or left for an operator
+        raise  # provably not created (now registered again): retry with backoff
+    except (pe.TransientProviderError, pe.InvalidRequest, pe.NotFound, pe.Forbidden):
+        _back_to_registered(rt, job)  # refused before anything was created
+        raise
+    except pe.RunFatalError as exc:
+        _back_to_registered(rt, job)
+        raise RunPaused(str(exc)) from None
+    if not created:
+        _back_to_registered(rt, job)
+        raise pe.MalformedResponse("enqueue answered with no generation")
+    return _adopt(rt, job, created[0].generation_id, reconciled=False)
+
+
+def _reload(rt: Runtime, job: Job) -> Job:
+    return Job.parse(job.id, rt.store.job(job.id)) or job
+
+
+def _back_to_registered(rt: Runtime, job: Job) -> None:
+    rt.store.move(job.id, job.run_id, JobState.REGISTERED, expect=[JobState.SUBMITTING])
+
+
+def _adopt(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) -> Next:
+    rt.store.link_generation(generation_id, job.id)
+    moved = rt.store.move(
+        job.id,
+        job.run_id,
+        JobState.SUBMITTED,
+        expect=[JobState.SUBMITTING],
+        generation_id=generation_id,
+        submitted_at=rt.now(),
+        reconciled=int(reconciled),
+    )
+    if not moved.ok:
+        log.warning(
+            "job %s: generation %s found but job is %s", job.id, generation_id, moved.before
+        )
+        return DONE
+    return Next(TASK_TRACK, rt.settings.poll_interval_s)
+
+
+def list_candidates(rt: Runtime, job: Job) -> list[Generation]:
+    found: list[Generation] = []
+    for status in LIST_STATUSES:
+        rt.store.count_calls(job.id, 1)
+        found.extend(rt.provider.list(model=job.model, status=status).generations)
+    return found
+
+
+def reconcile_job(rt: Runtime, job: Job, *, grace: float) -> Next:
+    """Decide a ``submitting`` job from the provider's list (see worker.reconcile)."""
+    candidates = list_candidates(rt, job)
+    taken = {
+        g.generation_id
+        for g in candidates
+        if rt.store.job_for_generation(g.generation_id) not in (None, job.id)
+    }
+    decided: Reconciled = reconcile(
+        candidates,
+        model=job.model,
+        sent=job.sent_params,
+        started_at=job.number("submit_started_at"),
+        now=rt.now(),
+        grace_s=grace,
+        taken=taken,
+    )
+    if decided.verdict is Verdict.FOUND:
+        return _adopt(rt, job, decided.matches[0].generation_id, reconciled=True)
+    if decided.verdict is Verdict.AMBIGUOUS:
+        ids = ", ".join(g.generation_id for g in decided.matches)
+        rt.store.move(
+            job.id,
+            job.run_id,
+            JobState.FAILED,
+            expect=[JobState.SUBMITTING],
+            error=f"needs an operator: several generations match this job ({ids}); "
+            "none was adopted and nothing was sent again",
+            needs_operator=1,
+            failed_step="submit",
+        )
+        return DONE
+    if decided.verdict is Verdict.WAIT:
+        return Next(TASK_SUBMIT, RECHECK_S)
+    log.info("job %s: provably never created; sending again", job.id)
+    _back_to_registered(rt, job)
+    return Next(TASK_SUBMIT, 0.0) if grace > 0 else DONE

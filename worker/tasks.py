@@ -1,0 +1,111 @@
+"""The Celery tasks: thin. Each decodes its ids, runs one step (plain functions in
+worker.submitting / tracking / delivery), and turns the outcome into the next message:
+a follow-up task, a retry with backoff, a failed job, or a paused run.
+
+Follow-ups and retries are new messages sent before this one is acknowledged
+(``acks_late``): a crash in between can only duplicate a message, and every step is a
+compare-and-set on the job's state, so a duplicate finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task, shared_task
+
+from seedq import contract, keys
+from seedq.contract import TERMINAL_STATES, JobState
+from worker.delivery import deliver_job
+from worker.errors import JobFailed, RunPaused, TransientError
+from worker.provider.errors import PermanentJobError, RunFatalError, TransientProviderError
+from worker.retry import next_delay
+from worker.runtime import Runtime, get_runtime
+from worker.steps import Next
+from worker.submitting import submit_job
+from worker.tracking import track_job
+
+log = logging.getLogger(__name__)
+Step = Callable[[Runtime, str, str], Next]
+NOT_TERMINAL = [s for s in JobState if s not in TERMINAL_STATES]
+
+
+def send(task: Task, name: str, run_id: str, job_id: str, countdown_s: float = 0.0) -> None:
+    message: contract.JobMessage = {"run_id": run_id, "job_id": job_id}
+    task.app.send_task(name, kwargs=dict(message), countdown=countdown_s or None)
+
+
+def fail_job(rt: Runtime, run_id: str, job_id: str, step: str, reason: str) -> None:
+    rt.store.move(
+        job_id, run_id, JobState.FAILED, expect=NOT_TERMINAL, error=reason, failed_step=step
+    )
+    log.warning("job %s failed at %s: %s", job_id, step, reason)
+
+
+def run_step(task: Task, step_name: str, step: Step, run_id: str, job_id: str) -> None:
+    rt = get_runtime()
+    try:
+        follow = step(rt, run_id, job_id)
+    except (TransientProviderError, TransientError) as exc:
+        _retry_later(task, rt, step_name, run_id, job_id, exc)
+        return
+    except (PermanentJobError, JobFailed) as exc:
+        fail_job(rt, run_id, job_id, step_name, str(exc))
+        return
+    except (RunFatalError, RunPaused) as exc:
+        rt.store.pause_run(run_id, str(exc))
+        log.error("run %s paused: %s", run_id, exc)
+        return
+    _reset_attempts(rt, job_id, step_name)
+    if follow.task:
+        send(task, follow.task, run_id, job_id, follow.countdown_s)
+
+
+def _retry_later(
+    task: Task, rt: Runtime, step_name: str, run_id: str, job_id: str, exc: Exception
+) -> None:
+    key = keys.job(job_id)
+    attempts = int(rt.store.redis.hincrby(key, f"{step_name}_attempts", 1))
+    rt.store.redis.hsetnx(key, f"{step_name}_first_failure_at", rt.now())
+    first = float(rt.store.redis.hget(key, f"{step_name}_first_failure_at") or rt.now())
+    delay = next_delay(
+        rt.policy,
+        attempt=attempts,
+        elapsed_s=rt.now() - first,
+        retry_after_s=getattr(exc, "retry_after_s", None),
+        rand=random.random(),
+    )
+    if delay is None:
+        fail_job(rt, run_id, job_id, step_name, f"gave up after {attempts} attempt(s): {exc}")
+        return
+    rt.store.update_job(job_id, last_error=str(exc)[:500])
+    log.info("job %s: %s failed (%s); retry %d in %.1fs", job_id, step_name, exc, attempts, delay)
+    send(task, task.name, run_id, job_id, delay)
+
+
+def _reset_attempts(rt: Runtime, job_id: str, step_name: str) -> None:
+    rt.store.redis.hdel(keys.job(job_id), f"{step_name}_attempts", f"{step_name}_first_failure_at")
+
+
+def _task(name: str) -> Any:
+    return shared_task(bind=True, name=name, acks_late=True, ignore_result=True)
+
+
+@_task(contract.TASK_SUBMIT)
+def submit(self: Task, run_id: str, job_id: str) -> None:
+    """Send one job to the provider, at most once."""
+    run_step(self, "submit", submit_job, run_id, job_id)
+
+
+@_task(contract.TASK_TRACK)
+def track(self: Task, run_id: str, job_id: str) -> None:
+    """Check one generation's status; re-queues itself while it runs."""
+    run_step(self, "track", track_job, run_id, job_id)
+
+
+@_task(contract.TASK_DELIVER)
+def deliver(self: Task, run_id: str, job_id: str) -> None:
+    """Download, verify and store one finished video."""
+    run_step(self, "deliver", deliver_job, run_id, job_id)

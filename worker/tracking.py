@@ -1,0 +1,70 @@
+"""The track step: short status checks re-queued with a countdown (no task ever waits
+on a generation), and the completion handling shared with the events listener."""
+
+from __future__ import annotations
+
+import logging
+
+from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
+from worker.errors import RunPaused
+from worker.provider.classify import classify_generation_failure
+from worker.provider.errors import InsufficientCredits
+from worker.retry import poll_delay_s
+from worker.runtime import Runtime
+from worker.steps import DONE, Job, Next
+from worker.submitting import load
+
+log = logging.getLogger(__name__)
+
+RUNNING = frozenset({"queued", "processing"})
+
+
+def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
+    job = load(rt, run_id, job_id)
+    if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
+        return DONE  # delivered by the events listener already, or not ours any more
+    rt.store.count_calls(job_id, 1)
+    gen = rt.provider.get(job.generation_id)
+    return complete(rt, job, gen.status, result_url=gen.result_url, error=gen.error_message)
+
+
+def complete(
+    rt: Runtime, job: Job, status: str, *, result_url: str | None, error: str | None
+) -> Next:
+    """Apply a generation's status to its job; safe to call twice (polling and events)."""
+    if status == "succeeded" and result_url:
+        moved = rt.store.move(
+            job.id,
+            job.run_id,
+            JobState.GENERATED,
+            expect=[JobState.SUBMITTED],
+            result_url=result_url,
+            generated_at=rt.now(),
+        )
+        return Next(TASK_DELIVER) if moved.ok else DONE
+    if status == "failed":
+        reason = classify_generation_failure(error or "failed without a reason")
+        rt.store.move(
+            job.id,
+            job.run_id,
+            JobState.FAILED,
+            expect=[JobState.SUBMITTED],
+            error=f"generation failed: {reason.message}",
+            failed_step="generate",
+        )
+        if isinstance(reason, InsufficientCredits):
+            raise RunPaused(f"provider: {reason.message}")
+        return DONE
+    if status == "cancelled":
+        rt.store.move(
+            job.id,
+            job.run_id,
+            JobState.CANCELLED,
+            expect=[JobState.SUBMITTED],
+            error="cancelled at the provider",
+        )
+        return DONE
+    if status not in RUNNING and status != "succeeded":
+        log.warning("job %s: unknown generation status %r; checking again later", job.id, status)
+    age = rt.now() - job.number("submitted_at", rt.now())
+    return Next(TASK_TRACK, poll_delay_s(age, base_s=rt.settings.poll_interval_s))
