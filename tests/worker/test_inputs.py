@@ -1,0 +1,336 @@
+"""Input publishing (loopback server, S3 on moto) and the URL check before a fetch."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+
+from seedq.settings import load_settings
+from worker.errors import InputUnavailable, StorageUnavailable, TransientError
+from worker.inputs import (
+    LoopbackInputPublisher,
+    NoInputPublisher,
+    S3InputPublisher,
+    check_fetch_url,
+    make_publisher,
+    publish_inputs,
+    resolve_host,
+)
+from worker.storage.s3 import S3Storage, make_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "start.png"
+    Image.new("RGB", (64, 48), (200, 60, 40)).save(path)
+    return path
+
+
+@pytest.fixture
+def loopback() -> Iterator[LoopbackInputPublisher]:
+    with LoopbackInputPublisher() as publisher:
+        yield publisher
+
+
+def raw_get(base_url: str, path: str) -> int:
+    """GET a path exactly as written: no client-side normalisation of ``..``."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+# --- publish_inputs -----------------------------------------------------------------------
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def publish_file(self, path: Path) -> str:
+        self.calls.append(f"file:{path}")
+        return f"https://inputs.example/{path.name}"
+
+    def publish_s3(self, uri: str) -> str:
+        self.calls.append(uri)
+        return "https://inputs.example/s3"
+
+
+def test_publish_inputs_replaces_only_non_http_refs() -> None:
+    publisher = RecordingPublisher()
+    params = {
+        "prompt": "a cat",
+        "input_image": "/data/images/cat.png",
+        "tail_image_url": "s3://bucket/tail.jpg",
+        "duration": 5,
+    }
+    published = publish_inputs(params, publisher)
+    assert published == {
+        "prompt": "a cat",
+        "input_image": "https://inputs.example/cat.png",
+        "tail_image_url": "https://inputs.example/s3",
+        "duration": 5,
+    }
+    assert params["input_image"] == "/data/images/cat.png"  # the job's own copy is kept
+    assert publisher.calls == ["file:/data/images/cat.png", "s3://bucket/tail.jpg"]
+
+
+@pytest.mark.parametrize("url", ["https://cdn.example/a.png", "HTTP://cdn.example/a.png?x=1"])
+def test_publish_inputs_passes_urls_through(url: str) -> None:
+    publisher = RecordingPublisher()
+    assert publish_inputs({"input_image": url}, publisher) == {"input_image": url}
+    assert publisher.calls == []
+
+
+@pytest.mark.parametrize("value", ["images/cat.png", "ftp://host/cat.png", "data:image/png,xx"])
+def test_publish_inputs_refuses_other_refs(value: str) -> None:
+    with pytest.raises(InputUnavailable, match="not a URL"):
+        publish_inputs({"input_image": value}, RecordingPublisher())
+
+
+# --- loopback -----------------------------------------------------------------------------
+
+
+def test_loopback_serves_a_registered_file(loopback: LoopbackInputPublisher, image: Path) -> None:
+    url = loopback.publish_file(image)
+
+    response = httpx.get(url, timeout=5)
+
+    assert url.startswith("http://127.0.0.1:") and url.endswith(".png")
+    assert response.status_code == 200
+    assert response.content == image.read_bytes()
+    assert response.headers["content-type"] == "image/png"
+    assert httpx.head(url, timeout=5).headers["content-length"] == str(image.stat().st_size)
+    assert loopback.publish_file(image) == url  # one route per file
+
+
+def test_loopback_serves_nothing_else(
+    loopback: LoopbackInputPublisher, image: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("secret")
+    url = loopback.publish_file(image)
+    route = urlsplit(url).path
+    base = loopback.base_url
+    for path in [
+        "/",
+        "/start.png",
+        str(image),
+        f"{route}/../secret.txt",
+        f"/../{tmp_path.name}/secret.txt",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/../../../../etc/passwd",
+        route + "x",
+        route.upper(),
+    ]:
+        assert raw_get(base, path) == 404, path
+    assert raw_get(base, route + "?download=1") == 200  # a query does not change the route
+
+
+def test_loopback_file_removed_after_publishing_is_404(
+    loopback: LoopbackInputPublisher, image: Path
+) -> None:
+    url = loopback.publish_file(image)
+    image.unlink()
+    assert httpx.get(url, timeout=5).status_code == 404
+
+
+def test_loopback_refuses_unusable_files(loopback: LoopbackInputPublisher, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "folder.png").mkdir()
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as out:
+        out.truncate(30 * 1024 * 1024 + 1)  # sparse: costs no disk
+    for path, reason in [
+        (tmp_path / "absent.png", "cannot be read"),
+        (tmp_path / "notes.txt", "is not .jpg"),
+        (tmp_path / "folder.png", "is a directory"),
+        (huge, "30 MB"),
+    ]:
+        with pytest.raises(InputUnavailable, match=reason):
+            loopback.publish_file(path)
+
+
+def test_loopback_cannot_publish_s3(loopback: LoopbackInputPublisher) -> None:
+    with pytest.raises(InputUnavailable, match="need an S3 output store"):
+        loopback.publish_s3("s3://bucket/cat.png")
+
+
+def test_loopback_close_stops_the_server(image: Path) -> None:
+    publisher = LoopbackInputPublisher()
+    url = publisher.publish_file(image)
+    publisher.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=2)
+    publisher.close()  # twice is fine
+
+
+# --- S3 -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_publisher(s3_client: S3Client, s3_bucket: str) -> S3InputPublisher:
+    return S3InputPublisher(S3Storage(s3_bucket, "run", client=s3_client), expires_s=600)
+
+
+def test_s3_publisher_uploads_once_under_the_content_hash(
+    s3_publisher: S3InputPublisher, s3_client: S3Client, s3_bucket: str, image: Path
+) -> None:
+    puts: list[str] = []
+    s3_client.meta.events.register("before-call.s3.PutObject", lambda **_: puts.append("put"))
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+
+    first = s3_publisher.publish_file(image)
+    second = s3_publisher.publish_file(image)
+
+    assert len(puts) == 1
+    assert urlsplit(first).path == urlsplit(second).path == f"/{s3_bucket}/run/_inputs/{digest}.png"
+    for url in (first, second):
+        response = httpx.get(url, timeout=5)
+        assert response.status_code == 200 and response.content == image.read_bytes()
+    head = s3_client.head_object(Bucket=s3_bucket, Key=f"run/_inputs/{digest}.png")
+    assert head["ContentType"] == "image/png"
+
+
+def test_s3_publisher_presigns_s3_inputs(
+    s3_publisher: S3InputPublisher, s3_client: S3Client, s3_bucket: str
+) -> None:
+    s3_client.put_object(Bucket=s3_bucket, Key="in/cat.jpg", Body=b"jpeg bytes")
+
+    url = s3_publisher.publish_s3(f"s3://{s3_bucket}/in/cat.jpg")
+
+    assert httpx.get(url, timeout=5).content == b"jpeg bytes"
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=600" in url
+
+
+def test_s3_publisher_missing_inputs_fail_the_job(
+    s3_publisher: S3InputPublisher, s3_bucket: str, tmp_path: Path
+) -> None:
+    with pytest.raises(InputUnavailable, match="does not exist"):
+        s3_publisher.publish_s3(f"s3://{s3_bucket}/in/none.png")
+    with pytest.raises(InputUnavailable, match="not s3://bucket/key"):
+        s3_publisher.publish_s3(f"s3://{s3_bucket}")
+    with pytest.raises(InputUnavailable, match="cannot be read"):
+        s3_publisher.publish_file(tmp_path / "none.png")
+
+
+def test_s3_publisher_outage_is_transient(s3_credentials: dict[str, str], image: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_client(f"http://127.0.0.1:{port}", connect_timeout_s=1, max_attempts=1)
+    publisher = S3InputPublisher(S3Storage("bucket", "", client=client))
+    with pytest.raises(StorageUnavailable):
+        publisher.publish_file(image)
+    with pytest.raises(StorageUnavailable):
+        publisher.publish_s3("s3://bucket/cat.png")
+
+
+# --- choosing a publisher -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "kind"),
+    [
+        ({"output": "s3://bucket/p"}, S3InputPublisher),
+        ({"output": "out", "provider_url": "http://127.0.0.1:8080"}, LoopbackInputPublisher),
+        ({"output": "out", "provider_url": "http://localhost:8080"}, LoopbackInputPublisher),
+        ({"output": "out"}, NoInputPublisher),
+    ],
+)
+def test_make_publisher(
+    s3_credentials: dict[str, str], settings: dict[str, Any], kind: type[object]
+) -> None:
+    publisher = make_publisher(load_settings(**settings))
+    assert type(publisher) is kind
+    if isinstance(publisher, LoopbackInputPublisher):
+        publisher.close()
+
+
+def test_no_publisher_says_what_to_configure(image: Path) -> None:
+    with pytest.raises(InputUnavailable, match="SEEDQ_OUTPUT"):
+        NoInputPublisher().publish_file(image)
+    with pytest.raises(InputUnavailable, match="SEEDQ_OUTPUT"):
+        NoInputPublisher().publish_s3("s3://b/k.png")
+
+
+# --- check_fetch_url ----------------------------------------------------------------------
+
+DNS = {
+    "cdn.example": ["93.184.216.34", "2606:2800:220:1::1"],
+    "inside.example": ["10.1.2.3"],
+    "mixed.example": ["93.184.216.34", "192.168.1.10"],
+    "metadata.example": ["169.254.169.254"],
+    "mapped.example": ["::ffff:127.0.0.1"],
+    "v6local.example": ["fe80::1"],
+    "8.8.8.8": ["8.8.8.8"],
+}
+
+
+def fake_resolve(host: str) -> list[str]:
+    if host == "down.example":
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    if host not in DNS:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return DNS[host]
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("https://cdn.example/a.png", None),
+        ("http://cdn.example:8080/a.png?sig=1", None),
+        ("http://8.8.8.8/a.png", None),
+        ("ftp://cdn.example/a.png", "only http and https"),
+        ("file:///etc/passwd", "only http and https"),
+        ("https://user:pw@cdn.example/a.png", "user name or password"),
+        ("https:///a.png", "no host"),
+        ("http://127.0.0.1/a.png", "loopback"),
+        ("http://[::1]/a.png", "loopback"),
+        ("http://localhost/a.png", "this machine"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://inside.example/a.png", "resolves to 10.1.2.3"),
+        ("https://mixed.example/a.png", "resolves to 192.168.1.10"),
+        ("https://metadata.example/a.png", "resolves to 169.254.169.254"),
+        ("https://mapped.example/a.png", "resolves to ::ffff:127.0.0.1"),
+        ("https://v6local.example/a.png", "resolves to fe80::1"),
+        ("https://nowhere.example/a.png", "does not resolve"),
+    ],
+)
+def test_check_fetch_url(url: str, refusal: str | None) -> None:
+    if refusal is None:
+        check_fetch_url(url, allow_private=False, resolve=fake_resolve)
+    else:
+        with pytest.raises(InputUnavailable, match=refusal):
+            check_fetch_url(url, allow_private=False, resolve=fake_resolve)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1/a.png", "http://localhost/a", "https://inside.example/a.png"]
+)
+def test_check_fetch_url_allows_private_when_told(url: str) -> None:
+    check_fetch_url(url, allow_private=True, resolve=fake_resolve)
+
+
+def test_check_fetch_url_dns_outage_is_transient() -> None:
+    with pytest.raises(TransientError, match="DNS lookup"):
+        check_fetch_url("https://down.example/a.png", allow_private=False, resolve=fake_resolve)
+
+
+def test_resolve_host_uses_the_system_resolver() -> None:
+    assert {"127.0.0.1", "::1"} & set(resolve_host("localhost"))
+    assert resolve_host("127.0.0.1") == ["127.0.0.1"]

@@ -1,0 +1,328 @@
+"""Input images the provider can fetch, and the URL check for anything the worker fetches.
+
+The producer stores an image reference as an http(s) URL, an ``s3://bucket/key`` URI or
+an absolute local path. The provider only fetches http(s), so before submitting,
+:func:`publish_inputs` swaps the other two for URLs through an :class:`InputPublisher`:
+
+- :class:`S3InputPublisher` uploads a local file once under a content-addressed key
+  (``{prefix}/_inputs/{sha256}{suffix}``) and hands out presigned GET URLs; an s3://
+  input is presigned as it is.
+- :class:`LoopbackInputPublisher` (embedded runs, local provider) serves registered
+  files from a tiny HTTP server on 127.0.0.1; only those files, under random paths.
+- :class:`NoInputPublisher` refuses both, saying what to configure.
+
+Every failure is :class:`~worker.errors.InputUnavailable` (the job fails), except an S3
+outage, which stays :class:`~worker.errors.StorageUnavailable` (retried).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from producer.refs import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_BYTES,
+    RefError,
+    check_http_url,
+    check_url_host,
+    is_private_address,
+)
+from worker.errors import InputUnavailable, TransientError
+from worker.storage.base import sha256_file
+
+if TYPE_CHECKING:
+    from seedq.settings import Settings
+    from worker.storage.s3 import S3Storage
+
+IMAGE_FIELDS = ("input_image", "tail_image_url")
+PRESIGN_EXPIRES_S = 24 * 3600  # covers a long provider queue, well under SigV4's 7 days
+INPUTS_FOLDER = "_inputs"
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
+SERVE_CHUNK_BYTES = 64 * 1024
+
+
+class InputPublisher(Protocol):
+    """Turns non-http image references into URLs the provider can fetch."""
+
+    def publish_file(self, path: Path) -> str:
+        """A URL serving the local image file at ``path`` (absolute)."""
+        ...
+
+    def publish_s3(self, uri: str) -> str:
+        """A URL serving the object ``s3://bucket/key``."""
+        ...
+
+
+def publish_inputs(params: dict[str, Any], publisher: InputPublisher) -> dict[str, Any]:
+    """A copy of ``params`` whose image references are all http(s) URLs."""
+    published = dict(params)
+    for name in IMAGE_FIELDS:
+        value = params.get(name)
+        if isinstance(value, str) and value:
+            published[name] = _publish_one(name, value, publisher)
+    return published
+
+
+def _publish_one(name: str, value: str, publisher: InputPublisher) -> str:
+    scheme = urlsplit(value).scheme.lower()
+    if scheme in ("http", "https"):
+        return value
+    if scheme == "s3":
+        return publisher.publish_s3(value)
+    path = Path(value)
+    if (scheme and len(scheme) > 1) or not path.is_absolute():
+        raise InputUnavailable(f"{name}: {value!r} is not a URL, s3:// URI or absolute path")
+    return publisher.publish_file(path)
+
+
+def check_image_file(path: Path) -> int:
+    """The size of a local input image; InputUnavailable if it cannot be served."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputUnavailable(f"input image {path} is not .jpg, .jpeg, .png or .webp")
+    try:
+        with path.open("rb"):
+            size = path.stat().st_size
+    except IsADirectoryError:
+        raise InputUnavailable(f"input image {path} is a directory") from None
+    except OSError as exc:
+        raise InputUnavailable(f"input image {path} cannot be read: {exc.strerror}") from None
+    if size > MAX_IMAGE_BYTES:
+        raise InputUnavailable(f"input image {path} is {size} bytes; the provider takes 30 MB")
+    return size
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    key = parts.path.lstrip("/")
+    if parts.scheme != "s3" or not parts.netloc or not key:
+        raise InputUnavailable(f"{uri!r} is not s3://bucket/key")
+    return parts.netloc, key
+
+
+class S3InputPublisher:
+    """Publishes through the S3 output store: upload once, presign each time."""
+
+    def __init__(self, storage: S3Storage, *, expires_s: int = PRESIGN_EXPIRES_S) -> None:
+        self.storage = storage
+        self.expires_s = expires_s
+
+    def publish_file(self, path: Path) -> str:
+        check_image_file(path)
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise InputUnavailable(f"input image {path} cannot be read: {exc.strerror}") from None
+        suffix = path.suffix.lower()
+        # The key is the content's hash: the same image used by a thousand jobs is
+        # uploaded once, and put_file skips it when the stored checksum matches.
+        key = f"{INPUTS_FOLDER}/{digest}{suffix}"
+        self.storage.put_file(key, path, sha256=digest, content_type=CONTENT_TYPES[suffix])
+        return self.storage.share_url(key, expires_s=self.expires_s)
+
+    def publish_s3(self, uri: str) -> str:
+        bucket, key = split_s3_uri(uri)
+        # A HEAD first, so a missing object fails this job now with a clear reason
+        # instead of as an opaque fetch error at the provider, after queueing.
+        if self.storage.stat_object(bucket, key) is None:
+            raise InputUnavailable(f"input image {uri} does not exist")
+        return self.storage.presign(bucket, key, expires_s=self.expires_s)
+
+
+class NoInputPublisher:
+    """For a remote provider without an S3 store: only http(s) inputs can work."""
+
+    def publish_file(self, path: Path) -> str:
+        raise InputUnavailable(
+            f"local input image {path} cannot reach a remote provider: set SEEDQ_OUTPUT to "
+            "s3://bucket/prefix so inputs are uploaded there, or use an http(s) URL"
+        )
+
+    def publish_s3(self, uri: str) -> str:
+        raise InputUnavailable(
+            f"input image {uri} needs SEEDQ_OUTPUT=s3://... so it can be presigned"
+        )
+
+
+class LoopbackInputPublisher:
+    """Serves registered files over HTTP on 127.0.0.1, for a provider on this machine.
+
+    Each file gets a random 128-bit path; a request is answered only when its path is
+    exactly one of those, so there is nothing to list, guess or traverse. The server
+    starts on first use and stops with :meth:`close` (or the ``with`` block).
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._routes: dict[str, Path] = {}
+        self._tokens: dict[Path, str] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LoopbackInputPublisher:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def base_url(self) -> str:
+        server = self._start()
+        return f"http://{self.host}:{server.server_address[1]}"
+
+    def publish_file(self, path: Path) -> str:
+        check_image_file(path)
+        with self._lock:
+            route = self._tokens.get(path)
+            if route is None:
+                route = f"/{secrets.token_urlsafe(16)}{path.suffix.lower()}"
+                self._tokens[path] = route
+                self._routes[route] = path
+        return self.base_url + route
+
+    def publish_s3(self, uri: str) -> str:
+        raise InputUnavailable(
+            f"input image {uri}: s3:// inputs need an S3 output store to presign them; "
+            "in a local run use a local file or an http(s) URL"
+        )
+
+    def route(self, request_path: str) -> Path | None:
+        """The file a request path serves, or None (exact match only)."""
+        with self._lock:
+            return self._routes.get(urlsplit(request_path).path)
+
+    def close(self) -> None:
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _start(self) -> ThreadingHTTPServer:
+        with self._lock:
+            if self._server is None:
+                server = ThreadingHTTPServer((self.host, 0), _handler_for(self))
+                server.daemon_threads = True
+                thread = threading.Thread(
+                    target=server.serve_forever, name="seedq-input-server", daemon=True
+                )
+                thread.start()
+                self._server, self._thread = server, thread
+            return self._server
+
+
+def _handler_for(publisher: LoopbackInputPublisher) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "seedq-inputs"
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def _serve(self, *, body: bool) -> None:
+            path = publisher.route(self.path)
+            try:
+                source = path.open("rb") if path is not None else None
+            except OSError:
+                source = None
+            if path is None or source is None:
+                self.send_error(404)
+                return
+            with source:
+                size = os.fstat(source.fileno()).st_size
+                self.send_response(200)
+                content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if body:
+                    # The provider hanging up mid-transfer is its business, not ours.
+                    with contextlib.suppress(ConnectionError):
+                        shutil.copyfileobj(source, self.wfile, SERVE_CHUNK_BYTES)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # quiet: every fetch is already visible in the provider's events
+
+    return Handler
+
+
+def make_publisher(settings: Settings) -> InputPublisher:
+    """S3 when the output is S3; loopback when the provider runs on a private address
+    (the simulator); otherwise one that refuses local and s3:// inputs clearly."""
+    if settings.output_is_s3:
+        from worker.storage.s3 import S3Storage
+
+        return S3InputPublisher(S3Storage.from_settings(settings))
+    host = urlsplit(settings.provider_url).hostname or ""
+    try:
+        check_url_host(host, allow_private=False)
+    except RefError:
+        return LoopbackInputPublisher()
+    return NoInputPublisher()
+
+
+# --- the check before the worker fetches a URL itself -------------------------------------
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve_host(host: str) -> list[str]:
+    """Every address ``host`` resolves to (IPv4 and IPv6)."""
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def check_fetch_url(url: str, *, allow_private: bool, resolve: Resolver = resolve_host) -> None:
+    """Refuse a URL the worker should not fetch: not http(s), credentials in it, or a host
+    that is, or resolves to, a loopback, private or link-local address (unless allowed).
+
+    Every resolved address must be public: a name with one private address among public
+    ones is refused. InputUnavailable when refused, TransientError when DNS is down.
+    DNS can change between this check and the fetch; a caller that must be sure
+    connects to an address it checked.
+    """
+    try:
+        check_http_url(url, allow_private=allow_private)
+    except RefError as exc:
+        raise InputUnavailable(f"refused URL: {exc}") from None
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = resolve(host)
+    except socket.gaierror as exc:
+        if exc.errno in (socket.EAI_AGAIN, errno.EAGAIN):
+            raise TransientError(f"DNS lookup of {host} failed for now") from None
+        raise InputUnavailable(f"refused URL: host {host} does not resolve") from None
+    if not addresses:
+        raise InputUnavailable(f"refused URL: host {host} does not resolve")
+    for address in addresses:
+        if is_private_address(address):
+            raise InputUnavailable(
+                f"refused URL: host {host} resolves to {address}, a loopback, private or "
+                "link-local address (set SEEDQ_ALLOW_PRIVATE_URLS for local tests)"
+            )
