@@ -225,8 +225,12 @@ class LoopbackInputPublisher:
             if self._server is None:
                 server = ThreadingHTTPServer((self.host, 0), _handler_for(self))
                 server.daemon_threads = True
+                # A short poll so close() returns quickly; idle cost is negligible.
                 thread = threading.Thread(
-                    target=server.serve_forever, name="seedq-input-server", daemon=True
+                    target=server.serve_forever,
+                    kwargs={"poll_interval": 0.05},
+                    name="seedq-input-server",
+                    daemon=True,
                 )
                 thread.start()
                 self._server, self._thread = server, thread

@@ -5,6 +5,9 @@ digest matches the stored one is skipped, which is what makes a redelivered deli
 task free. Two deliveries racing on one key upload the same bytes, so whichever lands
 last leaves the same object.
 
+The credentials need s3:GetObject, s3:PutObject and s3:ListBucket: without ListBucket,
+S3 answers HEAD of a missing key with 403 instead of 404, which reads as access denied.
+
 Every botocore/boto3 failure becomes :class:`~worker.errors.StorageUnavailable` whose
 message names the operation, the object and the S3 error code, never the request's
 headers or credentials.
