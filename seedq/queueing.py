@@ -17,7 +17,7 @@ from seedq.settings import Settings
 # few minutes apart), so a Redis broker never redelivers a message that is merely
 # waiting for its ETA.
 VISIBILITY_TIMEOUT_S = 6 * 60 * 60
-EMBEDDED_BROKER = "memory://"
+EMBEDDED_BROKER = "memory://localhost/"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

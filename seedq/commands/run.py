@@ -92,8 +92,10 @@ def run_command(
 
 def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     table = Table(title=f"Run {info.id}: {breakdown(info)}", title_justify="left")
-    for col in ("job", "state", "output / reason", "cost"):
-        table.add_column(col)
+    table.add_column("job", overflow="fold")
+    table.add_column("state")
+    table.add_column("output / reason", overflow="fold")
+    table.add_column("cost", justify="right")
     for job_id in store.run_job_ids(info.id, 0, MAX_ROWS - 1):
         job = store.job(job_id)
         where = job.get("output_uri") or job.get("error") or job.get("last_error", "")
