@@ -43,7 +43,9 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     if job is None:
         return DONE
     if job.state is JobState.SUBMITTING:
-        return reconcile_job(rt, job, grace=grace_s(rt))
+        # An enqueue that got an answer (even an error) is no longer in flight.
+        settled = job.raw.get("send_settled") == "1"
+        return reconcile_job(rt, job, grace=0.0 if settled else grace_s(rt))
     if job.state is not JobState.REGISTERED:
         return DONE  # already past this step: a repeated message
     if rt.store.run_status(run_id) not in ACTIVE_RUN:
@@ -56,6 +58,7 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         expect=[JobState.REGISTERED],
         sent_params=json.dumps(sent, sort_keys=True),
         submit_started_at=rt.now(),
+        send_settled=0,
     )
     if not moved.ok:
         return DONE  # another worker took it first
@@ -71,7 +74,8 @@ def _enqueue(rt: Runtime, job: Job, sent: dict[str, object]) -> Next:
         return Next(TASK_SUBMIT, RECHECK_S)
     except pe.ServerError:
         # The server answered, so anything it created is listed now: look before retrying.
-        found = reconcile_job(rt, _reload(rt, job), grace=0.0)
+        rt.store.update_job(job.id, send_settled=1)
+        found = reconcile_job(rt, _reload(rt, job), grace=0.0, resend=False)
         if found.task == TASK_TRACK or _reload(rt, job).state is not JobState.REGISTERED:
             return found  # adopted, or left for an operator
         raise  # provably not created (now registered again): retry with backoff
@@ -122,8 +126,11 @@ def list_candidates(rt: Runtime, job: Job) -> list[Generation]:
     return found
 
 
-def reconcile_job(rt: Runtime, job: Job, *, grace: float) -> Next:
-    """Decide a ``submitting`` job from the provider's list (see worker.reconcile)."""
+def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -> Next:
+    """Decide a ``submitting`` job from the provider's list (see worker.reconcile).
+
+    ``resend``: when it proves absent, queue the submit again (the caller may prefer to
+    retry with backoff instead)."""
     candidates = list_candidates(rt, job)
     taken = {
         g.generation_id
@@ -158,4 +165,4 @@ def reconcile_job(rt: Runtime, job: Job, *, grace: float) -> Next:
         return Next(TASK_SUBMIT, RECHECK_S)
     log.info("job %s: provably never created; sending again", job.id)
     _back_to_registered(rt, job)
-    return Next(TASK_SUBMIT, 0.0) if grace > 0 else DONE
+    return Next(TASK_SUBMIT, 0.0) if resend else DONE

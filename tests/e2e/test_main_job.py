@@ -1,0 +1,57 @@
+"""README command one: `seedq run manifests/example.yaml` with no configuration at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.verify import verify_video
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_embedded_main_job(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SEEDQ_") and k != "OXEN_API_KEY"
+    }
+    out = tmp_path / "videos"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seedq.cli",
+            "run",
+            str(REPO / "manifests/example.yaml"),
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 delivered" in done.stdout
+    assert str(out) in done.stdout
+    assert "Traceback" not in done.stderr
+    videos = sorted((out / "example").glob("*.mp4"))
+    assert [v.stem for v in videos] == [
+        "lamp-glow",
+        "mug-turntable",
+        "orb-watermarked",
+        "sneaker-to-orb",
+    ]
+    for video in videos:
+        sidecar = json.loads(video.with_suffix(".json").read_text())
+        info = verify_video(video, sidecar["params"])
+        assert info.has_audio is sidecar["params"]["generate_audio"]
+        assert sidecar["video"]["sha256"] and sidecar["generation_id"]
