@@ -15,10 +15,12 @@ TEST_REDIS_URL = os.environ.get("SEEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """No test reads the developer's SEEDQ_* variables, OXEN_API_KEY or .env."""
     for name in list(os.environ):
-        if name.startswith("SEEDQ_") and name != "SEEDQ_TEST_REDIS_URL" or name == "OXEN_API_KEY":
+        if (name.startswith("SEEDQ_") and name != "SEEDQ_TEST_REDIS_URL") or name == "OXEN_API_KEY":
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
