@@ -95,6 +95,13 @@ def ensure_redis() -> None:
     say("redis-server did not come up; Redis-backed tests will skip")
 
 
+def lint() -> int:
+    say("ruff and mypy")
+    rc = run([str(PY), "-m", "ruff", "check", "--quiet", "."])
+    rc |= run([str(PY), "-m", "ruff", "format", "--check", "--quiet", "."])
+    return rc | run([str(PY), "-m", "mypy"])
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"run", "test", "lint", "bench", "install"}:
         print(__doc__)
@@ -108,11 +115,11 @@ def main(argv: list[str]) -> int:
         return run([str(BIN / "seedq"), "run", *(rest or ["manifests/example.yaml"])])
     if cmd == "test":
         ensure_redis()
-        return run([str(PY), "-m", "pytest", *rest])
+        rc = run([str(PY), "-m", "pytest", *rest])
+        # Lint after the tests, so a style slip never hides a test result.
+        return rc or lint()
     if cmd == "lint":
-        rc = run([str(PY), "-m", "ruff", "check", "."])
-        rc |= run([str(PY), "-m", "ruff", "format", "--check", "."])
-        return rc | run([str(PY), "-m", "mypy"])
+        return lint()
     ensure_redis()
     rc = 0
     for script in sorted((ROOT / "bench").glob("*.py")):
