@@ -35,3 +35,29 @@ def run_counts(run_id: str) -> str:
 def generation(generation_id: str) -> str:
     """String: the job id a provider generation belongs to. No TTL (the audit needs it)."""
     return f"{PREFIX}gen:{generation_id}"
+
+
+# -- throughput control (worker/throttle.py, worker/admission.py) -------------------
+
+ADMISSION_RUNS = PREFIX + "admission:runs"  # zset run_id -> run priority; runs with waiting jobs
+IN_FLIGHT = PREFIX + "inflight"  # zset job_id -> lease expiry (server seconds); the global cap
+TICK_LOCK = PREFIX + "tick:lock"  # string with PX: one worker runs the periodic tick at a time
+
+
+def run_waiting(run_id: str) -> str:
+    """Zset: the run's jobs waiting for capacity; score orders priority, then FIFO."""
+    return f"{PREFIX}run:{run_id}:waiting"
+
+
+def run_in_flight(run_id: str) -> str:
+    """Set: the run's jobs holding an in-flight slot (for fair sharing between runs)."""
+    return f"{PREFIX}run:{run_id}:inflight"
+
+
+def limiter(name: str) -> str:
+    """Hash: one global rate limiter's state (GCRA theoretical arrival time, adaptive
+    rate, breaker). No TTL: a few fields per limiter."""
+    return f"{PREFIX}limit:{name}"
+
+
+PROVIDER_BACKOFF = PREFIX + "provider:backoff_until"  # string, server seconds; PX = the wait

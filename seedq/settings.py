@@ -87,6 +87,19 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="Allowed gap between requested and actual duration."
     )
 
+    submit_rate: str = Field(
+        default="2/s", description="Global budget of enqueue calls, e.g. 2/s or 100/min."
+    )
+    poll_rate: str = Field(
+        default="20/s", description="Global budget of status and list calls, e.g. 20/s."
+    )
+    max_in_flight: int = Field(
+        default=50, ge=1, description="Generations queued or processing at the provider, at most."
+    )
+    lease_s: float = Field(
+        default=300.0, gt=0, description="A job not heard of for this long is re-driven."
+    )
+
     @field_validator("broker_url", "redis_url", "s3_endpoint_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
