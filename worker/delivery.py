@@ -109,5 +109,7 @@ def sidecar(rt: Runtime, job: Job, info: VideoInfo, digest: str, cost: float) ->
             "codec": info.video_codec,
         },
         "cost": {"amount": cost, "currency": rt.catalog(job.model).pricing.currency},
-        "provider_calls": int(job.number("provider_calls")) + 1,
+        # Read afresh: ``job`` was loaded before the download (and the GET and second
+        # download of an expired link) were counted.
+        "provider_calls": int(float(rt.store.job(job.id).get("provider_calls", 0))),
     }

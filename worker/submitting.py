@@ -119,11 +119,15 @@ def _adopt(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) -> Ne
 
 
 def list_candidates(rt: Runtime, job: Job) -> list[Generation]:
-    found: list[Generation] = []
+    # One list per status, in lifecycle order, so a generation that moves on while we
+    # read is seen at least once; it can also be seen twice (queued, then processing),
+    # and the same id twice is one candidate, not an ambiguity for an operator.
+    found: dict[str, Generation] = {}
     for status in LIST_STATUSES:
         rt.store.count_calls(job.id, 1)
-        found.extend(rt.provider.list(model=job.model, status=status).generations)
-    return found
+        for gen in rt.provider.list(model=job.model, status=status).generations:
+            found[gen.generation_id] = gen
+    return list(found.values())
 
 
 def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -> Next:

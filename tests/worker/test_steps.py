@@ -1,0 +1,915 @@
+"""The pipeline's steps driven directly, without Celery: a fakeredis job store, the
+simulator over HTTP in this process, a local output directory and the loopback input
+server. Each test plays one message (or one crash) and checks the job's record, the
+simulator's counters and what was stored.
+
+Nothing here sleeps longer than a generation takes (the simulator's latency is 50-100
+ms); waiting for the grace time of a lost enqueue is done by moving the runtime's
+clock, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import fakeredis
+import pytest
+from PIL import Image
+from pydantic import SecretStr
+
+from producer.catalog import ModelCatalog
+from producer.jobs import JobSpec
+from producer.manifest import ReadOptions
+from producer.submit import validate_and_submit
+from seedq import contract
+from seedq.contract import TASK_DELIVER, TASK_SUBMIT, TASK_TRACK, JobState
+from seedq.settings import DEFAULT_MODEL, Settings
+from seedq.store import JobStore
+from simulator.config import SimConfig
+from simulator.server import SimHandle, running_simulator
+from worker.delivery import deliver_job, sidecar_key
+from worker.errors import InvalidVideo, RunPaused, StorageUnavailable
+from worker.events import handle_event
+from worker.inputs import LoopbackInputPublisher, publish_inputs
+from worker.provider import errors as pe
+from worker.provider.client import OxenClient
+from worker.provider.models import CompletionEvent
+from worker.retry import RetryPolicy
+from worker.runtime import Runtime, install_runtime
+from worker.steps import DONE, Next
+from worker.storage.base import StoredObject, sha256_file
+from worker.storage.local import LocalStorage
+from worker.submitting import RECHECK_S, grace_s, submit_job
+from worker.tasks import run_step
+from worker.tracking import track_job
+from worker.verify import verify_video
+
+API_KEY = "sk-steps-test-very-secret-key-0123456789"
+LATENCY_S = (0.05, 0.1)
+POLL_S = 0.05  # the settings' poll interval, and the longest sleep of these tests
+DRIVE_LIMIT_S = 15.0  # a generation takes ~0.1 s; this bound only stops a broken loop
+HTTP_TIMEOUT_S = 5.0
+ROW = {"prompt": "a red mug turns slowly", "duration": "4", "resolution": "480p"}
+
+Step = Callable[[Runtime, str, str], Next]
+STEPS: dict[str, Step] = {TASK_SUBMIT: submit_job, TASK_TRACK: track_job, TASK_DELIVER: deliver_job}
+
+
+@dataclass
+class Clock:
+    """Real time plus an offset a test may move (the runtime's clock, not the simulator's)."""
+
+    offset_s: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset_s
+
+
+class RecordingStorage(LocalStorage):
+    """A local directory that counts writes and can pretend to be full."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.calls: Counter[str] = Counter()
+        self.full = False
+
+    def put_file(self, key: str, path: Path, *, sha256: str, content_type: str) -> StoredObject:
+        self.calls["put_file"] += 1
+        if self.full:
+            raise StorageUnavailable(f"local output: cannot write {key}: no space left")
+        return super().put_file(key, path, sha256=sha256, content_type=content_type)
+
+    def put_json(self, key: str, data: dict[str, Any]) -> StoredObject:
+        self.calls["put_json"] += 1
+        if self.full:
+            raise StorageUnavailable(f"local output: cannot write {key}: no space left")
+        return super().put_json(key, data)
+
+
+@dataclass
+class FakeApp:
+    """Records what a step or task sends instead of talking to a broker."""
+
+    sent: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
+
+    def send_task(
+        self, name: str, kwargs: dict[str, Any] | None = None, countdown: float | None = None
+    ) -> None:
+        self.sent.append((name, dict(kwargs or {}), countdown))
+
+
+@dataclass
+class FakeTask:
+    """What worker.tasks.run_step uses of a bound Celery task."""
+
+    name: str
+    app: FakeApp = field(default_factory=FakeApp)
+
+
+@dataclass
+class Pipeline:
+    rt: Runtime
+    sim: SimHandle
+    storage: RecordingStorage
+    publisher: LoopbackInputPublisher
+    clock: Clock
+    folder: Path
+    messages: list[contract.JobMessage] = field(default_factory=list)
+
+    # -- registering --------------------------------------------------------------------
+
+    def submit_manifest(self, rows: list[dict[str, str]]) -> str:
+        """Register jobs the way ``seedq submit`` does; returns the run id."""
+        images = self.folder / "images"
+        images.mkdir(exist_ok=True)
+        Image.new("RGB", (64, 48), (200, 40, 40)).save(images / "red.png")
+        fields = sorted({k for row in rows for k in row})
+        lines = [",".join(fields)] + [",".join(row.get(f, "") for f in fields) for row in rows]
+        manifest = self.folder / f"manifest-{len(self.messages)}.csv"
+        manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        opts = ReadOptions(default_model=DEFAULT_MODEL, allow_private_urls=True)
+        _checked, done = validate_and_submit(
+            [manifest], opts, ModelCatalog(), self.rt.store, self.send
+        )
+        return done.run_id
+
+    def send(self, messages: list[contract.JobMessage]) -> None:
+        """The producer's task sender: the submit messages are kept, not sent."""
+        self.messages.extend(messages)
+
+    def one_job(self, job_id: str = "clip-1", **changes: str) -> str:
+        """A run of one job (a local input image); returns the run id."""
+        return self.submit_manifest(
+            [{"id": job_id, "input_image": "images/red.png", **ROW, **changes}]
+        )
+
+    def register_direct(
+        self, job_id: str, params: dict[str, Any], model: str = DEFAULT_MODEL
+    ) -> str:
+        """Register one job with JobStore.register, bypassing manifest validation."""
+        run_id = f"run-{job_id}"
+        spec = JobSpec(job_id, "direct", 1, model, params, f"{job_id}.mp4")
+        self.rt.store.create_run(run_id, "direct", {})
+        for _ in self.rt.store.register(run_id, [(job_id, spec.fingerprint, spec.to_record())]):
+            pass
+        self.rt.store.set_run_status(run_id, "active")
+        return run_id
+
+    # -- reading ------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> dict[str, str]:
+        return self.rt.store.job(job_id)
+
+    def state(self, job_id: str) -> JobState | None:
+        return self.rt.store.job_state(job_id)
+
+    def calls(self, job_id: str) -> int:
+        return int(self.job(job_id).get("provider_calls", "0"))
+
+    def stats(self) -> dict[str, Any]:
+        return self.sim.stats()
+
+    def assert_at_most_once(self, enqueued: int) -> None:
+        stats = self.stats()
+        assert (stats["enqueued"], stats["duplicate_enqueues"]) == (enqueued, 0), stats
+
+    # -- driving ------------------------------------------------------------------------
+
+    def follow(self, run_id: str, job_id: str, first: Next, *, until: str | None = None) -> Next:
+        """Run the chain of follow-ups from ``first`` as the queues would, until it ends
+        (or the next task is ``until``). Countdowns are capped at the poll interval."""
+        follow = first
+        deadline = time.monotonic() + DRIVE_LIMIT_S
+        while follow.task is not None and follow.task != until:
+            assert time.monotonic() < deadline, f"{job_id} did not settle: {self.job(job_id)}"
+            if follow.countdown_s:
+                time.sleep(min(follow.countdown_s, POLL_S))
+            follow = STEPS[follow.task](self.rt, run_id, job_id)
+        return follow
+
+    def until_generated(self, run_id: str, job_id: str) -> Next:
+        """Submit (if needed) and poll until the next task would be delivery."""
+        first = submit_job(self.rt, run_id, job_id)
+        return self.follow(run_id, job_id, first, until=TASK_DELIVER)
+
+    def move_to_submitting(self, run_id: str, job_id: str, *, started_at: float) -> dict[str, Any]:
+        """What a worker does before enqueueing; a crash right after leaves exactly this."""
+        params = json.loads(self.job(job_id)["spec"])["params"]
+        sent = publish_inputs(params, self.publisher)
+        moved = self.rt.store.move(
+            job_id,
+            run_id,
+            JobState.SUBMITTING,
+            expect=[JobState.REGISTERED],
+            sent_params=json.dumps(sent, sort_keys=True),
+            submit_started_at=started_at,
+        )
+        assert moved.ok, moved
+        return sent
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    config = SimConfig(latency_s=LATENCY_S, seed=11, max_concurrency=8)
+    with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
+        settings = Settings(
+            provider_url=sim.url,
+            oxen_api_key=SecretStr(API_KEY),
+            allow_private_urls=True,
+            http_timeout_s=HTTP_TIMEOUT_S,
+            poll_interval_s=POLL_S,
+            output=str(tmp_path / "out"),
+        )
+        storage = RecordingStorage(tmp_path / "out")
+        clock = Clock()
+        provider = OxenClient(sim.url, API_KEY, timeout_s=HTTP_TIMEOUT_S)
+        rt = Runtime(
+            settings=settings,
+            store=JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer())),
+            provider=provider,
+            storage=storage,
+            publisher=publisher,
+            policy=RetryPolicy(base_s=0.0, jitter=0.0),
+            clock=clock,
+        )
+        try:
+            yield Pipeline(rt, sim, storage, publisher, clock, tmp_path)
+        finally:
+            provider.close()
+
+
+@pytest.fixture
+def installed(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """The pipeline's runtime as the one worker.tasks uses; forgotten afterwards."""
+    install_runtime(pipeline.rt)
+    try:
+        yield pipeline
+    finally:
+        install_runtime(None)
+
+
+def faulty_enqueue(p: Pipeline, **faults: Any) -> None:
+    """Apply ``faults`` to the simulator for the next enqueue only (lists stay healthy)."""
+    real = p.rt.provider.enqueue
+    defaults = SimConfig().model_dump()
+
+    def enqueue(model: str, params: Any, **kw: Any) -> Any:
+        p.rt.provider.enqueue = real  # type: ignore[method-assign]
+        p.sim.configure(**faults)
+        try:
+            return real(model, params, **kw)
+        finally:
+            p.sim.configure(**{name: defaults[name] for name in faults})
+
+    p.rt.provider.enqueue = enqueue  # type: ignore[method-assign]
+
+
+# -- 1. the happy path ----------------------------------------------------------------------
+
+
+def test_happy_path_delivers_video_and_sidecar_once(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    assert p.messages == [{"run_id": run_id, "job_id": "clip-1"}]
+    assert p.state("clip-1") is JobState.REGISTERED
+
+    follow = submit_job(p.rt, run_id, "clip-1")
+    assert follow == Next(TASK_TRACK, POLL_S)
+    job = p.job("clip-1")
+    assert job["state"] == JobState.SUBMITTED and job["generation_id"]
+    assert job["reconciled"] == "0" and job["provider_calls"] == "1"
+    assert p.rt.store.job_for_generation(job["generation_id"]) == "clip-1"
+
+    assert p.follow(run_id, "clip-1", follow, until=TASK_DELIVER) == Next(TASK_DELIVER)
+    assert p.state("clip-1") is JobState.GENERATED
+    assert deliver_job(p.rt, run_id, "clip-1") is DONE
+
+    job = p.job("clip-1")
+    assert job["state"] == JobState.DELIVERED
+    video = p.storage.path("clip-1.mp4")
+    assert job["output_uri"] == str(video)
+    assert job["sha256"] == sha256_file(video)
+    assert int(job["size_bytes"]) == video.stat().st_size
+    info = verify_video(video, json.loads(job["sent_params"]))
+    assert info.height == 480
+
+    text = p.storage.path(sidecar_key("clip-1.mp4")).read_text(encoding="utf-8")
+    assert API_KEY not in text and "sig=" not in text and "Bearer" not in text
+    side = json.loads(text)
+    assert side["job_id"] == "clip-1" and side["run_id"] == run_id
+    assert side["model"] == DEFAULT_MODEL
+    assert side["generation_id"] == job["generation_id"]
+    assert side["params"]["prompt"] == ROW["prompt"] and side["params"]["duration"] == 4
+    assert side["video"]["sha256"] == job["sha256"]
+    assert side["video"]["size_bytes"] == video.stat().st_size
+    assert side["video"]["duration_s"] == pytest.approx(4.0, abs=1.0)
+    assert side["cost"]["amount"] == float(job["cost"]) > 0
+    assert side["provider_calls"] == int(job["provider_calls"])
+    assert {"created_at", "submit_started_at", "submitted_at", "generated_at"} <= set(
+        side["timings"]
+    )
+    p.assert_at_most_once(1)
+
+    # A redelivered deliver message finds the job delivered: no download, no write.
+    writes, mtime = dict(p.storage.calls), video.stat().st_mtime_ns
+    downloads = p.stats()["downloads"]
+    assert deliver_job(p.rt, run_id, "clip-1") is DONE
+    assert dict(p.storage.calls) == writes == {"put_file": 1, "put_json": 1}
+    assert video.stat().st_mtime_ns == mtime
+    assert p.stats()["downloads"] == downloads == 1
+
+
+# -- 2. a repeated submit message ----------------------------------------------------------
+
+
+def test_duplicate_submit_message_enqueues_once(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    first = submit_job(p.rt, run_id, "clip-1")
+    generation = p.job("clip-1")["generation_id"]
+    assert first.task == TASK_TRACK
+    assert submit_job(p.rt, run_id, "clip-1") is DONE
+    assert p.job("clip-1")["generation_id"] == generation
+    assert p.calls("clip-1") == 1
+    p.assert_at_most_once(1)
+
+
+# -- 3. a crash between the move to submitting and the enqueue -----------------------------
+
+
+def test_crash_before_enqueue_is_absent_after_grace_and_sent_once(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.move_to_submitting(run_id, "clip-1", started_at=time.time() - grace_s(p.rt) - 60)
+
+    follow = submit_job(p.rt, run_id, "clip-1")  # the redelivered message
+    assert follow == Next(TASK_SUBMIT, 0.0)
+    assert p.state("clip-1") is JobState.REGISTERED
+    p.assert_at_most_once(0)
+
+    assert p.follow(run_id, "clip-1", follow, until=TASK_TRACK).task == TASK_TRACK
+    job = p.job("clip-1")
+    assert job["state"] == JobState.SUBMITTED and job["reconciled"] == "0"
+    assert int(job["provider_calls"]) == 5 + 1  # one list per status, then the enqueue
+    p.assert_at_most_once(1)
+
+
+def test_crash_before_enqueue_waits_within_grace_then_resends(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+
+    # Inside the grace time the enqueue may still be in flight: look again later.
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, RECHECK_S)
+    assert p.state("clip-1") is JobState.SUBMITTING
+    p.assert_at_most_once(0)
+
+    p.clock.offset_s = grace_s(p.rt) + 1
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
+    assert p.state("clip-1") is JobState.REGISTERED
+    p.clock.offset_s = 0.0
+    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    p.assert_at_most_once(1)
+
+
+# -- 4. a crash after the enqueue reached the provider -------------------------------------
+
+
+def test_crash_after_enqueue_adopts_the_generation(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)  # then the worker died
+
+    follow = submit_job(p.rt, run_id, "clip-1")
+    job = p.job("clip-1")
+    assert follow.task == TASK_TRACK
+    assert job["state"] == JobState.SUBMITTED
+    assert job["generation_id"] == created.generation_id and job["reconciled"] == "1"
+    assert p.rt.store.job_for_generation(created.generation_id) == "clip-1"
+    assert int(job["provider_calls"]) == 5  # the lists of the reconcile, no enqueue
+    p.assert_at_most_once(1)
+
+    # The adopted generation is delivered like any other.
+    assert p.follow(run_id, "clip-1", follow) is DONE
+    assert p.state("clip-1") is JobState.DELIVERED
+    assert p.storage.stat("clip-1.mp4") is not None
+    p.assert_at_most_once(1)
+
+
+def test_generation_moving_on_during_the_lists_is_one_candidate(pipeline: Pipeline) -> None:
+    """Regression: the reconcile lists each status in turn, so a generation that starts
+    between the ``queued`` and the ``processing`` list is listed twice. It is still one
+    generation: adopt it, do not fail the job for an operator."""
+    p = pipeline
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    p.sim.configure(latency_s=(1.0, 1.0))  # it stays processing while we look
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)
+    assert wait_for_status(p, created.generation_id, "processing") is None
+    real = p.rt.provider.list
+
+    def list_while_it_starts(**filters: Any) -> Any:
+        if filters.get("status") == "queued":  # read just before it started
+            return real(model=filters["model"])  # every active one, so it is in both
+        return real(**filters)
+
+    p.rt.provider.list = list_while_it_starts  # type: ignore[method-assign]
+    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    job = p.job("clip-1")
+    assert job["state"] == JobState.SUBMITTED and job["reconciled"] == "1"
+    assert job["generation_id"] == created.generation_id
+    p.assert_at_most_once(1)
+
+
+# -- 5. the enqueue's answer is lost ------------------------------------------------------
+
+
+def test_lost_enqueue_answer_is_reconciled_not_resent(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, drop_after_rate=1.0)
+
+    follow = submit_job(p.rt, run_id, "clip-1")
+    assert follow == Next(TASK_SUBMIT, RECHECK_S)
+    job = p.job("clip-1")
+    assert job["state"] == JobState.SUBMITTING and "generation_id" not in job
+    stats = p.stats()
+    assert stats["faults"] == {"drop_after": 1} and stats["generations"] == 1
+    p.assert_at_most_once(1)
+
+    follow = submit_job(p.rt, run_id, "clip-1")  # the recheck
+    job = p.job("clip-1")
+    assert follow.task == TASK_TRACK
+    assert job["state"] == JobState.SUBMITTED and job["reconciled"] == "1"
+    assert int(job["provider_calls"]) == 1 + 5
+    p.assert_at_most_once(1)
+
+
+def test_enqueue_outcome_unknown_is_raised_by_the_client(pipeline: Pipeline) -> None:
+    """The client half of the lost answer: a dropped response is not a plain error."""
+    p = pipeline
+    p.sim.configure(drop_after_rate=1.0)
+    params = {"prompt": "x", "input_image": "https://example.com/a.png"}
+    with pytest.raises(pe.EnqueueOutcomeUnknown):
+        p.rt.provider.enqueue(DEFAULT_MODEL, params)
+    assert p.stats()["enqueued"] == 1
+
+
+# -- 6. several candidates ----------------------------------------------------------------
+
+
+def test_twin_jobs_do_not_adopt_the_same_generation(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.submit_manifest(
+        [{"id": jid, "input_image": "images/red.png", **ROW} for jid in ("twin-a", "twin-b")]
+    )
+    now = p.rt.now()
+    sent_a = p.move_to_submitting(run_id, "twin-a", started_at=now)
+    sent_b = p.move_to_submitting(run_id, "twin-b", started_at=now)
+    assert sent_a == sent_b
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent_a)  # one of the two arrived
+
+    assert submit_job(p.rt, run_id, "twin-a").task == TASK_TRACK
+    assert p.job("twin-a")["generation_id"] == created.generation_id
+
+    # The other twin sees the generation taken; inside the grace time it waits.
+    assert submit_job(p.rt, run_id, "twin-b") == Next(TASK_SUBMIT, RECHECK_S)
+    job_b = p.job("twin-b")
+    assert job_b["state"] == JobState.SUBMITTING and "generation_id" not in job_b
+    assert p.rt.store.job_for_generation(created.generation_id) == "twin-a"
+
+    # Past the grace time it is provably absent and sent on its own.
+    p.clock.offset_s = grace_s(p.rt) + 1
+    assert submit_job(p.rt, run_id, "twin-b") == Next(TASK_SUBMIT, 0.0)
+    p.clock.offset_s = 0.0
+    assert submit_job(p.rt, run_id, "twin-b").task == TASK_TRACK
+    job_b = p.job("twin-b")
+    assert job_b["generation_id"] not in ("", created.generation_id)
+    assert p.stats()["enqueued"] == 2
+
+
+def test_two_unowned_matches_need_an_operator(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    ids = {p.rt.provider.enqueue(DEFAULT_MODEL, sent)[0].generation_id for _ in range(2)}
+
+    assert submit_job(p.rt, run_id, "clip-1") is DONE
+    job = p.job("clip-1")
+    assert job["state"] == JobState.FAILED
+    assert job["needs_operator"] == "1" and job["failed_step"] == "submit"
+    assert "needs an operator" in job["error"]
+    assert all(gid in job["error"] for gid in ids)
+    assert "generation_id" not in job
+    assert all(p.rt.store.job_for_generation(gid) is None for gid in ids)
+
+    # A redelivered message changes nothing and sends nothing.
+    assert submit_job(p.rt, run_id, "clip-1") is DONE
+    assert p.stats()["enqueued"] == 2  # the two this test made
+    assert p.state("clip-1") is JobState.FAILED
+
+
+# -- 7./8. refused enqueues ---------------------------------------------------------------
+
+
+def test_server_error_on_enqueue_goes_back_to_registered(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, error_rate=1.0)
+
+    with pytest.raises(pe.ServerError) as raised:
+        submit_job(p.rt, run_id, "clip-1")
+    assert isinstance(raised.value, pe.TransientProviderError)
+    assert p.state("clip-1") is JobState.REGISTERED
+    assert p.calls("clip-1") == 1 + 5  # the enqueue, then the list that proved it absent
+    stats = p.stats()
+    assert stats["faults"] == {"server_error": 1} and stats["generations"] == 0
+    p.assert_at_most_once(0)
+
+    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK  # the retry
+    p.assert_at_most_once(1)
+
+
+def test_server_error_with_list_down_stays_submitting(pipeline: Pipeline) -> None:
+    """When the list fails too, nothing proves the job absent: it stays submitting and
+    is reconciled later, never sent blindly."""
+    p = pipeline
+    run_id = p.one_job()
+    p.sim.configure(error_rate=1.0)
+    with pytest.raises(pe.ServerError):
+        submit_job(p.rt, run_id, "clip-1")
+    assert p.state("clip-1") is JobState.SUBMITTING
+    with pytest.raises(pe.ServerError):
+        submit_job(p.rt, run_id, "clip-1")  # the retry reconciles, and the list fails
+    assert p.state("clip-1") is JobState.SUBMITTING
+
+    # The 5xx was an answer, so nothing is in flight: once the list works, the job is
+    # proved absent at once (no grace time) and sent again.
+    p.sim.configure(error_rate=0.0)
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
+    assert p.state("clip-1") is JobState.REGISTERED
+    p.assert_at_most_once(0)
+    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    p.assert_at_most_once(1)
+
+
+def test_rate_limited_enqueue_carries_retry_after(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.sim.configure(rate_limit_rate=1.0, retry_after_s=7)
+
+    with pytest.raises(pe.RateLimited) as raised:
+        submit_job(p.rt, run_id, "clip-1")
+    assert raised.value.retry_after_s == 7
+    assert p.state("clip-1") is JobState.REGISTERED
+    assert p.stats()["generations"] == 0
+    p.assert_at_most_once(0)
+
+
+# -- 9. a failed generation ---------------------------------------------------------------
+
+
+def test_generation_failure_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.sim.configure(failure_rate=1.0)
+
+    assert p.until_generated(run_id, "clip-1") is DONE
+    job = p.job("clip-1")
+    assert job["state"] == JobState.FAILED and job["failed_step"] == "generate"
+    assert job["error"].startswith("generation failed: ")
+    assert "simulated failure" in job["error"]
+    assert p.storage.stat("clip-1.mp4") is None
+    p.assert_at_most_once(1)
+
+
+def test_content_filter_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:
+    p = pipeline
+    image = f"{p.publisher.base_url}/people/face-photo.png"  # the filter reads the path
+    params = {"prompt": "a smile", "input_image": image, "duration": 4, "resolution": "480p"}
+    run_id = p.register_direct("face-1", params)
+
+    assert p.until_generated(run_id, "face-1") is DONE
+    job = p.job("face-1")
+    assert job["state"] == JobState.FAILED
+    assert "Blocked by content filter" in job["error"]
+    assert "input_image_has_face" in job["error"]
+    p.assert_at_most_once(1)
+
+
+# -- 10. insufficient credits -------------------------------------------------------------
+
+
+def test_insufficient_credits_at_enqueue_pauses_and_keeps_job_registered(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.sim.configure(insufficient_credits=True)
+
+    with pytest.raises(RunPaused, match="Insufficient credits"):
+        submit_job(p.rt, run_id, "clip-1")
+    assert p.state("clip-1") is JobState.REGISTERED
+    assert p.stats()["generations"] == 0
+
+
+def test_insufficient_credits_in_flight_fails_job_and_pauses(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    # Long enough that the switch below lands while the generation runs.
+    p.sim.configure(latency_s=(0.5, 0.5))
+    follow = submit_job(p.rt, run_id, "clip-1")
+    p.sim.configure(insufficient_credits=True)
+
+    with pytest.raises(RunPaused, match="Insufficient credits"):
+        p.follow(run_id, "clip-1", follow)
+    job = p.job("clip-1")
+    assert job["state"] == JobState.FAILED and job["failed_step"] == "generate"
+    assert "Insufficient credits" in job["error"]
+    p.assert_at_most_once(1)
+
+
+# -- 11./12./13. delivery -----------------------------------------------------------------
+
+
+def test_expired_result_url_is_refreshed(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.sim.configure(url_ttl_s=0.5)
+    assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
+    old_url = p.job("clip-1")["result_url"]
+    expires = float(parse_qs(urlsplit(old_url).query)["expires"][0])
+    time.sleep(max(0.0, expires - time.time() + 0.05))
+
+    before = p.calls("clip-1")
+    assert deliver_job(p.rt, run_id, "clip-1") is DONE
+    job = p.job("clip-1")
+    assert job["state"] == JobState.DELIVERED
+    assert job["result_url"] != old_url
+    assert int(job["provider_calls"]) == before + 3  # refused download, GET, download
+    assert p.stats()["requests"]["GET /_files/{file}"] == 2
+    assert p.stats()["downloads"] == 1
+    side = p.storage.get_json(sidecar_key("clip-1.mp4"))
+    assert side is not None and side["provider_calls"] == int(job["provider_calls"])
+
+
+def test_corrupt_video_is_invalid_and_not_stored(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
+
+    def junk(url: str, dest: Path, *, max_bytes: int, timeout_s: float | None = None) -> int:
+        dest.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 40)
+        return dest.stat().st_size
+
+    monkeypatch.setattr(p.rt.provider, "download", junk)
+    with pytest.raises(InvalidVideo):
+        deliver_job(p.rt, run_id, "clip-1")
+    assert p.state("clip-1") is JobState.GENERATED  # the task layer fails it
+    assert p.storage.stat("clip-1.mp4") is None
+    assert p.storage.get_json(sidecar_key("clip-1.mp4")) is None
+    assert sum(p.storage.calls.values()) == 0
+
+
+def test_storage_full_is_transient_and_loses_nothing(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
+    p.storage.full = True
+
+    with pytest.raises(StorageUnavailable) as raised:
+        deliver_job(p.rt, run_id, "clip-1")
+    assert not isinstance(raised.value, InvalidVideo)
+    job = p.job("clip-1")
+    assert job["state"] == JobState.GENERATED and job["result_url"]
+    assert p.storage.stat("clip-1.mp4") is None
+
+    p.storage.full = False
+    assert deliver_job(p.rt, run_id, "clip-1") is DONE
+    assert p.state("clip-1") is JobState.DELIVERED
+    assert p.storage.stat("clip-1.mp4") is not None
+    assert p.storage.get_json(sidecar_key("clip-1.mp4")) is not None
+    p.assert_at_most_once(1)
+
+
+# -- 14. completion events ----------------------------------------------------------------
+
+
+def wait_for_status(p: Pipeline, generation_id: str, status: str) -> str | None:
+    """Poll the provider directly (not through the job) until the generation ends."""
+    deadline = time.monotonic() + DRIVE_LIMIT_S
+    while True:
+        gen = p.rt.provider.get(generation_id)
+        if gen.status == status:
+            return gen.result_url
+        assert gen.status in ("queued", "processing") and time.monotonic() < deadline, gen
+        time.sleep(POLL_S / 5)
+
+
+def test_completion_event_moves_to_generated_once(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    generation = p.job("clip-1")["generation_id"]
+    url = wait_for_status(p, generation, "succeeded")
+    event = CompletionEvent(generation_id=generation, status="succeeded", url=url)
+    app = FakeApp()
+
+    stranger = CompletionEvent(generation_id="not-ours", status="succeeded", url=url)
+    assert handle_event(p.rt, app, stranger) is None
+    assert app.sent == []
+
+    assert handle_event(p.rt, app, event) == "clip-1"
+    job = p.job("clip-1")
+    assert job["state"] == JobState.GENERATED and job["result_url"] == url
+    assert app.sent == [(TASK_DELIVER, {"run_id": run_id, "job_id": "clip-1"}, None)]
+
+    assert handle_event(p.rt, app, event) == "clip-1"  # a repeated event
+    assert len(app.sent) == 1
+    assert track_job(p.rt, run_id, "clip-1") is DONE  # and the poll that comes late
+
+    assert deliver_job(p.rt, run_id, "clip-1") is DONE
+    assert p.state("clip-1") is JobState.DELIVERED
+    p.assert_at_most_once(1)
+
+
+def test_failed_completion_event_fails_the_job(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    generation = p.job("clip-1")["generation_id"]
+    app = FakeApp()
+    event = CompletionEvent(generation_id=generation, status="failed", error="Bad prompt")
+    assert handle_event(p.rt, app, event) == "clip-1"
+    job = p.job("clip-1")
+    assert job["state"] == JobState.FAILED and "Bad prompt" in job["error"]
+    assert app.sent == []
+
+
+# -- 15. the task layer -------------------------------------------------------------------
+
+
+def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> None:
+    p = installed
+    run_id = p.one_job()
+    p.sim.configure(rate_limit_rate=1.0, retry_after_s=3)
+    task = FakeTask(TASK_SUBMIT)
+    message = {"run_id": run_id, "job_id": "clip-1"}
+
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert task.app.sent == [(TASK_SUBMIT, message, 3.0)]  # Retry-After is the floor
+    job = p.job("clip-1")
+    assert job["state"] == JobState.REGISTERED
+    assert job["submit_attempts"] == "1" and "submit_first_failure_at" in job
+    assert "Too many requests" in job["last_error"]
+
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert p.job("clip-1")["submit_attempts"] == "2"
+    assert [countdown for *_, countdown in task.app.sent] == [3.0, 3.0]
+
+    # Success resets the attempts and sends the follow-up.
+    p.sim.configure(rate_limit_rate=0.0)
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    job = p.job("clip-1")
+    assert job["state"] == JobState.SUBMITTED
+    assert "submit_attempts" not in job and "submit_first_failure_at" not in job
+    assert task.app.sent[-1] == (TASK_TRACK, message, POLL_S)
+    p.assert_at_most_once(1)
+
+
+def test_task_gives_up_after_max_attempts(installed: Pipeline) -> None:
+    p = installed
+    p.rt.policy = RetryPolicy(base_s=0.0, jitter=0.0, max_attempts=2)
+    run_id = p.one_job()
+    p.sim.configure(error_rate=1.0)  # enqueue and list both fail: it stays submitting
+    task = FakeTask(TASK_SUBMIT)
+
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert len(task.app.sent) == 1 and p.state("clip-1") is JobState.SUBMITTING
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert len(task.app.sent) == 1  # no third attempt
+    job = p.job("clip-1")
+    assert job["state"] == JobState.FAILED and job["failed_step"] == "submit"
+    assert job["error"].startswith("gave up after 2 attempt(s): ")
+    p.assert_at_most_once(0)
+
+
+def test_task_time_budget_is_on_the_runtime_clock(installed: Pipeline) -> None:
+    p = installed
+    p.rt.policy = RetryPolicy(base_s=0.0, jitter=0.0, max_total_s=60.0)
+    run_id = p.one_job()
+    p.sim.configure(rate_limit_rate=1.0, retry_after_s=0)
+    task = FakeTask(TASK_SUBMIT)
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert len(task.app.sent) == 1
+    p.clock.offset_s = 61.0
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert len(task.app.sent) == 1
+    assert p.job("clip-1")["error"].startswith("gave up after 2 attempt(s): ")
+
+
+def test_task_fails_job_on_permanent_provider_error(installed: Pipeline) -> None:
+    p = installed
+    params = {"prompt": "x", "input_image": "https://example.com/a.png"}
+    run_id = p.register_direct("nomodel-1", params, model="no-such-model")
+    task = FakeTask(TASK_SUBMIT)
+
+    run_step(task, "submit", submit_job, run_id, "nomodel-1")
+    job = p.job("nomodel-1")
+    assert job["state"] == JobState.FAILED and job["failed_step"] == "submit"
+    assert "no-such-model" in job["error"]
+    assert task.app.sent == []
+    p.assert_at_most_once(0)
+
+
+def test_task_fails_job_on_invalid_video(
+    installed: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = installed
+    run_id = p.one_job()
+    assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
+
+    def junk(url: str, dest: Path, *, max_bytes: int, timeout_s: float | None = None) -> int:
+        dest.write_bytes(b"garbage" * 100)
+        return 700
+
+    monkeypatch.setattr(p.rt.provider, "download", junk)
+    task = FakeTask(TASK_DELIVER)
+    run_step(task, "deliver", deliver_job, run_id, "clip-1")
+    job = p.job("clip-1")
+    assert job["state"] == JobState.FAILED and job["failed_step"] == "deliver"
+    assert task.app.sent == []
+    assert p.storage.stat("clip-1.mp4") is None
+
+
+def test_task_pauses_run_when_fatal(installed: Pipeline) -> None:
+    p = installed
+    run_id = p.one_job()
+    p.sim.configure(insufficient_credits=True)
+    task = FakeTask(TASK_SUBMIT)
+
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run = p.rt.store.run(run_id)
+    assert run is not None and run.status == "paused"
+    reason = p.rt.store.redis.hget(f"seedq:run:{run_id}", "reason")
+    assert reason is not None and b"Insufficient credits" in reason
+    assert p.state("clip-1") is JobState.REGISTERED
+    assert task.app.sent == []
+
+    # A redelivered submit of the paused run leaves the job waiting.
+    p.sim.configure(insufficient_credits=False)
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    assert p.state("clip-1") is JobState.REGISTERED and task.app.sent == []
+    p.assert_at_most_once(0)
+
+
+def test_task_success_runs_the_whole_chain(installed: Pipeline) -> None:
+    p = installed
+    run_id = p.one_job()
+    task = FakeTask(TASK_SUBMIT)
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    deadline = time.monotonic() + DRIVE_LIMIT_S
+    steps = {TASK_SUBMIT: "submit", TASK_TRACK: "track", TASK_DELIVER: "deliver"}
+    while task.app.sent:
+        assert time.monotonic() < deadline
+        name, kwargs, countdown = task.app.sent.pop(0)
+        time.sleep(min(countdown or 0.0, POLL_S))
+        task = FakeTask(name, task.app)
+        run_step(task, steps[name], STEPS[name], kwargs["run_id"], kwargs["job_id"])
+    assert p.state("clip-1") is JobState.DELIVERED
+    p.assert_at_most_once(1)
+
+
+# -- 16. a paused run ---------------------------------------------------------------------
+
+
+def test_submit_of_paused_run_sends_nothing(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.rt.store.pause_run(run_id, "operator says stop")
+
+    assert submit_job(p.rt, run_id, "clip-1") is DONE
+    job = p.job("clip-1")
+    assert job["state"] == JobState.REGISTERED and "sent_params" not in job
+    assert p.calls("clip-1") == 0
+    p.assert_at_most_once(0)
+    assert p.stats()["requests"] == {}
+
+
+def test_message_of_another_run_is_ignored(pipeline: Pipeline) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    assert submit_job(p.rt, "some-other-run", "clip-1") is DONE
+    assert submit_job(p.rt, run_id, "no-such-job") is DONE
+    assert p.state("clip-1") is JobState.REGISTERED
+    p.assert_at_most_once(0)
