@@ -65,6 +65,7 @@ class JobSpec:
     params: dict[str, Any]
     output_key: str
     priority: int = 0
+    est_cost: float = 0.0  # the plan's estimate, reserved against a run's budget
 
     @property
     def fingerprint(self) -> str:
@@ -79,6 +80,7 @@ class JobSpec:
             "params": self.params,
             "output_key": self.output_key,
             "priority": self.priority,
+            "est_cost": self.est_cost,
             "fingerprint": self.fingerprint,
         }
 

@@ -4,7 +4,7 @@ seconds and estimated cost by resolution)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from producer.errors import Problem
@@ -104,5 +104,5 @@ def check(
         )
         plan.add(item, cost, seconds)
         if on_job:
-            on_job(item)
+            on_job(replace(item, est_cost=round(cost, 6)))
     return CheckResult(plan, problems)

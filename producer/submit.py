@@ -19,6 +19,7 @@ from producer.manifest import ModelResolver, ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
 from seedq import contract
+from seedq.admission import Admission, admission_for
 from seedq.store import Decision, JobStore, new_run_id
 
 
@@ -32,7 +33,8 @@ class TaskSender(Protocol):
 class SubmitResult:
     run_id: str
     name: str
-    enqueued: int = 0
+    enqueued: int = 0  # registered and waiting for capacity (or started)
+    started: int = 0  # admitted and sent to the workers during the submit
     counts: dict[Decision, int] = field(default_factory=lambda: {d: 0 for d in Decision})
     changed: list[str] = field(default_factory=list)
 
@@ -58,16 +60,22 @@ def submit(
     store: JobStore,
     send: TaskSender,
     *,
+    admission: Admission,
     name: str,
     manifests: list[str],
     priority: int | None = None,
+    budget: float | None = None,
     force: bool = False,
     run_id: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SubmitResult:
-    """Register and enqueue already validated jobs; returns what happened to them."""
+    """Register already validated jobs (they wait for capacity in Redis) and send submit
+    messages for those admitted at once; workers admit the rest as slots free up."""
     run_id = run_id or new_run_id()
-    store.create_run(run_id, name, {"manifests": manifests, "priority": priority, "force": force})
+    meta = {"manifests": manifests, "priority": priority, "force": force, "budget": budget}
+    store.create_run(run_id, name, meta)
+    if budget is not None:
+        admission.set_budget(run_id, budget)
     result = SubmitResult(run_id, name)
 
     def triples() -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -77,17 +85,26 @@ def submit(
                 record["priority"] = priority
             yield job.id, job.fingerprint, record
 
-    for batch in store.register(run_id, triples(), force=force):
+    batches = store.register(run_id, triples(), force=force, run_priority=priority or 0)
+    for batch in batches:
         for decision, count in batch.counts.items():
             result.counts[decision] += count
         result.changed.extend(batch.changed)
-        if batch.to_enqueue:
-            send([{"run_id": run_id, "job_id": jid} for jid in batch.to_enqueue])
-            result.enqueued += len(batch.to_enqueue)
+        result.enqueued += len(batch.to_enqueue)
+        result.started += admit_and_send(admission, send)
         if on_batch:
             on_batch(result.enqueued)
     store.set_run_status(run_id, "active", enqueued=result.enqueued)
+    result.started += admit_and_send(admission, send)
     return result
+
+
+def admit_and_send(admission: Admission, send: TaskSender) -> int:
+    """Admit what the cap allows now and send those jobs' submit messages."""
+    admitted = admission.admit()
+    if admitted:
+        send([{"run_id": a.run_id, "job_id": a.job_id} for a in admitted])
+    return len(admitted)
 
 
 def validate_and_submit(
@@ -110,5 +127,6 @@ def validate_and_submit(
         if checked.errors:
             raise ManifestError(checked.problems)
         name = name or ", ".join(p.stem for p in paths)
+        kw.setdefault("admission", admission_for(store.redis))
         done = submit(spool, store, send, name=name, manifests=[str(p) for p in paths], **kw)
     return checked, done

@@ -14,6 +14,7 @@ from typing import Any
 import fakeredis
 from pydantic import SecretStr
 
+from seedq.admission import admission_for
 from seedq.queueing import make_celery
 from seedq.settings import Settings
 from seedq.store import JobStore
@@ -35,18 +36,19 @@ def embedded_stack(
     settings: Settings, *, latency_s: tuple[float, float] = (1.0, 3.0)
 ) -> Iterator[Stack]:
     from celery.contrib.testing.worker import start_worker
-    from worker.inputs import LoopbackInputPublisher
 
     import worker.tasks  # noqa: F401 - registers the shared tasks on the embedded app
     from simulator.config import SimConfig
     from simulator.server import running_simulator
     from worker.events import listen
+    from worker.inputs import LoopbackInputPublisher
     from worker.provider.client import OxenClient
     from worker.retry import RetryPolicy
     from worker.runtime import Runtime, install_runtime
     from worker.storage import make_storage
+    from worker.ticker import run_ticker
 
-    sim_config = SimConfig(latency_s=latency_s, max_concurrency=4, keepalive_s=5.0)
+    sim_config = SimConfig(latency_s=latency_s, max_concurrency=4, keepalive_s=1.0)
     with running_simulator(sim_config) as sim, LoopbackInputPublisher() as publisher:
         local = settings.model_copy(
             update={
@@ -65,13 +67,17 @@ def embedded_stack(
             storage=make_storage(local),
             publisher=publisher,
             policy=RetryPolicy.from_settings(local),
+            admission=admission_for(store.redis, local),
         )
         install_runtime(runtime)
         app = make_celery(local)
         stop = threading.Event()
-        listener = threading.Thread(
-            target=listen, args=(runtime, app, stop), name="seedq-events", daemon=True
-        )
+        threads = [
+            threading.Thread(target=listen, args=(runtime, app, stop), name="seedq-events"),
+            threading.Thread(
+                target=run_ticker, args=(lambda: runtime, app, stop), name="seedq-ticker"
+            ),
+        ]
         logging.getLogger("celery").setLevel(logging.WARNING)
         try:
             with start_worker(
@@ -82,9 +88,14 @@ def embedded_stack(
                 loglevel="WARNING",
                 shutdown_timeout=30.0,
             ):
-                listener.start()
+                for thread in threads:
+                    thread.daemon = True
+                    thread.start()
                 yield Stack(app, store, local, sim.url)
         finally:
             stop.set()
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join(timeout=10)
             install_runtime(None)
             runtime.provider.close()

@@ -56,8 +56,18 @@ def run_in_flight(run_id: str) -> str:
 
 def limiter(name: str) -> str:
     """Hash: one global rate limiter's state (GCRA theoretical arrival time, adaptive
-    rate, breaker). No TTL: a few fields per limiter."""
+    rate, breaker). TTL: an hour after its last change (worker/throttle.py, IDLE_TTL_S),
+    so an idle limiter restarts at its configured rate."""
     return f"{PREFIX}limit:{name}"
 
 
 PROVIDER_BACKOFF = PREFIX + "provider:backoff_until"  # string, server seconds; PX = the wait
+SEQUENCE = PREFIX + "seq"  # counter: registration order, for FIFO among equal priorities
+
+
+def run_budget(run_id: str) -> str:
+    """Hash: a run's spending cap and what is reserved and spent against it. No TTL."""
+    return f"{PREFIX}run:{run_id}:budget"
+
+
+LAST_SWEEP = PREFIX + "tick:last_sweep"  # string: server seconds of the last provider sweep

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         default=50, ge=1, description="Generations queued or processing at the provider, at most."
     )
+    reconcile_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long an unanswered enqueue may still be in flight before an empty "
+        "provider list proves it never arrived.",
+    )
     lease_s: float = Field(
         default=300.0, gt=0, description="A job not heard of for this long is re-driven."
     )

@@ -29,8 +29,11 @@ REGISTER_BATCH = 500
 #   "done"      delivered already with the same parameters: skip
 #   "changed"   delivered already, parameters differ (same explicit id): skip, warn
 _REGISTER = """
-local job_key, run_jobs, run_counts = KEYS[1], KEYS[2], KEYS[3]
-local run_id, fp, spec, now, force = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local job_key, run_jobs, run_counts, waiting, runs, inflight, seq =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local run_id, fp, spec, now, force, prefix, prio, run_prio, est =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local job_id = string.sub(job_key, string.len(prefix) + 1)
 local state = redis.call('HGET', job_key, 'state')
 local decision = 'new'
 if state then
@@ -49,10 +52,26 @@ if decision == 'new' then
   local old_run = redis.call('HGET', job_key, 'run_id')
   redis.call('DEL', job_key)
   redis.call('HSET', job_key, 'spec', spec, 'fingerprint', fp, 'state', 'registered',
-             'run_id', run_id, 'created_at', now, 'updated_at', now)
+             'run_id', run_id, 'created_at', now, 'updated_at', now, 'est_cost', est)
   if old_run ~= run_id then
-    redis.call('RPUSH', run_jobs, string.sub(job_key, string.len(ARGV[6]) + 1))
+    redis.call('RPUSH', run_jobs, job_id)
     redis.call('HINCRBY', run_counts, 'registered', 1)
+  end
+end
+if decision == 'new' or decision == 'pending' then
+  -- Waiting for capacity, unless it already holds a slot (admitted, message sent).
+  -- A pending job waits in its own run's queue, whichever run registers it again.
+  local owner = redis.call('HGET', job_key, 'run_id')
+  local owner_waiting = ARGV[10] .. owner .. ARGV[11]
+  local holds = redis.call('ZSCORE', inflight, job_id)
+  if not holds and not redis.call('ZSCORE', owner_waiting, job_id) then
+    local score = (1000 - prio) * 1e9 + redis.call('INCR', seq)
+    redis.call('ZADD', owner_waiting, score, job_id)
+    if owner == run_id then
+      redis.call('ZADD', runs, 'GT', tonumber(run_prio), owner)
+    else
+      redis.call('ZADD', runs, 'NX', tonumber(run_prio), owner)
+    end
   end
 end
 return decision
@@ -62,25 +81,54 @@ return decision
 # Moves one job between states if, and only if, it is still in the run the caller
 # works for and in one of the expected states: the compare-and-set that makes every
 # step safe to repeat (a redelivered message finds the job already moved and stops).
-# KEYS: job hash, the run's counts hash. ARGV: run_id, new state, now, n_from,
-# from states..., then field/value pairs to set. Returns {verdict, state before}.
+# The run's counters, the job's in-flight slot and the run's budget move with it.
+# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget.
+# ARGV: run_id, new state, now, job_id, n_from, from states..., field/value pairs.
+# Returns {verdict, state before}.
 _TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
+local job_key, counts, inflight, run_inflight, budget =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_id, new, now, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local state = redis.call('HGET', job_key, 'state')
 if not state then return {'missing', ''} end
-if redis.call('HGET', KEYS[1], 'run_id') ~= ARGV[1] then return {'stale', state} end
-local n_from = tonumber(ARGV[4])
+if redis.call('HGET', job_key, 'run_id') ~= run_id then return {'stale', state} end
+local n_from = tonumber(ARGV[5])
 local allowed = false
-for i = 5, 4 + n_from do
+for i = 6, 5 + n_from do
   if ARGV[i] == state then allowed = true end
 end
 if not allowed then return {'refused', state} end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
-for i = 5 + n_from, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+redis.call('HSET', job_key, 'state', new, 'updated_at', now)
+for i = 6 + n_from, #ARGV, 2 do
+  redis.call('HSET', job_key, ARGV[i], ARGV[i + 1])
 end
-if state ~= ARGV[2] then
-  redis.call('HINCRBY', KEYS[2], state, -1)
-  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+if state ~= new then
+  redis.call('HINCRBY', counts, state, -1)
+  redis.call('HINCRBY', counts, new, 1)
+end
+-- The generation has left the provider: its in-flight slot is free.
+if new == 'generated' or new == 'failed' or new == 'cancelled' or new == 'delivered' then
+  redis.call('ZREM', inflight, job_id)
+  redis.call('SREM', run_inflight, job_id)
+end
+-- Budget: an admitted job reserved its estimate; a generated one is paid (charged at
+-- the estimate, corrected to the real cost on delivery); one that never generated is not.
+local reserved = tonumber(redis.call('HGET', job_key, 'reserved_cost') or '0') or 0
+if reserved > 0 and (new == 'generated' or new == 'failed' or new == 'cancelled') then
+  redis.call('HINCRBYFLOAT', budget, 'reserved', -reserved)
+  redis.call('HSET', job_key, 'reserved_cost', 0)
+  if new == 'generated' then
+    redis.call('HINCRBYFLOAT', budget, 'spent', reserved)
+    redis.call('HSET', job_key, 'charged', reserved)
+  end
+end
+if new == 'delivered' then
+  local charged = tonumber(redis.call('HGET', job_key, 'charged') or '0') or 0
+  local cost = tonumber(redis.call('HGET', job_key, 'cost') or '0') or 0
+  if cost ~= charged then
+    redis.call('HINCRBYFLOAT', budget, 'spent', cost - charged)
+    redis.call('HSET', job_key, 'charged', cost)
+  end
 end
 return {'ok', state}
 """
@@ -160,27 +208,45 @@ class JobStore:
         self.redis.hset(keys.run(run_id), mapping=mapping)  # type: ignore[arg-type]
 
     def register(
-        self, run_id: str, jobs: Iterable[tuple[str, str, dict[str, Any]]], *, force: bool = False
+        self,
+        run_id: str,
+        jobs: Iterable[tuple[str, str, dict[str, Any]]],
+        *,
+        force: bool = False,
+        run_priority: int = 0,
     ) -> Iterator[RegisterResult]:
         """Register ``(job_id, fingerprint, record)`` triples in batches; yields per batch."""
         batch: list[tuple[str, str, dict[str, Any]]] = []
         for job in jobs:
             batch.append(job)
             if len(batch) >= REGISTER_BATCH:
-                yield self._register_batch(run_id, batch, force)
+                yield self._register_batch(run_id, batch, force, run_priority)
                 batch = []
         if batch:
-            yield self._register_batch(run_id, batch, force)
+            yield self._register_batch(run_id, batch, force, run_priority)
 
     def _register_batch(
-        self, run_id: str, batch: list[tuple[str, str, dict[str, Any]]], force: bool
+        self,
+        run_id: str,
+        batch: list[tuple[str, str, dict[str, Any]]],
+        force: bool,
+        run_priority: int,
     ) -> RegisterResult:
         now = str(time.time())
         prefix = keys.job("")
+        waiting_parts = keys.run_waiting("\0").split("\0")
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, fingerprint, record in batch:
                 self._register(
-                    keys=[keys.job(job_id), keys.run_jobs(run_id), keys.run_counts(run_id)],
+                    keys=[
+                        keys.job(job_id),
+                        keys.run_jobs(run_id),
+                        keys.run_counts(run_id),
+                        keys.run_waiting(run_id),
+                        keys.ADMISSION_RUNS,
+                        keys.IN_FLIGHT,
+                        keys.SEQUENCE,
+                    ],
                     args=[
                         run_id,
                         fingerprint,
@@ -188,6 +254,10 @@ class JobStore:
                         now,
                         "1" if force else "0",
                         prefix,
+                        int(record.get("priority", 0)),
+                        run_priority,
+                        float(record.get("est_cost", 0.0)),
+                        *waiting_parts,
                     ],
                     client=pipe,
                 )
@@ -213,11 +283,25 @@ class JobStore:
     ) -> Moved:
         """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it."""
         expected = [str(s) for s in expect]
-        args: list[str | int | float] = [run_id, str(to), time.time(), len(expected), *expected]
+        args: list[str | int | float] = [
+            run_id,
+            str(to),
+            time.time(),
+            job_id,
+            len(expected),
+            *expected,
+        ]
         for name, value in fields.items():
             args += [name, value]
         verdict, before = self._transition(
-            keys=[keys.job(job_id), keys.run_counts(run_id)], args=args
+            keys=[
+                keys.job(job_id),
+                keys.run_counts(run_id),
+                keys.IN_FLIGHT,
+                keys.run_in_flight(run_id),
+                keys.run_budget(run_id),
+            ],
+            args=args,
         )
         return Moved(_s(verdict) == "ok", _s(verdict), _s(before))
 
@@ -231,6 +315,12 @@ class JobStore:
 
     def link_generation(self, generation_id: str, job_id: str) -> None:
         self.redis.set(keys.generation(generation_id), job_id)
+
+    def claim_generation(self, generation_id: str, job_id: str) -> bool:
+        """Link a generation to a job unless another job owns it already."""
+        if self.redis.set(keys.generation(generation_id), job_id, nx=True):
+            return True
+        return self.job_for_generation(generation_id) == job_id
 
     def job_for_generation(self, generation_id: str) -> str | None:
         raw = self.redis.get(keys.generation(generation_id))

@@ -7,6 +7,7 @@ from celery import Celery
 
 from seedq.queueing import celery_config
 from seedq.settings import load_settings
+from worker.ticker import install_ticker
 
 
 class SeedqCelery(Celery):  # type: ignore[misc]
@@ -15,3 +16,4 @@ class SeedqCelery(Celery):  # type: ignore[misc]
 
 
 app = SeedqCelery("seedq", include=["worker.tasks"])
+install_ticker(app)

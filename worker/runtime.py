@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from producer.catalog import ModelCatalog
+from seedq.admission import Admission, admission_for
 from seedq.queueing import redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore
@@ -31,6 +32,7 @@ class Runtime:
     storage: Storage
     publisher: InputPublisher
     policy: RetryPolicy
+    admission: Admission
     catalog: ModelCatalog = field(default_factory=ModelCatalog)
     clock: Any = time.time  # injectable so tests control time
 
@@ -42,13 +44,15 @@ def build_runtime(settings: Settings) -> Runtime:
     from worker.inputs import make_publisher
     from worker.storage import make_storage
 
+    store = JobStore(redis_client(settings))
     return Runtime(
         settings=settings,
-        store=JobStore(redis_client(settings)),
+        store=store,
         provider=OxenClient.from_settings(settings),
         storage=make_storage(settings),
         publisher=make_publisher(settings),
         policy=RetryPolicy.from_settings(settings),
+        admission=admission_for(store.redis, settings),
     )
 
 

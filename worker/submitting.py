@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
-from seedq.contract import TASK_SUBMIT, TASK_TRACK, JobState
+from seedq.contract import TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.inputs import publish_inputs
 from worker.provider import errors as pe
@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 
 LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 RECHECK_S = 5.0
+SETTLED_STATUSES = frozenset({500, 501, 503, 505})
 ACTIVE_RUN = frozenset({"active", "registering"})
 
 
 def grace_s(rt: Runtime) -> float:
-    """How long an unanswered enqueue may still be in flight: past it, absent is absent."""
-    return 2 * rt.settings.http_timeout_s + 30.0
+    """How long an unanswered enqueue may still be in flight: past it, absent is absent.
+    Never shorter than the client's own timeout, whatever the setting says."""
+    return max(rt.settings.reconcile_grace_s, rt.settings.http_timeout_s + 1.0)
 
 
 def load(rt: Runtime, run_id: str, job_id: str) -> Job | None:
@@ -49,7 +51,9 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     if job.state is not JobState.REGISTERED:
         return DONE  # already past this step: a repeated message
     if rt.store.run_status(run_id) not in ACTIVE_RUN:
-        return DONE  # paused or cancelled: the job waits, registered, for a resume
+        # Paused or cancelled: give the slot back; the job waits for a resume.
+        rt.admission.requeue(run_id, job_id, int(job.spec.get("priority", 0)))
+        return DONE
     sent = publish_inputs(job.params, rt.publisher)
     moved = rt.store.move(
         job_id,
@@ -69,21 +73,24 @@ def _enqueue(rt: Runtime, job: Job, sent: dict[str, object]) -> Next:
     rt.store.count_calls(job.id, 1)
     try:
         created = rt.provider.enqueue(job.model, sent)
-    except pe.EnqueueOutcomeUnknown:
-        log.warning("job %s: enqueue answer lost; reconciling before anything else", job.id)
-        return Next(TASK_SUBMIT, RECHECK_S)
-    except pe.ServerError:
-        # The server answered, so anything it created is listed now: look before retrying.
+    except (pe.EnqueueOutcomeUnknown, pe.ServerError) as exc:
+        if not (isinstance(exc, pe.ServerError) and exc.status_code in SETTLED_STATUSES):
+            # The answer was lost, or a gateway (502, 504) answered for an origin that
+            # may still be working: reconcile once the grace time is over.
+            log.warning("job %s: enqueue outcome unknown (%s); reconciling", job.id, exc)
+            return Next(TASK_SUBMIT, RECHECK_S)
+        # The origin itself answered, so anything it created is listed now.
         rt.store.update_job(job.id, send_settled=1)
-        found = reconcile_job(rt, _reload(rt, job), grace=0.0, resend=False)
-        if found.task == TASK_TRACK or _reload(rt, job).state is not JobState.REGISTERED:
-            return found  # adopted, or left for an operator
+        reconcile_job(rt, _reload(rt, job), grace=0.0, resend=False)
+        if _reload(rt, job).state is not JobState.REGISTERED:
+            return DONE  # adopted, or left for an operator
         raise  # provably not created (now registered again): retry with backoff
     except (pe.TransientProviderError, pe.InvalidRequest, pe.NotFound, pe.Forbidden):
         _back_to_registered(rt, job)  # refused before anything was created
         raise
     except pe.RunFatalError as exc:
         _back_to_registered(rt, job)
+        rt.admission.requeue(job.run_id, job.id, int(job.spec.get("priority", 0)))
         raise RunPaused(str(exc)) from None
     if not created:
         _back_to_registered(rt, job)
@@ -100,7 +107,9 @@ def _back_to_registered(rt: Runtime, job: Job) -> None:
 
 
 def _adopt(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) -> Next:
-    rt.store.link_generation(generation_id, job.id)
+    # Claim atomically: twin jobs reconciled at once may both have seen it unowned.
+    if not rt.store.claim_generation(generation_id, job.id):
+        return Next(TASK_SUBMIT, RECHECK_S)  # another job took it: look again
     moved = rt.store.move(
         job.id,
         job.run_id,
@@ -115,7 +124,8 @@ def _adopt(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) -> Ne
             "job %s: generation %s found but job is %s", job.id, generation_id, moved.before
         )
         return DONE
-    return Next(TASK_TRACK, rt.settings.poll_interval_s)
+    rt.admission.renew([job.id])
+    return DONE  # the tick's sweep tracks it from here: one list call for every job in flight
 
 
 def list_candidates(rt: Runtime, job: Job) -> list[Generation]:

@@ -1,15 +1,15 @@
-"""The track step: short status checks re-queued with a countdown (no task ever waits
-on a generation), and the completion handling shared with the events listener."""
+"""The track step: one status check of a generation that the sweep (worker.ticker)
+saw leave the provider's active list, and the completion handling shared with the
+events listener. No task ever waits on a generation."""
 
 from __future__ import annotations
 
 import logging
 
-from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
+from seedq.contract import TASK_DELIVER, JobState
 from worker.errors import RunPaused
 from worker.provider.classify import classify_generation_failure
 from worker.provider.errors import InsufficientCredits
-from worker.retry import poll_delay_s
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.submitting import load
@@ -65,6 +65,7 @@ def complete(
         )
         return DONE
     if status not in RUNNING and status != "succeeded":
-        log.warning("job %s: unknown generation status %r; checking again later", job.id, status)
-    age = rt.now() - job.number("submitted_at", rt.now())
-    return Next(TASK_TRACK, poll_delay_s(age, base_s=rt.settings.poll_interval_s))
+        log.warning("job %s: unknown generation status %r; the sweep checks again", job.id, status)
+    # Still running (the list lagged, or no result URL yet): the sweep watches it.
+    rt.admission.renew([job.id])
+    return DONE

@@ -110,7 +110,10 @@ def run_check(
 
 def print_submitted(done: SubmitResult) -> None:
     counts = done.counts
-    out.print(f"run {done.run_id} ({done.name}): {done.enqueued} job(s) enqueued")
+    out.print(
+        f"run {done.run_id} ({done.name}): {done.enqueued} job(s) enqueued, "
+        f"{done.started} started now; the rest start as in-flight slots free up"
+    )
     skipped = [
         (counts[Decision.DONE], "already delivered (use --force to redo)"),
         (counts[Decision.ACTIVE], "already in progress in another run"),
@@ -146,9 +149,13 @@ def submit_command(
     sets: list[str] = typer.Option([], "--set", help="Default for a job field, FIELD=VALUE."),
     model: str | None = typer.Option(None, help="Model id for every job."),
     offline: bool = typer.Option(False, help="Use the shipped schema even when a key is set."),
+    budget: float | None = typer.Option(
+        None, min=0, help="Spending cap of the run, in the pricing's currency."
+    ),
 ) -> None:
     """Validate manifests, register a run and enqueue its jobs; prints the run id."""
     from producer.submit import celery_sender, submit
+    from seedq.admission import admission_for
     from seedq.queueing import make_celery, redis_client
     from seedq.store import JobStore
 
@@ -169,13 +176,16 @@ def submit_command(
         if dry_run:
             out.print("dry run: nothing was sent.")
             return
+        store = JobStore(redis_client(settings))
         done = submit(
             spool,
-            JobStore(redis_client(settings)),
+            store,
             celery_sender(make_celery(settings)),
+            admission=admission_for(store.redis, settings),
             name=name or ", ".join(p.stem for p in manifests),
             manifests=[str(p) for p in manifests],
             priority=priority,
+            budget=budget,
             force=force,
         )
     print_submitted(done)

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from seedq.contract import JobState
+from seedq.errors import SeedqError
 from seedq.store import JobStore, RunInfo
 
 ORDER = [s.value for s in JobState]
@@ -35,6 +36,13 @@ def breakdown(info: RunInfo) -> str:
     return ", ".join(parts) or "nothing yet"
 
 
+def _run(store: JobStore, run_id: str) -> RunInfo:
+    info = store.run(run_id)
+    if info is None:
+        raise SeedqError(f"run {run_id} is not in Redis any more (was the database flushed?)")
+    return info
+
+
 def follow(store: JobStore, run_id: str, console: Console, *, timeout_s: float | None) -> RunInfo:
     """Show the run's progress until it is over (or the timeout passes)."""
     started = time.monotonic()
@@ -45,13 +53,11 @@ def follow(store: JobStore, run_id: str, console: Console, *, timeout_s: float |
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    info = store.run(run_id)
-    assert info is not None
+    info = _run(store, run_id)
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(info.name[:30], total=info.total, detail="")
         while True:
-            info = store.run(run_id)
-            assert info is not None
+            info = _run(store, run_id)
             bar.update(task, completed=finished(info), total=info.total, detail=breakdown(info))
             if is_over(info) or (timeout_s is not None and time.monotonic() - started > timeout_s):
                 return info

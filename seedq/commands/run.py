@@ -16,6 +16,7 @@ from rich.table import Table
 from producer.errors import SubmitError
 from producer.spool import Spool
 from producer.submit import celery_sender, submit
+from seedq.admission import admission_for
 from seedq.commands.produce import EXIT_INVALID, print_plan, print_submitted, run_check
 from seedq.commands.progress import breakdown, follow, runs_table
 from seedq.errors import ConfigError
@@ -47,6 +48,9 @@ def run_command(
     sets: list[str] = typer.Option([], "--set", help="Default for a job field, FIELD=VALUE."),
     model: str | None = typer.Option(None, help="Model id for every job."),
     timeout: float | None = typer.Option(None, help="Stop following after this many seconds."),
+    budget: float | None = typer.Option(
+        None, min=0, help="Spending cap of the run, in the pricing's currency."
+    ),
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
@@ -78,9 +82,11 @@ def run_command(
             spool,
             store,
             celery_sender(app),
+            admission=admission_for(store.redis, settings),
             name=name or ", ".join(p.stem for p in manifests),
             manifests=[str(p) for p in manifests],
             priority=priority,
+            budget=budget,
             force=force,
         )
         print_submitted(done)
@@ -94,11 +100,12 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     table = Table(title=f"Run {info.id}: {breakdown(info)}", title_justify="left")
     table.add_column("job", overflow="fold")
     table.add_column("state")
-    table.add_column("output / reason", overflow="fold")
+    table.add_column("output key / reason", overflow="fold")
     table.add_column("cost", justify="right")
     for job_id in store.run_job_ids(info.id, 0, MAX_ROWS - 1):
         job = store.job(job_id)
-        where = job.get("output_uri") or job.get("error") or job.get("last_error", "")
+        key = json.loads(job["spec"]).get("output_key", "") if job.get("spec") else ""
+        where = key if job.get("output_uri") else job.get("error") or job.get("last_error", "")
         table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""))
     out.print(table)
     if info.total > MAX_ROWS:

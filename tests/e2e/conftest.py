@@ -175,7 +175,8 @@ def cluster(
             "SEEDQ_ALLOW_PRIVATE_URLS": "true",
             "SEEDQ_RETRY_BASE_S": "0.2",
             "SEEDQ_RETRY_MAX_DELAY_S": "1",
-            "SEEDQ_HTTP_TIMEOUT_S": "5",
+            "SEEDQ_HTTP_TIMEOUT_S": "2",
+            "SEEDQ_RECONCILE_GRACE_S": "3",
             "PYTHONPATH": str(REPO),
         }
         c = Cluster(env, handle, real_redis, bucket, s3, tmp_path)

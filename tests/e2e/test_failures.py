@@ -58,7 +58,9 @@ def test_failed_generation_is_reported_others_delivered(
         path = manifest(tmp_path, jobs)
         done = c.seedq("run", str(path))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert states(c, 3) == {"job-0": "delivered", "job-1": "failed", "job-2": "delivered"}
+    assert states(c, 3) == {"job-0": "delivered", "job-1": "failed", "job-2": "delivered"}, (
+        done.stdout + done.stderr
+    )
     error = c.store.hget(keys.job("job-1"), "error").decode()
     assert "content filter" in error.lower() or "face" in error.lower()
     assert "job-1" in done.stdout and "failed" in done.stdout

@@ -20,6 +20,8 @@ from producer.submit import SubmitResult, celery_sender, validate_and_submit
 from seedq import contract, keys
 from seedq.queueing import make_celery
 from seedq.settings import Settings
+from seedq.admission import Admission
+from seedq.contract import JobState
 from seedq.store import Decision, JobStore
 
 Write = Callable[[str, str | bytes], Path]
@@ -65,32 +67,52 @@ def test_submit_registers_and_enqueues(write: Write, store: JobStore) -> None:
     assert spec["params"]["prompt"] == "p3" and spec["output_key"] == "job-3.mp4"
 
 
-def test_resubmit_skips_delivered_and_reenqueues_pending(write: Write, store: JobStore) -> None:
+def test_resubmit_skips_delivered_and_leaves_started_jobs_alone(
+    write: Write, store: JobStore
+) -> None:
     path = write("m.csv", MANIFEST)
-    first = submit_([path], OPTS, ModelCatalog(), store, ListSender())
-    r = store.redis
-    r.hset(keys.job("job-0"), "state", "delivered")
-    r.hset(keys.job("job-1"), "state", "failed")
-    r.hset(keys.job("job-2"), "state", "submitted")
+    first_sender = ListSender()
+    first = submit_([path], OPTS, ModelCatalog(), store, first_sender)
+    assert len(first_sender.sent) == 7  # all admitted: the default cap is above 7
+    move = store.move
+    S = JobState
+    move("job-0", first.run_id, S.DELIVERED, expect=[S.REGISTERED])
+    move("job-1", first.run_id, S.FAILED, expect=[S.REGISTERED], error="boom")
+    move("job-2", first.run_id, S.SUBMITTED, expect=[S.REGISTERED])
     sender = ListSender()
     second = submit_([path], OPTS, ModelCatalog(), store, sender)
     c = second.counts
-    assert (c[Decision.DONE], c[Decision.NEW], c[Decision.ACTIVE], c[Decision.PENDING]) == (
-        1,
-        1,
-        1,
-        4,
-    )
-    assert sorted(m["job_id"] for m in sender.sent) == ["job-1", "job-3", "job-4", "job-5", "job-6"]
+    counts = (c[Decision.DONE], c[Decision.NEW], c[Decision.ACTIVE], c[Decision.PENDING])
+    assert counts == (1, 1, 1, 4)
+    # Only the failed job is sent again; the pending ones already hold a slot and a
+    # message, so the broker never holds two for one job.
+    assert [m["job_id"] for m in sender.sent] == ["job-1"]
     assert store.job("job-1")["run_id"] == second.run_id  # failed job moved to the new run
     assert store.job("job-3")["run_id"] == first.run_id  # pending job stays where it was
     assert store.run_job_ids(second.run_id) == ["job-1"]
 
 
+def test_cap_bounds_messages_and_waiting_jobs_start_in_priority_order(
+    write: Write, store: JobStore
+) -> None:
+    rows = "".join(f"p{i},images/a.png,job-{i},{i % 3}\n" for i in range(9))
+    path = write("m.csv", "prompt,input_image,id,priority\n" + rows)
+    sender = ListSender()
+    admission = Admission(store.redis, max_in_flight=3, lease_s=60)
+    result = submit_([path], OPTS, ModelCatalog(), store, sender, admission=admission)
+    assert result.enqueued == 9 and result.started == 3
+    # Highest priority first, then file order.
+    assert [m["job_id"] for m in sender.sent] == ["job-2", "job-5", "job-8"]
+    assert admission.waiting(result.run_id) == 6
+    store.move("job-5", result.run_id, JobState.FAILED, expect=[JobState.REGISTERED])
+    assert [a.job_id for a in admission.admit()] == ["job-1"]
+    assert admission.admit() == []  # full again
+
+
 def test_force_redoes_delivered(write: Write, store: JobStore) -> None:
     path = write("m.csv", MANIFEST)
-    submit_([path], OPTS, ModelCatalog(), store, ListSender())
-    store.redis.hset(keys.job("job-0"), "state", "delivered")
+    first = submit_([path], OPTS, ModelCatalog(), store, ListSender())
+    store.move("job-0", first.run_id, JobState.DELIVERED, expect=[JobState.REGISTERED])
     sender = ListSender()
     result = submit_([path], OPTS, ModelCatalog(), store, sender, force=True)
     assert result.counts[Decision.NEW] == 1

@@ -1,0 +1,210 @@
+"""Admission: which waiting jobs may start now, under one global in-flight cap.
+
+Every registered job waits in its run's queue (``keys.run_waiting``: priority, then
+first in, first out). A job is *admitted* when it takes a slot of the global in-flight
+set (``keys.IN_FLIGHT``) and only then gets a broker message, so a run of 100,000 jobs
+costs 100,000 small Redis entries and at most ``max_in_flight`` messages, not 100,000
+messages retried in a loop. The slot is held from before the enqueue until the
+generation ends at the provider (``generated``, ``failed``, ``cancelled``), released in
+the same Lua script that moves the job (``seedq.store._TRANSITION``), so the number of
+generations queued or processing at the provider never exceeds the cap.
+
+Slots are leases: each carries an expiry (server time) renewed while the job is seen
+alive. An expired lease means nobody has heard of the job for ``lease_s``: its worker
+died, or a message was lost. The job is then re-driven (its step message sent again,
+which is safe, every step being a compare-and-set); its slot is not given away, since
+its generation may still be running at the provider.
+
+Between runs: the highest run priority first; among runs of equal priority, the run
+with the fewest jobs in flight gets the next slot (equal shares), so an urgent run
+started beside a nightly one gets capacity as soon as slots free up: all of it with a
+higher ``--priority``, half of it at the same priority.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from seedq import keys
+from seedq.settings import Settings
+
+# Picks up to min(free slots, max_batch) jobs; returns {run, job, run, job, ...}.
+# Run hashes and queues are reached by name from the prefix (one Redis, not a cluster).
+_ADMIT = """
+local runs_key, inflight = KEYS[1], KEYS[2]
+local cap, lease, max_batch = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local run_prefix, job_prefix = ARGV[4], ARGV[5]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local out = {}
+local free = cap - redis.call('ZCARD', inflight)
+if free <= 0 then return out end
+local limit = math.min(free, max_batch)
+local runs = redis.call('ZREVRANGE', runs_key, 0, -1, 'WITHSCORES')
+local blocked = {}
+while #out < 2 * limit do
+  local best, best_prio, best_load = nil, nil, nil
+  for i = 1, #runs, 2 do
+    local run, prio = runs[i], tonumber(runs[i + 1])
+    if best_prio and prio < best_prio then break end
+    local waiting = run_prefix .. run .. ':waiting'
+    if not blocked[run] then
+      local status = redis.call('HGET', run_prefix .. run, 'status')
+      if redis.call('ZCARD', waiting) == 0 then
+        redis.call('ZREM', runs_key, run)
+        blocked[run] = true
+      elseif status ~= 'active' and status ~= 'registering' then
+        blocked[run] = true
+      else
+        local load = redis.call('SCARD', run_prefix .. run .. ':inflight')
+        if not best or load < best_load then best, best_prio, best_load = run, prio, load end
+      end
+    end
+  end
+  if not best then break end
+  local waiting = run_prefix .. best .. ':waiting'
+  local job = redis.call('ZRANGE', waiting, 0, 0)[1]
+  local job_key = job_prefix .. job
+  local budget = run_prefix .. best .. ':budget'
+  local est = tonumber(redis.call('HGET', job_key, 'est_cost') or '0') or 0
+  local limit_amount = tonumber(redis.call('HGET', budget, 'cap') or '')
+  local committed = (tonumber(redis.call('HGET', budget, 'reserved') or '0') or 0)
+                  + (tonumber(redis.call('HGET', budget, 'spent') or '0') or 0)
+  if limit_amount and committed + est > limit_amount + 1e-9 then
+    redis.call('HSET', run_prefix .. best, 'status', 'paused', 'reason',
+      string.format('budget: %.2f committed of %.2f; the next job would cost %.2f',
+                    committed, limit_amount, est))
+    blocked[best] = true
+  else
+    redis.call('ZREM', waiting, job)
+    redis.call('ZADD', inflight, now + lease, job)
+    redis.call('SADD', run_prefix .. best .. ':inflight', job)
+    if est > 0 then
+      redis.call('HINCRBYFLOAT', budget, 'reserved', est)
+      redis.call('HSET', job_key, 'reserved_cost', est)
+    end
+    redis.call('HSET', job_key, 'admitted_at', now)
+    out[#out + 1] = best
+    out[#out + 1] = job
+  end
+end
+return out
+"""
+
+_RENEW = """
+local t = redis.call('TIME')
+local until_s = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', until_s, ARGV[i])
+end
+return #ARGV - 1
+"""
+
+_EXPIRED = """
+local t = redis.call('TIME')
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1e6)
+"""
+
+
+# Gives an admitted job's slot back and puts it at the head of its priority in its
+# run's queue (its reservation against the budget is returned too).
+_REQUEUE = """
+local inflight, run_inflight, waiting, runs, budget, job_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job_id, run_id, prio = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('ZREM', inflight, job_id) == 0 then return 0 end
+redis.call('SREM', run_inflight, job_id)
+redis.call('ZADD', waiting, (1000 - prio) * 1e9, job_id)
+redis.call('ZADD', runs, 'NX', 0, run_id)
+local reserved = tonumber(redis.call('HGET', job_key, 'reserved_cost') or '0') or 0
+if reserved > 0 then
+  redis.call('HINCRBYFLOAT', budget, 'reserved', -reserved)
+  redis.call('HSET', job_key, 'reserved_cost', 0)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    run_id: str
+    job_id: str
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Admission:
+    """The in-flight cap and the waiting queues; every decision is one Lua call."""
+
+    def __init__(self, client: redis.Redis, *, max_in_flight: int, lease_s: float) -> None:
+        self.redis = client
+        self.max_in_flight = max_in_flight
+        self.lease_s = lease_s
+        self._admit = client.register_script(_ADMIT)
+        self._renew = client.register_script(_RENEW)
+        self._expired = client.register_script(_EXPIRED)
+        self._requeue = client.register_script(_REQUEUE)
+
+    def admit(self, max_batch: int = 500) -> list[Admitted]:
+        """Take free slots for the best waiting jobs; the caller sends their messages."""
+        raw = self._admit(
+            keys=[keys.ADMISSION_RUNS, keys.IN_FLIGHT],
+            args=[self.max_in_flight, self.lease_s, max_batch, keys.run(""), keys.job("")],
+        )
+        flat = [_s(v) for v in raw]
+        return [Admitted(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def renew(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        if ids:
+            self._renew(keys=[keys.IN_FLIGHT], args=[self.lease_s, *ids])
+
+    def expired(self) -> list[str]:
+        return [_s(v) for v in self._expired(keys=[keys.IN_FLIGHT])]
+
+    def in_flight(self) -> list[str]:
+        return [_s(v) for v in self.redis.zrange(keys.IN_FLIGHT, 0, -1)]
+
+    def release(self, run_id: str, job_id: str) -> None:
+        """Free a slot held by a job that has left the provider (cleanup after a crash)."""
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(keys.IN_FLIGHT, job_id)
+            pipe.srem(keys.run_in_flight(run_id), job_id)
+            pipe.execute()
+
+    def requeue(self, run_id: str, job_id: str, priority: int) -> bool:
+        """Return a slot taken by a job that did not start (its run is paused)."""
+        done = self._requeue(
+            keys=[
+                keys.IN_FLIGHT,
+                keys.run_in_flight(run_id),
+                keys.run_waiting(run_id),
+                keys.ADMISSION_RUNS,
+                keys.run_budget(run_id),
+                keys.job(job_id),
+            ],
+            args=[job_id, run_id, priority],
+        )
+        return bool(done)
+
+    def waiting(self, run_id: str) -> int:
+        return int(self.redis.zcard(keys.run_waiting(run_id)))
+
+    def set_budget(self, run_id: str, amount: float) -> None:
+        self.redis.hset(keys.run_budget(run_id), "cap", amount)
+
+    def budget(self, run_id: str) -> dict[str, float]:
+        raw: dict[Any, Any] = self.redis.hgetall(keys.run_budget(run_id))
+        return {_s(k): float(v) for k, v in raw.items()}
+
+
+def admission_for(client: redis.Redis, settings: Settings | None = None) -> Admission:
+    """The admission of these settings (defaults when none are given)."""
+    settings = settings or Settings()
+    return Admission(client, max_in_flight=settings.max_in_flight, lease_s=settings.lease_s)

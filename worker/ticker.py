@@ -1,0 +1,160 @@
+"""The worker's heartbeat: once a second, one worker (whichever holds the tick lock)
+admits waiting jobs into free slots, re-drives jobs whose lease expired, and sweeps the
+provider's list of active generations.
+
+The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
+serves every job in flight, renewing the leases of those still running; only a job
+whose generation has left the active list gets a ``seedq.track`` task (one GET for its
+result). Completion events (``seedq events``) usually get there first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import bootsteps
+
+from seedq import contract, keys
+from seedq.contract import JobState
+from worker.runtime import Runtime, get_runtime
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+LOCK_MS = 5000
+# The state of an in-flight job -> the task that moves it on when its lease expired.
+REDRIVE = {
+    JobState.REGISTERED: contract.TASK_SUBMIT,
+    JobState.SUBMITTING: contract.TASK_SUBMIT,
+    JobState.SUBMITTED: contract.TASK_TRACK,
+}
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class TickReport:
+    admitted: int = 0
+    redriven: int = 0
+    released: int = 0
+    swept: bool = False
+    finished: list[str] = field(default_factory=list)
+
+
+def _send(app: Any, task: str, run_id: str, job_id: str) -> None:
+    app.send_task(task, kwargs={"run_id": run_id, "job_id": job_id})
+
+
+def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str, str]]:
+    """(job_id, run_id, state, generation_id) of each in-flight job, in one round trip."""
+    with rt.store.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), "run_id", "state", "generation_id")
+        rows = pipe.execute()
+    out = []
+    for job_id, (run_id, state, gen) in zip(job_ids, rows, strict=True):
+        dec = [v.decode() if isinstance(v, bytes) else (v or "") for v in (run_id, state, gen)]
+        out.append((job_id, dec[0], dec[1], dec[2]))
+    return out
+
+
+def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
+    expired = rt.admission.expired()
+    if not expired:
+        return
+    alive = []
+    for job_id, run_id, state, _gen in _in_flight_jobs(rt, expired):
+        task = REDRIVE.get(JobState(state)) if state else None
+        if task is None:  # left the provider without releasing (a crash in between)
+            rt.admission.release(run_id, job_id)
+            report.released += 1
+            continue
+        _send(app, task, run_id, job_id)
+        alive.append(job_id)
+        report.redriven += 1
+    rt.admission.renew(alive)
+
+
+def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
+    """One list call for every generation in flight (see the module docstring)."""
+    jobs = [j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] == JobState.SUBMITTED]
+    if not jobs:
+        return
+    active = {g.generation_id for g in rt.provider.list().generations}
+    report.swept = True
+    running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
+    rt.admission.renew(running)
+    for job_id, run_id, _state, gen in jobs:
+        if gen and gen not in active:
+            _send(app, contract.TASK_TRACK, run_id, job_id)
+            report.finished.append(job_id)
+
+
+def tick(rt: Runtime, app: Any) -> TickReport:
+    report = TickReport()
+    for admitted in rt.admission.admit():
+        _send(app, contract.TASK_SUBMIT, admitted.run_id, admitted.job_id)
+        report.admitted += 1
+    redrive_expired(rt, app, report)
+    now = rt.now()
+    last = float(rt.store.redis.get(keys.LAST_SWEEP) or 0)
+    if now - last >= rt.settings.poll_interval_s:
+        rt.store.redis.set(keys.LAST_SWEEP, now)
+        sweep(rt, app, report)
+    return report
+
+
+def tick_once(rt: Runtime, app: Any) -> TickReport | None:
+    """Tick if no other worker is ticking right now."""
+    token = uuid.uuid4().hex
+    if not rt.store.redis.set(keys.TICK_LOCK, token, nx=True, px=LOCK_MS):
+        return None
+    try:
+        return tick(rt, app)
+    finally:
+        rt.store.redis.eval(_UNLOCK, 1, keys.TICK_LOCK, token)
+
+
+class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs :func:`tick_once` every second in a thread of each worker process."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, args=(parent.app,), name="seedq-ticker", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self, app: Any) -> None:
+        run_ticker(get_runtime, app, self._stop)
+
+
+def run_ticker(runtime: Callable[[], Runtime], app: Any, stop: threading.Event) -> None:
+    """Tick every second until ``stop`` is set."""
+    while not stop.wait(TICK_S):
+        try:
+            tick_once(runtime(), app)
+        except Exception:  # a failed tick is retried next second; never kill the loop
+            log.exception("tick failed")
+
+
+def install_ticker(app: Any) -> None:
+    if Ticker not in app.steps["worker"]:
+        app.steps["worker"].add(Ticker)
