@@ -18,10 +18,10 @@ from producer.errors import ManifestError
 from producer.manifest import ReadOptions
 from producer.submit import SubmitResult, celery_sender, validate_and_submit
 from seedq import contract, keys
-from seedq.queueing import make_celery
-from seedq.settings import Settings
 from seedq.admission import Admission
 from seedq.contract import JobState
+from seedq.queueing import make_celery
+from seedq.settings import Settings
 from seedq.store import Decision, JobStore
 
 Write = Callable[[str, str | bytes], Path]
