@@ -1,0 +1,496 @@
+"""The global throttle: rate specs, GCRA, shared provider backoff, AIMD and the circuit
+breaker, on fakeredis and on a real Redis. Time is a fake clock (the test hook) except
+in the window tests, which hammer a real Redis from threads and from processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seedq import keys
+from worker.provider.errors import (
+    EnqueueOutcomeUnknown,
+    InsufficientCredits,
+    InvalidRequest,
+    ProviderTimeout,
+    RateLimited,
+    ResultWriteError,
+    ServerError,
+)
+from worker.throttle import (
+    PROBE_POLL_S,
+    Outcome,
+    Throttle,
+    outcome_for,
+    parse_rate,
+    rate_floor,
+)
+
+
+class FakeClock:
+    """Seconds, moved by hand; handed to Throttle in place of the server's TIME."""
+
+    def __init__(self, now_s: float = 1_000_000.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+@pytest.fixture(params=["fake", "real"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "fake":
+        yield fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    else:
+        yield request.getfixturevalue("real_redis")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.mark.parametrize(
+    ("spec", "per_s"),
+    [
+        ("2/s", 2.0),
+        ("100/min", 100 / 60),
+        ("3600/h", 1.0),
+        ("0.5/s", 0.5),
+        ("5", 5.0),
+        (" 20 / S ", 20.0),
+        ("1e3/hour", 1000 / 3600),
+        ("30/minute", 0.5),
+    ],
+)
+def test_parse_rate(spec: str, per_s: float) -> None:
+    assert parse_rate(spec) == pytest.approx(per_s)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "is not a number"),
+        ("fast", "is not a number"),
+        ("/s", "is not a number"),
+        ("2/fortnight", "unknown unit 'fortnight'"),
+        ("2/s/s", "unknown unit"),
+        ("2/", "unknown unit ''"),
+        ("0/s", "positive finite"),
+        ("-1", "positive finite"),
+        ("inf/s", "positive finite"),
+        ("nan", "positive finite"),
+    ],
+)
+def test_parse_rate_rejects(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_rate(spec)
+
+
+@pytest.mark.parametrize(
+    ("configured", "floor"),
+    [(100.0, 1.0), (2.0, 0.02), (1.0, 1 / 60), (1 / 120, 1 / 120)],
+)
+def test_rate_floor(configured: float, floor: float) -> None:
+    assert rate_floor(configured) == pytest.approx(floor)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (None, Outcome.OK),
+        (RateLimited("slow down", status_code=429, retry_after_s=2), Outcome.RATE_LIMITED),
+        (ServerError("boom", status_code=502), Outcome.FAILURE),
+        (ProviderTimeout("timeout"), Outcome.FAILURE),
+        (EnqueueOutcomeUnknown("lost"), Outcome.FAILURE),
+        (InvalidRequest("bad", status_code=422), Outcome.OK),
+        (InsufficientCredits("broke", status_code=402), Outcome.OK),
+        (ResultWriteError("disk full"), None),
+        (KeyError("bug"), None),
+    ],
+)
+def test_outcome_for(error: BaseException | None, outcome: Outcome | None) -> None:
+    assert outcome_for(error) is outcome
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"rate_per_s": 0.0},
+        {"rate_per_s": math.inf},
+        {"rate_per_s": 1.0, "burst": 0},
+        {"rate_per_s": 1.0, "failure_threshold": 0},
+        {"rate_per_s": 1.0, "cooldown_s": 0.0},
+    ],
+)
+def test_bad_configuration_is_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Throttle(fakeredis.FakeRedis(server=fakeredis.FakeServer()), "x", **options)
+
+
+def test_from_spec(client: redis.Redis) -> None:
+    throttle = Throttle.from_spec(client, "poll", "100/min", burst=2, cooldown_s=5.0)
+    assert throttle.rate_per_s == pytest.approx(100 / 60)
+    assert (throttle.burst, throttle.cooldown_s) == (2, 5.0)
+    with pytest.raises(ValueError, match="unknown unit"):
+        Throttle.from_spec(client, "poll", "1/fortnight")
+
+
+def test_exhausted_returns_wait_and_takes_nothing(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=2.0, burst=2, clock=clock)
+    assert [throttle.acquire(), throttle.acquire()] == [0.0, 0.0]  # the burst
+    # Asking again and again takes nothing: the wait stays the same.
+    assert [throttle.acquire() for _ in range(5)] == [0.5] * 5
+    clock.advance(0.3)
+    assert throttle.acquire() == pytest.approx(0.2)
+    clock.advance(0.2)
+    assert throttle.acquire() == 0.0
+    assert throttle.acquire() == 0.5
+    grant = throttle.try_acquire()
+    assert (grant.granted, grant.reason, grant.at_s) == (False, "rate", clock.now_s)
+
+
+def test_steady_rate_with_a_fake_clock(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(client, "poll", rate_per_s=10.0, burst=3, clock=clock)
+    grants: list[float] = []
+    for _ in range(3000):  # 3 s in steps of 1 ms
+        if throttle.acquire() == 0.0:
+            grants.append(clock.now_s)
+        clock.advance(0.001)
+    assert len(grants) == 3 + 29  # the burst (from 0 to 0.3 s), then one every 100 ms
+    assert_windows(grants, rate_per_s=10.0, burst=3)
+
+
+def test_retry_after_of_one_limiter_holds_every_limiter(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    submit = Throttle(client, "submit", rate_per_s=100.0, clock=clock)
+    poll = Throttle(client, "poll", rate_per_s=100.0, clock=clock)
+    assert submit.acquire() == 0.0
+    submit.report(Outcome.RATE_LIMITED, retry_after_s=3.0)
+    assert poll.acquire() == pytest.approx(3.0)
+    assert poll.try_acquire().reason == "backoff"
+    poll.report(Outcome.RATE_LIMITED, retry_after_s=1.0)  # a shorter wish never shortens it
+    clock.advance(2.9)
+    assert poll.acquire() == pytest.approx(0.1)
+    assert submit.state()["backoff_remaining_s"] == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert poll.acquire() == 0.0
+    assert submit.acquire() == 0.0
+
+
+def test_retry_after_is_bounded_and_sane(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=100.0, clock=clock)
+    for odd in (math.nan, -5.0, 0.0, None):
+        throttle.report(Outcome.RATE_LIMITED, retry_after_s=odd)
+        assert throttle.state()["backoff_remaining_s"] == 0.0
+    throttle.report(Outcome.OK, retry_after_s=9.0)  # only a 429 carries a Retry-After
+    assert throttle.state()["backoff_remaining_s"] == 0.0
+    throttle.report(Outcome.RATE_LIMITED, retry_after_s=math.inf)
+    assert throttle.acquire() == pytest.approx(3600.0)
+
+
+def test_aimd_halves_to_the_floor_and_climbs_back(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=8.0, burst=1, clock=clock)
+    for expected in (4.0, 2.0, 1.0):
+        clock.advance(10)
+        assert throttle.acquire() == 0.0
+        throttle.report(Outcome.RATE_LIMITED)
+        assert throttle.state()["effective_rate_per_s"] == pytest.approx(expected)
+    # The GCRA runs at the effective rate: one call a second now.
+    clock.advance(10)
+    assert throttle.acquire() == 0.0
+    assert throttle.acquire() == pytest.approx(1.0)
+    for _ in range(20):
+        clock.advance(10)
+        throttle.acquire()
+        throttle.report(Outcome.RATE_LIMITED)
+    assert throttle.state()["effective_rate_per_s"] == pytest.approx(rate_floor(8.0))
+    rates = []
+    for _ in range(120):
+        throttle.report(Outcome.OK)
+        rates.append(throttle.state()["effective_rate_per_s"])
+    assert rates == sorted(rates)
+    assert rates[:3] == pytest.approx([0.48, 0.88, 1.28])  # + 8/20 a call, below 1/s
+    assert rates[3] == pytest.approx(1.28 + 0.4 / 1.28)  # + 8/20 a second, above
+    assert rates[-1] == 8.0  # back to the configured rate, and no further
+    assert throttle.state()["configured_rate_per_s"] == 8.0
+
+
+def test_a_burst_of_429s_cuts_the_rate_once(client: redis.Redis, clock: FakeClock) -> None:
+    workers = [Throttle(client, "submit", rate_per_s=8.0, burst=3, clock=clock) for _ in range(3)]
+    for worker in workers:
+        assert worker.acquire() == 0.0
+    clock.advance(0.1)
+    for worker in workers:  # all three were sent at 8/s: one cut answers them all
+        worker.report(Outcome.RATE_LIMITED)
+    assert workers[0].state()["effective_rate_per_s"] == pytest.approx(4.0)
+    clock.advance(1.0)
+    assert workers[1].acquire() == 0.0  # sent after the cut, at 4/s, and still refused
+    workers[1].report(Outcome.RATE_LIMITED)
+    assert workers[0].state()["effective_rate_per_s"] == pytest.approx(2.0)
+
+
+def test_breaker_opens_after_consecutive_failures(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=100.0, cooldown_s=30.0, clock=clock)
+    for _ in range(4):
+        throttle.report(Outcome.FAILURE)
+    throttle.report(Outcome.OK)  # an OK resets the count
+    for _ in range(4):
+        throttle.report(Outcome.FAILURE)
+    assert throttle.state()["breaker"] == "closed"
+    assert throttle.state()["consecutive_failures"] == 4
+    assert throttle.acquire() == 0.0
+    throttle.report(Outcome.FAILURE)
+    assert throttle.state()["breaker"] == "open"
+    other = Throttle(client, "submit", rate_per_s=100.0, cooldown_s=30.0, clock=clock)
+    assert other.acquire() == pytest.approx(30.0)
+    assert other.try_acquire().reason == "open"
+    clock.advance(10.0)
+    assert throttle.acquire() == pytest.approx(20.0)
+    assert throttle.state()["breaker_remaining_s"] == pytest.approx(20.0)
+
+
+def open_breaker(throttle: Throttle, clock: FakeClock) -> None:
+    for _ in range(throttle.failure_threshold):
+        throttle.report(Outcome.FAILURE)
+    clock.advance(throttle.cooldown_s)
+    assert throttle.state()["breaker"] == "half_open"
+
+
+def concurrent_acquires(make: Callable[[], Throttle], callers: int) -> list[float]:
+    """``callers`` threads, each with its own Throttle (as separate workers), released at once."""
+    throttles = [make() for _ in range(callers)]
+    start = threading.Barrier(callers)
+
+    def call(throttle: Throttle) -> float:
+        start.wait()
+        return throttle.acquire()
+
+    with ThreadPoolExecutor(callers) as pool:
+        return list(pool.map(call, throttles))
+
+
+def test_half_open_admits_exactly_one_probe(client: redis.Redis, clock: FakeClock) -> None:
+    def make() -> Throttle:
+        return Throttle(client, "submit", rate_per_s=1000.0, burst=50, clock=clock)
+
+    open_breaker(make(), clock)
+    waits = concurrent_acquires(make, 16)
+    assert waits.count(0.0) == 1
+    assert all(0 < wait <= PROBE_POLL_S for wait in waits if wait)
+
+
+def test_probe_ok_closes_the_breaker(client: redis.Redis, clock: FakeClock) -> None:
+    probe = Throttle(client, "submit", rate_per_s=1000.0, burst=50, clock=clock)
+    other = Throttle(client, "submit", rate_per_s=1000.0, burst=50, clock=clock)
+    open_breaker(probe, clock)
+    assert probe.try_acquire().reason == "probe"
+    assert other.try_acquire().reason == "probe_pending"
+    probe.report(Outcome.OK)
+    assert probe.state()["breaker"] == "closed"
+    assert [other.acquire() for _ in range(5)] == [0.0] * 5
+
+
+def test_probe_failure_reopens_the_breaker(client: redis.Redis, clock: FakeClock) -> None:
+    probe = Throttle(client, "submit", rate_per_s=1000.0, burst=50, cooldown_s=30.0, clock=clock)
+    open_breaker(probe, clock)
+    assert probe.acquire() == 0.0
+    probe.report(Outcome.FAILURE)  # one failure is enough when half-open
+    assert probe.state()["breaker"] == "open"
+    assert probe.acquire() == pytest.approx(30.0)
+    clock.advance(30.0)
+    assert probe.acquire() == 0.0  # the next probe
+
+
+def test_a_silent_probe_is_replaced_after_its_lease(client: redis.Redis, clock: FakeClock) -> None:
+    probe = Throttle(client, "submit", rate_per_s=1000.0, burst=50, cooldown_s=30.0, clock=clock)
+    open_breaker(probe, clock)
+    assert probe.acquire() == 0.0  # ...and its worker dies without reporting
+    clock.advance(29.0)
+    assert probe.acquire() == pytest.approx(PROBE_POLL_S)
+    clock.advance(1.0)
+    assert probe.try_acquire().reason == "probe"
+
+
+def test_production_uses_the_server_clock(client: redis.Redis) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=1.0)
+    grant = throttle.try_acquire()
+    assert grant.granted
+    assert grant.at_s == pytest.approx(time.time(), abs=5)
+    assert 0.9 < throttle.acquire() <= 1.0
+
+
+ops = st.one_of(
+    st.tuples(st.just("acquire"), st.just(0.0)),
+    st.tuples(st.just("ok"), st.just(0.0)),
+    st.tuples(st.just("failure"), st.just(0.0)),
+    st.tuples(st.just("rate_limited"), st.floats(allow_nan=True, allow_infinity=True)),
+    st.tuples(st.just("advance"), st.floats(min_value=0.0, max_value=1e5)),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rate=st.floats(min_value=1e-6, max_value=1e6),
+    burst=st.integers(min_value=1, max_value=1000),
+    threshold=st.integers(min_value=1, max_value=10),
+    cooldown=st.floats(min_value=1e-6, max_value=1e6),
+    # Fake times stay before 2001, so a backoff written here is in the past for any
+    # real-clock worker sharing the database.
+    start=st.floats(min_value=0.0, max_value=1e9),
+    steps=st.lists(ops, max_size=40),
+)
+def test_any_sequence_never_raises_nor_waits_negatively(
+    client: redis.Redis,
+    rate: float,
+    burst: int,
+    threshold: int,
+    cooldown: float,
+    start: float,
+    steps: list[tuple[str, float]],
+) -> None:
+    client.delete(keys.limiter("h"), keys.PROVIDER_BACKOFF)  # not flushdb: others share it
+    clock = FakeClock(start)
+    throttle = Throttle(
+        client,
+        "h",
+        rate,
+        burst,
+        failure_threshold=threshold,
+        cooldown_s=cooldown,
+        clock=clock,
+    )
+    for op, value in steps:
+        if op == "acquire":
+            wait = throttle.acquire()
+            assert wait >= 0.0 and math.isfinite(wait)
+        elif op == "advance":
+            clock.advance(value)
+        else:
+            throttle.report(Outcome(op), retry_after_s=value)
+    state = throttle.state()
+    assert 0 < state["effective_rate_per_s"] <= rate
+    assert state["breaker_remaining_s"] >= 0 and state["backoff_remaining_s"] >= 0
+
+
+# -- real clock, real Redis: the budget holds across threads and processes ------------
+
+
+def assert_windows(grants: list[float], *, rate_per_s: float, burst: int) -> None:
+    """No closed window of one second holds more than ``rate + burst`` grants; the busiest
+    window starts at a grant, so checking those windows checks them all."""
+    grants = sorted(grants)
+    limit = rate_per_s * 1.0 + burst
+    for i, first in enumerate(grants):
+        in_window = sum(1 for later in grants[i:] if later - first <= 1.0)
+        assert in_window <= limit, f"{in_window} grants in the second from {first}"
+
+
+def hammer(throttle: Throttle, until_s: float) -> list[float]:
+    """Acquire as fast as allowed until the server clock reads ``until_s``; the grant times."""
+    grants: list[float] = []
+    while True:
+        grant = throttle.try_acquire()
+        if grant.at_s >= until_s:
+            return grants
+        if grant.granted:
+            grants.append(grant.at_s)
+        else:
+            time.sleep(min(grant.wait_s, 0.005))
+
+
+def options_of(client: redis.Redis) -> dict[str, Any]:
+    kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+    return {name: kwargs[name] for name in ("host", "port", "db", "password") if name in kwargs}
+
+
+def measuring(client: redis.Redis) -> Callable[[], None]:
+    """Marks the database; the returned check skips the test when the mark is gone, as
+    another test run sharing the database flushed it mid-measurement (state reset)."""
+    client.set("seedq:test:throttle-sentinel", "1")
+
+    def check() -> None:
+        if not client.exists("seedq:test:throttle-sentinel"):
+            pytest.skip("the database was flushed by a concurrent test run: measurement void")
+
+    return check
+
+
+def server_now(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1e6
+
+
+def test_threads_never_exceed_the_rate_in_any_window(real_redis: redis.Redis) -> None:
+    def make() -> Throttle:  # one client each: as many connections as workers would hold
+        return Throttle(redis.Redis(**options_of(real_redis)), "submit", 10.0, burst=3)
+
+    still_valid = measuring(real_redis)
+    until_s = server_now(real_redis) + 1.5
+    with ThreadPoolExecutor(8) as pool:
+        per_thread = list(pool.map(lambda t: hammer(t, until_s), [make() for _ in range(8)]))
+    still_valid()
+    grants = [at for thread in per_thread for at in thread]
+    assert_windows(grants, rate_per_s=10.0, burst=3)
+    assert 10 <= len(grants) <= 3 + 15 + 1
+
+
+_CHILD = """
+import json, sys, time
+import redis
+from worker.throttle import Throttle
+options, start_s, until_s = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+client = redis.Redis(**options)
+while float(client.time()[0]) + client.time()[1] / 1e6 < start_s:
+    time.sleep(0.005)
+throttle = Throttle(client, "submit", 10.0, burst=3)
+grants = []
+while True:
+    grant = throttle.try_acquire()
+    if grant.at_s >= until_s:
+        break
+    if grant.granted:
+        grants.append(grant.at_s)
+    else:
+        time.sleep(min(grant.wait_s, 0.005))
+print(json.dumps(grants))
+"""
+
+
+def test_processes_never_exceed_the_rate_in_any_window(real_redis: redis.Redis) -> None:
+    # Fresh interpreters (as spawn makes) running a script: the tests are no importable
+    # package, so a multiprocessing target defined here could not be found by a child.
+    still_valid = measuring(real_redis)
+    start_s = server_now(real_redis) + 1.0  # time for the three to import and meet
+    args = [json.dumps(options_of(real_redis)), repr(start_s), repr(start_s + 1.5)]
+    children = [
+        subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [child.communicate(timeout=15)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0]
+    still_valid()
+    per_child = [json.loads(out) for out in outputs]
+    assert all(per_child), "every process got some grants"
+    grants = [at for child in per_child for at in child]
+    assert_windows(grants, rate_per_s=10.0, burst=3)
+    assert 10 <= len(grants) <= 3 + 15 + 1
