@@ -62,3 +62,12 @@ def limiter(name: str) -> str:
 
 
 PROVIDER_BACKOFF = PREFIX + "provider:backoff_until"  # string, server seconds; PX = the wait
+SEQUENCE = PREFIX + "seq"  # counter: registration order, for FIFO among equal priorities
+
+
+def run_budget(run_id: str) -> str:
+    """Hash: a run's spending cap and what is reserved and spent against it. No TTL."""
+    return f"{PREFIX}run:{run_id}:budget"
+
+
+LAST_SWEEP = PREFIX + "tick:last_sweep"  # string: server seconds of the last provider sweep
