@@ -44,7 +44,7 @@ def embedded_stack(
     from worker.inputs import LoopbackInputPublisher
     from worker.provider.client import OxenClient
     from worker.retry import RetryPolicy
-    from worker.runtime import Runtime, install_runtime
+    from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throttle
     from worker.storage import make_storage
     from worker.ticker import run_ticker
 
@@ -68,6 +68,8 @@ def embedded_stack(
             publisher=publisher,
             policy=RetryPolicy.from_settings(local),
             admission=admission_for(store.redis, local),
+            submit_throttle=submit_throttle(store, local),
+            poll_throttle=poll_throttle(store, local),
         )
         install_runtime(runtime)
         app = make_celery(local)

@@ -22,6 +22,7 @@ from worker.inputs import InputPublisher
 from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
 from worker.storage.base import Storage
+from worker.throttle import Throttle
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Runtime:
     publisher: InputPublisher
     policy: RetryPolicy
     admission: Admission
+    submit_throttle: Throttle
+    poll_throttle: Throttle
     catalog: ModelCatalog = field(default_factory=ModelCatalog)
     clock: Any = time.time  # injectable so tests control time
 
@@ -53,7 +56,19 @@ def build_runtime(settings: Settings) -> Runtime:
         publisher=make_publisher(settings),
         policy=RetryPolicy.from_settings(settings),
         admission=admission_for(store.redis, settings),
+        submit_throttle=submit_throttle(store, settings),
+        poll_throttle=poll_throttle(store, settings),
     )
+
+
+def submit_throttle(store: JobStore, settings: Settings) -> Throttle:
+    """The global budget of enqueue calls."""
+    return Throttle.from_spec(store.redis, "submit", settings.submit_rate)
+
+
+def poll_throttle(store: JobStore, settings: Settings) -> Throttle:
+    """The global budget of status and list calls."""
+    return Throttle.from_spec(store.redis, "poll", settings.poll_rate)
 
 
 _lock = threading.Lock()

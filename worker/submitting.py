@@ -17,6 +17,7 @@ from worker.provider.models import Generation
 from worker.reconcile import Reconciled, Verdict, reconcile
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
+from worker.throttle import reported, wait_turn
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         # Paused or cancelled: give the slot back; the job waits for a resume.
         rt.admission.requeue(run_id, job_id, int(job.spec.get("priority", 0)))
         return DONE
+    wait = wait_turn(rt.submit_throttle)
+    if wait > 0:
+        return Next(TASK_SUBMIT, wait)  # the global enqueue budget is spent for now
     sent = publish_inputs(job.params, rt.publisher)
     moved = rt.store.move(
         job_id,
@@ -72,7 +76,7 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
 def _enqueue(rt: Runtime, job: Job, sent: dict[str, object]) -> Next:
     rt.store.count_calls(job.id, 1)
     try:
-        created = rt.provider.enqueue(job.model, sent)
+        created = reported(rt.submit_throttle, lambda: rt.provider.enqueue(job.model, sent))
     except (pe.EnqueueOutcomeUnknown, pe.ServerError) as exc:
         if not (isinstance(exc, pe.ServerError) and exc.status_code in SETTLED_STATUSES):
             # The answer was lost, or a gateway (502, 504) answered for an origin that
@@ -145,6 +149,9 @@ def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -
 
     ``resend``: when it proves absent, queue the submit again (the caller may prefer to
     retry with backoff instead)."""
+    wait = wait_turn(rt.poll_throttle)
+    if wait > 0:
+        return Next(TASK_SUBMIT, wait)
     candidates = list_candidates(rt, job)
     taken = {
         g.generation_id

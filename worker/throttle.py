@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -328,3 +329,30 @@ class Throttle:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+T = TypeVar("T")
+SHORT_WAIT_S = 0.25  # waits this short are slept through rather than re-queued
+
+
+def wait_turn(throttle: Throttle) -> float:
+    """Take a turn now (sleeping through a very short wait): 0.0 when taken, else the
+    seconds to come back after (nothing taken; the caller re-queues itself)."""
+    wait = throttle.acquire()
+    if 0 < wait <= SHORT_WAIT_S:
+        time.sleep(wait)
+        wait = throttle.acquire()
+    return wait
+
+
+def reported(throttle: Throttle, call: Callable[[], T]) -> T:
+    """Make one provider call and report how it went to the throttle."""
+    try:
+        result = call()
+    except BaseException as exc:
+        outcome = outcome_for(exc)
+        if outcome is not None:
+            throttle.report(outcome, retry_after_s=getattr(exc, "retry_after_s", None))
+        raise
+    throttle.report(Outcome.OK)
+    return result

@@ -22,6 +22,7 @@ from celery import bootsteps
 from seedq import contract, keys
 from seedq.contract import JobState
 from worker.runtime import Runtime, get_runtime
+from worker.throttle import reported
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,10 @@ def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
 def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
     """One list call for every generation in flight (see the module docstring)."""
     jobs = [j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] == JobState.SUBMITTED]
-    if not jobs:
+    if not jobs or rt.poll_throttle.acquire() > 0:
         return
-    active = {g.generation_id for g in rt.provider.list().generations}
+    listed = reported(rt.poll_throttle, rt.provider.list)
+    active = {g.generation_id for g in listed.generations}
     report.swept = True
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
     rt.admission.renew(running)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 
-from seedq.contract import TASK_DELIVER, JobState
+from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
 from worker.errors import RunPaused
 from worker.provider.classify import classify_generation_failure
 from worker.provider.errors import InsufficientCredits
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.submitting import load
+from worker.throttle import reported, wait_turn
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,12 @@ def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     job = load(rt, run_id, job_id)
     if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
         return DONE  # delivered by the events listener already, or not ours any more
+    wait = wait_turn(rt.poll_throttle)
+    if wait > 0:
+        return Next(TASK_TRACK, wait)
     rt.store.count_calls(job_id, 1)
-    gen = rt.provider.get(job.generation_id)
+    generation_id = job.generation_id
+    gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id))
     return complete(rt, job, gen.status, result_url=gen.result_url, error=gen.error_message)
 
 
