@@ -33,6 +33,10 @@ def handle_event(rt: Runtime, app: Any, event: CompletionEvent) -> str | None:
         return job_id
     if follow.task == contract.TASK_DELIVER:
         app.send_task(contract.TASK_DELIVER, kwargs={"run_id": job.run_id, "job_id": job_id})
+    for admitted in rt.admission.admit():  # the slot it freed goes to a waiting job now
+        app.send_task(
+            contract.TASK_SUBMIT, kwargs={"run_id": admitted.run_id, "job_id": admitted.job_id}
+        )
     return job_id
 
 

@@ -30,6 +30,8 @@ from worker.tracking import track_job
 log = logging.getLogger(__name__)
 Step = Callable[[Runtime, str, str], Next]
 NOT_TERMINAL = [s for s in JobState if s not in TERMINAL_STATES]
+# Steps after which a job may have left the provider (its slot freed).
+REFILLING_STEPS = frozenset({"submit", "track"})
 
 
 def send(task: Task, name: str, run_id: str, job_id: str, countdown_s: float = 0.0) -> None:
@@ -46,6 +48,22 @@ def fail_job(rt: Runtime, run_id: str, job_id: str, step: str, reason: str) -> N
 
 def run_step(task: Task, step_name: str, step: Step, run_id: str, job_id: str) -> None:
     rt = get_runtime()
+    try:
+        _run_step(task, rt, step_name, step, run_id, job_id)
+    finally:
+        if step_name in REFILLING_STEPS:
+            refill(task, rt)
+
+
+def refill(task: Task, rt: Runtime) -> None:
+    """Give freed slots to waiting jobs now rather than at the next tick."""
+    for admitted in rt.admission.admit():
+        send(task, contract.TASK_SUBMIT, admitted.run_id, admitted.job_id)
+
+
+def _run_step(
+    task: Task, rt: Runtime, step_name: str, step: Step, run_id: str, job_id: str
+) -> None:
     try:
         follow = step(rt, run_id, job_id)
     except (TransientProviderError, TransientError) as exc:

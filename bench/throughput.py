@@ -1,0 +1,337 @@
+"""Throughput of the pipeline against the simulator, beside a naive baseline, in one run.
+
+    python bench/throughput.py [--jobs 2000] [--cap 100] [--latency 2] [--rate 50]
+
+N jobs, provider latency L (the simulator in --fast mode), in-flight cap C and submit
+rate R. Prints JSON: for seedq and for the naive baseline (bench/naive.py: one task per
+job that enqueues and polls in place with sleep, Celery's per-worker rate_limit), on
+the same worker processes and threads: the makespan, the lower bound
+max(N/R, ceil(N/C) * L) and their ratio, provider calls per job, worker CPU seconds per
+job and the peak of messages in the broker. Needs a Redis on 127.0.0.1:6379 (uses
+database 12, flushed before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path.insert(0, str(REPO))
+
+from producer.catalog import ModelCatalog  # noqa: E402
+from producer.manifest import ReadOptions  # noqa: E402
+from producer.submit import celery_sender, validate_and_submit  # noqa: E402
+from seedq.admission import admission_for  # noqa: E402
+from seedq.queueing import make_celery  # noqa: E402
+from seedq.settings import Settings  # noqa: E402
+from seedq.store import JobStore  # noqa: E402
+from simulator.config import SimConfig  # noqa: E402
+from simulator.server import running_simulator  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+MODEL = "bytedance-seedance-2-0-image-to-video"
+KEY = "bench-key"
+QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
+
+
+def child_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class PeakSampler:
+    """Samples the number of messages held by the broker (ready + unacked)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client, self.peak, self._stop = client, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            with self.client.pipeline(transaction=False) as pipe:
+                for q in QUEUES:
+                    pipe.llen(q)
+                pipe.hlen("unacked")
+                self.peak = max(self.peak, sum(int(v) for v in pipe.execute()))
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_workers(
+    app_module: str, env: dict[str, str], n: int, threads: int, log: Path
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(n):
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app_module,
+                    "worker",
+                    "-P",
+                    "threads",
+                    "-c",
+                    str(threads),
+                    "-n",
+                    f"bench{i}-{app_module}@%h",
+                    "-l",
+                    "WARNING",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def wait_ready(app: Any, n: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(app.control.ping(timeout=0.5) or []) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit("workers did not start; see the bench log")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit("the run did not finish in time")
+        time.sleep(0.05)
+
+
+def api_calls(stats: dict[str, Any]) -> int:
+    return sum(n for name, n in stats["requests"].items() if " /api/" in name)
+
+
+def write_manifest(path: Path, jobs: int) -> None:
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "prompt", "input_image", "resolution", "duration"])
+        for i in range(jobs):
+            out.writerow([f"b-{i}", f"clip {i}", "http://127.0.0.1:9/p.png", "480p", 4])
+
+
+def run_seedq(
+    args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SEEDQ_BROKER_URL": REDIS_URL,
+        "SEEDQ_REDIS_URL": REDIS_URL,
+        "SEEDQ_PROVIDER_URL": sim.url,
+        "OXEN_API_KEY": KEY,
+        "SEEDQ_OUTPUT": str(folder / "out"),
+        "SEEDQ_SUBMIT_RATE": f"{args.rate}/s",
+        "SEEDQ_POLL_RATE": "200/s",
+        "SEEDQ_MAX_IN_FLIGHT": str(args.cap),
+        "SEEDQ_POLL_INTERVAL_S": str(args.poll),
+        "SEEDQ_ALLOW_PRIVATE_URLS": "true",
+    }
+    settings = Settings(broker_url=REDIS_URL, redis_url=REDIS_URL, max_in_flight=args.cap)
+    app = make_celery(settings)
+    cpu0 = child_cpu_s()
+    procs = start_workers("worker", env, args.workers, args.threads, folder / "seedq.log")
+    # The completion-events listener, as deployed beside the workers.
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "seedq.cli", "events"],
+            env=env,
+            cwd=REPO,
+            stdout=(folder / "events.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+    )
+    wait_ready(app, args.workers)
+    manifest = folder / "jobs.csv"
+    write_manifest(manifest, args.jobs)
+    store = JobStore(client)
+    opts = ReadOptions(default_model=MODEL, allow_private_urls=True)
+    with PeakSampler(client) as peak:
+        started = time.monotonic()
+        _, done = validate_and_submit(
+            [manifest],
+            opts,
+            ModelCatalog(),
+            store,
+            celery_sender(app),
+            admission=admission_for(client, settings),
+            name="bench",
+        )
+
+        def finished() -> bool:
+            info = store.run(done.run_id)
+            return (
+                info is not None
+                and sum(info.counts.get(s, 0) for s in ("delivered", "failed")) >= args.jobs
+            )
+
+        wait_until(finished, args.timeout)
+        makespan = time.monotonic() - started
+    info = store.run(done.run_id)
+    stop(procs)
+    app.close()
+    return figures(
+        args,
+        makespan,
+        child_cpu_s() - cpu0,
+        api_calls(sim.stats()),
+        peak.peak,
+        delivered=info.counts.get("delivered", 0) if info else 0,
+    )
+
+
+def run_baseline(
+    args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "NAIVE_BROKER_URL": REDIS_URL,
+        "NAIVE_REDIS_URL": REDIS_URL,
+        "NAIVE_PROVIDER_URL": sim.url,
+        "NAIVE_API_KEY": KEY,
+        "NAIVE_RATE": f"{args.rate}/s",
+        "NAIVE_POLL_S": str(args.poll),
+    }
+    os.environ["NAIVE_BROKER_URL"] = REDIS_URL
+    from bench.naive import DONE_KEY, app, generate
+
+    app.conf.broker_url = REDIS_URL
+    cpu0 = child_cpu_s()
+    procs = start_workers("bench.naive", env, args.workers, args.threads, folder / "naive.log")
+    wait_ready(app, args.workers)
+    params = {
+        "prompt": "clip",
+        "input_image": "http://127.0.0.1:9/p.png",
+        "resolution": "480p",
+        "duration": 4,
+    }
+    with PeakSampler(client) as peak:
+        started = time.monotonic()
+        for i in range(args.jobs):
+            generate.delay(MODEL, {**params, "prompt": f"clip {i}"})
+        wait_until(lambda: int(client.get(DONE_KEY) or 0) >= args.jobs, args.timeout)
+        makespan = time.monotonic() - started
+    stop(procs)
+    return figures(
+        args, makespan, child_cpu_s() - cpu0, api_calls(sim.stats()), peak.peak, delivered=args.jobs
+    )
+
+
+def figures(
+    args: argparse.Namespace,
+    makespan: float,
+    cpu_s: float,
+    calls: int,
+    peak: int,
+    *,
+    delivered: int,
+) -> dict[str, Any]:
+    bound = max(args.jobs / args.rate, math.ceil(args.jobs / args.cap) * args.latency)
+    return {
+        "makespan_s": round(makespan, 2),
+        "lower_bound_s": round(bound, 2),
+        "ratio_to_bound": round(makespan / bound, 3),
+        "jobs_per_s": round(args.jobs / makespan, 2),
+        "provider_calls_per_job": round(calls / args.jobs, 2),
+        "worker_cpu_s_per_job": round(cpu_s / args.jobs, 4),
+        "peak_broker_messages": peak,
+        "delivered": delivered,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--cap", type=int, default=100)
+    parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--poll", type=float, default=0.5, help="poll interval, both sides")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        print(json.dumps({"error": f"no Redis at {REDIS_URL}"}))
+        return 1
+    config = SimConfig(
+        fast=True,
+        latency_s=(args.latency, args.latency),
+        max_concurrency=args.cap * 10,
+        keepalive_s=5.0,
+        seed=1,
+    )
+    report: dict[str, Any] = {
+        "jobs": args.jobs,
+        "cap": args.cap,
+        "latency_s": args.latency,
+        "submit_rate_per_s": args.rate,
+        "workers": args.workers,
+        "threads_per_worker": args.threads,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, runner in (("seedq", run_seedq), ("naive_baseline", run_baseline)):
+            if name == "naive_baseline" and args.skip_baseline:
+                continue
+            client.flushdb()
+            with running_simulator(config) as sim:
+                report[name] = runner(args, sim, client, folder)
+                report[name]["simulator_max_concurrent"] = sim.stats()["max_concurrent"]
+        client.flushdb()
+    if "naive_baseline" in report:
+        report["throughput_vs_baseline"] = round(
+            report["naive_baseline"]["makespan_s"] / report["seedq"]["makespan_s"], 2
+        )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
