@@ -169,6 +169,7 @@ class RunInfo:
     total: int
     counts: dict[str, int]
     meta: dict[str, Any]
+    reason: str = ""  # why the run is paused, for the operator
 
 
 def _s(value: Any) -> str:
@@ -361,6 +362,7 @@ class JobStore:
             total=int(self.redis.llen(keys.run_jobs(run_id))),
             counts=counts,
             meta=json.loads(data.get("meta", "{}")),
+            reason=data.get("reason", ""),
         )
 
     def runs(self, limit: int = 50) -> list[RunInfo]:

@@ -69,9 +69,7 @@ def runs_table(runs: list[RunInfo]) -> Table:
     for col in ("run", "name", "status", "done", "jobs", "states"):
         table.add_column(col)
     for info in runs:
-        status = info.status + (
-            " (" + info.meta.get("reason", "") + ")" if info.status == "paused" else ""
-        )
+        status = f"{info.status} ({info.reason})" if info.reason else info.status
         table.add_row(
             info.id, info.name, status, str(finished(info)), str(info.total), breakdown(info)
         )
