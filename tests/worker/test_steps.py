@@ -6,6 +6,11 @@ simulator's counters and what was stored.
 Nothing here sleeps longer than a generation takes (the simulator's latency is 50-100
 ms); waiting for the grace time of a lost enqueue is done by moving the runtime's
 clock, never by sleeping.
+
+A submit that adopts a generation ends its chain: from there the tick's sweep
+(worker.ticker) watches every job in flight with one list call and sends a track task
+for a generation that left the active list. ``Pipeline.follow`` plays that part with a
+track task every poll interval while the job is submitted.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from producer.catalog import ModelCatalog
 from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.submit import validate_and_submit
-from seedq import contract
+from seedq import contract, keys
+from seedq.admission import admission_for
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, TASK_TRACK, JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
@@ -42,7 +48,7 @@ from worker.provider import errors as pe
 from worker.provider.client import OxenClient
 from worker.provider.models import CompletionEvent
 from worker.retry import RetryPolicy
-from worker.runtime import Runtime, install_runtime
+from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throttle
 from worker.steps import DONE, Next
 from worker.storage.base import StoredObject, sha256_file
 from worker.storage.local import LocalStorage
@@ -54,6 +60,7 @@ from worker.verify import verify_video
 API_KEY = "sk-steps-test-very-secret-key-0123456789"
 LATENCY_S = (0.05, 0.1)
 POLL_S = 0.05  # the settings' poll interval, and the longest sleep of these tests
+RATE = "1000/s"  # submit and poll budgets no test waits for
 DRIVE_LIMIT_S = 15.0  # a generation takes ~0.1 s; this bound only stops a broken loop
 HTTP_TIMEOUT_S = 5.0
 ROW = {"prompt": "a red mug turns slowly", "duration": "4", "resolution": "480p"}
@@ -136,7 +143,7 @@ class Pipeline:
         manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
         opts = ReadOptions(default_model=DEFAULT_MODEL, allow_private_urls=True)
         _checked, done = validate_and_submit(
-            [manifest], opts, ModelCatalog(), self.rt.store, self.send
+            [manifest], opts, ModelCatalog(), self.rt.store, self.send, admission=self.rt.admission
         )
         return done.run_id
 
@@ -160,6 +167,7 @@ class Pipeline:
         for _ in self.rt.store.register(run_id, [(job_id, spec.fingerprint, spec.to_record())]):
             pass
         self.rt.store.set_run_status(run_id, "active")
+        assert [a.job_id for a in self.rt.admission.admit()] == [job_id]
         return run_id
 
     # -- reading ------------------------------------------------------------------------
@@ -180,19 +188,47 @@ class Pipeline:
         stats = self.stats()
         assert (stats["enqueued"], stats["duplicate_enqueues"]) == (enqueued, 0), stats
 
+    def retry_after_passed(self) -> None:
+        """Forget the provider backoff a 429 set, as if its Retry-After had elapsed."""
+        self.rt.store.redis.delete(keys.PROVIDER_BACKOFF)
+
+    def lease_until(self, job_id: str) -> float | None:
+        """When the job's in-flight lease expires (server seconds); None: holds no slot."""
+        score = self.rt.store.redis.zscore(keys.IN_FLIGHT, job_id)
+        return None if score is None else float(score)
+
+    def assert_adopted(self, follow: Next, job_id: str) -> dict[str, str]:
+        """A submit that adopted a generation: nothing follows (the sweep tracks it from
+        here), the job is submitted, and its lease was renewed since its admission."""
+        assert follow == DONE, follow
+        job = self.job(job_id)
+        assert job["state"] == JobState.SUBMITTED and job["generation_id"], job
+        lease = self.lease_until(job_id)
+        assert lease is not None, f"{job_id} holds no in-flight slot"
+        assert lease > float(job["admitted_at"]) + self.rt.admission.lease_s
+        return job
+
     # -- driving ------------------------------------------------------------------------
 
     def follow(self, run_id: str, job_id: str, first: Next, *, until: str | None = None) -> Next:
         """Run the chain of follow-ups from ``first`` as the queues would, until it ends
-        (or the next task is ``until``). Countdowns are capped at the poll interval."""
+        (or the next task is ``until``). While the chain has ended with the job
+        submitted, a track task every poll interval stands for the tick's sweep.
+        Countdowns are capped at the poll interval."""
         follow = first
         deadline = time.monotonic() + DRIVE_LIMIT_S
-        while follow.task is not None and follow.task != until:
+        while True:
+            task = follow.task
+            if task is None:
+                if self.state(job_id) is not JobState.SUBMITTED:
+                    return follow
+                task, follow = TASK_TRACK, Next(TASK_TRACK, POLL_S)  # the sweep
+            if task == until:
+                return follow
             assert time.monotonic() < deadline, f"{job_id} did not settle: {self.job(job_id)}"
             if follow.countdown_s:
                 time.sleep(min(follow.countdown_s, POLL_S))
-            follow = STEPS[follow.task](self.rt, run_id, job_id)
-        return follow
+            follow = STEPS[task](self.rt, run_id, job_id)
 
     def until_generated(self, run_id: str, job_id: str) -> Next:
         """Submit (if needed) and poll until the next task would be delivery."""
@@ -226,17 +262,23 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
             http_timeout_s=HTTP_TIMEOUT_S,
             poll_interval_s=POLL_S,
             output=str(tmp_path / "out"),
+            submit_rate=RATE,
+            poll_rate=RATE,
         )
         storage = RecordingStorage(tmp_path / "out")
         clock = Clock()
         provider = OxenClient(sim.url, API_KEY, timeout_s=HTTP_TIMEOUT_S)
+        store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
         rt = Runtime(
             settings=settings,
-            store=JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer())),
+            store=store,
             provider=provider,
             storage=storage,
             publisher=publisher,
             policy=RetryPolicy(base_s=0.0, jitter=0.0),
+            admission=admission_for(store.redis, settings),
+            submit_throttle=submit_throttle(store, settings),
+            poll_throttle=poll_throttle(store, settings),
             clock=clock,
         )
         try:
@@ -281,14 +323,13 @@ def test_happy_path_delivers_video_and_sidecar_once(pipeline: Pipeline) -> None:
     assert p.state("clip-1") is JobState.REGISTERED
 
     follow = submit_job(p.rt, run_id, "clip-1")
-    assert follow == Next(TASK_TRACK, POLL_S)
-    job = p.job("clip-1")
-    assert job["state"] == JobState.SUBMITTED and job["generation_id"]
+    job = p.assert_adopted(follow, "clip-1")
     assert job["reconciled"] == "0" and job["provider_calls"] == "1"
     assert p.rt.store.job_for_generation(job["generation_id"]) == "clip-1"
 
     assert p.follow(run_id, "clip-1", follow, until=TASK_DELIVER) == Next(TASK_DELIVER)
     assert p.state("clip-1") is JobState.GENERATED
+    assert p.lease_until("clip-1") is None  # the generation left the provider: slot freed
     assert deliver_job(p.rt, run_id, "clip-1") is DONE
 
     job = p.job("clip-1")
@@ -333,8 +374,7 @@ def test_duplicate_submit_message_enqueues_once(pipeline: Pipeline) -> None:
     p = pipeline
     run_id = p.one_job()
     first = submit_job(p.rt, run_id, "clip-1")
-    generation = p.job("clip-1")["generation_id"]
-    assert first.task == TASK_TRACK
+    generation = p.assert_adopted(first, "clip-1")["generation_id"]
     assert submit_job(p.rt, run_id, "clip-1") is DONE
     assert p.job("clip-1")["generation_id"] == generation
     assert p.calls("clip-1") == 1
@@ -354,9 +394,8 @@ def test_crash_before_enqueue_is_absent_after_grace_and_sent_once(pipeline: Pipe
     assert p.state("clip-1") is JobState.REGISTERED
     p.assert_at_most_once(0)
 
-    assert p.follow(run_id, "clip-1", follow, until=TASK_TRACK).task == TASK_TRACK
-    job = p.job("clip-1")
-    assert job["state"] == JobState.SUBMITTED and job["reconciled"] == "0"
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")  # the resend
+    assert job["reconciled"] == "0"
     assert int(job["provider_calls"]) == 5 + 1  # one list per status, then the enqueue
     p.assert_at_most_once(1)
 
@@ -375,7 +414,7 @@ def test_crash_before_enqueue_waits_within_grace_then_resends(pipeline: Pipeline
     assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
     assert p.state("clip-1") is JobState.REGISTERED
     p.clock.offset_s = 0.0
-    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
     p.assert_at_most_once(1)
 
 
@@ -389,9 +428,7 @@ def test_crash_after_enqueue_adopts_the_generation(pipeline: Pipeline) -> None:
     [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)  # then the worker died
 
     follow = submit_job(p.rt, run_id, "clip-1")
-    job = p.job("clip-1")
-    assert follow.task == TASK_TRACK
-    assert job["state"] == JobState.SUBMITTED
+    job = p.assert_adopted(follow, "clip-1")
     assert job["generation_id"] == created.generation_id and job["reconciled"] == "1"
     assert p.rt.store.job_for_generation(created.generation_id) == "clip-1"
     assert int(job["provider_calls"]) == 5  # the lists of the reconcile, no enqueue
@@ -422,9 +459,8 @@ def test_generation_moving_on_during_the_lists_is_one_candidate(pipeline: Pipeli
         return real(**filters)
 
     p.rt.provider.list = list_while_it_starts  # type: ignore[method-assign]
-    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
-    job = p.job("clip-1")
-    assert job["state"] == JobState.SUBMITTED and job["reconciled"] == "1"
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert job["reconciled"] == "1"
     assert job["generation_id"] == created.generation_id
     p.assert_at_most_once(1)
 
@@ -446,9 +482,8 @@ def test_lost_enqueue_answer_is_reconciled_not_resent(pipeline: Pipeline) -> Non
     p.assert_at_most_once(1)
 
     follow = submit_job(p.rt, run_id, "clip-1")  # the recheck
-    job = p.job("clip-1")
-    assert follow.task == TASK_TRACK
-    assert job["state"] == JobState.SUBMITTED and job["reconciled"] == "1"
+    job = p.assert_adopted(follow, "clip-1")
+    assert job["reconciled"] == "1"
     assert int(job["provider_calls"]) == 1 + 5
     p.assert_at_most_once(1)
 
@@ -477,7 +512,7 @@ def test_twin_jobs_do_not_adopt_the_same_generation(pipeline: Pipeline) -> None:
     assert sent_a == sent_b
     [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent_a)  # one of the two arrived
 
-    assert submit_job(p.rt, run_id, "twin-a").task == TASK_TRACK
+    p.assert_adopted(submit_job(p.rt, run_id, "twin-a"), "twin-a")
     assert p.job("twin-a")["generation_id"] == created.generation_id
 
     # The other twin sees the generation taken; inside the grace time it waits.
@@ -490,17 +525,11 @@ def test_twin_jobs_do_not_adopt_the_same_generation(pipeline: Pipeline) -> None:
     p.clock.offset_s = grace_s(p.rt) + 1
     assert submit_job(p.rt, run_id, "twin-b") == Next(TASK_SUBMIT, 0.0)
     p.clock.offset_s = 0.0
-    assert submit_job(p.rt, run_id, "twin-b").task == TASK_TRACK
-    job_b = p.job("twin-b")
+    job_b = p.assert_adopted(submit_job(p.rt, run_id, "twin-b"), "twin-b")
     assert job_b["generation_id"] not in ("", created.generation_id)
     assert p.stats()["enqueued"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race: _adopt links the generation with a plain SET after the ownership "
-    "check; needs an atomic claim (SET NX) in worker/submitting.py (owner is reworking it)",
-)
 def test_twins_reconciling_at_once_claim_the_generation_once(pipeline: Pipeline) -> None:
     """Regression: two workers reconcile twin jobs at the same moment; both see the one
     generation unowned. Only the first claim may adopt it; the other looks again."""
@@ -524,7 +553,8 @@ def test_twins_reconciling_at_once_claim_the_generation_once(pipeline: Pipeline)
 
     p.rt.store.job_for_generation = owner_read_just_before_twin_a_adopts  # type: ignore[method-assign]
     follow_b = submit_job(p.rt, run_id, "twin-b")
-    assert raced and raced[0].task == TASK_TRACK
+    assert raced
+    p.assert_adopted(raced[0], "twin-a")
     assert p.job("twin-a")["generation_id"] == created.generation_id
     assert p.rt.store.job_for_generation(created.generation_id) == "twin-a"
     assert follow_b == Next(TASK_SUBMIT, RECHECK_S)
@@ -571,7 +601,7 @@ def test_server_error_on_enqueue_goes_back_to_registered(pipeline: Pipeline) -> 
     assert stats["faults"] == {"server_error": 1} and stats["generations"] == 0
     p.assert_at_most_once(0)
 
-    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK  # the retry
+    p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")  # the retry
     p.assert_at_most_once(1)
 
 
@@ -594,7 +624,7 @@ def test_server_error_with_list_down_stays_submitting(pipeline: Pipeline) -> Non
     assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
     assert p.state("clip-1") is JobState.REGISTERED
     p.assert_at_most_once(0)
-    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
+    p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
     p.assert_at_most_once(1)
 
 
@@ -756,8 +786,7 @@ def wait_for_status(p: Pipeline, generation_id: str, status: str) -> str | None:
 def test_completion_event_moves_to_generated_once(pipeline: Pipeline) -> None:
     p = pipeline
     run_id = p.one_job()
-    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
-    generation = p.job("clip-1")["generation_id"]
+    generation = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")["generation_id"]
     url = wait_for_status(p, generation, "succeeded")
     event = CompletionEvent(generation_id=generation, status="succeeded", url=url)
     app = FakeApp()
@@ -783,8 +812,7 @@ def test_completion_event_moves_to_generated_once(pipeline: Pipeline) -> None:
 def test_failed_completion_event_fails_the_job(pipeline: Pipeline) -> None:
     p = pipeline
     run_id = p.one_job()
-    assert submit_job(p.rt, run_id, "clip-1").task == TASK_TRACK
-    generation = p.job("clip-1")["generation_id"]
+    generation = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")["generation_id"]
     app = FakeApp()
     event = CompletionEvent(generation_id=generation, status="failed", error="Bad prompt")
     assert handle_event(p.rt, app, event) == "clip-1"
@@ -809,18 +837,21 @@ def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> Non
     assert job["state"] == JobState.REGISTERED
     assert job["submit_attempts"] == "1" and "submit_first_failure_at" in job
     assert "Too many requests" in job["last_error"]
+    # The Retry-After holds every worker's enqueues, not only this job's.
+    assert 2.0 < p.rt.submit_throttle.acquire() <= 3.0
 
+    p.retry_after_passed()  # the retry's countdown
     run_step(task, "submit", submit_job, run_id, "clip-1")
     assert p.job("clip-1")["submit_attempts"] == "2"
     assert [countdown for *_, countdown in task.app.sent] == [3.0, 3.0]
 
-    # Success resets the attempts and sends the follow-up.
+    # Success resets the attempts; nothing follows (the sweep tracks the generation).
     p.sim.configure(rate_limit_rate=0.0)
+    p.retry_after_passed()
     run_step(task, "submit", submit_job, run_id, "clip-1")
-    job = p.job("clip-1")
-    assert job["state"] == JobState.SUBMITTED
+    job = p.assert_adopted(DONE, "clip-1")
     assert "submit_attempts" not in job and "submit_first_failure_at" not in job
-    assert task.app.sent[-1] == (TASK_TRACK, message, POLL_S)
+    assert len(task.app.sent) == 2
     p.assert_at_most_once(1)
 
 
@@ -917,8 +948,10 @@ def test_task_success_runs_the_whole_chain(installed: Pipeline) -> None:
     run_step(task, "submit", submit_job, run_id, "clip-1")
     deadline = time.monotonic() + DRIVE_LIMIT_S
     steps = {TASK_SUBMIT: "submit", TASK_TRACK: "track", TASK_DELIVER: "deliver"}
-    while task.app.sent:
+    while task.app.sent or p.state("clip-1") is JobState.SUBMITTED:
         assert time.monotonic() < deadline
+        if not task.app.sent:  # the sweep's track task, once per poll interval
+            task.app.send_task(TASK_TRACK, {"run_id": run_id, "job_id": "clip-1"}, POLL_S)
         name, kwargs, countdown = task.app.sent.pop(0)
         time.sleep(min(countdown or 0.0, POLL_S))
         task = FakeTask(name, task.app)
