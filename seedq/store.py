@@ -69,6 +69,8 @@ if decision == 'new' or decision == 'pending' then
     redis.call('ZADD', owner_waiting, score, job_id)
     if owner == run_id then
       redis.call('ZADD', runs, 'GT', tonumber(run_prio), owner)
+      -- Kept for a requeue, which may bring the run back after admission dropped it.
+      redis.call('HSET', ARGV[10] .. owner, 'priority', run_prio)
     else
       redis.call('ZADD', runs, 'NX', tonumber(run_prio), owner)
     end
