@@ -212,7 +212,7 @@ def run_seedq(
     info = store.run(done.run_id)
     stop(procs)
     app.close()
-    return figures(
+    result = figures(
         args,
         makespan,
         child_cpu_s() - cpu0,
@@ -220,6 +220,24 @@ def run_seedq(
         peak.peak,
         delivered=info.counts.get("delivered", 0) if info else 0,
     )
+    result["mean_slot_hold_s"] = slot_hold(store, done.run_id)
+    return result
+
+
+def slot_hold(store: JobStore, run_id: str) -> dict[str, float]:
+    """Where a slot's time goes: admitted -> enqueued -> generated (L is the floor)."""
+    spans: dict[str, list[float]] = {"admitted_to_enqueued": [], "enqueued_to_generated": []}
+    for job_id in store.run_job_ids(run_id):
+        job = store.job(job_id)
+        try:
+            admitted, sent, generated = (
+                float(job[k]) for k in ("admitted_at", "submitted_at", "generated_at")
+            )
+        except (KeyError, ValueError):
+            continue
+        spans["admitted_to_enqueued"].append(sent - admitted)
+        spans["enqueued_to_generated"].append(generated - sent)
+    return {k: round(sum(v) / len(v), 3) for k, v in spans.items() if v}
 
 
 def run_baseline(

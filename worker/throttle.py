@@ -332,7 +332,7 @@ def _text(value: bytes | str) -> str:
 
 
 T = TypeVar("T")
-SHORT_WAIT_S = 0.25  # waits this short are slept through rather than re-queued
+SHORT_WAIT_S = 1.0  # waits this short are slept through (holding a thread) rather than re-queued
 
 
 def wait_turn(throttle: Throttle) -> float:
