@@ -42,6 +42,15 @@ def _register() -> None:
     app.command("status")(guarded(run.status_command))
     app.command("events")(guarded(run.events_command))
 
+    from seedq.commands import control, report
+
+    app.command("runs")(guarded(control.runs_command))
+    app.command("pause")(guarded(control.pause_command))
+    app.command("resume")(guarded(control.resume_command))
+    app.command("cancel")(guarded(control.cancel_command))
+    app.command("retry")(guarded(control.retry_command))
+    app.command("report")(guarded(report.report_command))
+
 
 def guarded(func: F) -> F:
     """Run a command so that the project's own errors never show as a traceback."""

@@ -51,6 +51,9 @@ def run_command(
     budget: float | None = typer.Option(
         None, min=0, help="Spending cap of the run, in the pricing's currency."
     ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Write the run's HTML report here at the end."
+    ),
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
@@ -92,6 +95,12 @@ def run_command(
         print_submitted(done)
         info = follow(store, done.run_id, out, timeout_s=timeout)
         summarize(store, info, settings)
+        if report is not None:
+            # Before the stack closes: an embedded run's state ends with this process.
+            from seedq.commands.report import write_report
+
+            write_report(store, settings, done.run_id, "html", report)
+            out.print(f"report written to {report}")
     all_delivered = info.counts.get("delivered", 0) == info.total
     raise typer.Exit(0 if all_delivered and not done.counts[Decision.ACTIVE] else 1)
 

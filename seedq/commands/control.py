@@ -1,0 +1,145 @@
+"""``seedq runs``, ``pause``, ``resume``, ``cancel`` and ``retry``: run control on a
+cluster. The logic is in :mod:`seedq.control`; these build its clients from the
+settings and print what happened."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from seedq.admission import admission_for
+from seedq.commands.progress import breakdown, finished
+from seedq.contract import QUEUE_DELIVER, QUEUE_SUBMIT, QUEUE_TRACK, TASK_DELIVER, TASK_TRACK
+from seedq.control import Outcome, Sender
+from seedq.errors import ConfigError
+from seedq.queueing import make_celery, redis_client
+from seedq.settings import Settings, load_settings
+from seedq.store import JobStore, RunInfo
+
+out = Console(highlight=False, soft_wrap=True)
+QUEUES = {TASK_DELIVER: QUEUE_DELIVER, TASK_TRACK: QUEUE_TRACK}
+
+
+def cluster_store(settings: Settings) -> JobStore:
+    if settings.redis_url is None:
+        raise ConfigError("SEEDQ_REDIS_URL is not set: only a cluster keeps runs to control")
+    return JobStore(redis_client(settings))
+
+
+def celery_task_sender(app: Any) -> Sender:
+    """Sends messages of any job task on one pooled broker connection."""
+
+    def send(task: str, messages: list[Any]) -> None:
+        with app.producer_or_acquire() as producer:
+            for msg in messages:
+                queue = QUEUES.get(task, QUEUE_SUBMIT)
+                app.send_task(task, kwargs=dict(msg), queue=queue, producer=producer)
+
+    return send
+
+
+def _sender(settings: Settings) -> Sender:
+    if settings.broker_url is None:
+        raise ConfigError("SEEDQ_BROKER_URL is not set: messages need the cluster's broker")
+    return celery_task_sender(make_celery(settings))
+
+
+def _print(title: str, done: Outcome) -> None:
+    out.print(f"[bold]{title}[/bold] {done.run_id}")
+    for what, count in done.counts.items():
+        out.print(f"  {count:>6}  {what}")
+    if done.provider_calls:
+        out.print(f"  {done.provider_calls:>6}  provider call(s)")
+    for line in done.listed:
+        out.print(f"  - {line}", markup=False)
+
+
+def progress_table(runs: list[RunInfo]) -> Table:
+    """The runs, each with a progress bar (finished of total) and its states."""
+    table = Table(title="Runs", title_justify="left")
+    for col in ("run", "name", "status", "progress", "done", "jobs", "states"):
+        table.add_column(col)
+    for info in runs:
+        status = f"{info.status} ({info.reason})" if info.reason else info.status
+        done = finished(info)
+        bar = ProgressBar(total=max(info.total, 1), completed=done, width=20)
+        table.add_row(info.id, info.name, status, bar, str(done), str(info.total), breakdown(info))
+    return table
+
+
+def runs_command(
+    limit: int = typer.Option(20, "--limit", min=1, help="How many of the latest runs."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the latest runs with their progress."""
+    store = cluster_store(load_settings())
+    found = store.runs(limit=limit)
+    if as_json:
+        rows = [r.__dict__ | {"finished": finished(r)} for r in found]
+        out.print_json(json.dumps(rows))
+    else:
+        out.print(progress_table(found))
+
+
+def pause_command(run_id: str = typer.Argument(..., help="The run to pause.")) -> None:
+    """Stop submitting a run's jobs; generations already started finish and deliver."""
+    from seedq.control import pause
+
+    _print("paused", pause(cluster_store(load_settings()), run_id))
+
+
+def resume_command(run_id: str = typer.Argument(..., help="The run to resume.")) -> None:
+    """Resume a paused run: its waiting jobs are admitted again."""
+    from seedq.control import resume
+
+    settings = load_settings()
+    store = cluster_store(settings)
+    done = resume(store, admission_for(store.redis, settings), _sender(settings), run_id)
+    _print("resumed", done)
+
+
+def cancel_command(run_id: str = typer.Argument(..., help="The run to cancel.")) -> None:
+    """Cancel a run: waiting jobs never start, generations in flight are cancelled at the
+    provider; generated ones are paid for already and still deliver."""
+    from seedq.control import cancel
+    from worker.provider.client import OxenClient
+
+    settings = load_settings()
+    store = cluster_store(settings)
+    with OxenClient.from_settings(settings) as provider:
+        done = cancel(store, provider, run_id)
+    _print("cancelled", done)
+
+
+def retry_command(
+    run_id: str = typer.Argument(..., help="The run whose failed jobs to re-drive."),
+    failed: bool = typer.Option(True, "--failed", help="Failed jobs (the only kind retried)."),
+    include_ambiguous: bool = typer.Option(
+        False,
+        "--include-ambiguous",
+        help="Also jobs that need an operator (several generations matched): may pay twice.",
+    ),
+) -> None:
+    """Re-drive a run's failed jobs: failed deliveries deliver again (never paid twice),
+    jobs that never generated get a fresh attempt. Delivered jobs are never touched."""
+    from seedq.control import retry
+    from worker.provider.client import OxenClient
+
+    settings = load_settings()
+    store = cluster_store(settings)
+    admission = admission_for(store.redis, settings)
+    with OxenClient.from_settings(settings) as provider:
+        done = retry(
+            store,
+            admission,
+            provider,
+            _sender(settings),
+            run_id,
+            include_ambiguous=include_ambiguous,
+        )
+    _print("retried", done)

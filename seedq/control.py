@@ -1,0 +1,283 @@
+"""Run control: pause, resume, cancel and retry a run, each safe to repeat.
+
+Plain functions taking their clients (job store, admission, provider, task sender) as
+arguments; ``seedq.commands.control`` builds them from the settings. Every job moves
+by compare-and-set (``JobStore.move`` with an explicit ``expect``), so a worker racing
+an operator's command either wins (the command leaves that job alone) or loses (the
+worker's own move is refused and it stops): no job is paid for twice or lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from seedq import contract, keys
+from seedq.admission import Admission
+from seedq.contract import JobState
+from seedq.errors import SeedqError
+from seedq.store import JobStore, RunInfo
+
+OPERATOR_PAUSE = "paused by an operator"
+ADMITTABLE = frozenset({"active", "registering"})
+AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED)
+STEPS = ("submit", "track", "deliver")
+READ_BATCH = 500
+# Generation statuses that prove a generation produced nothing (a fresh attempt is safe).
+NOTHING_MADE = frozenset({"failed", "cancelled"})
+
+
+class ControlError(SeedqError):
+    """The run cannot take this command (unknown, or cancelled)."""
+
+
+class Sender(Protocol):
+    """Sends job messages of one task (``contract.TASK_*``)."""
+
+    def __call__(self, task: str, messages: list[contract.JobMessage]) -> None: ...
+
+
+class Provider(Protocol):
+    """What run control asks of the provider (``worker.provider.client.OxenClient``)."""
+
+    def cancel(self, generation_id: str) -> Any: ...
+
+    def get(self, generation_id: str) -> Any: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a command did: counts by what happened, and the jobs an operator must see."""
+
+    run_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    listed: list[str] = field(default_factory=list)
+    provider_calls: int = 0
+
+
+def require_run(store: JobStore, run_id: str) -> RunInfo:
+    info = store.run(run_id)
+    if info is None:
+        raise ControlError(f"no run {run_id!r}")
+    return info
+
+
+def _not_cancelled(info: RunInfo, command: str) -> None:
+    if info.status == "cancelled":
+        raise ControlError(f"run {info.id} is cancelled; it cannot be {command}")
+
+
+def run_priority(info: RunInfo) -> int:
+    return int(info.meta.get("priority") or 0)
+
+
+def jobs(store: JobStore, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The run's jobs and their records, read in batches."""
+    ids = store.run_job_ids(run_id)
+    for start in range(0, len(ids), READ_BATCH):
+        chunk = ids[start : start + READ_BATCH]
+        with store.redis.pipeline(transaction=False) as pipe:
+            for job_id in chunk:
+                pipe.hgetall(keys.job(job_id))
+            raws = pipe.execute()
+        for job_id, raw in zip(chunk, raws, strict=True):
+            yield job_id, {_s(k): _s(v) for k, v in raw.items()}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def wait(store: JobStore, run_id: str, job_id: str, job_priority: int, priority: int) -> None:
+    """Put a registered job in its run's waiting queue, and the run in admission's set.
+
+    Atomic (MULTI); the score follows ``seedq.store._REGISTER`` (priority, then FIFO)."""
+    seq = int(store.redis.incr(keys.SEQUENCE))
+    with store.redis.pipeline() as pipe:
+        pipe.zadd(keys.run_waiting(run_id), {job_id: (1000 - job_priority) * 1e9 + seq}, nx=True)
+        pipe.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
+        pipe.hset(keys.run(run_id), "priority", priority)
+        pipe.execute()
+
+
+def admit_and_send(admission: Admission, send: Sender) -> int:
+    admitted = admission.admit()
+    if admitted:
+        send(contract.TASK_SUBMIT, [{"run_id": a.run_id, "job_id": a.job_id} for a in admitted])
+    return len(admitted)
+
+
+def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome:
+    """No new submissions. Admitted jobs not yet sent give their slot back in the submit
+    step; generations in flight finish and deliver."""
+    info = require_run(store, run_id)
+    _not_cancelled(info, "paused")
+    store.pause_run(run_id, reason)
+    done = Outcome(run_id)
+    done.counts["in flight (will finish and deliver)"] = sum(
+        info.counts.get(s, 0) for s in ("submitting", "submitted", "generated")
+    )
+    return done
+
+
+def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> Outcome:
+    """Active again: every registered job waiting (none lost), then admit what fits."""
+    info = require_run(store, run_id)
+    _not_cancelled(info, "resumed")
+    store.set_run_status(run_id, "active", reason="")
+    priority = run_priority(info)
+    done = Outcome(run_id)
+    waiting = keys.run_waiting(run_id)
+    for job_id, job in jobs(store, run_id):
+        if job.get("state") != JobState.REGISTERED or job.get("run_id") != run_id:
+            continue
+        in_queue = store.redis.zscore(waiting, job_id) is not None
+        holds_slot = store.redis.zscore(keys.IN_FLIGHT, job_id) is not None
+        if not in_queue and not holds_slot:
+            wait(store, run_id, job_id, _job_priority(job), priority)
+            done.counts["re-queued"] += 1
+    if admission.waiting(run_id):
+        store.redis.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
+    done.counts["waiting"] = admission.waiting(run_id)
+    done.counts["sent now"] = admit_and_send(admission, send)
+    return done
+
+
+def _job_priority(job: dict[str, str]) -> int:
+    try:
+        return int(json.loads(job.get("spec", "{}")).get("priority", 0))
+    except (ValueError, TypeError):
+        return 0
+
+
+def cancel(store: JobStore, provider: Provider, run_id: str) -> Outcome:
+    """Stop the run for good: nothing waiting starts, generations at the provider are
+    cancelled there; generated jobs are paid for already and deliver."""
+    require_run(store, run_id)
+    store.set_run_status(run_id, "cancelled", reason="cancelled by an operator")
+    store.redis.zrem(keys.ADMISSION_RUNS, run_id)
+    done = Outcome(run_id)
+    for job_id, job in jobs(store, run_id):
+        state = job.get("state", "")
+        if state == JobState.REGISTERED:
+            moved = store.move(
+                job_id, run_id, JobState.CANCELLED, expect=[JobState.REGISTERED], **_why()
+            )
+            store.redis.zrem(keys.run_waiting(run_id), job_id)
+            if moved.ok:
+                done.counts["cancelled before start"] += 1
+        elif state in AT_PROVIDER:
+            # Moved first: a tracker that saw it generate meanwhile wins the CAS, and the
+            # job delivers (paid already) instead of being cancelled after the fact.
+            moved = store.move(job_id, run_id, JobState.CANCELLED, expect=AT_PROVIDER, **_why())
+            if not moved.ok:
+                continue
+            done.counts["cancelled at the provider"] += 1
+            generation_id = job.get("generation_id")
+            if generation_id:
+                done.provider_calls += 1
+                store.count_calls(job_id, 1)
+                try:
+                    provider.cancel(generation_id)
+                except SeedqError as exc:  # tolerated: it may have ended anyway
+                    done.counts["provider cancel errors"] += 1
+                    done.listed.append(f"{job_id}: cancel of {generation_id} failed: {exc}")
+        elif state == JobState.GENERATED:
+            done.counts["generated (paid; will deliver)"] += 1
+    store.redis.delete(keys.run_waiting(run_id))
+    return done
+
+
+def _why() -> dict[str, str]:
+    return {"error": "cancelled by an operator"}
+
+
+def retry(
+    store: JobStore,
+    admission: Admission,
+    provider: Provider,
+    send: Sender,
+    run_id: str,
+    *,
+    include_ambiguous: bool = False,
+) -> Outcome:
+    """Re-drive the run's failed jobs (never a delivered one), never paying twice:
+    failed at delivery → generated again, with a deliver task; nothing was made → a
+    fresh attempt; the provider decides for a generation whose end is unknown."""
+    info = require_run(store, run_id)
+    _not_cancelled(info, "retried")
+    done = Outcome(run_id)
+    deliver: list[contract.JobMessage] = []
+    for job_id, job in jobs(store, run_id):
+        if job.get("state") != JobState.FAILED or job.get("run_id") != run_id:
+            continue
+        route = _route(job_id, job, provider, done)
+        if route == "ambiguous" and not include_ambiguous:
+            done.counts["needs an operator (skipped)"] += 1
+            done.listed.append(f"{job_id}: {job.get('error', '')}")
+            continue
+        if route == "skip":
+            continue
+        _reset_attempts(store, job_id)
+        if route == "deliver":
+            moved = store.move(
+                job_id,
+                run_id,
+                JobState.GENERATED,
+                expect=[JobState.FAILED],
+                error="",
+                failed_step="",
+                result_url=job.get("result_url", ""),
+            )
+            if moved.ok:
+                deliver.append({"run_id": run_id, "job_id": job_id})
+                done.counts["delivery again"] += 1
+            continue
+        fields = {"error": "", "failed_step": "", "generation_id": "", "result_url": ""}
+        moved = store.move(job_id, run_id, JobState.REGISTERED, expect=[JobState.FAILED], **fields)
+        if moved.ok:
+            store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled")
+            wait(store, run_id, job_id, _job_priority(job), run_priority(info))
+            done.counts["fresh attempt"] += 1
+    if deliver:
+        send(contract.TASK_DELIVER, deliver)
+    done.counts["sent now"] = admit_and_send(admission, send)
+    if info.status not in ADMITTABLE:
+        done.listed.append(f"run is {info.status}: fresh attempts wait for `seedq resume`")
+    return done
+
+
+def _route(job_id: str, job: dict[str, str], provider: Provider, done: Outcome) -> str:
+    """deliver | fresh | ambiguous | skip, for one failed job."""
+    generation_id = job.get("generation_id", "")
+    step = job.get("failed_step", "")
+    if job.get("needs_operator") == "1":
+        return "ambiguous"
+    if generation_id and step == "deliver" and job.get("result_url"):
+        return "deliver"
+    if not generation_id or step == "generate":
+        return "fresh"  # never created, or its generation failed: nothing was paid for
+    # Failed while tracking: only the provider knows whether it made a video.
+    done.provider_calls += 1
+    try:
+        gen = provider.get(generation_id)
+    except SeedqError as exc:  # unknown: the job stays as it is
+        done.counts["provider unreachable (skipped)"] += 1
+        done.listed.append(f"{job_id}: status of {generation_id} unknown: {exc}")
+        return "skip"
+    status = str(getattr(gen, "status", ""))
+    if status == "succeeded" and getattr(gen, "result_url", None):
+        job["result_url"] = str(gen.result_url)
+        return "deliver"
+    if status in NOTHING_MADE:
+        return "fresh"
+    done.counts["still running at the provider (skipped)"] += 1
+    return "skip"
+
+
+def _reset_attempts(store: JobStore, job_id: str) -> None:
+    names = [f"{step}_{what}" for step in STEPS for what in ("attempts", "first_failure_at")]
+    store.redis.hdel(keys.job(job_id), *names)

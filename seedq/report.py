@@ -1,0 +1,142 @@
+"""Run reports: one row per job, as JSON lines, CSV or one self-contained HTML page.
+
+Rows come from the job store only and carry no secret and no presigned URL (the
+provider's ``result_url`` is left out on purpose): JSON lines and CSV files get mailed
+around. The HTML page (``seedq.report_html``) adds poster frames and player links.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from seedq.contract import JobState
+from seedq.store import JobStore, RunInfo
+
+FORMATS = ("jsonl", "csv", "html")
+TIMINGS = ("created_at", "submitted_at", "generated_at", "delivered_at")
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One job as a report shows it."""
+
+    id: str
+    status: str
+    output_uri: str
+    output_key: str
+    generation_id: str
+    output_s: float | None
+    size_bytes: int | None
+    cost: float | None
+    created_at: float | None
+    submitted_at: float | None
+    generated_at: float | None
+    delivered_at: float | None
+    error: str
+    prompt: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == JobState.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    jobs: int
+    by_state: dict[str, int]
+    spend: float
+    output_s: float
+    wall_s: float | None
+
+
+def _num(raw: dict[str, str], name: str) -> float | None:
+    try:
+        return float(raw[name]) if raw.get(name) else None
+    except ValueError:
+        return None
+
+
+def row_of(job_id: str, raw: dict[str, str]) -> ReportRow:
+    """A job's record as a report row (pure)."""
+    try:
+        spec: dict[str, Any] = json.loads(raw.get("spec") or "{}")
+    except ValueError:
+        spec = {}
+    size = _num(raw, "size_bytes")
+    cost = _num(raw, "cost")
+    if cost is None:
+        cost = _num(raw, "charged") or None
+    return ReportRow(
+        id=job_id,
+        status=raw.get("state", "?"),
+        output_uri=raw.get("output_uri", ""),
+        output_key=str(spec.get("output_key", "")),
+        generation_id=raw.get("generation_id", ""),
+        output_s=_num(raw, "duration_s"),
+        size_bytes=int(size) if size is not None else None,
+        cost=cost,
+        created_at=_num(raw, "created_at"),
+        submitted_at=_num(raw, "submitted_at"),
+        generated_at=_num(raw, "generated_at"),
+        delivered_at=_num(raw, "delivered_at"),
+        error=raw.get("error") or raw.get("last_error", ""),
+        prompt=str(dict(spec.get("params") or {}).get("prompt", "")),
+    )
+
+
+def report_rows(store: JobStore, run_id: str) -> list[ReportRow]:
+    from seedq.control import jobs
+
+    return [row_of(job_id, raw) for job_id, raw in jobs(store, run_id)]
+
+
+def totals(rows: list[ReportRow]) -> Totals:
+    starts = [r.created_at for r in rows if r.created_at]
+    ends = [t for r in rows for t in (r.delivered_at, r.generated_at, r.submitted_at) if t]
+    return Totals(
+        jobs=len(rows),
+        by_state=dict(Counter(r.status for r in rows)),
+        spend=round(sum(r.cost or 0.0 for r in rows), 6),
+        output_s=round(sum(r.output_s or 0.0 for r in rows if r.status == "delivered"), 3),
+        wall_s=round(max(ends) - min(starts), 3) if starts and ends else None,
+    )
+
+
+def to_jsonl(rows: list[ReportRow]) -> str:
+    return "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in rows)
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def to_csv(rows: list[ReportRow]) -> str:
+    buffer = io.StringIO()
+    names = [f.name for f in fields(ReportRow)]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow([_cell(getattr(row, name)) for name in names])
+    return buffer.getvalue()
+
+
+def render(fmt: str, info: RunInfo, rows: list[ReportRow], storage: Any | None = None) -> str:
+    """The report in one of ``FORMATS``; HTML reads posters through ``storage``."""
+    if fmt == "jsonl":
+        return to_jsonl(rows)
+    if fmt == "csv":
+        return to_csv(rows)
+    if fmt == "html":
+        from seedq.report_html import media_for, render_html
+
+        media = media_for(rows, storage) if storage is not None else {}
+        return render_html(info, rows, totals(rows), media)
+    raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
