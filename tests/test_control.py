@@ -1,0 +1,246 @@
+"""Run control (seedq.control) on fakeredis with a fake provider and a recording sender:
+pause, resume, cancel and retry move the right jobs, free slots and reservations, keep
+the run's counters right, and do nothing more when repeated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import fakeredis
+import pytest
+
+from producer.jobs import JobSpec
+from seedq import contract, keys
+from seedq.admission import Admission
+from seedq.contract import TASK_DELIVER, TASK_SUBMIT, JobState
+from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume, retry
+from seedq.store import JobStore
+from worker.provider.errors import ServerError
+
+RUN = "run-a"
+EST = 0.5
+
+
+@dataclass
+class FakeProvider:
+    statuses: dict[str, str] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)
+    cancelled: list[str] = field(default_factory=list)
+    got: list[str] = field(default_factory=list)
+
+    def cancel(self, generation_id: str) -> None:
+        self.cancelled.append(generation_id)
+        if generation_id in self.failing:
+            raise ServerError("try later", status_code=503)
+
+    def get(self, generation_id: str) -> Any:
+        self.got.append(generation_id)
+        status = self.statuses.get(generation_id, "processing")
+        url = "https://results.example/x.mp4" if status == "succeeded" else None
+        return SimpleNamespace(status=status, result_url=url)
+
+
+@dataclass
+class Sender:
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, task: str, messages: list[contract.JobMessage]) -> None:
+        self.sent += [(task, m["job_id"]) for m in messages]
+
+
+@dataclass
+class World:
+    store: JobStore
+    admission: Admission
+    provider: FakeProvider = field(default_factory=FakeProvider)
+    send: Sender = field(default_factory=Sender)
+
+    def state(self, job_id: str) -> str:
+        return self.store.job(job_id)["state"]
+
+    def go(self, job_id: str, *path: JobState, **fields: str | int | float) -> None:
+        """Walk a job along ``path`` by compare-and-set, as the workers would."""
+        for to in path:
+            before = JobState(self.state(job_id))
+            assert self.store.move(job_id, RUN, to, expect=[before], **fields).ok
+
+    def waiting(self) -> set[str]:
+        values: list[Any] = self.store.redis.zrange(keys.run_waiting(RUN), 0, -1)
+        return {v.decode() for v in values}
+
+    def in_flight(self) -> set[str]:
+        return set(self.admission.in_flight())
+
+    def assert_counters_right(self) -> None:
+        info = self.store.run(RUN)
+        assert info is not None
+        actual: dict[str, int] = {}
+        for job_id in self.store.run_job_ids(RUN):
+            actual[self.state(job_id)] = actual.get(self.state(job_id), 0) + 1
+        assert {k: v for k, v in info.counts.items() if v} == actual
+
+
+def world(n: int, *, cap: int = 3, priority: int = 5, budget: float | None = None) -> World:
+    client = fakeredis.FakeRedis()
+    store = JobStore(client)
+    w = World(store, Admission(client, max_in_flight=cap, lease_s=300))
+    store.create_run(RUN, "test", {"priority": priority})
+    specs = [
+        JobSpec(f"j{i}", "m.csv", i + 2, "model", {"prompt": f"p{i}"}, f"j{i}.mp4", est_cost=EST)
+        for i in range(n)
+    ]
+    triples = [(s.id, s.fingerprint, s.to_record()) for s in specs]
+    for _ in store.register(RUN, triples, run_priority=priority):
+        pass
+    if budget is not None:
+        w.admission.set_budget(RUN, budget)
+    store.set_run_status(RUN, "active")
+    return w
+
+
+def test_pause_stops_admission_and_says_why() -> None:
+    w = world(4)
+    pause(w.store, RUN)
+    pause(w.store, RUN)  # repeated: same result
+    info = w.store.run(RUN)
+    assert info is not None and (info.status, info.reason) == ("paused", OPERATOR_PAUSE)
+    assert w.admission.admit() == []
+
+
+def test_resume_requeues_lost_jobs_and_admits_up_to_the_cap() -> None:
+    w = world(5, cap=3)
+    admitted = [a.job_id for a in w.admission.admit()]
+    assert len(admitted) == 3
+    pause(w.store, RUN)
+    # The submit step of a paused run gives the slot back (worker.submitting)...
+    assert w.admission.requeue(RUN, admitted[0], 0)
+    # ...and one job got lost: registered, in neither the queue nor the in-flight set.
+    lost = sorted(w.waiting())[0]
+    w.store.redis.zrem(keys.run_waiting(RUN), lost)
+    w.store.redis.delete(keys.ADMISSION_RUNS)
+
+    done = resume(w.store, w.admission, w.send, RUN)
+
+    info = w.store.run(RUN)
+    assert info is not None and (info.status, info.reason) == ("active", "")
+    assert done.counts["re-queued"] == 1
+    assert [t for t, _ in w.send.sent] == [TASK_SUBMIT]  # one slot was free
+    assert len(w.in_flight()) == 3 and len(w.waiting()) == 2
+    assert w.store.redis.zscore(keys.ADMISSION_RUNS, RUN) == 5.0  # the run's own priority
+    again = resume(w.store, w.admission, w.send, RUN)
+    assert again.counts["re-queued"] == 0 and len(w.send.sent) == 1
+    assert all(w.state(j) == "registered" for j in w.waiting() | w.in_flight())
+
+
+def test_cancel_moves_every_unfinished_job_and_frees_slots_and_reservations() -> None:
+    w = world(6, cap=4, budget=100.0)
+    w.admission.admit()  # j0..j3 hold slots and reserve their estimates
+    w.go("j0", JobState.SUBMITTING)  # enqueue under way, no generation yet
+    w.go("j1", JobState.SUBMITTING)
+    w.go("j1", JobState.SUBMITTED, generation_id="gen-1")
+    w.go("j2", JobState.SUBMITTING)
+    w.go("j2", JobState.SUBMITTED, generation_id="gen-2")
+    w.go("j2", JobState.GENERATED, result_url="https://r/2")  # paid: must deliver
+    # j3: admitted, message not yet handled; j4, j5: waiting
+    w.provider.failing.add("gen-1")
+
+    done = cancel(w.store, w.provider, RUN)
+
+    assert [w.state(f"j{i}") for i in range(6)] == [
+        "cancelled", "cancelled", "generated", "cancelled", "cancelled", "cancelled",
+    ]  # fmt: skip
+    assert w.provider.cancelled == ["gen-1"] and done.provider_calls == 1
+    assert done.counts["provider cancel errors"] == 1
+    assert done.counts["cancelled before start"] == 3
+    assert done.counts["cancelled at the provider"] == 2
+    assert done.counts["generated (paid; will deliver)"] == 1
+    assert w.in_flight() == set() and w.waiting() == set()
+    assert w.admission.budget(RUN)["reserved"] == pytest.approx(0.0)
+    assert w.admission.budget(RUN)["spent"] == pytest.approx(EST)  # j2 only
+    assert w.store.job("j1")["provider_calls"] == "1"
+    info = w.store.run(RUN)
+    assert info is not None and info.status == "cancelled"
+    w.assert_counters_right()
+
+    again = cancel(w.store, w.provider, RUN)
+    assert w.provider.cancelled == ["gen-1"] and again.counts["cancelled before start"] == 0
+    with pytest.raises(ControlError):
+        resume(w.store, w.admission, w.send, RUN)
+    with pytest.raises(ControlError):
+        retry(w.store, w.admission, w.provider, w.send, RUN)
+
+
+def _fail(w: World, job_id: str, step: str, **fields: str | int) -> None:
+    w.go(job_id, JobState.FAILED, error=f"boom at {step}", failed_step=step, **fields)
+
+
+def test_retry_redelivers_paid_generations_and_restarts_the_rest() -> None:
+    w = world(7, cap=7, budget=100.0)
+    w.admission.admit()
+    for i in range(6):
+        w.go(f"j{i}", JobState.SUBMITTING)
+        w.go(f"j{i}", JobState.SUBMITTED, generation_id=f"gen-{i}")
+    w.go("j0", JobState.GENERATED, result_url="https://r/0")
+    w.store.update_job("j0", deliver_attempts=10, deliver_first_failure_at=1.0)
+    _fail(w, "j0", "deliver")  # paid; only its delivery failed
+    _fail(w, "j1", "generate")  # the provider failed it: nothing paid
+    _fail(w, "j2", "submit", needs_operator=1)  # several generations matched
+    _fail(w, "j3", "track")  # gave up tracking; the provider says it succeeded
+    _fail(w, "j4", "track")  # gave up tracking; still running there
+    w.go("j5", JobState.GENERATED, result_url="https://r/5")
+    w.go("j5", JobState.DELIVERED, cost=EST)  # never touched
+    w.go("j6", JobState.SUBMITTING)
+    _fail(w, "j6", "submit")  # refused before anything was created
+    w.provider.statuses = {"gen-3": "succeeded", "gen-4": "processing"}
+    spent_before = w.admission.budget(RUN)["spent"]
+
+    done = retry(w.store, w.admission, w.provider, w.send, RUN)
+
+    states = {f"j{i}": w.state(f"j{i}") for i in range(7)}
+    assert states["j0"] == states["j3"] == "generated"
+    assert states["j2"] == "failed" and states["j4"] == "failed"
+    assert states["j5"] == "delivered"
+    assert states["j1"] == states["j6"] == "registered"
+    assert sorted(j for t, j in w.send.sent if t == TASK_DELIVER) == ["j0", "j3"]
+    assert sorted(j for t, j in w.send.sent if t == TASK_SUBMIT) == ["j1", "j6"]
+    assert done.counts["delivery again"] == 2 and done.counts["fresh attempt"] == 2
+    assert done.counts["needs an operator (skipped)"] == 1
+    assert done.counts["still running at the provider (skipped)"] == 1
+    assert any("j2" in line for line in done.listed)
+    assert w.provider.got == ["gen-3", "gen-4"]  # only where the outcome was unknown
+    j0 = w.store.job("j0")
+    assert "deliver_attempts" not in j0 and "deliver_first_failure_at" not in j0
+    assert j0["generation_id"] == "gen-0" and j0["result_url"] == "https://r/0"
+    assert w.store.job("j3")["result_url"] == "https://results.example/x.mp4"
+    assert w.store.job("j1")["generation_id"] == ""  # a fresh attempt, a new generation
+    assert w.admission.budget(RUN)["spent"] == pytest.approx(spent_before)  # none paid twice
+    w.assert_counters_right()
+
+    again = retry(w.store, w.admission, w.provider, w.send, RUN)
+    assert again.counts["delivery again"] == again.counts["fresh attempt"] == 0
+
+    forced = retry(w.store, w.admission, w.provider, w.send, RUN, include_ambiguous=True)
+    assert forced.counts["fresh attempt"] == 1 and w.state("j2") == "registered"
+    assert "needs_operator" not in w.store.job("j2")
+    w.assert_counters_right()
+
+
+def test_retry_of_a_paused_run_queues_without_sending() -> None:
+    w = world(1)
+    w.admission.admit()
+    w.go("j0", JobState.SUBMITTING)
+    _fail(w, "j0", "submit")
+    pause(w.store, RUN)
+    done = retry(w.store, w.admission, w.provider, w.send, RUN)
+    assert done.counts["fresh attempt"] == 1 and w.send.sent == []
+    assert w.waiting() == {"j0"} and any("resume" in line for line in done.listed)
+    resume(w.store, w.admission, w.send, RUN)
+    assert w.send.sent == [(TASK_SUBMIT, "j0")]
+
+
+def test_unknown_run_is_an_error() -> None:
+    w = world(0)
+    with pytest.raises(ControlError, match="no run"):
+        pause(w.store, "nope")
