@@ -71,3 +71,7 @@ def run_budget(run_id: str) -> str:
 
 
 LAST_SWEEP = PREFIX + "tick:last_sweep"  # string: server seconds of the last provider sweep
+
+# set of run ids with a submission window or a delayed start (seedq/windows.py): the
+# tick's time step looks at these only; a run leaves it when cancelled or finished
+TIMED_RUNS = PREFIX + "runs:timed"

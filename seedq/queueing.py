@@ -11,6 +11,7 @@ from kombu.entity import Queue
 
 from seedq import contract
 from seedq.errors import ConfigError
+from seedq.schedules import TASK_SCHEDULED_RUN
 from seedq.settings import Settings
 
 # Longer than any countdown the pipeline schedules (tracking re-checks are at most a
@@ -48,8 +49,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             contract.TASK_SUBMIT: {"queue": contract.QUEUE_SUBMIT},
             contract.TASK_TRACK: {"queue": contract.QUEUE_TRACK},
             contract.TASK_DELIVER: {"queue": contract.QUEUE_DELIVER},
+            TASK_SCHEDULED_RUN: {"queue": contract.QUEUE_SUBMIT},
         },
+        **_beat(settings),
     }
+
+
+def _beat(settings: Settings) -> dict[str, Any]:
+    """Celery beat's entries, from SEEDQ_SCHEDULES when set (ConfigError when invalid)."""
+    if settings.schedules is None:
+        return {}
+    from seedq.beat import beat_schedule
+
+    return {"beat_schedule": beat_schedule(settings.schedules)}
 
 
 def make_celery(settings: Settings, name: str = "seedq") -> Celery:

@@ -9,6 +9,7 @@ show in a repr, a log line or an exception.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,7 +107,18 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A job not heard of for this long is re-driven."
     )
 
-    @field_validator("broker_url", "redis_url", "s3_endpoint_url", mode="before")
+    schedules: Path | None = Field(
+        default=None,
+        description="YAML file of scheduled runs for Celery beat (docs/schedules.md).",
+    )
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus metrics port of a worker; 0: off."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Worker log lines: text, or JSON with run_id and job_id."
+    )
+
+    @field_validator("broker_url", "redis_url", "s3_endpoint_url", "schedules", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

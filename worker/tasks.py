@@ -127,3 +127,6 @@ def track(self: Task, run_id: str, job_id: str) -> None:
 def deliver(self: Task, run_id: str, job_id: str) -> None:
     """Download, verify and store one finished video."""
     run_step(self, "deliver", deliver_job, run_id, job_id)
+
+
+from worker import scheduled as _scheduled  # noqa: E402, F401  (registers seedq.scheduled_run)

@@ -23,6 +23,7 @@ from seedq import contract, keys
 from seedq.contract import JobState
 from worker.runtime import Runtime, get_runtime
 from worker.throttle import reported
+from worker.timekeeper import apply_timing
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
 
 def tick(rt: Runtime, app: Any) -> TickReport:
     report = TickReport()
+    apply_timing(rt.store.redis, rt.now())  # scheduled starts and windows, before admitting
     for admitted in rt.admission.admit():
         _send(app, contract.TASK_SUBMIT, admitted.run_id, admitted.job_id)
         report.admitted += 1

@@ -1,0 +1,112 @@
+"""The tick's time step on fakeredis: delayed starts, windows, and never overriding an
+operator's pause."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import fakeredis
+import pytest
+
+from producer.submit import submit
+from producer.timing import RunTiming, TimedStore
+from seedq import contract, keys
+from seedq.admission import Admission
+from seedq.store import JobStore
+from seedq.windows import window_reason
+from worker.timekeeper import apply_timing, finished
+
+PARIS = ZoneInfo("Europe/Paris")
+NIGHT = datetime(2026, 6, 1, 23, 0, tzinfo=PARIS).timestamp()
+DAY = datetime(2026, 6, 1, 12, 0, tzinfo=PARIS).timestamp()
+REASON = window_reason("22:00-06:00", "Europe/Paris")
+
+
+class Job:
+    def __init__(self, i: int) -> None:
+        self.id, self.fingerprint = f"job-{i}", f"fp-{i}"
+
+    def to_record(self) -> dict[str, object]:
+        return {"prompt": "p", "est_cost": 1.0}
+
+
+def _submit(client: fakeredis.FakeRedis, timing: RunTiming, now_s: float) -> tuple[str, list[str]]:
+    sent: list[contract.JobMessage] = []
+
+    def send(messages: list[contract.JobMessage]) -> None:
+        sent.extend(messages)
+
+    store = TimedStore(client, timing, clock=lambda: now_s)
+    admission = Admission(client, max_in_flight=10, lease_s=60)
+    done = submit(
+        [Job(i) for i in range(3)],  # type: ignore[misc]
+        store,
+        send,
+        admission=admission,
+        name="t",
+        manifests=["m.csv"],
+    )
+    return done.run_id, [m["job_id"] for m in sent]
+
+
+def _status(client: fakeredis.FakeRedis, run_id: str) -> tuple[str, str]:
+    info = JobStore(client).run(run_id)
+    assert info is not None
+    return info.status, info.reason
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_delayed_run_waits_then_starts(client: fakeredis.FakeRedis) -> None:
+    run_id, sent = _submit(client, RunTiming(start_at=DAY + 600), DAY)
+    assert sent == [] and _status(client, run_id) == ("scheduled", "")
+    assert client.hget(keys.run(run_id), "start_at") == str(DAY + 600).encode()
+    assert Admission(client, max_in_flight=10, lease_s=60).admit() == []
+    assert apply_timing(client, DAY + 599) == []
+    assert [c.status for _, c in apply_timing(client, DAY + 600)] == ["active"]
+    assert len(Admission(client, max_in_flight=10, lease_s=60).admit()) == 3
+
+
+def test_window_pauses_and_resumes_its_own_pause_only(client: fakeredis.FakeRedis) -> None:
+    timing = RunTiming(window="22:00-06:00", tz="Europe/Paris")
+    run_id, sent = _submit(client, timing, DAY)  # submitted at noon: held at once
+    assert sent == [] and _status(client, run_id) == ("paused", REASON)
+    apply_timing(client, NIGHT)
+    assert _status(client, run_id) == ("active", "")
+    apply_timing(client, DAY + 86400)
+    assert _status(client, run_id) == ("paused", REASON)
+    JobStore(client).pause_run(run_id, "paused by an operator")
+    apply_timing(client, NIGHT + 86400)
+    assert _status(client, run_id) == ("paused", "paused by an operator")
+
+
+def test_inside_window_submits_at_once(client: fakeredis.FakeRedis) -> None:
+    run_id, sent = _submit(client, RunTiming(window="22:00-06:00", tz="Europe/Paris"), NIGHT)
+    assert len(sent) == 3 and _status(client, run_id) == ("active", "")
+    assert client.sismember(keys.TIMED_RUNS, run_id)
+
+
+def test_finished_and_cancelled_runs_are_forgotten(client: fakeredis.FakeRedis) -> None:
+    run_id, _ = _submit(client, RunTiming(window="22:00-06:00", tz="Europe/Paris"), NIGHT)
+    client.hset(keys.run(run_id), "status", "cancelled")
+    apply_timing(client, DAY)
+    assert not client.sismember(keys.TIMED_RUNS, run_id)
+    assert _status(client, run_id) == ("cancelled", "")
+
+
+@pytest.mark.parametrize(
+    ("status", "counts", "total", "done"),
+    [
+        ("active", {"delivered": 2, "failed": 1}, 3, True),
+        ("active", {"delivered": 2, "submitted": 1}, 3, False),
+        ("scheduled", {}, 0, False),
+        ("registering", {"delivered": 3}, 3, False),
+        ("cancelled", {}, 3, True),
+    ],
+)
+def test_finished(status: str, counts: dict[str, int], total: int, done: bool) -> None:
+    assert finished(status, counts, total) is done

@@ -1,0 +1,166 @@
+"""``seedq.scheduled_run``: Celery beat's task for one named schedule (docs/schedules.md).
+
+Fetches the schedule's manifest (a local path, an https URL or an s3:// URI), validates
+every row and, only when there is no error, submits it as a run named
+``"<schedule> <date>"``. An invalid manifest creates no run; its problems are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from celery import Task, shared_task
+
+from producer.catalog import ModelCatalog
+from producer.errors import ManifestError
+from producer.manifest import ReadOptions
+from producer.plan import check
+from producer.spool import Spool
+from producer.submit import SubmitResult, TaskSender, celery_sender, submit
+from producer.timing import RunTiming, TimedStore
+from seedq.admission import admission_for
+from seedq.errors import ConfigError
+from seedq.schedules import TASK_SCHEDULED_RUN, Schedule, find_schedule, load_schedules, run_name
+from seedq.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+MANIFEST_SUFFIXES = (".csv", ".yaml", ".yml")
+
+
+class FetchError(ConfigError):
+    """The schedule's manifest could not be fetched."""
+
+
+def _suffix(location: str) -> str:
+    suffix = PurePosixPath(urlsplit(location).path).suffix.lower()
+    return suffix if suffix in MANIFEST_SUFFIXES else ".yaml"
+
+
+def fetch_https(url: str, dest: Path, max_bytes: int, client: httpx.Client) -> None:
+    """Stream ``url`` into ``dest``; FetchError beyond ``max_bytes`` or on a bad answer."""
+    size = 0
+    try:
+        with client.stream("GET", url, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise FetchError(f"{url}: HTTP {response.status_code}")
+            with dest.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise FetchError(f"{url}: larger than {max_bytes} bytes")
+                    out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+
+def fetch_s3(uri: str, dest: Path, max_bytes: int, s3: Any) -> None:
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        if int(head["ContentLength"]) > max_bytes:
+            raise FetchError(f"{uri}: larger than {max_bytes} bytes")
+        s3.download_file(bucket, key, str(dest))
+    except FetchError:
+        raise
+    except Exception as exc:  # botocore's errors share no useful base with boto3's
+        raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from None
+
+
+def fetch_manifest(location: str, workdir: Path, settings: Settings) -> Path:
+    """A local file holding the manifest at ``location``."""
+    if location.startswith("https://"):
+        dest = workdir / f"manifest{_suffix(location)}"
+        with httpx.Client(timeout=settings.http_timeout_s) as client:
+            fetch_https(location, dest, settings.max_manifest_bytes, client)
+        return dest
+    if location.startswith("s3://"):
+        from worker.storage.s3 import make_client
+
+        dest = workdir / f"manifest{_suffix(location)}"
+        fetch_s3(location, dest, settings.max_manifest_bytes, make_client(settings.s3_endpoint_url))
+        return dest
+    return Path(location).expanduser()
+
+
+def run_schedule(
+    schedule: Schedule,
+    settings: Settings,
+    store_for: Callable[[RunTiming], TimedStore],
+    send: TaskSender,
+    *,
+    now: datetime,
+    catalog: ModelCatalog | None = None,
+) -> SubmitResult | None:
+    """Fetch, validate and submit one schedule's manifest; None when it was invalid."""
+    opts = ReadOptions(
+        default_model=settings.model,
+        sets=dict(schedule.sets),
+        model_override=schedule.model,
+        allow_private_urls=settings.allow_private_urls,
+        max_manifest_bytes=settings.max_manifest_bytes,
+    )
+    timing = RunTiming(window=schedule.window, tz=schedule.timezone)
+    with tempfile.TemporaryDirectory(prefix="seedq-schedule-") as tmp:
+        path = fetch_manifest(schedule.manifest, Path(tmp), settings)
+        with Spool() as spool:
+            checked = check(
+                [path],
+                opts,
+                catalog or ModelCatalog(),
+                auto_estimate_s=settings.auto_duration_estimate_s,
+                on_job=spool.write,
+            )
+            if checked.errors:
+                for problem in checked.problems:
+                    log.error("schedule %s: %s", schedule.name, problem)
+                log.error(
+                    "schedule %s: %d problem(s) in %s; no run was created",
+                    schedule.name,
+                    len(checked.errors),
+                    schedule.manifest,
+                )
+                return None
+            store = store_for(timing)
+            done = submit(
+                spool,
+                store,
+                send,
+                admission=admission_for(store.redis, settings),
+                name=run_name(schedule, now),
+                manifests=[schedule.manifest],
+                priority=schedule.priority,
+                budget=schedule.budget,
+            )
+    log.info("schedule %s: run %s, %d job(s)", schedule.name, done.run_id, done.enqueued)
+    return done
+
+
+@shared_task(bind=True, name=TASK_SCHEDULED_RUN, acks_late=True, ignore_result=True)
+def scheduled_run(self: Task, name: str) -> None:
+    """Submit the run of schedule ``name`` (sent by Celery beat)."""
+    from seedq.queueing import redis_client
+
+    settings = load_settings()
+    try:
+        if settings.schedules is None:
+            raise ConfigError("SEEDQ_SCHEDULES is not set on this worker")
+        schedule = find_schedule(load_schedules(settings.schedules), name)
+        client = redis_client(settings)
+        run_schedule(
+            schedule,
+            settings,
+            lambda timing: TimedStore(client, timing),
+            celery_sender(self.app),
+            now=datetime.fromtimestamp(time.time(), tz=UTC),
+        )
+    except (ConfigError, ManifestError) as exc:
+        log.error("schedule %s: not run: %s", name, exc)
