@@ -115,6 +115,10 @@ def main(argv: list[str]) -> int:
         return run([str(BIN / "seedq"), "run", *(rest or ["manifests/example.yaml"])])
     if cmd == "test":
         ensure_redis()
+        if shutil.which("chromium") is None and shutil.which("apt-get") and os.geteuid() == 0:
+            say("no chromium found (the HTML report's browser test): installing it")
+            run(["apt-get", "update", "-qq"])
+            run(["apt-get", "install", "-y", "-qq", "chromium"])
         rc = run([str(PY), "-m", "pytest", *rest])
         # Lint after the tests, so a style slip never hides a test result.
         return rc or lint()

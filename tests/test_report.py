@@ -1,0 +1,194 @@
+"""Run reports (seedq.report, seedq.report_html): one row per job in every format, no
+secret or access-granting URL in JSON lines and CSV, and an HTML page that is
+self-contained, escapes what jobs carry, and has a poster per delivered clip.
+
+``report_world`` is shared with tests/test_report_browser.py (real Chromium)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import fakeredis
+import pytest
+from PIL import Image
+
+from producer.jobs import JobSpec
+from seedq.contract import JobState
+from seedq.report import FORMATS, ReportRow, render, report_rows, row_of, to_csv, totals
+from seedq.report_html import poster_frame
+from seedq.store import JobStore, RunInfo
+from simulator.render import VideoSpec, render_video
+from worker.storage.base import sha256_file
+from worker.storage.local import LocalStorage
+
+RUN = "run-report"
+HOSTILE = "<script>alert(1)</script> & \"quotes\" 'too'"
+API_KEY = "sk-report-test-secret-0123456789"
+RESULT_URL = f"https://results.example/clip.mp4?X-Signature=abc&token={API_KEY}"
+
+
+@dataclass
+class ReportWorld:
+    store: JobStore
+    storage: LocalStorage
+    info: RunInfo
+
+
+def make_clip(path: Path, colour: tuple[int, int, int] = (30, 90, 200)) -> None:
+    spec = VideoSpec(
+        width=96, height=64, duration_s=1, fps=8, generate_audio=False, watermark=False
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(render_video(spec, Image.new("RGB", (96, 64), colour)))
+
+
+def report_world(folder: Path) -> ReportWorld:
+    """A run of four jobs: two delivered (real clips on disk), one failed with a hostile
+    prompt and error, one still waiting."""
+    store = JobStore(fakeredis.FakeRedis())
+    storage = LocalStorage(folder / "out")
+    store.create_run(RUN, "report <b>run</b>", {"priority": 0})
+    prompts = ["a blue mug", "a yellow lamp", HOSTILE, "waiting for a slot"]
+    specs = [
+        JobSpec(f"clip-{i}", "m.csv", i + 2, "model", {"prompt": p}, f"clips/clip-{i}.mp4")
+        for i, p in enumerate(prompts)
+    ]
+    for _ in store.register(RUN, [(s.id, s.fingerprint, s.to_record()) for s in specs]):
+        pass
+    store.set_run_status(RUN, "active")
+    for i in range(3):
+        job_id = specs[i].id
+        store.move(job_id, RUN, JobState.SUBMITTING, expect=[JobState.REGISTERED])
+        store.move(
+            job_id,
+            RUN,
+            JobState.SUBMITTED,
+            expect=[JobState.SUBMITTING],
+            generation_id=f"gen-{i}",
+            submitted_at=1_700_000_010.0 + i,
+        )
+    for i, colour in ((0, (30, 90, 200)), (1, (230, 180, 40))):
+        job_id = specs[i].id
+        store.move(
+            job_id,
+            RUN,
+            JobState.GENERATED,
+            expect=[JobState.SUBMITTED],
+            result_url=RESULT_URL,
+            generated_at=1_700_000_030.0,
+        )
+        clip = storage.path(specs[i].output_key)
+        make_clip(clip, colour)
+        store.move(
+            job_id,
+            RUN,
+            JobState.DELIVERED,
+            expect=[JobState.GENERATED],
+            output_uri=storage.uri(specs[i].output_key),
+            size_bytes=clip.stat().st_size,
+            sha256=sha256_file(clip),
+            duration_s=1.0,
+            cost=0.25,
+            delivered_at=1_700_000_040.0 + i,
+        )
+    store.move(
+        specs[2].id,
+        RUN,
+        JobState.FAILED,
+        expect=[JobState.SUBMITTED],
+        error=f"generation failed: {HOSTILE}",
+        failed_step="generate",
+    )
+    info = store.run(RUN)
+    assert info is not None
+    return ReportWorld(store, storage, info)
+
+
+@pytest.fixture
+def rw(tmp_path: Path) -> ReportWorld:
+    return report_world(tmp_path)
+
+
+def parse(fmt: str, text: str) -> list[dict[str, str]]:
+    if fmt == "jsonl":
+        return [{k: "" if v is None else str(v) for k, v in json.loads(line).items()}
+                for line in text.splitlines()]  # fmt: skip
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_rows_one_per_job_and_no_secret(rw: ReportWorld, fmt: str) -> None:
+    text = render(fmt, rw.info, report_rows(rw.store, RUN))
+    rows = {r["id"]: r for r in parse(fmt, text)}
+    assert list(rows) == ["clip-0", "clip-1", "clip-2", "clip-3"]
+    assert [rows[j]["status"] for j in rows] == ["delivered", "delivered", "failed", "registered"]
+    assert rows["clip-0"]["generation_id"] == "gen-0"
+    assert rows["clip-0"]["output_uri"].endswith("clips/clip-0.mp4")
+    assert float(rows["clip-1"]["cost"]) == 0.25 and float(rows["clip-1"]["output_s"]) == 1.0
+    assert int(rows["clip-0"]["size_bytes"]) > 0
+    assert float(rows["clip-1"]["delivered_at"]) == 1_700_000_041.0
+    assert "generation failed" in rows["clip-2"]["error"]
+    assert API_KEY not in text and "X-Signature" not in text and "results.example" not in text
+
+
+def test_csv_cells_never_start_a_formula() -> None:
+    row = row_of("x", {"state": "failed", "error": '=HYPERLINK("http://evil")'})
+    assert "'=HYPERLINK" in to_csv([row])
+
+
+def test_html_has_every_job_escaped_with_filter_and_posters(rw: ReportWorld) -> None:
+    page = render("html", rw.info, report_rows(rw.store, RUN), rw.storage)
+    for job_id in ("clip-0", "clip-1", "clip-2", "clip-3"):
+        assert f">{job_id} <span" in page
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quotes&quot; &#x27;too&#x27;" in page
+    assert "report &lt;b&gt;run&lt;/b&gt;" in page
+    assert "only failed (1)" in page and "only-failed" in page
+    assert page.count("data:image/jpeg;base64,") == 2  # one poster per delivered clip
+    assert page.count("<video ") == 2 and rw.storage.path("clips/clip-0.mp4").as_uri() in page
+    assert API_KEY not in page and "results.example" not in page
+    # Self-contained: nothing is fetched from elsewhere.
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+
+
+def test_html_without_storage_still_lists_every_job(rw: ReportWorld) -> None:
+    page = render("html", rw.info, report_rows(rw.store, RUN))
+    assert page.count('class="card') == 4 and "data:image/jpeg" not in page
+
+
+def test_totals() -> None:
+    base = row_of("a", {"state": "delivered", "cost": "0.5", "duration_s": "4",
+                        "created_at": "100", "delivered_at": "130"})  # fmt: skip
+    failed = row_of("b", {"state": "failed", "charged": "0.25", "created_at": "90"})
+    got = totals([base, failed])
+    assert got.by_state == {"delivered": 1, "failed": 1}
+    assert (got.spend, got.output_s, got.wall_s) == (0.75, 4.0, 40.0)
+    assert totals([]).wall_s is None
+
+
+def test_poster_frame_is_a_jpeg_of_the_clip(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, (200, 30, 30))
+    jpeg = poster_frame(clip)
+    image = Image.open(io.BytesIO(jpeg))
+    assert image.format == "JPEG" and image.size[0] <= 320
+    r, g, b = image.convert("RGB").getpixel((image.width // 2, image.height // 2))  # type: ignore[misc]
+    assert r > 150 and g < 90 and b < 90
+
+
+def test_unknown_format(rw: ReportWorld) -> None:
+    assert "pdf" not in FORMATS
+    with pytest.raises(ValueError, match="unknown report format"):
+        render("pdf", rw.info, [])
+
+
+DOCUMENTED = {"id", "status", "output_uri", "generation_id", "output_s", "size_bytes", "cost"}
+TIMING_FIELDS = {"created_at", "submitted_at", "generated_at", "delivered_at", "error"}
+
+
+def test_row_fields_are_the_documented_ones() -> None:
+    assert set(ReportRow.__dataclass_fields__) >= DOCUMENTED | TIMING_FIELDS
