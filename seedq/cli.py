@@ -34,13 +34,14 @@ def _root() -> None:
 
 def _register() -> None:
     # Command modules import their heavy dependencies lazily, keeping `seedq --help` fast.
-    from seedq.commands import produce, run
+    from seedq.commands import produce, run, timed
 
     app.command("validate")(guarded(produce.validate_command))
     app.command("submit")(guarded(produce.submit_command))
     app.command("run")(guarded(run.run_command))
     app.command("status")(guarded(run.status_command))
     app.command("events")(guarded(run.events_command))
+    app.command("schedules")(guarded(timed.schedules_command))
 
     from seedq.commands import control, report
 

@@ -14,6 +14,7 @@ from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
 from producer.submit import SubmitResult
+from seedq.commands.timed import print_timing, run_timing
 from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings, load_settings
 from seedq.store import Decision
@@ -152,16 +153,24 @@ def submit_command(
     budget: float | None = typer.Option(
         None, min=0, help="Spending cap of the run, in the pricing's currency."
     ),
+    at: str | None = typer.Option(
+        None, help="Start at this time: HH:MM (next occurrence, local time) or ISO date-time."
+    ),
+    window: str | None = typer.Option(
+        None, help="Submit only inside this daily window, e.g. 22:00-06:00."
+    ),
+    tz: str = typer.Option("UTC", help="Time zone of --window (IANA name)."),
 ) -> None:
     """Validate manifests, register a run and enqueue its jobs; prints the run id."""
     from producer.submit import celery_sender, submit
+    from producer.timing import TimedStore
     from seedq.admission import admission_for
     from seedq.queueing import make_celery, redis_client
-    from seedq.store import JobStore
 
     settings = load_settings()
     if priority is not None and not -1000 <= priority <= 1000:
         raise SubmitError("--priority must be between -1000 and 1000")
+    timing = run_timing(at, window, tz)
     if not dry_run and (not settings.broker_url or not settings.redis_url):
         raise SubmitError(
             "submit needs SEEDQ_BROKER_URL and SEEDQ_REDIS_URL (workers must see the run); "
@@ -176,7 +185,7 @@ def submit_command(
         if dry_run:
             out.print("dry run: nothing was sent.")
             return
-        store = JobStore(redis_client(settings))
+        store = TimedStore(redis_client(settings), timing)
         done = submit(
             spool,
             store,
@@ -189,4 +198,5 @@ def submit_command(
             force=force,
         )
     print_submitted(done)
+    print_timing(timing)
     out.print(done.run_id)
