@@ -18,6 +18,7 @@ from celery import Task, shared_task
 
 from seedq import contract, keys
 from seedq.contract import TERMINAL_STATES, JobState
+from seedq.logs import job_context
 from worker.delivery import deliver_job
 from worker.errors import JobFailed, RunPaused, TransientError
 from worker.provider.errors import PermanentJobError, RunFatalError, TransientProviderError
@@ -49,7 +50,8 @@ def fail_job(rt: Runtime, run_id: str, job_id: str, step: str, reason: str) -> N
 def run_step(task: Task, step_name: str, step: Step, run_id: str, job_id: str) -> None:
     rt = get_runtime()
     try:
-        _run_step(task, rt, step_name, step, run_id, job_id)
+        with job_context(run_id, job_id):  # log lines below carry the ids (JSON logs)
+            _run_step(task, rt, step_name, step, run_id, job_id)
     finally:
         if step_name in REFILLING_STEPS:
             refill(task, rt)

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import redis
 
 from seedq import keys
+from worker.metrics import observe_call, observe_wait
 from worker.provider.errors import (
     EnqueueOutcomeUnknown,
     MalformedResponse,
@@ -333,12 +334,15 @@ def _text(value: bytes | str) -> str:
 
 T = TypeVar("T")
 SHORT_WAIT_S = 1.0  # waits this short are slept through (holding a thread) rather than re-queued
+# The endpoint label of a call made through a lambda, by throttle (metrics only).
+ENDPOINTS = {"submit": "enqueue", "poll": "status"}
 
 
 def wait_turn(throttle: Throttle) -> float:
     """Take a turn now (sleeping through a very short wait): 0.0 when taken, else the
     seconds to come back after (nothing taken; the caller re-queues itself)."""
     wait = throttle.acquire()
+    observe_wait(throttle.name, wait)
     if 0 < wait <= SHORT_WAIT_S:
         time.sleep(wait)
         wait = throttle.acquire()
@@ -346,13 +350,19 @@ def wait_turn(throttle: Throttle) -> float:
 
 
 def reported(throttle: Throttle, call: Callable[[], T]) -> T:
-    """Make one provider call and report how it went to the throttle."""
+    """Make one provider call and report how it went to the throttle (and its latency,
+    by endpoint, to the metrics)."""
+    name = getattr(call, "__name__", "")
+    endpoint = name if name.isidentifier() else ENDPOINTS.get(throttle.name, throttle.name)
+    started = time.perf_counter()
     try:
         result = call()
     except BaseException as exc:
+        observe_call(endpoint, time.perf_counter() - started, ok=False)
         outcome = outcome_for(exc)
         if outcome is not None:
             throttle.report(outcome, retry_after_s=getattr(exc, "retry_after_s", None))
         raise
+    observe_call(endpoint, time.perf_counter() - started, ok=True)
     throttle.report(Outcome.OK)
     return result

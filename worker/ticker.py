@@ -21,6 +21,7 @@ from celery import bootsteps
 
 from seedq import contract, keys
 from seedq.contract import JobState
+from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
 from worker.throttle import reported
 from worker.timekeeper import apply_timing
@@ -162,3 +163,4 @@ def run_ticker(runtime: Callable[[], Runtime], app: Any, stop: threading.Event) 
 def install_ticker(app: Any) -> None:
     if Ticker not in app.steps["worker"]:
         app.steps["worker"].add(Ticker)
+    install_observability(app)  # metrics server step and JSON log signals
