@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +21,19 @@ from seedq.windows import parse_window, zone
 
 TASK_SCHEDULED_RUN = "seedq.scheduled_run"
 MAX_SCHEDULE_FILE_BYTES = 1024 * 1024
+
+
+class ScheduleFileError(ConfigError, click.ClickException):
+    """The schedule file is unreadable or invalid.
+
+    Also a ClickException: Celery's command line (``celery beat``, ``celery worker``)
+    reads the configuration while parsing its options, and shows a ClickException as a
+    plain ``Error: ...`` line and exit status, never a traceback."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class Schedule(BaseModel):
@@ -116,7 +130,7 @@ def parse_schedules(text: str, source: str = "schedules") -> list[Schedule]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ScheduleFileError(f"{source}: not valid YAML: {exc}") from None
     if data is None:
         data = {"schedules": []}
     if isinstance(data, list):
@@ -128,17 +142,17 @@ def parse_schedules(text: str, source: str = "schedules") -> list[Schedule]:
             f"{source}: {_location(tuple(e['loc']), data)}: {e['msg']}"
             for e in exc.errors(include_url=False, include_input=False)
         ]
-        raise ConfigError("invalid schedule file\n" + "\n".join(lines)) from None
+        raise ScheduleFileError("invalid schedule file\n" + "\n".join(lines)) from None
 
 
 def load_schedules(path: Path) -> list[Schedule]:
     """Read and check ``SEEDQ_SCHEDULES``; ConfigError (never a traceback) when bad."""
     try:
         if path.stat().st_size > MAX_SCHEDULE_FILE_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_SCHEDULE_FILE_BYTES} bytes")
+            raise ScheduleFileError(f"{path}: larger than {MAX_SCHEDULE_FILE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"SEEDQ_SCHEDULES={path}: cannot read it: {exc}") from None
+        raise ScheduleFileError(f"SEEDQ_SCHEDULES={path}: cannot read it: {exc}") from None
     return parse_schedules(text, str(path))
 
 

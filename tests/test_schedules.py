@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -135,3 +138,21 @@ def test_bad_schedule_file_fails_config_clearly(tmp_path: Path) -> None:
     path.write_text("schedules:\n  - {name: x, cron: nope, manifest: a.csv}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"schedules\[0\] \(x\)\.cron"):
         celery_config(Settings(schedules=path))
+
+
+def test_celery_beat_with_a_bad_file_says_so_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("schedules:\n  - {name: x, cron: nope, manifest: a.csv}\n", encoding="utf-8")
+    env = {**os.environ, "SEEDQ_SCHEDULES": str(path), "SEEDQ_BROKER_URL": ""}
+    celery = Path(sys.executable).with_name("celery")
+    out = subprocess.run(
+        [str(celery), "-A", "worker", "beat", "-s", str(tmp_path / "beat")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr + out.stdout
+    assert "schedules[0] (x).cron" in out.stderr
