@@ -1,0 +1,141 @@
+"""Flower, as docker-compose.yml runs it, against a real worker and a real run: behind
+basic auth, it shows the workers and each task by its name with ids-only arguments,
+and no secret of the cluster's environment."""
+
+from __future__ import annotations
+
+import ast
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from seedq import contract
+from tests.conftest import S3_TEST_CREDENTIALS
+from tests.e2e.conftest import API_KEY, REPO, Cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
+Manifest = Callable[[Path, list[dict[str, str]]], Path]
+
+USER, PASSWORD = "ops", "flower-test-password"
+ROWS = [
+    {"id": f"flower-{i}", "prompt": f"a lamp turning at angle {i}", "input_image": "images/red.png",
+     "duration": "4", "resolution": "480p"}
+    for i in range(2)
+]  # fmt: skip
+TASK_NAMES = {contract.TASK_SUBMIT, contract.TASK_TRACK, contract.TASK_DELIVER}
+SECRETS = [API_KEY, S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def until(what: str, check: Callable[[], Any], deadline_s: float, logs: Callable[[], str]) -> Any:
+    """Poll ``check`` until it returns something truthy; Flower collects events as they come."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            found = check()
+        except httpx.TransportError:
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"Flower never showed {what}\n{logs()[-4000:]}")
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def flower(cluster: Any, tmp_path: Path) -> Iterator[tuple[Cluster, httpx.Client]]:
+    """One worker, and Flower started as compose does (auth from FLOWER_BASIC_AUTH)."""
+    c: Cluster = cluster(workers=1)
+    port = free_port()
+    log = (tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
+         f"--port={port}", "--persistent=False"],
+        env={**c.env, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"},
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        yield c, client
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_flower_shows_workers_and_tasks_behind_basic_auth(
+    flower: tuple[Cluster, httpx.Client], manifest: Manifest, tmp_path: Path
+) -> None:
+    c, client = flower
+    auth = (USER, PASSWORD)
+
+    def logs() -> str:
+        return (tmp_path / "flower.log").read_text(errors="replace") + c.logs()
+
+    def alive_workers() -> dict[str, bool]:
+        # Heartbeats seen: Flower's event receiver is connected, so no task event is lost.
+        r = client.get("/api/workers", params={"status": "true"}, auth=auth)
+        return {k: v for k, v in r.json().items() if v} if r.status_code == 200 else {}
+
+    until("the worker's heartbeat", alive_workers, 45, logs)
+    for path in ("/api/workers", "/api/tasks"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, auth=(USER, "wrong")).status_code == 401
+
+    done = c.seedq("run", str(manifest(tmp_path, ROWS)), "--name", "flower", timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr + c.logs()[-4000:]
+
+    def run_tasks() -> dict[str, Any]:
+        tasks: dict[str, Any] = client.get("/api/tasks", auth=auth).json()
+        mine = {k: t for k, t in tasks.items() if t.get("name") in TASK_NAMES}
+        finished = [t for t in mine.values() if t["state"] == "SUCCESS"]
+        names = {t["name"] for t in finished}
+        deliveries = [t for t in finished if t["name"] == contract.TASK_DELIVER]
+        return mine if names == TASK_NAMES and len(deliveries) >= len(ROWS) else {}
+
+    tasks = until("the run's tasks", run_tasks, 30, logs)
+    run_ids, job_ids = set(), set()
+    for task in tasks.values():
+        assert ast.literal_eval(task["args"]) == (), task
+        kwargs = ast.literal_eval(task["kwargs"])
+        assert set(kwargs) == {"run_id", "job_id"}, task
+        run_ids.add(kwargs["run_id"])
+        job_ids.add(kwargs["job_id"])
+        assert task["worker"] in alive_workers(), task
+    assert len(run_ids) == 1 and len(job_ids) == len(ROWS), tasks
+
+    workers = client.get("/api/workers", params={"refresh": "true"}, auth=auth)
+    assert workers.status_code == 200
+    assert set(workers.json()) == set(alive_workers())
+    queues = {q["name"] for w in workers.json().values() for q in w["active_queues"]}
+    assert queues == set(contract.ALL_QUEUES)
+
+    one = next(iter(tasks))
+    seen = [
+        workers.text,
+        client.get("/api/tasks", auth=auth).text,
+        client.get(f"/api/task/info/{one}", auth=auth).text,
+        client.get("/metrics").text,
+    ]
+    for secret in SECRETS:
+        assert not any(secret in body for body in seen), f"Flower shows {secret[:6]}..."
