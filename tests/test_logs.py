@@ -80,3 +80,24 @@ def test_formatter_redacts_even_unscrubbed_text() -> None:
     record2 = logging.LogRecord("x", logging.ERROR, __file__, 1, "Bearer abc.def", None, None)
     assert KEY not in formatter.format(record)
     assert "abc.def" not in formatter.format(record2)
+
+
+def test_worker_logging_signal_applies_json_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.observability import _json_logs
+
+    logger = logging.getLogger("seedq.test.signal")
+    handler = logging.StreamHandler(io.StringIO())
+    logger.addHandler(handler)
+    try:
+        monkeypatch.setenv("SEEDQ_LOG_FORMAT", "text")
+        _json_logs(logger=logger)
+        assert not isinstance(handler.formatter, JsonFormatter)
+        monkeypatch.setenv("SEEDQ_LOG_FORMAT", "json")
+        monkeypatch.setenv("OXEN_API_KEY", KEY)
+        _json_logs(logger=logger)
+        assert isinstance(handler.formatter, JsonFormatter)
+        assert handler.formatter.secrets == (KEY,)
+    finally:
+        logger.removeHandler(handler)

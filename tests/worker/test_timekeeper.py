@@ -4,6 +4,8 @@ operator's pause."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import fakeredis
@@ -13,8 +15,15 @@ from producer.submit import submit
 from producer.timing import RunTiming, TimedStore
 from seedq import contract, keys
 from seedq.admission import Admission
+from seedq.settings import Settings
 from seedq.store import JobStore
 from seedq.windows import window_reason
+from worker.inputs import NoInputPublisher
+from worker.provider.client import OxenClient
+from worker.retry import RetryPolicy
+from worker.runtime import Runtime, poll_throttle, submit_throttle
+from worker.storage.local import LocalStorage
+from worker.ticker import tick
 from worker.timekeeper import apply_timing, finished
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -110,3 +119,39 @@ def test_finished_and_cancelled_runs_are_forgotten(client: fakeredis.FakeRedis) 
 )
 def test_finished(status: str, counts: dict[str, int], total: int, done: bool) -> None:
     assert finished(status, counts, total) is done
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send_task(self, name: str, kwargs: dict[str, str], **_: object) -> None:
+        self.sent.append((name, kwargs["job_id"]))
+
+
+def test_the_tick_starts_a_scheduled_run_and_admits_its_jobs(
+    client: fakeredis.FakeRedis, tmp_path: Path
+) -> None:
+    run_id, _ = _submit(client, RunTiming(start_at=DAY + 30), DAY)
+    now = [DAY]
+    settings = Settings(submit_rate="1000/s", poll_rate="1000/s", poll_interval_s=3600)
+    store = JobStore(client)
+    rt = Runtime(
+        settings=settings,
+        store=store,
+        provider=cast(OxenClient, None),
+        storage=LocalStorage(tmp_path),
+        publisher=NoInputPublisher(),
+        policy=RetryPolicy(base_s=0.0, jitter=0.0),
+        admission=Admission(client, max_in_flight=10, lease_s=60),
+        submit_throttle=submit_throttle(store, settings),
+        poll_throttle=poll_throttle(store, settings),
+        clock=lambda: now[0],
+    )
+    client.set(keys.LAST_SWEEP, DAY + 10_000)  # no sweep in this test
+    app = FakeApp()
+    assert tick(rt, app).admitted == 0 and app.sent == []
+    now[0] = DAY + 30
+    assert tick(rt, app).admitted == 3
+    assert sorted(job for _task, job in app.sent) == ["job-0", "job-1", "job-2"]
+    assert _status(client, run_id) == ("active", "")
