@@ -56,7 +56,8 @@ def test_slow_answer_times_out_the_client(make_sim: MakeSim) -> None:
 
 def test_dropped_connection(make_sim: MakeSim, params: dict[str, Any]) -> None:
     sim = make_sim(drop_rate=1.0)
-    with pytest.raises(httpx.RemoteProtocolError):
+    # The peer closing mid-exchange reads as either, depending on timing.
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         httpx.post(f"{sim.url}/api/ai/queue", headers=HEADERS, json=params)
     sim.configure(drop_rate=0.0)
     assert sim.stats()["enqueued"] == 0  # dropped before it was handled
@@ -66,7 +67,8 @@ def test_drop_after_handling_loses_the_answer_not_the_effect(
     make_sim: MakeSim, params: dict[str, Any]
 ) -> None:
     sim = make_sim(drop_after_rate=1.0, latency_s=(30.0, 30.0))
-    with pytest.raises(httpx.RemoteProtocolError):
+    # The peer closing mid-exchange reads as either, depending on timing.
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         httpx.post(f"{sim.url}/api/ai/queue", headers=HEADERS, json=params)
     sim.configure(drop_after_rate=0.0)
     listed = httpx.get(
