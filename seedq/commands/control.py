@@ -5,6 +5,7 @@ settings and print what happened."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import typer
@@ -80,7 +81,7 @@ def runs_command(
     store = cluster_store(load_settings())
     found = store.runs(limit=limit)
     if as_json:
-        rows = [r.__dict__ | {"finished": finished(r)} for r in found]
+        rows = [asdict(r) | {"finished": finished(r)} for r in found]
         out.print_json(json.dumps(rows))
     else:
         out.print(progress_table(found))
