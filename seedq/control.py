@@ -10,8 +10,9 @@ worker's own move is refused and it stops): no job is paid for twice or lost.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ ADMITTABLE = frozenset({"active", "registering"})
 AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED)
 STEPS = ("submit", "track", "deliver")
 READ_BATCH = 500
+SETTLE_POLL_S = 0.2
 # Generation statuses that prove a generation produced nothing (a fresh attempt is safe).
 NOTHING_MADE = frozenset({"failed", "cancelled"})
 
@@ -153,13 +155,26 @@ def _job_priority(job: dict[str, str]) -> int:
         return 0
 
 
-def cancel(store: JobStore, provider: Provider, run_id: str) -> Outcome:
+def cancel(
+    store: JobStore,
+    provider: Provider,
+    run_id: str,
+    *,
+    settle_s: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
     """Stop the run for good: nothing waiting starts, generations at the provider are
-    cancelled there; generated jobs are paid for already and deliver."""
+    cancelled there; generated jobs are paid for already and deliver.
+
+    A job caught mid-enqueue (``submitting``) has no generation id yet: it is given up
+    to ``settle_s`` to get one (its worker's call ends within the HTTP timeout), so its
+    generation is cancelled at the provider rather than left running unowned."""
     require_run(store, run_id)
     store.set_run_status(run_id, "cancelled", reason="cancelled by an operator")
     store.redis.zrem(keys.ADMISSION_RUNS, run_id)
     done = Outcome(run_id)
+    enqueuing: list[str] = []
     for job_id, job in jobs(store, run_id):
         state = job.get("state", "")
         if state == JobState.REGISTERED:
@@ -169,26 +184,75 @@ def cancel(store: JobStore, provider: Provider, run_id: str) -> Outcome:
             store.redis.zrem(keys.run_waiting(run_id), job_id)
             if moved.ok:
                 done.counts["cancelled before start"] += 1
-        elif state in AT_PROVIDER:
-            # Moved first: a tracker that saw it generate meanwhile wins the CAS, and the
-            # job delivers (paid already) instead of being cancelled after the fact.
-            moved = store.move(job_id, run_id, JobState.CANCELLED, expect=AT_PROVIDER, **_why())
-            if not moved.ok:
-                continue
-            done.counts["cancelled at the provider"] += 1
-            generation_id = job.get("generation_id")
-            if generation_id:
-                done.provider_calls += 1
-                store.count_calls(job_id, 1)
-                try:
-                    provider.cancel(generation_id)
-                except SeedqError as exc:  # tolerated: it may have ended anyway
-                    done.counts["provider cancel errors"] += 1
-                    done.listed.append(f"{job_id}: cancel of {generation_id} failed: {exc}")
+            elif moved.before == JobState.SUBMITTING:
+                enqueuing.append(job_id)  # its worker got past the run's status just now
+        elif state == JobState.SUBMITTING:
+            enqueuing.append(job_id)
+        elif state == JobState.SUBMITTED:
+            _cancel_at_provider(store, provider, run_id, job_id, done)
         elif state == JobState.GENERATED:
             done.counts["generated (paid; will deliver)"] += 1
+    enqueuing = _settle(store, provider, run_id, enqueuing, done, clock() + settle_s, clock, sleep)
+    for job_id in enqueuing:
+        if _cancel_at_provider(store, provider, run_id, job_id, done):
+            done.listed.append(
+                f"{job_id}: its enqueue was still unanswered; a generation it created "
+                "is not adopted (check the provider's queue)"
+            )
     store.redis.delete(keys.run_waiting(run_id))
     return done
+
+
+def _settle(
+    store: JobStore,
+    provider: Provider,
+    run_id: str,
+    enqueuing: list[str],
+    done: Outcome,
+    deadline: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> list[str]:
+    """Wait for jobs mid-enqueue to get their generation, cancelling each as it does;
+    returns those still enqueuing at the deadline."""
+    while enqueuing:
+        still = []
+        for job_id in enqueuing:
+            state = store.job_state(job_id)
+            if state is JobState.SUBMITTING:
+                still.append(job_id)
+            elif state is JobState.SUBMITTED:
+                _cancel_at_provider(store, provider, run_id, job_id, done)
+            elif state is JobState.GENERATED:
+                done.counts["generated (paid; will deliver)"] += 1
+        enqueuing = still
+        if not enqueuing or clock() >= deadline:
+            break
+        sleep(SETTLE_POLL_S)
+    return enqueuing
+
+
+def _cancel_at_provider(
+    store: JobStore, provider: Provider, run_id: str, job_id: str, done: Outcome
+) -> bool:
+    # Moved first: a tracker that saw it generate meanwhile wins the CAS, and the job
+    # delivers (paid already) instead of being cancelled after the fact.
+    moved = store.move(job_id, run_id, JobState.CANCELLED, expect=AT_PROVIDER, **_why())
+    if not moved.ok:
+        if moved.before == JobState.GENERATED:
+            done.counts["generated (paid; will deliver)"] += 1
+        return False
+    done.counts["cancelled at the provider"] += 1
+    generation_id = store.job(job_id).get("generation_id")  # read after the move
+    if generation_id:
+        done.provider_calls += 1
+        store.count_calls(job_id, 1)
+        try:
+            provider.cancel(generation_id)
+        except SeedqError as exc:  # tolerated: it may have ended anyway
+            done.counts["provider cancel errors"] += 1
+            done.listed.append(f"{job_id}: cancel of {generation_id} failed: {exc}")
+    return True
 
 
 def _why() -> dict[str, str]:

@@ -172,6 +172,28 @@ def test_cancel_moves_every_unfinished_job_and_frees_slots_and_reservations() ->
         retry(w.store, w.admission, w.provider, w.send, RUN)
 
 
+def test_cancel_waits_for_an_enqueue_under_way_to_cancel_its_generation() -> None:
+    w = world(2, cap=2)
+    w.admission.admit()
+    w.go("j0", JobState.SUBMITTING)
+    w.go("j1", JobState.SUBMITTING)  # its answer never comes
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if w.state("j0") == "submitting":  # the worker's enqueue answers
+            w.go("j0", JobState.SUBMITTED, generation_id="gen-0")
+
+    done = cancel(w.store, w.provider, RUN, settle_s=1.0, clock=lambda: now[0], sleep=sleep)
+
+    assert w.provider.cancelled == ["gen-0"]
+    assert w.state("j0") == w.state("j1") == "cancelled"
+    assert done.counts["cancelled at the provider"] == 2
+    assert any(line.startswith("j1: its enqueue") for line in done.listed)
+    assert 1.0 <= now[0] < 1.5 and w.in_flight() == set()
+    w.assert_counters_right()
+
+
 def _fail(w: World, job_id: str, step: str, **fields: str | int) -> None:
     w.go(job_id, JobState.FAILED, error=f"boom at {step}", failed_step=step, **fields)
 

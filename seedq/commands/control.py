@@ -113,7 +113,7 @@ def cancel_command(run_id: str = typer.Argument(..., help="The run to cancel."))
     settings = load_settings()
     store = cluster_store(settings)
     with OxenClient.from_settings(settings) as provider:
-        done = cancel(store, provider, run_id)
+        done = cancel(store, provider, run_id, settle_s=settings.http_timeout_s + 1.0)
     _print("cancelled", done)
 
 
