@@ -25,11 +25,8 @@ from seedq.store import JobStore, RunInfo
 OPERATOR_PAUSE = "paused by an operator"
 ADMITTABLE = frozenset({"active", "registering"})
 AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED)
-STEPS = ("submit", "track", "deliver")
 READ_BATCH = 500
 SETTLE_POLL_S = 0.2
-# Generation statuses that prove a generation produced nothing (a fresh attempt is safe).
-NOTHING_MADE = frozenset({"failed", "cancelled"})
 
 
 class ControlError(SeedqError):
@@ -49,6 +46,8 @@ class Provider(Protocol):
 
     def get(self, generation_id: str) -> Any: ...
 
+    def list(self, *, model: str | None = None, status: str | None = None) -> Any: ...
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -67,7 +66,7 @@ def require_run(store: JobStore, run_id: str) -> RunInfo:
     return info
 
 
-def _not_cancelled(info: RunInfo, command: str) -> None:
+def not_cancelled(info: RunInfo, command: str) -> None:
     if info.status == "cancelled":
         raise ControlError(f"run {info.id} is cancelled; it cannot be {command}")
 
@@ -116,7 +115,7 @@ def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome
     """No new submissions. Admitted jobs not yet sent give their slot back in the submit
     step; generations in flight finish and deliver."""
     info = require_run(store, run_id)
-    _not_cancelled(info, "paused")
+    not_cancelled(info, "paused")
     store.pause_run(run_id, reason)
     done = Outcome(run_id)
     done.counts["in flight (will finish and deliver)"] = sum(
@@ -128,7 +127,7 @@ def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome
 def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> Outcome:
     """Active again: every registered job waiting (none lost), then admit what fits."""
     info = require_run(store, run_id)
-    _not_cancelled(info, "resumed")
+    not_cancelled(info, "resumed")
     store.set_run_status(run_id, "active", reason="")
     priority = run_priority(info)
     done = Outcome(run_id)
@@ -139,7 +138,7 @@ def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> 
         in_queue = store.redis.zscore(waiting, job_id) is not None
         holds_slot = store.redis.zscore(keys.IN_FLIGHT, job_id) is not None
         if not in_queue and not holds_slot:
-            wait(store, run_id, job_id, _job_priority(job), priority)
+            wait(store, run_id, job_id, job_priority(job), priority)
             done.counts["re-queued"] += 1
     if admission.waiting(run_id):
         store.redis.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
@@ -148,7 +147,7 @@ def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> 
     return done
 
 
-def _job_priority(job: dict[str, str]) -> int:
+def job_priority(job: dict[str, str]) -> int:
     try:
         return int(json.loads(job.get("spec", "{}")).get("priority", 0))
     except (ValueError, TypeError):
@@ -257,91 +256,3 @@ def _cancel_at_provider(
 
 def _why() -> dict[str, str]:
     return {"error": "cancelled by an operator"}
-
-
-def retry(
-    store: JobStore,
-    admission: Admission,
-    provider: Provider,
-    send: Sender,
-    run_id: str,
-    *,
-    include_ambiguous: bool = False,
-) -> Outcome:
-    """Re-drive the run's failed jobs (never a delivered one), never paying twice:
-    failed at delivery → generated again, with a deliver task; nothing was made → a
-    fresh attempt; the provider decides for a generation whose end is unknown."""
-    info = require_run(store, run_id)
-    _not_cancelled(info, "retried")
-    done = Outcome(run_id)
-    deliver: list[contract.JobMessage] = []
-    for job_id, job in jobs(store, run_id):
-        if job.get("state") != JobState.FAILED or job.get("run_id") != run_id:
-            continue
-        route = _route(job_id, job, provider, done)
-        if route == "ambiguous" and not include_ambiguous:
-            done.counts["needs an operator (skipped)"] += 1
-            done.listed.append(f"{job_id}: {job.get('error', '')}")
-            continue
-        if route == "skip":
-            continue
-        _reset_attempts(store, job_id)
-        if route == "deliver":
-            moved = store.move(
-                job_id,
-                run_id,
-                JobState.GENERATED,
-                expect=[JobState.FAILED],
-                error="",
-                failed_step="",
-                result_url=job.get("result_url", ""),
-            )
-            if moved.ok:
-                deliver.append({"run_id": run_id, "job_id": job_id})
-                done.counts["delivery again"] += 1
-            continue
-        fields = {"error": "", "failed_step": "", "generation_id": "", "result_url": ""}
-        moved = store.move(job_id, run_id, JobState.REGISTERED, expect=[JobState.FAILED], **fields)
-        if moved.ok:
-            store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled")
-            wait(store, run_id, job_id, _job_priority(job), run_priority(info))
-            done.counts["fresh attempt"] += 1
-    if deliver:
-        send(contract.TASK_DELIVER, deliver)
-    done.counts["sent now"] = admit_and_send(admission, send)
-    if info.status not in ADMITTABLE:
-        done.listed.append(f"run is {info.status}: fresh attempts wait for `seedq resume`")
-    return done
-
-
-def _route(job_id: str, job: dict[str, str], provider: Provider, done: Outcome) -> str:
-    """deliver | fresh | ambiguous | skip, for one failed job."""
-    generation_id = job.get("generation_id", "")
-    step = job.get("failed_step", "")
-    if job.get("needs_operator") == "1":
-        return "ambiguous"
-    if generation_id and step == "deliver" and job.get("result_url"):
-        return "deliver"
-    if not generation_id or step == "generate":
-        return "fresh"  # never created, or its generation failed: nothing was paid for
-    # Failed while tracking: only the provider knows whether it made a video.
-    done.provider_calls += 1
-    try:
-        gen = provider.get(generation_id)
-    except SeedqError as exc:  # unknown: the job stays as it is
-        done.counts["provider unreachable (skipped)"] += 1
-        done.listed.append(f"{job_id}: status of {generation_id} unknown: {exc}")
-        return "skip"
-    status = str(getattr(gen, "status", ""))
-    if status == "succeeded" and getattr(gen, "result_url", None):
-        job["result_url"] = str(gen.result_url)
-        return "deliver"
-    if status in NOTHING_MADE:
-        return "fresh"
-    done.counts["still running at the provider (skipped)"] += 1
-    return "skip"
-
-
-def _reset_attempts(store: JobStore, job_id: str) -> None:
-    names = [f"{step}_{what}" for step in STEPS for what in ("attempts", "first_failure_at")]
-    store.redis.hdel(keys.job(job_id), *names)

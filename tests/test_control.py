@@ -4,6 +4,8 @@ the run's counters right, and do nothing more when repeated."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -15,9 +17,11 @@ from producer.jobs import JobSpec
 from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, JobState
-from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume, retry
+from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
+from seedq.retrying import retry
 from seedq.store import JobStore
 from worker.provider.errors import ServerError
+from worker.provider.models import Generation, GenerationList
 
 RUN = "run-a"
 EST = 0.5
@@ -29,6 +33,8 @@ class FakeProvider:
     failing: set[str] = field(default_factory=set)
     cancelled: list[str] = field(default_factory=list)
     got: list[str] = field(default_factory=list)
+    listed: list[Generation] = field(default_factory=list)
+    list_calls: int = 0
 
     def cancel(self, generation_id: str) -> None:
         self.cancelled.append(generation_id)
@@ -40,6 +46,11 @@ class FakeProvider:
         status = self.statuses.get(generation_id, "processing")
         url = "https://results.example/x.mp4" if status == "succeeded" else None
         return SimpleNamespace(status=status, result_url=url)
+
+    def list(self, *, model: str | None = None, status: str | None = None) -> GenerationList:
+        self.list_calls += 1
+        found = [g for g in self.listed if g.status == status and g.model_name == model]
+        return GenerationList(count=len(found), generations=found)
 
 
 @dataclass
@@ -246,6 +257,38 @@ def test_retry_redelivers_paid_generations_and_restarts_the_rest() -> None:
     forced = retry(w.store, w.admission, w.provider, w.send, RUN, include_ambiguous=True)
     assert forced.counts["fresh attempt"] == 1 and w.state("j2") == "registered"
     assert "needs_operator" not in w.store.job("j2")
+    w.assert_counters_right()
+
+
+def test_retry_of_an_unanswered_enqueue_asks_the_provider_list_first() -> None:
+    w = world(2, cap=2)
+    w.admission.admit()
+    started = time.time() - 60
+    for job_id, prompt in (("j0", "p0"), ("j1", "p1")):
+        sent = json.dumps({"prompt": prompt})
+        w.go(job_id, JobState.SUBMITTING, sent_params=sent, submit_started_at=started)
+        _fail(w, job_id, "submit")  # gave up reconciling: was it created?
+    # j0's enqueue did create a generation, which succeeded; j1's never arrived.
+    made = Generation.model_validate(
+        {
+            "id": "gen-x",
+            "model": "model",
+            "status": "succeeded",
+            "prompt": "p0",
+            "result_url": "https://r/x",
+            "enqueued_at": started + 1,
+        }
+    )
+    w.provider.listed = [made]
+    w.provider.statuses = {"gen-x": "succeeded"}
+
+    done = retry(w.store, w.admission, w.provider, w.send, RUN)
+
+    assert w.state("j0") == "generated" and w.store.job("j0")["generation_id"] == "gen-x"
+    assert w.store.job_for_generation("gen-x") == "j0"
+    assert w.state("j1") == "registered"
+    assert sorted(w.send.sent) == [(TASK_DELIVER, "j0"), (TASK_SUBMIT, "j1")]
+    assert w.provider.list_calls == 10 and done.counts["delivery again"] == 1
     w.assert_counters_right()
 
 

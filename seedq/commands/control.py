@@ -128,7 +128,7 @@ def retry_command(
 ) -> None:
     """Re-drive a run's failed jobs: failed deliveries deliver again (never paid twice),
     jobs that never generated get a fresh attempt. Delivered jobs are never touched."""
-    from seedq.control import retry
+    from seedq.retrying import retry
     from worker.provider.client import OxenClient
 
     settings = load_settings()

@@ -1,0 +1,173 @@
+"""Retrying a run's failed jobs, never paying twice for a clip: a failed delivery is
+delivered again from its paid generation; a job whose generation provably made nothing
+gets a fresh attempt; where the outcome is unknown the provider is asked first (the
+generation's status, or the list, as the submit step reconciles). Delivered jobs are
+never touched; jobs that need an operator are listed and skipped unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from seedq import contract, keys
+from seedq.admission import Admission
+from seedq.contract import JobState
+from seedq.control import (
+    ADMITTABLE,
+    Outcome,
+    Provider,
+    Sender,
+    admit_and_send,
+    job_priority,
+    jobs,
+    not_cancelled,
+    require_run,
+    run_priority,
+    wait,
+)
+from seedq.errors import SeedqError
+from seedq.store import JobStore
+
+STEPS = ("submit", "track", "deliver")
+# Generation statuses that prove a generation produced nothing (a fresh attempt is safe).
+NOTHING_MADE = frozenset({"failed", "cancelled"})
+LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
+
+
+def retry(
+    store: JobStore,
+    admission: Admission,
+    provider: Provider,
+    send: Sender,
+    run_id: str,
+    *,
+    include_ambiguous: bool = False,
+) -> Outcome:
+    """Re-drive the run's failed jobs (never a delivered one), never paying twice:
+    failed at delivery → generated again, with a deliver task; nothing was made → a
+    fresh attempt; the provider decides for a generation whose end is unknown."""
+    info = require_run(store, run_id)
+    not_cancelled(info, "retried")
+    done = Outcome(run_id)
+    deliver: list[contract.JobMessage] = []
+    for job_id, job in jobs(store, run_id):
+        if job.get("state") != JobState.FAILED or job.get("run_id") != run_id:
+            continue
+        route = _route(store, job_id, job, provider, done)
+        if route == "ambiguous" and not include_ambiguous:
+            done.counts["needs an operator (skipped)"] += 1
+            done.listed.append(f"{job_id}: {job.get('error', '')}")
+            continue
+        if route == "skip":
+            continue
+        _reset_attempts(store, job_id)
+        if route == "deliver":
+            moved = store.move(
+                job_id,
+                run_id,
+                JobState.GENERATED,
+                expect=[JobState.FAILED],
+                error="",
+                failed_step="",
+                result_url=job.get("result_url", ""),
+                generation_id=job.get("generation_id", ""),
+            )
+            if moved.ok:
+                deliver.append({"run_id": run_id, "job_id": job_id})
+                done.counts["delivery again"] += 1
+            continue
+        fields = {"error": "", "failed_step": "", "generation_id": "", "result_url": ""}
+        moved = store.move(job_id, run_id, JobState.REGISTERED, expect=[JobState.FAILED], **fields)
+        if moved.ok:
+            store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled")
+            wait(store, run_id, job_id, job_priority(job), run_priority(info))
+            done.counts["fresh attempt"] += 1
+    if deliver:
+        send(contract.TASK_DELIVER, deliver)
+    done.counts["sent now"] = admit_and_send(admission, send)
+    if info.status not in ADMITTABLE:
+        done.listed.append(f"run is {info.status}: fresh attempts wait for `seedq resume`")
+    return done
+
+
+def _route(
+    store: JobStore, job_id: str, job: dict[str, str], provider: Provider, done: Outcome
+) -> str:
+    """deliver | fresh | ambiguous | skip, for one failed job."""
+    generation_id = job.get("generation_id", "")
+    step = job.get("failed_step", "")
+    if job.get("needs_operator") == "1":
+        return "ambiguous"
+    if generation_id and step == "deliver" and job.get("result_url"):
+        return "deliver"
+    if not generation_id and step == "submit" and job.get("sent_params"):
+        # It failed with its enqueue maybe unanswered: the provider's list decides.
+        return _reconcile(store, job_id, job, provider, done)
+    if not generation_id or step == "generate":
+        return "fresh"  # never created, or its generation failed: nothing was paid for
+    return _ask_provider(job_id, job, generation_id, provider, done)
+
+
+def _ask_provider(
+    job_id: str, job: dict[str, str], generation_id: str, provider: Provider, done: Outcome
+) -> str:
+    # Failed while tracking: only the provider knows whether it made a video.
+    done.provider_calls += 1
+    try:
+        gen = provider.get(generation_id)
+    except SeedqError as exc:  # unknown: the job stays as it is
+        done.counts["provider unreachable (skipped)"] += 1
+        done.listed.append(f"{job_id}: status of {generation_id} unknown: {exc}")
+        return "skip"
+    status = str(getattr(gen, "status", ""))
+    if status == "succeeded" and getattr(gen, "result_url", None):
+        job["result_url"], job["generation_id"] = str(gen.result_url), generation_id
+        return "deliver"
+    if status in NOTHING_MADE:
+        return "fresh"
+    done.counts["still running at the provider (skipped)"] += 1
+    return "skip"
+
+
+def _reconcile(
+    store: JobStore, job_id: str, job: dict[str, str], provider: Provider, done: Outcome
+) -> str:
+    """Whether a failed enqueue created a generation, from the provider's list (as the
+    submit step reconciles, see worker.reconcile), before anything is sent again."""
+    from worker.reconcile import Verdict, reconcile
+
+    spec = json.loads(job.get("spec") or "{}")
+    found: dict[str, Any] = {}
+    try:
+        for status in LIST_STATUSES:
+            done.provider_calls += 1
+            for gen in provider.list(model=spec.get("model"), status=status).generations:
+                found[gen.generation_id] = gen
+    except SeedqError as exc:  # unknown: the job stays as it is
+        done.counts["provider unreachable (skipped)"] += 1
+        done.listed.append(f"{job_id}: the provider's list is unavailable: {exc}")
+        return "skip"
+    decided = reconcile(
+        found.values(),
+        model=str(spec.get("model")),
+        sent=json.loads(job["sent_params"]),
+        started_at=float(job.get("submit_started_at") or 0.0),
+        now=time.time(),
+        grace_s=0.0,
+        taken={g for g in found if store.job_for_generation(g) not in (None, job_id)},
+    )
+    if decided.verdict is Verdict.AMBIGUOUS:
+        return "ambiguous"
+    if decided.verdict is not Verdict.FOUND:
+        return "fresh"  # provably never created
+    generation_id = decided.matches[0].generation_id
+    if not store.claim_generation(generation_id, job_id):
+        return "ambiguous"  # another job took it meanwhile
+    return _ask_provider(job_id, job, generation_id, provider, done)
+
+
+def _reset_attempts(store: JobStore, job_id: str) -> None:
+    names = [f"{step}_{what}" for step in STEPS for what in ("attempts", "first_failure_at")]
+    store.redis.hdel(keys.job(job_id), *names)
