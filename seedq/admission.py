@@ -13,7 +13,9 @@ Slots are leases: each carries an expiry (server time) renewed while the job is 
 alive. An expired lease means nobody has heard of the job for ``lease_s``: its worker
 died, or a message was lost. The job is then re-driven (its step message sent again,
 which is safe, every step being a compare-and-set); its slot is not given away, since
-its generation may still be running at the provider.
+its generation may still be running at the provider. A generated job holds no slot, but
+its delivery is leased the same way (``keys.DELIVERING``, last heard of), so a worker
+killed mid-delivery does not leave it generated.
 
 Between runs: the highest run priority first; among runs of equal priority, the run
 with the fewest jobs in flight gets the next slot (equal shares), so an urgent run
@@ -109,6 +111,23 @@ local t = redis.call('TIME')
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1e6)
 """
 
+# Deliveries: scores are when each was last heard of, not expiries (the job store, which
+# starts them, knows no lease).
+_STALLED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+"""
+
+_TOUCH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+for i = 1, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
+end
+return #ARGV
+"""
+
 
 # Gives an admitted job's slot back and puts it at the head of its priority in its
 # run's queue (its reservation against the budget is returned too).
@@ -153,6 +172,8 @@ class Admission:
         self._renew = client.register_script(_RENEW)
         self._expired = client.register_script(_EXPIRED)
         self._requeue = client.register_script(_REQUEUE)
+        self._stalled = client.register_script(_STALLED)
+        self._touch = client.register_script(_TOUCH)
 
     def admit(self, max_batch: int = 500) -> list[Admitted]:
         """Take free slots for the best waiting jobs; the caller sends their messages."""
@@ -196,6 +217,20 @@ class Admission:
             args=[job_id, run_id, priority],
         )
         return bool(done)
+
+    def stalled_deliveries(self) -> list[str]:
+        """Generated jobs whose delivery nobody has touched for ``lease_s``."""
+        return [_s(v) for v in self._stalled(keys=[keys.DELIVERING], args=[self.lease_s])]
+
+    def touch_deliveries(self, job_ids: Iterable[str]) -> None:
+        """Renew the delivery leases of these jobs (those not delivering are left out)."""
+        ids = list(job_ids)
+        if ids:
+            self._touch(keys=[keys.DELIVERING], args=ids)
+
+    def forget_delivery(self, job_id: str) -> None:
+        """Drop a delivery lease left behind by a job that is no longer generated."""
+        self.redis.zrem(keys.DELIVERING, job_id)
 
     def waiting(self, run_id: str) -> int:
         return int(self.redis.zcard(keys.run_waiting(run_id)))

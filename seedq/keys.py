@@ -42,6 +42,9 @@ def generation(generation_id: str) -> str:
 ADMISSION_RUNS = PREFIX + "admission:runs"  # zset run_id -> run priority; runs with waiting jobs
 IN_FLIGHT = PREFIX + "inflight"  # zset job_id -> lease expiry (server seconds); the global cap
 TICK_LOCK = PREFIX + "tick:lock"  # string with PX: one worker runs the periodic tick at a time
+# zset job_id -> server seconds its delivery was last heard of; generated jobs only (they
+# hold no in-flight slot, so this is their lease: re-driven after lease_s of silence)
+DELIVERING = PREFIX + "delivering"
 
 
 def run_waiting(run_id: str) -> str:

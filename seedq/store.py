@@ -83,13 +83,14 @@ return decision
 # Moves one job between states if, and only if, it is still in the run the caller
 # works for and in one of the expected states: the compare-and-set that makes every
 # step safe to repeat (a redelivered message finds the job already moved and stops).
-# The run's counters, the job's in-flight slot and the run's budget move with it.
-# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget.
+# The run's counters, the job's in-flight slot, its delivery lease and the run's budget
+# move with it.
+# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering.
 # ARGV: run_id, new state, now, job_id, n_from, from states..., field/value pairs.
 # Returns {verdict, state before}.
 _TRANSITION = """
-local job_key, counts, inflight, run_inflight, budget =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job_key, counts, inflight, run_inflight, budget, delivering =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, new, now, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', job_key, 'state')
 if not state then return {'missing', ''} end
@@ -112,6 +113,14 @@ end
 if new == 'generated' or new == 'failed' or new == 'cancelled' or new == 'delivered' then
   redis.call('ZREM', inflight, job_id)
   redis.call('SREM', run_inflight, job_id)
+end
+-- A generated job's delivery is leased apart from the cap: a worker killed while
+-- delivering must not leave it generated until the broker redelivers (hours).
+if new == 'generated' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', delivering, tonumber(t[1]) + tonumber(t[2]) / 1e6, job_id)
+else
+  redis.call('ZREM', delivering, job_id)
 end
 -- Budget: an admitted job reserved its estimate; a generated one is paid (charged at
 -- the estimate, corrected to the real cost on delivery); one that never generated is not.
@@ -303,6 +312,7 @@ class JobStore:
                 keys.IN_FLIGHT,
                 keys.run_in_flight(run_id),
                 keys.run_budget(run_id),
+                keys.DELIVERING,
             ],
             args=args,
         )

@@ -104,6 +104,7 @@ class Store:
     generations_created: int = 0
     duplicate_enqueues: int = 0
     max_concurrent: int = 0
+    max_active: int = 0  # peak of queued + processing: what a client's in-flight cap bounds
     downloads: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
@@ -112,6 +113,8 @@ class Store:
     def add(self, gen: Generation) -> None:
         self.generations[gen.generation_id] = gen
         self.generations_created += 1
+        active = sum(1 for g in self.generations.values() if g.status in ACTIVE)
+        self.max_active = max(self.max_active, active)
 
     def note_enqueue(self, model: str, params: dict[str, Any]) -> None:
         key = duplicate_key(model, params)
@@ -136,6 +139,7 @@ class Store:
             "generations": self.generations_created,
             "duplicate_enqueues": self.duplicate_enqueues,
             "max_concurrent": self.max_concurrent,
+            "max_active": self.max_active,
             "processing": by_status[PROCESSING],
             "queued": by_status[QUEUED],
             "by_status": {s: by_status[s] for s in sorted(STATUSES)},

@@ -1,6 +1,6 @@
 """The worker's heartbeat: once a second, one worker (whichever holds the tick lock)
-admits waiting jobs into free slots, re-drives jobs whose lease expired, and sweeps the
-provider's list of active generations.
+admits waiting jobs into free slots, re-drives jobs whose lease expired (in flight, or
+delivering), and sweeps the provider's list of active generations.
 
 The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
 serves every job in flight, renewing the leases of those still running; only a job
@@ -86,6 +86,22 @@ def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
     rt.admission.renew(alive)
 
 
+def redrive_deliveries(rt: Runtime, app: Any, report: TickReport) -> None:
+    """Send delivery again for generated jobs nobody has been delivering for a lease."""
+    stalled = rt.admission.stalled_deliveries()
+    if not stalled:
+        return
+    alive = []
+    for job_id, run_id, state, _gen in _in_flight_jobs(rt, stalled):
+        if state != JobState.GENERATED:  # moved on without its lease dropped (a crash)
+            rt.admission.forget_delivery(job_id)
+            continue
+        _send(app, contract.TASK_DELIVER, run_id, job_id)
+        alive.append(job_id)
+        report.redriven += 1
+    rt.admission.touch_deliveries(alive)
+
+
 def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
     """One list call for every generation in flight (see the module docstring)."""
     jobs = [j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] == JobState.SUBMITTED]
@@ -109,6 +125,7 @@ def tick(rt: Runtime, app: Any) -> TickReport:
         _send(app, contract.TASK_SUBMIT, admitted.run_id, admitted.job_id)
         report.admitted += 1
     redrive_expired(rt, app, report)
+    redrive_deliveries(rt, app, report)
     now = rt.now()
     last = float(rt.store.redis.get(keys.LAST_SWEEP) or 0)
     if now - last >= rt.settings.poll_interval_s:

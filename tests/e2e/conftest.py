@@ -150,7 +150,14 @@ def cluster(
     made: list[Cluster] = []
     stack: list[Any] = []
 
-    def make(broker: str | None = None, *, workers: int = 2, **sim: Any) -> Cluster:
+    def make(
+        broker: str | None = None,
+        *,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        **sim: Any,
+    ) -> Cluster:
+        """A cluster; ``env`` adds to (or overrides) the workers' and commands' environment."""
         kw = real_redis.connection_pool.connection_kwargs
         redis_url = f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
         config = SimConfig(
@@ -162,7 +169,7 @@ def cluster(
         bucket = f"seedq-e2e-{uuid.uuid4().hex[:12]}"
         s3 = boto3.client("s3", endpoint_url=s3_server)
         s3.create_bucket(Bucket=bucket)
-        env = {
+        environ = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SEEDQ_")},
             **s3_credentials,
             "SEEDQ_BROKER_URL": broker or redis_url,
@@ -178,8 +185,9 @@ def cluster(
             "SEEDQ_HTTP_TIMEOUT_S": "2",
             "SEEDQ_RECONCILE_GRACE_S": "3",
             "PYTHONPATH": str(REPO),
+            **(env or {}),
         }
-        c = Cluster(env, handle, real_redis, bucket, s3, tmp_path)
+        c = Cluster(environ, handle, real_redis, bucket, s3, tmp_path)
         for _ in range(workers):
             c.start_worker()
         made.append(c)

@@ -381,6 +381,34 @@ def test_redrive_expired_alone(store: JobStore, tmp_path: Path) -> None:
     assert (report.redriven, report.released) == (1, 0)  # b freed its slot by moving
 
 
+def test_stalled_delivery_is_redriven_and_forgotten_once_done(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A generated job holds no slot; a worker killed while delivering it would leave it
+    generated for as long as the broker keeps the message (hours): its delivery lease
+    brings it back."""
+    rt = runtime(store, tmp_path, FakeProvider(), LEASE_S)
+    make_run(store, "run", ["lost", "done", "moved"])
+    rt.admission.admit()
+    for job_id in ("lost", "done", "moved"):
+        advance(store, job_id, "run", JobState.SUBMITTING, JobState.SUBMITTED)
+        advance(store, job_id, "run", JobState.GENERATED)
+    assert sorted(store.redis.zrange(keys.DELIVERING, 0, -1)) == [b"done", b"lost", b"moved"]
+    advance(store, "done", "run", JobState.DELIVERED, cost=0.1)
+    assert store.redis.zscore(keys.DELIVERING, "done") is None
+    store.redis.hset(keys.job("moved"), "state", str(JobState.FAILED))  # a crash in between
+    assert rt.admission.stalled_deliveries() == []
+
+    time.sleep(LEASE_S + 0.1)
+    assert sorted(rt.admission.stalled_deliveries()) == ["lost", "moved"]
+    app = FakeApp()
+    report = tick(rt, app)
+    assert app.sent == [(contract.TASK_DELIVER, "run", "lost")]
+    assert report.redriven == 1
+    assert rt.admission.stalled_deliveries() == []  # re-driven: a new lease
+    assert store.redis.zscore(keys.DELIVERING, "moved") is None  # forgotten
+
+
 # -- budgets ------------------------------------------------------------------------------
 
 
