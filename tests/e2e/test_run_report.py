@@ -1,0 +1,39 @@
+"""`seedq run --report FILE` in embedded mode: the HTML report is written before the
+process (and with it the run's state) ends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_embedded_run_writes_its_html_report(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SEEDQ_") and k != "OXEN_API_KEY"
+    }
+    out, report = tmp_path / "videos", tmp_path / "reports" / "run.html"
+    args = ["run", str(REPO / "manifests/example.yaml"), "--out", str(out), "--report", str(report)]
+    done = subprocess.run(
+        [sys.executable, "-m", "seedq.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = report.read_text(encoding="utf-8")
+    assert page.count("data:image/jpeg;base64,") == 4  # a poster frame per clip
+    for stem in ("lamp-glow", "mug-turntable", "orb-watermarked", "sneaker-to-orb"):
+        assert (out / "example" / f"{stem}.mp4").as_uri() in page
+    assert "embedded-simulator" not in page  # the embedded provider's key
+    assert "4 delivered" in page
