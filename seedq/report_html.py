@@ -124,7 +124,9 @@ function show(which){
   document.body.classList.toggle('only-failed', which === 'failed');
   for (const b of document.querySelectorAll('.filter button'))
     b.classList.toggle('on', b.dataset.show === which);
+  history.replaceState(null, '', which === 'failed' ? '#failed' : '#');
 }
+if (location.hash === '#failed') show('failed');
 """
 
 

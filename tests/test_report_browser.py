@@ -4,6 +4,7 @@ installed (``python3 dev.py test`` installs Debian's when it can)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -68,3 +69,9 @@ def test_dom_has_the_gallery_and_no_injected_script(tmp_path: Path, page: Path) 
     assert dom.count("<video ") == 2 and "data:image/jpeg;base64," in dom
     assert "<script>alert(1)</script>" not in dom
     assert "only failed (1)" in dom
+
+
+def test_the_failure_filter_runs_in_the_browser(tmp_path: Path, page: Path) -> None:
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri() + "#failed").stdout
+    assert '<body class="only-failed">' in dom
+    assert re.search(r'<button[^>]*data-show="failed"[^>]*class="on"', dom), dom[-3000:]
