@@ -131,15 +131,25 @@ def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> 
     store.set_run_status(run_id, "active", reason="")
     priority = run_priority(info)
     done = Outcome(run_id)
-    waiting = keys.run_waiting(run_id)
-    for job_id, job in jobs(store, run_id):
-        if job.get("state") != JobState.REGISTERED or job.get("run_id") != run_id:
-            continue
-        in_queue = store.redis.zscore(waiting, job_id) is not None
-        holds_slot = store.redis.zscore(keys.IN_FLIGHT, job_id) is not None
-        if not in_queue and not holds_slot:
-            wait(store, run_id, job_id, job_priority(job), priority)
-            done.counts["re-queued"] += 1
+    registered = [
+        (job_id, job)
+        for job_id, job in jobs(store, run_id)
+        if job.get("state") == JobState.REGISTERED and job.get("run_id") == run_id
+    ]
+    for start in range(0, len(registered), READ_BATCH):
+        chunk = registered[start : start + READ_BATCH]
+        # Per job, the queue is read before the in-flight set: admission only moves a
+        # job from the first to the second, so one moving meanwhile is seen in one of
+        # them; a requeue (the other way) makes a harmless ZADD NX of a queued job.
+        with store.redis.pipeline(transaction=False) as pipe:
+            for job_id, _job in chunk:
+                pipe.zscore(keys.run_waiting(run_id), job_id)
+                pipe.zscore(keys.IN_FLIGHT, job_id)
+            scores = pipe.execute()
+        for n, (job_id, job) in enumerate(chunk):
+            if scores[2 * n] is None and scores[2 * n + 1] is None:
+                wait(store, run_id, job_id, job_priority(job), priority)
+                done.counts["re-queued"] += 1
     if admission.waiting(run_id):
         store.redis.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
     done.counts["waiting"] = admission.waiting(run_id)

@@ -27,6 +27,9 @@ POSTER_WIDTH = 320
 POSTER_AT_S = 0.5
 SHARE_EXPIRES_S = 7 * 24 * 3600  # S3's longest presigned lifetime
 MAX_POSTER_SOURCE_BYTES = 512 * 1024 * 1024
+# Posters are decoded (and for S3 downloaded) one clip at a time: past this many, the
+# page still links every clip, without a poster, so a huge run's report stays quick.
+MAX_POSTERS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ def media_for(rows: list[ReportRow], storage: Any) -> dict[str, Media]:
     """Player links and poster frames of the delivered clips; a clip whose poster cannot
     be made still gets its link (the report must not fail on one bad file)."""
     found: dict[str, Media] = {}
+    posters = 0
     with tempfile.TemporaryDirectory(prefix="seedq-report-") as folder:
         for row in rows:
             if row.status != "delivered" or not row.output_key:
@@ -88,9 +92,11 @@ def media_for(rows: list[ReportRow], storage: Any) -> dict[str, Media]:
             except Exception as exc:  # a link is a convenience; the row stays in the report
                 log.warning("report: no link for %s: %s", row.id, exc)
                 continue
-            poster: bytes | None
+            poster: bytes | None = None
             try:
-                poster = poster_frame(_fetch(url, Path(folder) / "clip.mp4"))
+                if posters < MAX_POSTERS:
+                    poster = poster_frame(_fetch(url, Path(folder) / "clip.mp4"))
+                    posters += 1
             except Exception:  # unreadable or missing video: no poster, still a row
                 poster = None
             found[row.id] = Media(poster, url)

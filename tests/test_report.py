@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from producer.jobs import JobSpec
+from seedq import report_html
 from seedq.contract import JobState
 from seedq.report import FORMATS, ReportRow, render, report_rows, row_of, to_csv, totals
 from seedq.report_html import poster_frame
@@ -192,3 +193,12 @@ TIMING_FIELDS = {"created_at", "submitted_at", "generated_at", "delivered_at", "
 
 def test_row_fields_are_the_documented_ones() -> None:
     assert set(ReportRow.__dataclass_fields__) >= DOCUMENTED | TIMING_FIELDS
+
+
+def test_posters_stop_at_the_cap_links_do_not(
+    rw: ReportWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_html, "MAX_POSTERS", 1)
+    media = report_html.media_for(report_rows(rw.store, RUN), rw.storage)
+    assert sorted(media) == ["clip-0", "clip-1"]
+    assert [m.poster_jpeg is not None for m in media.values()] == [True, False]
