@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -17,7 +18,7 @@ from producer.submit import SubmitResult
 from seedq.commands.timed import print_timing, run_timing
 from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings, load_settings
-from seedq.store import Decision
+from seedq.store import Decision, JobStore
 
 EXIT_INVALID = 2
 MAX_SHOWN_PROBLEMS = 10_000
@@ -109,6 +110,35 @@ def run_check(
     return result, catalog, opts
 
 
+def submit_spooled(
+    spool: Spool,
+    store: JobStore,
+    app: Any,
+    settings: Settings,
+    manifests: list[Path],
+    *,
+    name: str | None,
+    priority: int | None,
+    budget: float | None,
+    force: bool,
+) -> SubmitResult:
+    """Register the validated jobs of ``spool`` as one run and start what the cap allows."""
+    from producer.submit import celery_sender, submit
+    from seedq.admission import admission_for
+
+    return submit(
+        spool,
+        store,
+        celery_sender(app),
+        admission=admission_for(store.redis, settings),
+        name=name or ", ".join(p.stem for p in manifests),
+        manifests=[str(p) for p in manifests],
+        priority=priority,
+        budget=budget,
+        force=force,
+    )
+
+
 def print_submitted(done: SubmitResult) -> None:
     counts = done.counts
     out.print(
@@ -162,9 +192,7 @@ def submit_command(
     tz: str = typer.Option("UTC", help="Time zone of --window (IANA name)."),
 ) -> None:
     """Validate manifests, register a run and enqueue its jobs; prints the run id."""
-    from producer.submit import celery_sender, submit
     from producer.timing import TimedStore
-    from seedq.admission import admission_for
     from seedq.queueing import make_celery, redis_client
 
     settings = load_settings()
@@ -186,13 +214,13 @@ def submit_command(
             out.print("dry run: nothing was sent.")
             return
         store = TimedStore(redis_client(settings), timing)
-        done = submit(
+        done = submit_spooled(
             spool,
             store,
-            celery_sender(make_celery(settings)),
-            admission=admission_for(store.redis, settings),
-            name=name or ", ".join(p.stem for p in manifests),
-            manifests=[str(p) for p in manifests],
+            make_celery(settings),
+            settings,
+            manifests,
+            name=name,
             priority=priority,
             budget=budget,
             force=force,

@@ -15,9 +15,13 @@ from rich.table import Table
 
 from producer.errors import SubmitError
 from producer.spool import Spool
-from producer.submit import celery_sender, submit
-from seedq.admission import admission_for
-from seedq.commands.produce import EXIT_INVALID, print_plan, print_submitted, run_check
+from seedq.commands.produce import (
+    EXIT_INVALID,
+    print_plan,
+    print_submitted,
+    run_check,
+    submit_spooled,
+)
 from seedq.commands.progress import breakdown, follow, runs_table
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
@@ -81,13 +85,13 @@ def run_command(
             store, app = emb.store, emb.app
         else:
             store, app = JobStore(redis_client(settings)), make_celery(settings)
-        done = submit(
+        done = submit_spooled(
             spool,
             store,
-            celery_sender(app),
-            admission=admission_for(store.redis, settings),
-            name=name or ", ".join(p.stem for p in manifests),
-            manifests=[str(p) for p in manifests],
+            app,
+            settings,
+            manifests,
+            name=name,
             priority=priority,
             budget=budget,
             force=force,

@@ -59,6 +59,17 @@ class Cluster:
             check=False,
         )
 
+    def seedq_background(self, *args: str) -> subprocess.Popen[str]:
+        """``seedq ARGS`` left running, output captured (read it with communicate())."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "seedq.cli", *args],
+            env=self.env,
+            cwd=self.folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
     def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.folder / f"worker-{len(self.workers)}.log").open("wb")
         proc = subprocess.Popen(

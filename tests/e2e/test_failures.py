@@ -3,8 +3,6 @@ URL, the provider down for a while, and a run-fatal error."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,14 +68,7 @@ def test_expired_result_url_is_refreshed(cluster: Any, manifest: Manifest, tmp_p
     c = cluster(workers=0, url_ttl_s=1.0)
     c.start_worker("-Q", "seedq.submit,seedq.track")
     path = manifest(tmp_path, rows(3))
-    run = subprocess.Popen(
-        [sys.executable, "-m", "seedq.cli", "run", str(path)],
-        env=c.env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = c.seedq_background("run", str(path))
     try:
         wait_for(lambda: set(states(c, 3).values()) == {"generated"})
         time.sleep(1.5)  # every result URL has expired now
@@ -95,14 +86,7 @@ def test_expired_result_url_is_refreshed(cluster: Any, manifest: Manifest, tmp_p
 def test_provider_down_for_a_while(cluster: Any, manifest: Manifest, tmp_path: Path) -> None:
     c = cluster(error_rate=1.0)
     path = manifest(tmp_path, rows(5))
-    run = subprocess.Popen(
-        [sys.executable, "-m", "seedq.cli", "run", str(path)],
-        env=c.env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = c.seedq_background("run", str(path))
     try:
         wait_for(lambda: c.sim.stats()["requests"].get("POST /api/ai/queue", 0) >= 5)
         time.sleep(1.0)
