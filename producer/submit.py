@@ -94,7 +94,8 @@ def submit(
         result.started += admit_and_send(admission, send)
         if on_batch:
             on_batch(result.enqueued)
-    store.set_run_status(run_id, "active", enqueued=result.enqueued)
+    # An operator may have paused (or cancelled) it while it registered: keep that.
+    store.activate_run(run_id, enqueued=result.enqueued)
     result.started += admit_and_send(admission, send)
     return result
 

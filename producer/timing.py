@@ -69,7 +69,6 @@ class TimedStore(JobStore):
         super().__init__(client)
         self.timing = timing
         self.clock = clock
-        self._held: set[str] = set()
 
     def create_run(self, run_id: str, name: str, meta: dict[str, Any]) -> None:
         super().create_run(run_id, name, meta)
@@ -79,17 +78,7 @@ class TimedStore(JobStore):
         mapping: dict[str, str | float] = {"status": status, **self.timing.fields()}
         if reason:
             mapping.update(reason=reason, paused_by=PAUSED_BY_WINDOW)
-        if status != REGISTERING:
-            self._held.add(run_id)
         with self.redis.pipeline() as pipe:
             pipe.hset(keys.run(run_id), mapping=mapping)  # type: ignore[arg-type]
             pipe.sadd(keys.TIMED_RUNS, run_id)
             pipe.execute()
-
-    def set_run_status(self, run_id: str, status: str, **fields: str | int | float) -> None:
-        if run_id in self._held and status == ACTIVE:
-            # Held at creation: the tick decides when it becomes active, not the submit.
-            if fields:
-                self.redis.hset(keys.run(run_id), mapping=fields)  # type: ignore[arg-type]
-            return
-        super().set_run_status(run_id, status, **fields)

@@ -145,6 +145,13 @@ return {'ok', state}
 """
 
 
+_ACTIVATE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'registering' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'active')
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Moved:
     """Outcome of a transition: ``ok`` when it happened; ``before`` is the prior state."""
@@ -199,6 +206,7 @@ class JobStore:
         self.redis = client
         self._register = client.register_script(_REGISTER)
         self._transition = client.register_script(_TRANSITION)
+        self._activate = client.register_script(_ACTIVATE)
 
     def create_run(self, run_id: str, name: str, meta: dict[str, Any]) -> None:
         now = time.time()
@@ -338,6 +346,14 @@ class JobStore:
     def job_for_generation(self, generation_id: str) -> str | None:
         raw = self.redis.get(keys.generation(generation_id))
         return _s(raw) if raw else None
+
+    def activate_run(self, run_id: str, **fields: str | int | float) -> bool:
+        """``registering`` -> ``active`` (other fields set either way); False when the run
+        was moved meanwhile (paused, cancelled) and keeps its status."""
+        key = keys.run(run_id)
+        if fields:
+            self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
+        return bool(self._activate(keys=[key]))
 
     def run_status(self, run_id: str) -> str | None:
         raw = self.redis.hget(keys.run(run_id), "status")

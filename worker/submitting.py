@@ -127,9 +127,20 @@ def _adopt(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) -> Ne
         log.warning(
             "job %s: generation %s found but job is %s", job.id, generation_id, moved.before
         )
+        if moved.before == JobState.CANCELLED:
+            _cancel_orphan(rt, job, generation_id)
         return DONE
     rt.admission.renew([job.id])
     return DONE  # the tick's sweep tracks it from here: one list call for every job in flight
+
+
+def _cancel_orphan(rt: Runtime, job: Job, generation_id: str) -> None:
+    """The job was cancelled while its enqueue was under way: cancel what it created."""
+    rt.store.count_calls(job.id, 1)
+    try:
+        rt.provider.cancel(generation_id)
+    except pe.ProviderError as exc:
+        log.warning("job %s: could not cancel generation %s: %s", job.id, generation_id, exc)
 
 
 def list_candidates(rt: Runtime, job: Job) -> list[Generation]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -152,7 +153,7 @@ def status_command(
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)
         found = [r for r in runs if r is not None]
         if as_json:
-            out.print_json(json.dumps([r.__dict__ for r in found]))
+            out.print_json(json.dumps([dataclasses.asdict(r) for r in found]))
         else:
             out.print(runs_table(found))
         if not watch:

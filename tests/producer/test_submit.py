@@ -167,3 +167,12 @@ def test_enqueue_on_real_redis_broker(write: Write, real_redis: redis.Redis) -> 
     assert {b["run_id"] for b in bodies} == {result.run_id}
     assert all(set(b) == {"run_id", "job_id"} for b in bodies)
     app.close()
+
+
+def test_a_pause_during_registration_is_kept(store: JobStore) -> None:
+    store.create_run("r1", "night", {})
+    store.pause_run("r1", "paused by an operator")
+    assert store.activate_run("r1", enqueued=3) is False
+    assert store.run_status("r1") == "paused"
+    store.create_run("r2", "day", {})
+    assert store.activate_run("r2") is True and store.run_status("r2") == "active"
