@@ -226,15 +226,21 @@ def run_seedq(
 
 def slot_hold(store: JobStore, run_id: str) -> dict[str, float]:
     """Where a slot's time goes: admitted -> enqueued -> generated (L is the floor)."""
-    spans: dict[str, list[float]] = {"admitted_to_enqueued": [], "enqueued_to_generated": []}
+    spans: dict[str, list[float]] = {
+        "admitted_to_started": [],
+        "admitted_to_enqueued": [],
+        "enqueued_to_generated": [],
+    }
     for job_id in store.run_job_ids(run_id):
         job = store.job(job_id)
         try:
-            admitted, sent, generated = (
-                float(job[k]) for k in ("admitted_at", "submitted_at", "generated_at")
+            admitted, started, sent, generated = (
+                float(job[k])
+                for k in ("admitted_at", "submit_started_at", "submitted_at", "generated_at")
             )
         except (KeyError, ValueError):
             continue
+        spans["admitted_to_started"].append(started - admitted)
         spans["admitted_to_enqueued"].append(sent - admitted)
         spans["enqueued_to_generated"].append(generated - sent)
     return {k: round(sum(v) / len(v), 3) for k, v in spans.items() if v}
