@@ -1,13 +1,14 @@
 """A manifest, read twice if need be: once to validate and plan, once to submit.
 
-Both passes stream CSV rows, so memory stays flat whatever the row count; the only
-per-job memory is a 16-byte digest of each id and output key, which is how duplicates
-across the whole file are caught before anything is sent.
+Both passes stream CSV rows, so memory stays flat whatever the row count; duplicates
+of ids and output keys across the whole input are caught before anything is sent by
+:class:`DuplicateGuard`, which keeps what it has seen on disk, not in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,29 +102,46 @@ def iter_manifest(
             )
 
 
-@dataclass(slots=True)
 class DuplicateGuard:
-    """Refuses a second job with the same id or the same output key, across manifests."""
+    """Refuses a second job with the same id or the same output key, across manifests.
 
-    ids: dict[bytes, tuple[str, int]] = field(default_factory=dict)
-    outputs: dict[bytes, tuple[str, int]] = field(default_factory=dict)
+    What it has seen lives in a private on-disk SQLite database (stdlib; its page cache
+    is bounded), so checking 100,000 rows does not hold 100,000 entries in memory.
+    """
+
+    def __init__(self) -> None:
+        # "" is SQLite's private temporary on-disk database, deleted on close.
+        self._db = sqlite3.connect("")
+        self._db.execute(
+            "CREATE TABLE seen (kind TEXT, digest BLOB, source TEXT, line INTEGER,"
+            " PRIMARY KEY (kind, digest)) WITHOUT ROWID"
+        )
 
     def check(self, job: JobSpec) -> list[Problem]:
         problems = []
-        where = (job.source, job.line)
-        for table, value, name in (
-            (self.ids, job.id, "id"),
-            (self.outputs, job.output_key, "output"),
-        ):
-            first = table.setdefault(_digest(value), where)
-            if first != where:
-                what = "id" if name == "id" else "output key"
-                problems.append(
-                    Problem(
-                        job.source,
-                        job.line,
-                        name,
-                        f"duplicate {what} {value!r} (first at {first[0]}:{first[1]})",
-                    )
+        for value, name in ((job.id, "id"), (job.output_key, "output")):
+            digest = _digest(value)
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
+                (name, digest, job.source, job.line),
+            ).rowcount
+            if inserted:
+                continue
+            first = self._db.execute(
+                "SELECT source, line FROM seen WHERE kind = ? AND digest = ?", (name, digest)
+            ).fetchone()
+            if tuple(first) == (job.source, job.line):
+                continue
+            what = "id" if name == "id" else "output key"
+            problems.append(
+                Problem(
+                    job.source,
+                    job.line,
+                    name,
+                    f"duplicate {what} {value!r} (first at {first[0]}:{first[1]})",
                 )
+            )
         return problems
+
+    def close(self) -> None:
+        self._db.close()

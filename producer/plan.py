@@ -68,14 +68,17 @@ def iter_jobs(
 ) -> Iterator[JobSpec | Problem]:
     """Every job of every manifest, with duplicate ids and output keys across them refused."""
     guard = DuplicateGuard()
-    for path in paths:
-        for item in iter_manifest(path, opts, resolve_model):
-            if isinstance(item, JobSpec):
-                dupes = guard.check(item)
-                if dupes:
-                    yield from dupes
-                    continue
-            yield item
+    try:
+        for path in paths:
+            for item in iter_manifest(path, opts, resolve_model):
+                if isinstance(item, JobSpec):
+                    dupes = guard.check(item)
+                    if dupes:
+                        yield from dupes
+                        continue
+                yield item
+    finally:
+        guard.close()
 
 
 def check(
