@@ -109,6 +109,12 @@ if state ~= new then
   redis.call('HINCRBY', counts, state, -1)
   redis.call('HINCRBY', counts, new, 1)
 end
+-- A move forward means the step that made it succeeded: its retry counters start over.
+if new == 'submitted' or new == 'generated' or new == 'delivered' then
+  redis.call('HDEL', job_key, 'submit_attempts', 'submit_first_failure_at',
+             'track_attempts', 'track_first_failure_at',
+             'deliver_attempts', 'deliver_first_failure_at')
+end
 -- The generation has left the provider: its in-flight slot is free.
 if new == 'generated' or new == 'failed' or new == 'cancelled' or new == 'delivered' then
   redis.call('ZREM', inflight, job_id)

@@ -31,8 +31,8 @@ from worker.tracking import track_job
 log = logging.getLogger(__name__)
 Step = Callable[[Runtime, str, str], Next]
 NOT_TERMINAL = [s for s in JobState if s not in TERMINAL_STATES]
-# Steps after which a job may have left the provider (its slot freed).
-REFILLING_STEPS = frozenset({"submit", "track"})
+# Steps whose success may have freed a slot (a track step moves a job to generated).
+REFILLING_STEPS = frozenset({"track"})
 
 
 def send(task: Task, name: str, run_id: str, job_id: str, countdown_s: float = 0.0) -> None:
@@ -49,11 +49,12 @@ def fail_job(rt: Runtime, run_id: str, job_id: str, step: str, reason: str) -> N
 
 def run_step(task: Task, step_name: str, step: Step, run_id: str, job_id: str) -> None:
     rt = get_runtime()
+    freed = True  # unless the step says otherwise, look for a slot to refill
     try:
         with job_context(run_id, job_id):  # log lines below carry the ids (JSON logs)
-            _run_step(task, rt, step_name, step, run_id, job_id)
+            freed = _run_step(task, rt, step_name, step, run_id, job_id)
     finally:
-        if step_name in REFILLING_STEPS:
+        if freed:
             refill(task, rt)
 
 
@@ -65,27 +66,32 @@ def refill(task: Task, rt: Runtime) -> None:
 
 def _run_step(
     task: Task, rt: Runtime, step_name: str, step: Step, run_id: str, job_id: str
-) -> None:
+) -> bool:
+    """Run one step; True when the job may have given its in-flight slot back."""
     try:
         follow = step(rt, run_id, job_id)
     except (TransientProviderError, TransientError) as exc:
-        _retry_later(task, rt, step_name, run_id, job_id, exc)
-        return
+        return _retry_later(task, rt, step_name, run_id, job_id, exc)
     except (PermanentJobError, JobFailed) as exc:
         fail_job(rt, run_id, job_id, step_name, str(exc))
-        return
+        return True
     except (RunFatalError, RunPaused) as exc:
         rt.store.pause_run(run_id, str(exc))
         log.error("run %s paused: %s", run_id, exc)
-        return
-    _reset_attempts(rt, job_id, step_name)
+        return True
+    if step_name == "track":
+        # A track step can succeed without moving the job; other steps' counters are
+        # cleared by the move forward itself (seedq.store._TRANSITION).
+        _reset_attempts(rt, job_id, step_name)
     if follow.task:
         send(task, follow.task, run_id, job_id, follow.countdown_s)
+    return step_name in REFILLING_STEPS
 
 
 def _retry_later(
     task: Task, rt: Runtime, step_name: str, run_id: str, job_id: str, exc: Exception
-) -> None:
+) -> bool:
+    """Send the step again after a backoff; True when out of retries (the job failed)."""
     key = keys.job(job_id)
     attempts = int(rt.store.redis.hincrby(key, f"{step_name}_attempts", 1))
     rt.store.redis.hsetnx(key, f"{step_name}_first_failure_at", rt.now())
@@ -99,10 +105,11 @@ def _retry_later(
     )
     if delay is None:
         fail_job(rt, run_id, job_id, step_name, f"gave up after {attempts} attempt(s): {exc}")
-        return
+        return True
     rt.store.update_job(job_id, last_error=str(exc)[:500])
     log.info("job %s: %s failed (%s); retry %d in %.1fs", job_id, step_name, exc, attempts, delay)
     send(task, task.name, run_id, job_id, delay)
+    return False
 
 
 def _reset_attempts(rt: Runtime, job_id: str, step_name: str) -> None:
