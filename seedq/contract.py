@@ -40,4 +40,3 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED})
-RESUBMITTABLE_STATES = frozenset({JobState.FAILED, JobState.CANCELLED})

@@ -56,7 +56,9 @@ class Settings(BaseSettings):
         default=None, description="S3-compatible endpoint (MinIO, moto); unset: AWS."
     )
     poll_interval_s: float = Field(
-        default=15.0, gt=0, description="Base interval between status checks of a generation."
+        default=15.0,
+        gt=0,
+        description="Interval of the sweep: one list call checks every generation in flight.",
     )
     allow_private_urls: bool = Field(
         default=False,

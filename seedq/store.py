@@ -340,9 +340,6 @@ class JobStore:
         if calls:
             self.redis.hincrby(keys.job(job_id), "provider_calls", calls)
 
-    def link_generation(self, generation_id: str, job_id: str) -> None:
-        self.redis.set(keys.generation(generation_id), job_id)
-
     def claim_generation(self, generation_id: str, job_id: str) -> bool:
         """Link a generation to a job unless another job owns it already."""
         if self.redis.set(keys.generation(generation_id), job_id, nx=True):

@@ -63,11 +63,3 @@ def next_delay(
     if elapsed_s + delay > policy.max_total_s:
         return None
     return delay
-
-
-def poll_delay_s(age_s: float, *, base_s: float) -> float:
-    """Interval between status checks of a generation: the base for the first five
-    minutes, then slower as it ages (a generation takes 5-15 minutes), at most 4x."""
-    if age_s < 300:
-        return base_s
-    return min(base_s * 4, base_s * (1 + (age_s - 300) / 300))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.retry import RetryPolicy, compute_backoff, next_delay, poll_delay_s
+from worker.retry import RetryPolicy, compute_backoff, next_delay
 
 
 @pytest.mark.parametrize(
@@ -44,11 +44,3 @@ def test_next_delay(
         POLICY, attempt=attempt, elapsed_s=elapsed, retry_after_s=retry_after, rand=1.0
     )
     assert got == (pytest.approx(expected) if expected is not None else None)
-
-
-@pytest.mark.parametrize(
-    ("age", "expected"),
-    [(0, 15.0), (299, 15.0), (300, 15.0), (600, 30.0), (900, 45.0), (5000, 60.0)],
-)
-def test_poll_delay_grows_with_age(age: float, expected: float) -> None:
-    assert poll_delay_s(age, base_s=15.0) == pytest.approx(expected)
