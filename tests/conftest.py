@@ -39,6 +39,12 @@ def real_redis() -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture
+def real_redis_url(real_redis: redis.Redis) -> str:
+    """The URL of the ``real_redis`` database (flushed before and after, like it)."""
+    return TEST_REDIS_URL
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3-protocol server (moto, in a thread) on loopback; yields its endpoint URL.

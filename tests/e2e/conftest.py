@@ -139,13 +139,12 @@ def write_manifest(folder: Path, rows: list[dict[str, str]]) -> Path:
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
-def broker_url(request: pytest.FixtureRequest, real_redis: redis.Redis) -> str:
+def broker_url(request: pytest.FixtureRequest, real_redis_url: str) -> str:
     if request.param == "rabbitmq":
         if not listening("127.0.0.1", 5672):
             pytest.skip("no RabbitMQ on 127.0.0.1:5672")
         return AMQP_URL
-    kw = real_redis.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
+    return real_redis_url
 
 
 ClusterFactory = Callable[..., Cluster]
@@ -155,6 +154,7 @@ ClusterFactory = Callable[..., Cluster]
 def cluster(
     tmp_path: Path,
     real_redis: redis.Redis,
+    real_redis_url: str,
     s3_server: str,
     s3_credentials: dict[str, str],
 ) -> Iterator[ClusterFactory]:
@@ -169,8 +169,7 @@ def cluster(
         **sim: Any,
     ) -> Cluster:
         """A cluster; ``env`` adds to (or overrides) the workers' and commands' environment."""
-        kw = real_redis.connection_pool.connection_kwargs
-        redis_url = f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
+        redis_url = real_redis_url
         config = SimConfig(
             **{"latency_s": (0.3, 0.8), "max_concurrency": 8, "seed": 7, "keepalive_s": 1.0, **sim}
         )
@@ -214,3 +213,11 @@ def cluster(
 @pytest.fixture
 def manifest() -> Callable[[Path, list[dict[str, str]]], Path]:
     return write_manifest
+
+
+@pytest.fixture
+def no_config_env() -> dict[str, str]:
+    """This process's environment without any seedq setting: what a new user has."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("SEEDQ_") and k != "OXEN_API_KEY"
+    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_embedded_main_job(tmp_path: Path) -> None:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SEEDQ_") and k != "OXEN_API_KEY"
-    }
+def test_embedded_main_job(tmp_path: Path, no_config_env: dict[str, str]) -> None:
+    env = no_config_env
     out = tmp_path / "videos"
     done = subprocess.run(
         [

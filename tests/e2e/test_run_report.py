@@ -3,7 +3,6 @@ process (and with it the run's state) ends."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_embedded_run_writes_its_html_report(tmp_path: Path) -> None:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SEEDQ_") and k != "OXEN_API_KEY"
-    }
+def test_embedded_run_writes_its_html_report(tmp_path: Path, no_config_env: dict[str, str]) -> None:
+    env = no_config_env
     out, report = tmp_path / "videos", tmp_path / "reports" / "run.html"
     args = ["run", str(REPO / "manifests/example.yaml"), "--out", str(out), "--report", str(report)]
     done = subprocess.run(

@@ -74,10 +74,9 @@ def test_submit_dry_run_sends_nothing(write: Write) -> None:
 
 @pytest.mark.redis
 def test_submit_on_real_redis_prints_run_id(
-    write: Write, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    write: Write, real_redis: redis.Redis, real_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kw = real_redis.connection_pool.connection_kwargs
-    url = f"redis://{kw.get('host')}:{kw.get('port')}/{kw.get('db')}"
+    url = real_redis_url
     monkeypatch.setenv("SEEDQ_BROKER_URL", url)
     monkeypatch.setenv("SEEDQ_REDIS_URL", url)
     monkeypatch.setenv("OXEN_API_KEY", "sk-test-secret-value")

@@ -145,10 +145,11 @@ def test_priority_override_is_recorded(write: Write, store: JobStore) -> None:
 
 
 @pytest.mark.redis
-def test_enqueue_on_real_redis_broker(write: Write, real_redis: redis.Redis) -> None:
+def test_enqueue_on_real_redis_broker(
+    write: Write, real_redis: redis.Redis, real_redis_url: str
+) -> None:
     """The messages land in the submit queue of a real Redis broker, as Celery sends them."""
-    url = real_redis.connection_pool.connection_kwargs
-    broker = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 15)}"
+    broker = real_redis_url
     settings = Settings(broker_url=broker, redis_url=broker)
     app = make_celery(settings)
     store = JobStore(real_redis)

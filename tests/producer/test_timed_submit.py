@@ -50,10 +50,9 @@ def test_submit_rejects_bad_window_before_anything(write: Write) -> None:
 
 @pytest.mark.redis
 def test_submit_at_registers_a_scheduled_run(
-    write: Write, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    write: Write, real_redis: redis.Redis, real_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kw = real_redis.connection_pool.connection_kwargs
-    url = f"redis://{kw.get('host')}:{kw.get('port')}/{kw.get('db')}"
+    url = real_redis_url
     monkeypatch.setenv("SEEDQ_BROKER_URL", url)
     monkeypatch.setenv("SEEDQ_REDIS_URL", url)
     path = write("m.csv", "prompt,input_image\np,images/a.png\nq,images/b.jpg\n")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import fakeredis
 import pytest
+import redis
 
 from worker.storage.s3 import make_client
 
@@ -25,3 +28,12 @@ def s3_bucket(s3_client: S3Client) -> str:
     name = f"seedq-test-{uuid.uuid4().hex[:16]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["fake", "real"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """The same test on fakeredis and on the real Redis (skipped when none answers)."""
+    if request.param == "fake":
+        yield fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    else:
+        yield request.getfixturevalue("real_redis")

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import fakeredis
 import pytest
 import redis
 
@@ -29,14 +27,6 @@ from worker.storage.local import LocalStorage
 from worker.ticker import TickReport, redrive_expired, tick, tick_once
 
 LEASE_S = 0.2  # a lease short enough to sleep past
-
-
-@pytest.fixture(params=["fake", "real"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fake":
-        yield fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    else:
-        yield request.getfixturevalue("real_redis")
 
 
 @pytest.fixture
