@@ -72,6 +72,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def json_object(blob: bytes) -> dict[str, Any] | None:
+    """The JSON object in ``blob``; None for anything else (an unreadable sidecar is
+    rewritten, not a reason to stop)."""
+    try:
+        data = json.loads(blob)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def json_bytes(data: dict[str, Any]) -> bytes:
     """The stored form of a sidecar: sorted keys, so equal documents are equal bytes."""
     return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from worker.errors import StorageUnavailable
-from worker.storage.base import HASH_CHUNK_BYTES, StoredObject, json_bytes, sha256_file
+from worker.storage.base import HASH_CHUNK_BYTES, StoredObject, json_bytes, json_object, sha256_file
 
 TEMP_SUFFIX = ".part"
 
@@ -88,11 +87,7 @@ class LocalStorage:
             return None
         except OSError as exc:
             raise _unavailable("read", path, exc) from exc
-        try:
-            data = json.loads(blob)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+        return json_object(blob)
 
     def share_url(self, key: str, *, expires_s: int) -> str:
         """A file:// URI; ``expires_s`` is ignored, a local file does not expire."""

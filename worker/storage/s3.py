@@ -16,7 +16,6 @@ headers or credentials.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from seedq.errors import ConfigError
 from worker.errors import StorageUnavailable
-from worker.storage.base import StoredObject, json_bytes
+from worker.storage.base import StoredObject, json_bytes, json_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -210,11 +209,7 @@ class S3Storage:
             if _error_code(exc) in NOT_FOUND_CODES:
                 return None
             raise s3_unavailable("GET", self.bucket, object_key, exc) from exc
-        try:
-            data = json.loads(blob)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+        return json_object(blob)
 
     def share_url(self, key: str, *, expires_s: int) -> str:
         return self.presign(self.bucket, self.object_key(key), expires_s=expires_s)
