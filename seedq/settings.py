@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     poll_rate: str = Field(
         default="20/s", description="Global budget of status and list calls, e.g. 20/s."
     )
+    breaker_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive 5xx or timeouts that open the circuit breaker for all workers.",
+    )
+    breaker_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the open breaker holds every call before one probe is let through.",
+    )
     max_in_flight: int = Field(
         default=50, ge=1, description="Generations queued or processing at the provider, at most."
     )

@@ -63,12 +63,19 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def submit_throttle(store: JobStore, settings: Settings) -> Throttle:
     """The global budget of enqueue calls."""
-    return Throttle.from_spec(store.redis, "submit", settings.submit_rate)
+    return Throttle.from_spec(store.redis, "submit", settings.submit_rate, **_breaker(settings))
 
 
 def poll_throttle(store: JobStore, settings: Settings) -> Throttle:
     """The global budget of status and list calls."""
-    return Throttle.from_spec(store.redis, "poll", settings.poll_rate)
+    return Throttle.from_spec(store.redis, "poll", settings.poll_rate, **_breaker(settings))
+
+
+def _breaker(settings: Settings) -> dict[str, Any]:
+    return {
+        "failure_threshold": settings.breaker_threshold,
+        "cooldown_s": settings.breaker_cooldown_s,
+    }
 
 
 _lock = threading.Lock()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 from seedq.contract import TASK_SUBMIT, JobState
 from worker.errors import RunPaused
@@ -85,9 +86,11 @@ def _enqueue(rt: Runtime, job: Job, sent: dict[str, object]) -> Next:
             return Next(TASK_SUBMIT, RECHECK_S)
         # The origin itself answered, so anything it created is listed now.
         rt.store.update_job(job.id, send_settled=1)
-        reconcile_job(rt, _reload(rt, job), grace=0.0, resend=False)
+        after = reconcile_job(rt, _reload(rt, job), grace=0.0, resend=False)
         if _reload(rt, job).state is not JobState.REGISTERED:
-            return DONE  # adopted, or left for an operator
+            # Adopted, left for an operator, or still undecided (the list had to wait
+            # for a turn): the reconcile's own next step, never a job left unscheduled.
+            return after
         raise  # provably not created (now registered again): retry with backoff
     except (pe.TransientProviderError, pe.InvalidRequest, pe.NotFound, pe.Forbidden):
         _back_to_registered(rt, job)  # refused before anything was created
@@ -143,14 +146,24 @@ def _cancel_orphan(rt: Runtime, job: Job, generation_id: str) -> None:
         log.warning("job %s: could not cancel generation %s: %s", job.id, generation_id, exc)
 
 
-def list_candidates(rt: Runtime, job: Job) -> list[Generation]:
+def list_candidates(rt: Runtime, job: Job) -> list[Generation] | float:
+    """The provider's generations of the job's model, or seconds to wait for a turn.
+
+    Every list call takes its own turn of the poll budget and reports its outcome, so
+    reconciling respects the global rate and a breaker probe granted here is answered."""
     # One list per status, in lifecycle order, so a generation that moves on while we
     # read is seen at least once; it can also be seen twice (queued, then processing),
     # and the same id twice is one candidate, not an ambiguity for an operator.
     found: dict[str, Generation] = {}
     for status in LIST_STATUSES:
+        wait = wait_turn(rt.poll_throttle)
+        if wait > 0:
+            return wait
         rt.store.count_calls(job.id, 1)
-        for gen in rt.provider.list(model=job.model, status=status).generations:
+        listed = reported(
+            rt.poll_throttle, partial(rt.provider.list, model=job.model, status=status), "list"
+        )
+        for gen in listed.generations:
             found[gen.generation_id] = gen
     return list(found.values())
 
@@ -160,10 +173,9 @@ def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -
 
     ``resend``: when it proves absent, queue the submit again (the caller may prefer to
     retry with backoff instead)."""
-    wait = wait_turn(rt.poll_throttle)
-    if wait > 0:
-        return Next(TASK_SUBMIT, wait)
     candidates = list_candidates(rt, job)
+    if isinstance(candidates, float):
+        return Next(TASK_SUBMIT, candidates)
     taken = {
         g.generation_id
         for g in candidates

@@ -349,11 +349,12 @@ def wait_turn(throttle: Throttle) -> float:
     return wait
 
 
-def reported(throttle: Throttle, call: Callable[[], T]) -> T:
+def reported(throttle: Throttle, call: Callable[[], T], endpoint: str = "") -> T:
     """Make one provider call and report how it went to the throttle (and its latency,
-    by endpoint, to the metrics)."""
-    name = getattr(call, "__name__", "")
-    endpoint = name if name.isidentifier() else ENDPOINTS.get(throttle.name, throttle.name)
+    by ``endpoint``, default the call's name, to the metrics)."""
+    if not endpoint:
+        name = getattr(call, "__name__", "")
+        endpoint = name if name.isidentifier() else ENDPOINTS.get(throttle.name, throttle.name)
     started = time.perf_counter()
     try:
         result = call()

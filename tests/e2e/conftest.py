@@ -194,6 +194,7 @@ def cluster(
             "SEEDQ_RETRY_MAX_DELAY_S": "1",
             "SEEDQ_HTTP_TIMEOUT_S": "2",
             "SEEDQ_RECONCILE_GRACE_S": "3",
+            "SEEDQ_BREAKER_COOLDOWN_S": "2",
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }

@@ -3,6 +3,7 @@ URL, the provider down for a while, and a run-fatal error."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,8 @@ def test_provider_down_for_a_while(cluster: Any, manifest: Manifest, tmp_path: P
         time.sleep(1.0)
         c.sim.configure(error_rate=0.0)
         output, _ = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the run did not finish: {states(c, 5)}\n{c.logs()[-6000:]}")
     finally:
         run.kill()
     assert run.returncode == 0, output + c.logs()[-3000:]

@@ -54,6 +54,7 @@ from worker.storage.base import StoredObject, sha256_file
 from worker.storage.local import LocalStorage
 from worker.submitting import RECHECK_S, grace_s, submit_job
 from worker.tasks import run_step
+from worker.throttle import Outcome
 from worker.tracking import track_job
 from worker.verify import verify_video
 
@@ -624,6 +625,27 @@ def test_server_error_with_list_down_stays_submitting(pipeline: Pipeline) -> Non
     assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
     assert p.state("clip-1") is JobState.REGISTERED
     p.assert_at_most_once(0)
+    p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    p.assert_at_most_once(1)
+
+
+def test_server_error_while_the_list_must_wait_stays_scheduled(pipeline: Pipeline) -> None:
+    """A settled 5xx is reconciled at once; when the list's budget makes it wait (here,
+    the breaker is open for status and list calls), the submit step comes back later
+    rather than ending with the job left in ``submitting`` and nothing scheduled."""
+    p = pipeline
+    run_id = p.one_job()
+    for _ in range(p.rt.poll_throttle.failure_threshold):
+        p.rt.poll_throttle.report(Outcome.FAILURE)
+    faulty_enqueue(p, error_rate=1.0)
+
+    follow = submit_job(p.rt, run_id, "clip-1")
+    assert follow.task == TASK_SUBMIT and follow.countdown_s > 0, follow
+    assert p.state("clip-1") is JobState.SUBMITTING
+    assert p.job("clip-1")["send_settled"] == "1"
+
+    p.rt.store.redis.delete(keys.limiter("poll"))  # the cooldown is over and it closed
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)  # proved absent
     p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
     p.assert_at_most_once(1)
 
