@@ -157,6 +157,18 @@ def test_share_url_serves_the_bytes(backend: Backend, tmp_path: Path) -> None:
     assert _read_shared(url) == data
 
 
+def test_get_file_copies_the_stored_bytes(backend: Backend, tmp_path: Path) -> None:
+    data = os.urandom(50_000)
+    source = _file(tmp_path, "clip.mp4", data)
+    backend.storage.put_file("x/clip.mp4", source, sha256=sha256_file(source), content_type=VIDEO)
+    dest = tmp_path / "copy.mp4"
+
+    assert backend.storage.get_file("x/clip.mp4", dest) is True
+    assert dest.read_bytes() == data
+    assert backend.storage.get_file("x/absent.mp4", tmp_path / "none.mp4") is False
+    assert not (tmp_path / "none.mp4").exists()
+
+
 # --- S3 specifics -------------------------------------------------------------------------
 
 

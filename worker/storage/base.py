@@ -50,6 +50,10 @@ class Storage(Protocol):
         """
         ...
 
+    def get_file(self, key: str, dest: Path) -> bool:
+        """Copy the stored object into the local file ``dest``; False when absent."""
+        ...
+
     def put_json(self, key: str, data: dict[str, Any]) -> StoredObject:
         """Store a small JSON document (a sidecar), replacing any older one."""
         ...

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -70,6 +71,16 @@ class LocalStorage:
         with source:
             size = _write_atomic(target, iter(lambda: source.read(HASH_CHUNK_BYTES), b""))
         return StoredObject(uri=str(target), size=size, sha256=sha256)
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        path = self.path(key)
+        try:
+            shutil.copyfile(path, dest)
+        except (FileNotFoundError, IsADirectoryError):
+            return False
+        except OSError as exc:
+            raise _unavailable("read", path, exc) from exc
+        return True
 
     def put_json(self, key: str, data: dict[str, Any]) -> StoredObject:
         blob = json_bytes(data)

@@ -182,6 +182,22 @@ class S3Storage:
             ) from exc
         return StoredObject(uri=self.uri(key), size=size, sha256=sha256)
 
+    def get_file(self, key: str, dest: Path) -> bool:
+        object_key = self.object_key(key)
+        try:
+            self.client.download_file(
+                self.bucket, object_key, str(dest), Config=self.transfer_config
+            )
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            if _error_code(exc) in NOT_FOUND_CODES:
+                return False
+            raise s3_unavailable("download", self.bucket, object_key, exc) from exc
+        except OSError as exc:  # the local destination cannot be written
+            raise StorageUnavailable(
+                f"cannot write {dest} to download {self.uri(key)}: {exc.strerror}"
+            ) from exc
+        return True
+
     def put_json(self, key: str, data: dict[str, Any]) -> StoredObject:
         blob = json_bytes(data)
         digest = hashlib.sha256(blob).hexdigest()
