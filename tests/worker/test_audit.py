@@ -1,0 +1,269 @@
+"""The audit's decisions (worker.audit), pure: job records, the provider's succeeded
+generations, generation owners and stored objects in; findings out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from worker.audit import Finding, JobFacts, Kind, OutputFacts, Repair, audit, job_facts
+from worker.provider.models import Generation
+from worker.storage.base import StoredObject
+
+MODEL = "bytedance-seedance-2-0-image-to-video"
+NOW = 1_000.0
+IMAGE = "https://inputs.example/red.png"
+SHA = "a" * 64
+
+
+def sent(prompt: str = "a red mug") -> dict[str, Any]:
+    return {"prompt": prompt, "input_image": IMAGE, "duration": 4}
+
+
+def gen(
+    gid: str, prompt: str = "a red mug", *, at: float = 500.0, status: str = "succeeded"
+) -> Generation:
+    return Generation.model_validate(
+        {
+            "generation_id": gid,
+            "model_name": MODEL,
+            "status": status,
+            "prompt": prompt,
+            "input_image": IMAGE,
+            "duration": 4,
+            "enqueued_at": at,
+            "result_url": f"https://results.example/{gid}.mp4?sig=secret",
+        }
+    )
+
+
+def job(jid: str, state: str, gid: str | None = None, **kw: Any) -> JobFacts:
+    values: dict[str, Any] = {
+        "model": MODEL,
+        "output_key": f"{jid}.mp4",
+        "created_at": 100.0,
+        "sent_params": sent(),
+    }
+    if state == "delivered":
+        values |= {"size_bytes": 1000, "sha256": SHA + jid}
+    return JobFacts(id=jid, state=state, generation_id=gid, **(values | kw))
+
+
+def stored(
+    jid: str, *, size: int = 1000, sha: str | None = None, side: Any = "same"
+) -> OutputFacts:
+    digest = sha if sha is not None else SHA + jid
+    sidecar = {"job_id": jid, "video": {"size_bytes": 1000, "sha256": SHA + jid}}
+    return OutputFacts(
+        StoredObject(f"/out/{jid}.mp4", size, digest), sidecar if side == "same" else side
+    )
+
+
+def found(
+    jobs: list[JobFacts],
+    gens: list[Generation],
+    owners: dict[str, str] | None = None,
+    outputs: dict[str, OutputFacts] | None = None,
+) -> set[tuple[str, str, str, str]]:
+    delivered = {j.id: stored(j.id) for j in jobs if j.state == "delivered"}
+    result = audit(jobs, gens, owners or {}, delivered | (outputs or {}), now=NOW)
+    return {(str(f.kind), f.job_id, f.generation_id, str(f.repair)) for f in result}
+
+
+PAID, DUP = str(Kind.PAID_NOT_DELIVERED), str(Kind.DUPLICATE_GENERATION)
+DELIVER, REDELIVER, NONE = str(Repair.DELIVER), str(Repair.REDELIVER), str(Repair.NONE)
+
+GENERATIONS = [
+    pytest.param(
+        [job("j1", "delivered", "g1")], [gen("g1")], {"g1": "j1"}, set(), id="delivered-clean"
+    ),
+    pytest.param(
+        [job("j1", "failed", "g1")],
+        [gen("g1")],
+        {"g1": "j1"},
+        {(PAID, "j1", "g1", DELIVER)},
+        id="failed-delivery-of-a-paid-generation",
+    ),
+    pytest.param(
+        [job("j1", "generated", "g1")],
+        [gen("g1")],
+        {"g1": "j1"},
+        {(PAID, "j1", "g1", DELIVER)},
+        id="generated-not-delivered-yet",
+    ),
+    pytest.param(
+        [job("j1", "registered")],
+        [gen("g1")],
+        {},
+        {(PAID, "j1", "g1", DELIVER)},
+        id="moved-back-job-with-an-unclaimed-match",
+    ),
+    pytest.param(
+        [job("j1", "submitting")],
+        [gen("g1")],
+        {},
+        {(PAID, "j1", "g1", DELIVER)},
+        id="crash-after-enqueue",
+    ),
+    pytest.param(
+        [job("j1", "delivered", "g1")],
+        [gen("g1"), gen("g2", at=600.0)],
+        {"g1": "j1"},
+        {(DUP, "j1", "g2", NONE)},
+        id="delivered-job-paid-twice-unclaimed",
+    ),
+    pytest.param(
+        [job("j1", "delivered", "g1")],
+        [gen("g1"), gen("g2")],
+        {"g1": "j1", "g2": "j1"},
+        {(DUP, "j1", "g2", NONE)},
+        id="delivered-job-paid-twice-claimed",
+    ),
+    pytest.param(
+        [job("j1", "failed"), job("j2", "failed")],
+        [gen("g1"), gen("g2", at=501.0)],
+        {},
+        {(PAID, "j1", "g1", DELIVER), (PAID, "j2", "g2", DELIVER)},
+        id="twins-each-adopt-one",
+    ),
+    pytest.param(
+        [job("j1", "delivered", "g1"), job("j2", "registered")],
+        [gen("g1"), gen("g2")],
+        {"g1": "j1"},
+        {(PAID, "j2", "g2", DELIVER)},
+        id="unclaimed-goes-to-the-twin-still-needing-it",
+    ),
+    pytest.param(
+        [job("j1", "failed")],
+        [gen("g1", at=10.0)],
+        {},
+        set(),
+        id="enqueued-before-the-job-existed",
+    ),
+    pytest.param(
+        [job("j1", "failed")], [gen("g1", "another prompt")], {}, set(), id="other-parameters"
+    ),
+    pytest.param([job("j1", "failed", sent_params=None)], [gen("g1")], {}, set(), id="never-sent"),
+    pytest.param(
+        [job("j1", "failed")], [gen("g1")], {"g1": "other-run-job"}, set(), id="another-runs"
+    ),
+    pytest.param(
+        [job("j1", "failed", "g1")],
+        [gen("g1", status="failed")],
+        {"g1": "j1"},
+        set(),
+        id="failed-generation-costs-nothing",
+    ),
+    pytest.param(
+        [job("j1", "delivered", "g1"), job("j2", "failed", "g1")],
+        [gen("g1")],
+        {"g1": "j1"},
+        {(str(Kind.SHARED_GENERATION), "j2", "g1", NONE)},
+        id="two-jobs-claim-one-generation",
+    ),
+    pytest.param(
+        [job("j1", "failed", "g1"), job("j2", "failed", "g1")],
+        [gen("g1")],
+        {},
+        {(str(Kind.SHARED_GENERATION), "j2", "g1", NONE)},
+        id="two-records-one-generation-no-owner",
+    ),
+    pytest.param(
+        [job("j1", "submitted", "g0")],
+        [gen("g1")],
+        {"g0": "j1"},
+        {(PAID, "j1", "g1", NONE)},
+        id="paid-while-its-own-generation-runs",
+    ),
+]
+
+
+@pytest.mark.parametrize(("jobs", "gens", "owners", "expected"), GENERATIONS)
+def test_generations(
+    jobs: list[JobFacts],
+    gens: list[Generation],
+    owners: dict[str, str],
+    expected: set[tuple[str, str, str, str]],
+) -> None:
+    assert found(jobs, gens, owners) == expected
+
+
+MISMATCH, MISSING = str(Kind.OUTPUT_MISMATCH), str(Kind.MISSING_OUTPUT)
+
+OUTPUTS = [
+    pytest.param(stored("j1"), set(), id="clean"),
+    pytest.param(OutputFacts(None, None), {(MISSING, REDELIVER)}, id="missing"),
+    pytest.param(stored("j1", size=999), {(MISMATCH, REDELIVER)}, id="size-differs"),
+    pytest.param(stored("j1", sha="b" * 64), {(MISMATCH, REDELIVER)}, id="sha-differs"),
+    pytest.param(stored("j1", sha=""), set(), id="store-without-digest-is-not-a-mismatch"),
+    pytest.param(
+        stored("j1", side={"job_id": "j9", "video": {}}),
+        {(MISMATCH, REDELIVER)},
+        id="sidecar-of-j9",
+    ),
+    pytest.param(
+        stored("j1", side=None), {(str(Kind.MISSING_SIDECAR), REDELIVER)}, id="no-sidecar"
+    ),
+    pytest.param(
+        OutputFacts(
+            StoredObject("/out/j1.mp4", 1000, SHA + "j1"), stored("j1").sidecar, "no frames"
+        ),
+        {(str(Kind.INVALID_OUTPUT), REDELIVER)},
+        id="does-not-decode",
+    ),
+]
+
+
+@pytest.mark.parametrize(("facts", "expected"), OUTPUTS)
+def test_outputs_of_delivered_jobs(facts: OutputFacts, expected: set[tuple[str, str]]) -> None:
+    result = audit(
+        [job("j1", "delivered", "g1")], [gen("g1")], {"g1": "j1"}, {"j1": facts}, now=NOW
+    )
+    assert {(str(f.kind), str(f.repair)) for f in result} == expected
+    assert all(f.job_id == "j1" and f.generation_id == "g1" for f in result)
+
+
+def test_two_jobs_on_one_output_key_are_duplicates_and_not_redelivered() -> None:
+    jobs = [job("j1", "delivered", "g1"), job("j2", "delivered", "g2", output_key="j1.mp4")]
+    outputs = {"j1": stored("j1"), "j2": stored("j1")}  # j2 overwrote j1's clip
+    result = audit(jobs, [gen("g1"), gen("g2")], {"g1": "j1", "g2": "j2"}, outputs, now=NOW)
+    kinds = {(str(f.kind), f.job_id, str(f.repair)) for f in result}
+    assert (str(Kind.DUPLICATE_OUTPUT), "j2", NONE) in kinds
+    assert all(f.repair is Repair.NONE for f in result)  # redelivering would clobber the other
+
+
+def test_one_video_stored_for_two_jobs_is_a_duplicate_output() -> None:
+    jobs = [job("j1", "delivered", "g1"), job("j2", "delivered", "g2", sha256=SHA + "j1")]
+    outputs = {"j1": stored("j1"), "j2": stored("j2", sha=SHA + "j1")}
+    result = audit(jobs, [gen("g1"), gen("g2")], {"g1": "j1", "g2": "j2"}, outputs, now=NOW)
+    assert (
+        Finding(Kind.DUPLICATE_OUTPUT, "j2", "g2", "same video (same SHA-256) as job j1") in result
+    )
+
+
+def test_findings_carry_no_url() -> None:
+    result = audit([job("j1", "failed", "g1")], [gen("g1")], {"g1": "j1"}, {}, now=NOW)
+    assert result and all("sig=" not in json.dumps(f.as_dict()) for f in result)
+
+
+def test_job_facts_from_a_record() -> None:
+    raw = {
+        "state": "delivered",
+        "spec": json.dumps({"model": MODEL, "output_key": "a/b.mp4", "params": {}}),
+        "sent_params": json.dumps(sent()),
+        "created_at": "12.5",
+        "generation_id": "g1",
+        "size_bytes": "1000",
+        "sha256": SHA,
+    }
+    facts = job_facts("j1", raw)
+    assert facts == JobFacts("j1", "delivered", MODEL, "a/b.mp4", 12.5, "g1", sent(), 1000, SHA)
+    bare = job_facts("j2", {"state": "registered", "spec": "not json", "size_bytes": "x"})
+    assert (bare.model, bare.sent_params, bare.size_bytes, bare.generation_id) == (
+        "",
+        None,
+        None,
+        None,
+    )

@@ -1,0 +1,336 @@
+"""The audit of a run, as pure decisions: what the job store, the provider's list of
+succeeded generations and the output store say together.
+
+Three ledgers should agree: every succeeded generation (paid for) belongs to one job
+that is delivered, and every delivered job has its video and sidecar stored as its
+record says. :func:`audit` takes facts gathered elsewhere (``worker.auditor`` reads
+them and repairs) and returns the findings, each with what ``--repair`` would do.
+
+Which generation is whose: a job's own ``generation_id``, a generation whose
+``seedq:gen`` key names the job, and a generation nobody claimed whose echoed
+parameters match what the job sent (``worker.reconcile.matches``, with the window
+opened back to the job's registration, since a resend overwrites the send time).
+Unclaimed generations are given one to one, first to jobs still needing a video;
+twins (identical parameters) are interchangeable, so any one-to-one choice is right.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from worker.provider.models import Generation
+from worker.reconcile import matches
+from worker.storage.base import StoredObject
+
+DELIVERED = "delivered"
+# States a paid generation may be adopted from: nothing else of the job is at the
+# provider. A submitted or generated job is adopted only into its own generation.
+ADOPTABLE = frozenset({"registered", "submitting", "failed", "cancelled"})
+IN_FLIGHT = frozenset({"submitted", "generated"})
+
+
+class Kind(StrEnum):
+    """What is wrong."""
+
+    PAID_NOT_DELIVERED = "paid_not_delivered"
+    MISSING_OUTPUT = "missing_output"
+    MISSING_SIDECAR = "missing_sidecar"
+    OUTPUT_MISMATCH = "output_mismatch"
+    INVALID_OUTPUT = "invalid_output"
+    DUPLICATE_GENERATION = "duplicate_generation"
+    SHARED_GENERATION = "shared_generation"
+    DUPLICATE_OUTPUT = "duplicate_output"
+
+
+class Repair(StrEnum):
+    """What ``--repair`` does about a finding."""
+
+    DELIVER = "deliver"  # adopt the paid generation into the job and deliver it
+    REDELIVER = "redeliver"  # deliver the job's generation again, if still downloadable
+    NONE = "none"  # nothing to undo (paid twice) or an operator must decide
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """A job as the audit reads its record."""
+
+    id: str
+    state: str
+    model: str
+    output_key: str
+    created_at: float
+    generation_id: str | None = None
+    sent_params: dict[str, Any] | None = None  # None: never sent
+    size_bytes: int | None = None
+    sha256: str | None = None
+
+
+def job_facts(job_id: str, raw: Mapping[str, str]) -> JobFacts:
+    """A job's hash as the audit reads it; unreadable fields read as unknown."""
+    spec = _json(raw.get("spec"))
+    sent = _json(raw.get("sent_params")) if raw.get("sent_params") else None
+    return JobFacts(
+        id=job_id,
+        state=raw.get("state", ""),
+        model=str(spec.get("model", "")),
+        output_key=str(spec.get("output_key", "")),
+        created_at=_number(raw.get("created_at")) or 0.0,
+        generation_id=raw.get("generation_id") or None,
+        sent_params=sent,
+        size_bytes=_int(raw.get("size_bytes")),
+        sha256=raw.get("sha256") or None,
+    )
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    value = _number(text)
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFacts:
+    """A delivered job's stored objects; ``invalid`` is a failed PyAV check (--verify)."""
+
+    video: StoredObject | None
+    sidecar: dict[str, Any] | None
+    invalid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: Kind
+    job_id: str
+    generation_id: str
+    reason: str
+    repair: Repair = Repair.NONE
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "kind": str(self.kind),
+            "job_id": self.job_id,
+            "generation_id": self.generation_id,
+            "reason": self.reason,
+            "repair": str(self.repair),
+        }
+
+
+def audit(
+    jobs: Sequence[JobFacts],
+    succeeded: Iterable[Generation],
+    owners: Mapping[str, str],
+    outputs: Mapping[str, OutputFacts],
+    *,
+    now: float,
+) -> list[Finding]:
+    """Every finding for one run's jobs.
+
+    ``succeeded``: the provider's succeeded generations of the run's models (any run's);
+    ``owners``: generation id → the job its ``seedq:gen`` key names, for every id known
+    (absent: claimed by none); ``outputs``: facts of each delivered job's objects.
+    """
+    gens = {g.generation_id: g for g in succeeded if g.status == "succeeded"}
+    findings = _shared_generations(jobs, owners)
+    shared = {f.generation_id for f in findings}
+    paid = _paid_generations(jobs, gens, owners, shared, now)
+    for job in jobs:
+        findings += _generation_findings(job, paid.get(job.id, []), gens)
+    findings += _duplicate_outputs(jobs)
+    shared_keys = {f.job_id for f in findings if f.kind is Kind.DUPLICATE_OUTPUT}
+    for job in jobs:
+        if job.state == DELIVERED:
+            facts = outputs.get(job.id, OutputFacts(None, None))
+            findings += _output_findings(job, facts, shared=job.id in shared_keys)
+    return findings
+
+
+def _shared_generations(jobs: Sequence[JobFacts], owners: Mapping[str, str]) -> list[Finding]:
+    """Generations recorded by two jobs, or recorded by one job and owned by another."""
+    claimants: dict[str, list[str]] = defaultdict(list)
+    for job in jobs:
+        if job.generation_id:
+            claimants[job.generation_id].append(job.id)
+    found = []
+    for gid, ids in claimants.items():
+        owner = owners.get(gid)
+        others = [j for j in ids if j != owner] if owner else ids[1:]
+        if owner is None and len(ids) < 2:
+            continue
+        for job_id in others:
+            holder = owner or ids[0]
+            found.append(
+                Finding(
+                    Kind.SHARED_GENERATION,
+                    job_id,
+                    gid,
+                    f"generation also claimed by job {holder}; an operator must decide",
+                )
+            )
+    return found
+
+
+def _paid_generations(
+    jobs: Sequence[JobFacts],
+    gens: Mapping[str, Generation],
+    owners: Mapping[str, str],
+    shared: set[str],
+    now: float,
+) -> dict[str, list[str]]:
+    """Job id → its succeeded generations: its own first, then claimed, then matched."""
+    ours = {job.id for job in jobs}
+    paid: dict[str, list[str]] = defaultdict(list)
+    recorded = {job.generation_id for job in jobs if job.generation_id}
+    for job in jobs:
+        gid = job.generation_id
+        if gid and gid in gens and gid not in shared and owners.get(gid, job.id) == job.id:
+            paid[job.id].append(gid)
+    for gid, owner in owners.items():
+        if gid in gens and owner in ours and gid not in paid[owner] and gid not in shared:
+            paid[owner].append(gid)
+    unclaimed = sorted(
+        (g for gid, g in gens.items() if gid not in owners and gid not in recorded),
+        key=lambda g: (g.enqueued_at or 0.0, g.generation_id),
+    )
+    sent = [job for job in jobs if job.sent_params is not None]
+    for gen in unclaimed:
+        candidates = [job for job in sent if _sent_this(gen, job, now)]
+        if not candidates:
+            continue  # another run's, or made outside seedq
+        needy = [job for job in candidates if _needs_video(job, paid[job.id])]
+        paid[(needy or candidates)[0].id].append(gen.generation_id)
+    return paid
+
+
+def _sent_this(gen: Generation, job: JobFacts, now: float) -> bool:
+    assert job.sent_params is not None
+    return matches(gen, model=job.model, sent=job.sent_params, started_at=job.created_at, now=now)
+
+
+def _needs_video(job: JobFacts, paid: list[str]) -> bool:
+    return job.state in ADOPTABLE and not paid
+
+
+def _generation_findings(
+    job: JobFacts, paid: list[str], gens: Mapping[str, Generation]
+) -> list[Finding]:
+    if not paid:
+        return []
+    found: list[Finding] = []
+    if job.state == DELIVERED:
+        primary = job.generation_id or ""
+    else:
+        primary = paid[0]
+        found.append(_undelivered(job, primary))
+    for gid in paid:
+        if gid != primary:
+            found.append(
+                Finding(
+                    Kind.DUPLICATE_GENERATION,
+                    job.id,
+                    gid,
+                    f"a second succeeded generation for this job (paid twice; the job's "
+                    f"is {primary or 'none'})",
+                )
+            )
+    return found
+
+
+def _undelivered(job: JobFacts, gid: str) -> Finding:
+    own = gid == job.generation_id
+    if job.state in IN_FLIGHT and own:
+        why = f"succeeded at the provider, job still {job.state} (delivery pending or stalled)"
+        return Finding(Kind.PAID_NOT_DELIVERED, job.id, gid, why, Repair.DELIVER)
+    if job.state in ADOPTABLE:
+        how = "the job's generation" if own else "claimed by no job, matches what the job sent"
+        why = f"succeeded at the provider ({how}), job is {job.state}"
+        return Finding(Kind.PAID_NOT_DELIVERED, job.id, gid, why, Repair.DELIVER)
+    why = (
+        f"succeeded at the provider, job is {job.state} with another generation "
+        f"({job.generation_id}); an operator must decide"
+    )
+    return Finding(Kind.PAID_NOT_DELIVERED, job.id, gid, why)
+
+
+def _duplicate_outputs(jobs: Sequence[JobFacts]) -> list[Finding]:
+    """Two delivered jobs writing one output key, or holding one video (same SHA-256)."""
+    found: list[Finding] = []
+    delivered = [job for job in jobs if job.state == DELIVERED]
+    for what, value in (("output key", _key), ("video (same SHA-256)", _digest)):
+        groups: dict[str, list[JobFacts]] = defaultdict(list)
+        for job in delivered:
+            if v := value(job):
+                groups[v].append(job)
+        for group in groups.values():
+            for job in group[1:]:
+                found.append(
+                    Finding(
+                        Kind.DUPLICATE_OUTPUT,
+                        job.id,
+                        job.generation_id or "",
+                        f"same {what} as job {group[0].id}",
+                    )
+                )
+    return found
+
+
+def _key(job: JobFacts) -> str:
+    return job.output_key
+
+
+def _digest(job: JobFacts) -> str:
+    return job.sha256 or ""
+
+
+def _output_findings(job: JobFacts, facts: OutputFacts, *, shared: bool) -> list[Finding]:
+    """A delivered job's video and sidecar against its record (and each other)."""
+    gid = job.generation_id or ""
+    fix = Repair.REDELIVER if gid and not shared else Repair.NONE
+    video = facts.video
+    if video is None:
+        return [Finding(Kind.MISSING_OUTPUT, job.id, gid, f"no object at {job.output_key}", fix)]
+    found: list[Finding] = []
+    problems = _mismatches(job, video, facts.sidecar)
+    if problems:
+        found.append(Finding(Kind.OUTPUT_MISMATCH, job.id, gid, "; ".join(problems), fix))
+    if facts.invalid:
+        found.append(Finding(Kind.INVALID_OUTPUT, job.id, gid, facts.invalid, fix))
+    if facts.sidecar is None:
+        found.append(Finding(Kind.MISSING_SIDECAR, job.id, gid, "no sidecar beside the video", fix))
+    return found
+
+
+def _mismatches(job: JobFacts, video: StoredObject, sidecar: dict[str, Any] | None) -> list[str]:
+    problems = []
+    if job.size_bytes is not None and video.size != job.size_bytes:
+        problems.append(f"stored size {video.size} != recorded {job.size_bytes}")
+    if video.sha256 and job.sha256 and video.sha256 != job.sha256:
+        problems.append("stored SHA-256 differs from the job record")
+    if sidecar is not None:
+        side = sidecar.get("video")
+        side = side if isinstance(side, dict) else {}
+        if sidecar.get("job_id") != job.id:
+            problems.append(f"sidecar names job {sidecar.get('job_id')!r}")
+        if side.get("sha256") and video.sha256 and side.get("sha256") != video.sha256:
+            problems.append("stored SHA-256 differs from the sidecar")
+        if side.get("size_bytes") is not None and side.get("size_bytes") != video.size:
+            problems.append(f"stored size {video.size} != sidecar {side.get('size_bytes')}")
+    return problems
