@@ -33,26 +33,90 @@ class ImageRef:
     value: str  # the URL, the s3:// URI, or an absolute local path
 
 
-def is_private_address(host: str) -> bool:
-    """Loopback, private, link-local, reserved, multicast or unspecified (v4 or v6)."""
+def parse_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``host`` spells, or None for a name.
+
+    Besides the standard forms this reads what ``inet_aton`` (and so curl, browsers and
+    many HTTP stacks) reads as IPv4: one to four parts, each decimal, octal (leading 0)
+    or hex (0x), so ``2130706433``, ``0177.0.0.1``, ``0x7f.1`` and ``127.1`` are all
+    127.0.0.1. A check that missed these would let them through as "names".
+    """
+    text = host.strip("[]").split("%")[0].rstrip(".")
     try:
-        addr = ipaddress.ip_address(host.strip("[]").split("%")[0])
+        return ipaddress.ip_address(text)
     except ValueError:
+        pass
+    numbers = [_ipv4_part(part) for part in text.split(".")]
+    if not 1 <= len(numbers) <= 4 or None in numbers:
+        return None
+    *head, last = [n for n in numbers if n is not None]
+    if any(n > 255 for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = last
+    for index, number in enumerate(head):
+        value += number << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
+
+
+def _ipv4_part(part: str) -> int | None:
+    """One part of a legacy IPv4 address: 0x-hex, 0-octal or decimal; None otherwise."""
+    base, digits = 10, part
+    if part[:2].lower() == "0x":
+        base, digits = 16, part[2:] or "0"
+    elif len(part) > 1 and part.startswith("0"):
+        base, digits = 8, part[1:]
+    if not digits.isascii() or not digits.isalnum():
+        return None
+    try:
+        return int(digits, base)
+    except ValueError:
+        return None
+
+
+def looks_numeric(host: str) -> bool:
+    """A host whose last label is a number: an address to a URL parser, never a name."""
+    last = host.strip("[]").rstrip(".").rsplit(".", 1)[-1].lower()
+    return last.isdigit() or (
+        last.startswith("0x") and all(c in string.hexdigits for c in last[2:])
+    )
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def is_private_address(host: str) -> bool:
+    """Loopback, private, link-local, reserved, multicast or unspecified (v4 or v6),
+    including an IPv4 address of those kinds inside an IPv6 one (mapped, compatible,
+    6to4, NAT64) and the legacy numeric forms :func:`parse_address` reads."""
+    addr = parse_address(host)
+    if addr is None:
         return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return not addr.is_global or addr.is_multicast
+    if isinstance(addr, ipaddress.IPv6Address):
+        # An IPv4 address carried in IPv6 is reached as that IPv4 address: judge it.
+        embedded = addr.ipv4_mapped or addr.sixtofour
+        if embedded is None and (addr in _NAT64 or int(addr) >> 32 == 0):
+            embedded = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+        if embedded is not None:
+            return _is_private(embedded)
+    return _is_private(addr)
+
+
+def _is_private(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not addr.is_global or addr.is_multicast or addr.is_reserved
 
 
 def check_url_host(host: str, *, allow_private: bool) -> None:
     """Refuse hosts that point inside the machine or its network, unless allowed."""
     if allow_private:
         return
-    name = host.lower().rstrip(".")
+    # NFKC first: "１２７.０.０.１" (full-width digits) is 127.0.0.1 to an IDNA encoder.
+    name = unicodedata.normalize("NFKC", host).lower().rstrip(".")
     if name in LOCAL_HOST_NAMES or name.endswith(".localhost"):
         raise RefError(
             f"host {host!r} is this machine (set SEEDQ_ALLOW_PRIVATE_URLS for local tests)"
         )
+    if looks_numeric(name) and parse_address(name) is None:
+        raise RefError(f"host {host!r} is neither a name nor a valid IP address")
     if is_private_address(name):
         raise RefError(
             f"address {host} is loopback, private or link-local "
@@ -117,7 +181,8 @@ def check_output_key(key: str) -> str:
     """An output key that stays inside the output prefix, ending in .mp4."""
     if not key or not key.strip():
         raise RefError("output key is empty")
-    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in key):
+    # Line and paragraph separators break log lines and listings as a newline does.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in key):
         raise RefError("output key contains control characters")
     if "\\" in key:
         raise RefError("output key must use / as separator, not \\")

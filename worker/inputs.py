@@ -1,4 +1,4 @@
-"""Input images the provider can fetch, and the URL check for anything the worker fetches.
+"""Input images the provider can fetch.
 
 The producer stores an image reference as an http(s) URL, an ``s3://bucket/key`` URI or
 an absolute local path. The provider only fetches http(s), so before submitting,
@@ -18,13 +18,10 @@ outage, which stays :class:`~worker.errors.StorageUnavailable` (retried).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import shutil
-import socket
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -35,11 +32,9 @@ from producer.refs import (
     IMAGE_SUFFIXES,
     MAX_IMAGE_BYTES,
     RefError,
-    check_http_url,
     check_url_host,
-    is_private_address,
 )
-from worker.errors import InputUnavailable, TransientError
+from worker.errors import InputUnavailable
 from worker.storage.base import sha256_file
 
 if TYPE_CHECKING:
@@ -287,46 +282,3 @@ def make_publisher(settings: Settings) -> InputPublisher:
     except RefError:
         return LoopbackInputPublisher()
     return NoInputPublisher()
-
-
-# --- the check before the worker fetches a URL itself -------------------------------------
-
-Resolver = Callable[[str], list[str]]
-
-
-def resolve_host(host: str) -> list[str]:
-    """Every address ``host`` resolves to (IPv4 and IPv6)."""
-    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    return sorted({str(info[4][0]) for info in infos})
-
-
-def check_fetch_url(url: str, *, allow_private: bool, resolve: Resolver = resolve_host) -> None:
-    """Refuse a URL the worker should not fetch: not http(s), credentials in it, or a host
-    that is, or resolves to, a loopback, private or link-local address (unless allowed).
-
-    Every resolved address must be public: a name with one private address among public
-    ones is refused. InputUnavailable when refused, TransientError when DNS is down.
-    DNS can change between this check and the fetch; a caller that must be sure
-    connects to an address it checked.
-    """
-    try:
-        check_http_url(url, allow_private=allow_private)
-    except RefError as exc:
-        raise InputUnavailable(f"refused URL: {exc}") from None
-    if allow_private:
-        return
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = resolve(host)
-    except socket.gaierror as exc:
-        if exc.errno in (socket.EAI_AGAIN, errno.EAGAIN):
-            raise TransientError(f"DNS lookup of {host} failed for now") from None
-        raise InputUnavailable(f"refused URL: host {host} does not resolve") from None
-    if not addresses:
-        raise InputUnavailable(f"refused URL: host {host} does not resolve")
-    for address in addresses:
-        if is_private_address(address):
-            raise InputUnavailable(
-                f"refused URL: host {host} resolves to {address}, a loopback, private or "
-                "link-local address (set SEEDQ_ALLOW_PRIVATE_URLS for local tests)"
-            )

@@ -30,6 +30,8 @@ from seedq.admission import admission_for
 from seedq.errors import ConfigError
 from seedq.schedules import TASK_SCHEDULED_RUN, Schedule, find_schedule, load_schedules, run_name
 from seedq.settings import Settings, load_settings
+from worker.provider.errors import ProviderError
+from worker.provider.guard import guarded_client
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".yaml", ".yml")
@@ -44,21 +46,32 @@ def _suffix(location: str) -> str:
     return suffix if suffix in MANIFEST_SUFFIXES else ".yaml"
 
 
+def shown(url: str) -> str:
+    """``url`` without its query or user info: a presigned link's signature and session
+    token must not reach a log line."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+
+
 def fetch_https(url: str, dest: Path, max_bytes: int, client: httpx.Client) -> None:
-    """Stream ``url`` into ``dest``; FetchError beyond ``max_bytes`` or on a bad answer."""
+    """Stream ``url`` into ``dest``; FetchError beyond ``max_bytes``, on a bad answer, or
+    when the client's guard refuses the URL or a redirect hop."""
     size = 0
+    where = shown(url)
     try:
         with client.stream("GET", url, follow_redirects=True) as response:
             if response.status_code != 200:
-                raise FetchError(f"{url}: HTTP {response.status_code}")
+                raise FetchError(f"{where}: HTTP {response.status_code}")
             with dest.open("wb") as out:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > max_bytes:
-                        raise FetchError(f"{url}: larger than {max_bytes} bytes")
+                        raise FetchError(f"{where}: larger than {max_bytes} bytes")
                     out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+    except httpx.HTTPError as exc:  # its text can hold the URL: only the kind is kept
+        raise FetchError(f"{where}: {type(exc).__name__}") from None
+    except ProviderError as exc:  # the guard: refused URL or hop, DNS failure
+        raise FetchError(f"{where}: {exc.message}") from None
 
 
 def fetch_s3(uri: str, dest: Path, max_bytes: int, s3: Any) -> None:
@@ -79,7 +92,9 @@ def fetch_manifest(location: str, workdir: Path, settings: Settings) -> Path:
     """A local file holding the manifest at ``location``."""
     if location.startswith("https://"):
         dest = workdir / f"manifest{_suffix(location)}"
-        with httpx.Client(timeout=settings.http_timeout_s) as client:
+        with guarded_client(
+            allow_private=settings.allow_private_urls, timeout=settings.http_timeout_s
+        ) as client:
             fetch_https(location, dest, settings.max_manifest_bytes, client)
         return dest
     if location.startswith("s3://"):

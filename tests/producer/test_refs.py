@@ -33,7 +33,27 @@ from producer.refs import (
         ("fe80::1", True),
         ("fc00::1", True),
         ("::ffff:127.0.0.1", True),
+        ("::ffff:7f00:1", True),
+        ("::127.0.0.1", True),
+        ("64:ff9b::a9fe:a9fe", True),
+        ("2002:a00:1::", True),
+        ("fd00::1", True),
+        ("fe80::1%eth0", True),
+        ("ff02::1", True),
         ("224.0.0.1", True),
+        ("240.0.0.1", True),
+        ("255.255.255.255", True),
+        ("2130706433", True),
+        ("0x7f000001", True),
+        ("0177.0.0.1", True),
+        ("0x7f.0.0.1", True),
+        ("127.1", True),
+        ("10.1", True),
+        ("0xa9.0xfe.0xa9.0xfe", True),
+        ("127.0.0.1.", True),
+        ("134744072", False),
+        ("::ffff:8.8.8.8", False),
+        ("64:ff9b::808:808", False),
         ("8.8.8.8", False),
         ("172.32.0.1", False),
         ("2606:4700::1111", False),
@@ -69,6 +89,19 @@ def test_http_urls_allowed(url: str) -> None:
         ("http://[::1]:80/a.png", "loopback"),
         ("http://user:secret@example.com/a.png", "user name or password"),
         ("http:///a.png", "no host"),
+        ("http://2130706433/a.png", "loopback"),
+        ("http://0177.0.0.1/a.png", "loopback"),
+        ("http://0x7f.1/a.png", "loopback"),
+        ("http://[::ffff:127.0.0.1]/a.png", "loopback"),
+        ("http://[fc00::1]/a.png", "private"),
+        ("http://[fe80::1%25eth0]/a.png", "link-local"),
+        ("http://１２７.０.０.１/a.png", "loopback"),
+        ("http://LOCALHOST./a.png", "this machine"),
+        ("http://1.2.3.4.5/a.png", "neither a name nor a valid IP"),
+        ("http://08.0.0.1/a.png", "neither a name nor a valid IP"),
+        ("http://user@example.com/a.png", "user name or password"),
+        ("http://:pw@example.com/a.png", "user name or password"),
+        ("javascript:alert(1)", "only http and https"),
         ("http://example.com:99999/a.png", "invalid port"),
     ],
 )
@@ -108,6 +141,14 @@ def test_output_keys_ok(key: str, expected: str) -> None:
         ("a\nb.mp4", "control"),
         ("a\x00b.mp4", "control"),
         ("a\u202eb.mp4", "control"),
+        ("a\u2028b.mp4", "control"),
+        ("a\x85b.mp4", "control"),
+        ("a\tb.mp4", "control"),
+        ("..", r"\.\. segments"),
+        ("a/..", r"\.\. segments"),
+        ("a/./b.mp4", r"\. or \.\."),
+        ("//host/a.mp4", "relative"),
+        ("a\\..\\b.mp4", "separator"),
         ("a//b.mp4", "empty or space-padded"),
         ("a/ b.mp4", "empty or space-padded"),
         ("a.mov", "must end in .mp4"),
@@ -166,3 +207,15 @@ def test_local_image_size_cap(tmp_path: Path) -> None:
         fh.truncate(30 * 1024 * 1024 + 1)
     with pytest.raises(RefError, match="30 MB"):
         parse_image_ref("big.png", base_dir=tmp_path, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../../etc/passwd", "..", "/abs", "a\nb", "a\x00b", "a\\..\\b", "x/../../y", "a\u2028b"],
+)
+def test_hostile_manifest_values_cannot_escape_the_output_prefix(value: str) -> None:
+    """An output template filled with a spreadsheet cell: the rendered key is checked."""
+    with pytest.raises(RefError):
+        check_output_key(render("{sku}/clip.mp4", {"sku": value}))
+    with pytest.raises(RefError):
+        check_output_key(render("{sku}", {"sku": value}))

@@ -23,6 +23,7 @@ from seedq.errors import ConfigError
 from seedq.schedules import parse_schedules
 from seedq.settings import Settings
 from seedq.store import JobStore
+from worker.provider.guard import guarded_client
 from worker.scheduled import FetchError, fetch_https, run_schedule
 
 Write = Callable[[str, str | bytes], Path]
@@ -145,3 +146,33 @@ def test_https_fetch_streams_with_a_size_cap(tmp_path: Path) -> None:
         fetch_https("https://h/big", tmp_path / "b.yaml", 1000, client)
     with pytest.raises(FetchError, match="HTTP 404"):
         fetch_https("https://h/gone", tmp_path / "c.yaml", 1000, client)
+
+
+@pytest.mark.parametrize(
+    ("location", "refusal"),
+    [
+        ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://inside.example/m.yaml", "resolves to 10.0.0.7"),
+        ("http://h.example/m.yaml", "plain http"),
+    ],
+)
+def test_https_fetch_checks_every_hop(tmp_path: Path, location: str, refusal: str) -> None:
+    """A schedule's manifest URL goes through the fetch guard; a refusal names the rule
+    and the URL without its query (a presigned link's signature stays out of the logs)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": location})
+
+    dns = {"h.example": ["93.184.216.34"], "inside.example": ["10.0.0.7"]}
+    with (
+        guarded_client(
+            allow_private=False,
+            timeout=5,
+            transport=httpx.MockTransport(handler),
+            resolve=lambda host: dns[host],
+        ) as client,
+        pytest.raises(FetchError, match=refusal) as info,
+    ):
+        fetch_https("https://h.example/m.yaml?X-Amz-Signature=s3cr3t", tmp_path / "m", 1000, client)
+    assert "s3cr3t" not in str(info.value)
+    assert not (tmp_path / "m").exists()

@@ -79,7 +79,7 @@ def transport() -> RecordingTransport:
 
 @pytest.fixture
 def client(sim: SimHandle, transport: RecordingTransport) -> Iterator[OxenClient]:
-    with OxenClient(sim.url, KEY, timeout_s=10, transport=transport) as c:
+    with OxenClient(sim.url, KEY, timeout_s=10, transport=transport, allow_private_urls=True) as c:
         yield c
 
 
@@ -110,7 +110,7 @@ def test_enqueue_poll_download_real_mp4(
 ) -> None:
     with (
         running_simulator(sim_config(fast=False)) as sim,
-        OxenClient(sim.url, KEY, transport=transport) as client,
+        OxenClient(sim.url, KEY, transport=transport, allow_private_urls=True) as client,
     ):
         [queued] = client.enqueue(MODEL, params(image_url, aspect_ratio="1:1"))
         assert queued.status == "queued"

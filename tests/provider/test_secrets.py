@@ -15,6 +15,10 @@ from worker.provider.client import OxenClient
 KEY = "sk-LEAKCHECK-0123456789abcdef"
 
 
+def public_dns(host: str) -> list[str]:
+    return ["93.184.216.34"]
+
+
 def echo_key(status: int, **headers: str) -> Callable[[httpx.Request], httpx.Response]:
     """A hostile server that echoes the Authorization header back in its error body."""
 
@@ -93,9 +97,28 @@ def test_no_key_in_api_errors(
 @pytest.mark.parametrize("status", [401, 403, 404, 410, 500, 429])
 def test_no_key_in_download_errors(status: int, tmp_path: Path) -> None:
     transport = httpx.MockTransport(echo_key(status))
-    with OxenClient("https://hub.oxen.ai", KEY, transport=transport) as client:
+    with OxenClient("https://hub.oxen.ai", KEY, transport=transport, resolve=public_dns) as client:
         with pytest.raises(e.ProviderError) as info:
             client.download(f"https://f.example/x?k={KEY[:3]}", tmp_path / "x", max_bytes=10)
+        assert_clean(info.value, client)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        f"https://169.254.169.254/?k={KEY}",
+        f"https://user:{KEY}@f.example/x",
+        f"http://f.example/{KEY}",
+        f"file:///{KEY}",
+    ],
+)
+def test_no_key_in_refused_redirects(location: str, tmp_path: Path) -> None:
+    """A hostile result host redirecting to a URL that carries the key: refused, and the
+    error names the rule, never the URL."""
+    transport = httpx.MockTransport(lambda r: httpx.Response(302, headers={"Location": location}))
+    with OxenClient("https://hub.oxen.ai", KEY, transport=transport, resolve=public_dns) as client:
+        with pytest.raises(e.RefusedUrl) as info:
+            client.download("https://f.example/x", tmp_path / "x", max_bytes=10)
         assert_clean(info.value, client)
 
 
@@ -114,6 +137,7 @@ def test_every_error_class_constructed_is_clean() -> None:
         e.ResultUrlExpired,
         e.ResultWriteError,
         e.EnqueueOutcomeUnknown,
+        e.RefusedUrl,
     }
     tree = {
         obj

@@ -1,4 +1,5 @@
-"""Input publishing (loopback server, S3 on moto) and the URL check before a fetch."""
+"""Input publishing (loopback server, S3 on moto); the URL check before a fetch is in
+tests/provider/test_guard.py."""
 
 from __future__ import annotations
 
@@ -15,15 +16,13 @@ import pytest
 from PIL import Image
 
 from seedq.settings import load_settings
-from worker.errors import InputUnavailable, StorageUnavailable, TransientError
+from worker.errors import InputUnavailable, StorageUnavailable
 from worker.inputs import (
     LoopbackInputPublisher,
     NoInputPublisher,
     S3InputPublisher,
-    check_fetch_url,
     make_publisher,
     publish_inputs,
-    resolve_host,
 )
 from worker.storage.s3 import S3Storage, make_client
 
@@ -266,71 +265,3 @@ def test_no_publisher_says_what_to_configure(image: Path) -> None:
         NoInputPublisher().publish_file(image)
     with pytest.raises(InputUnavailable, match="SEEDQ_OUTPUT"):
         NoInputPublisher().publish_s3("s3://b/k.png")
-
-
-# --- check_fetch_url ----------------------------------------------------------------------
-
-DNS = {
-    "cdn.example": ["93.184.216.34", "2606:2800:220:1::1"],
-    "inside.example": ["10.1.2.3"],
-    "mixed.example": ["93.184.216.34", "192.168.1.10"],
-    "metadata.example": ["169.254.169.254"],
-    "mapped.example": ["::ffff:127.0.0.1"],
-    "v6local.example": ["fe80::1"],
-    "8.8.8.8": ["8.8.8.8"],
-}
-
-
-def fake_resolve(host: str) -> list[str]:
-    if host == "down.example":
-        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-    if host not in DNS:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    return DNS[host]
-
-
-@pytest.mark.parametrize(
-    ("url", "refusal"),
-    [
-        ("https://cdn.example/a.png", None),
-        ("http://cdn.example:8080/a.png?sig=1", None),
-        ("http://8.8.8.8/a.png", None),
-        ("ftp://cdn.example/a.png", "only http and https"),
-        ("file:///etc/passwd", "only http and https"),
-        ("https://user:pw@cdn.example/a.png", "user name or password"),
-        ("https:///a.png", "no host"),
-        ("http://127.0.0.1/a.png", "loopback"),
-        ("http://[::1]/a.png", "loopback"),
-        ("http://localhost/a.png", "this machine"),
-        ("http://169.254.169.254/latest/meta-data", "link-local"),
-        ("https://inside.example/a.png", "resolves to 10.1.2.3"),
-        ("https://mixed.example/a.png", "resolves to 192.168.1.10"),
-        ("https://metadata.example/a.png", "resolves to 169.254.169.254"),
-        ("https://mapped.example/a.png", "resolves to ::ffff:127.0.0.1"),
-        ("https://v6local.example/a.png", "resolves to fe80::1"),
-        ("https://nowhere.example/a.png", "does not resolve"),
-    ],
-)
-def test_check_fetch_url(url: str, refusal: str | None) -> None:
-    if refusal is None:
-        check_fetch_url(url, allow_private=False, resolve=fake_resolve)
-    else:
-        with pytest.raises(InputUnavailable, match=refusal):
-            check_fetch_url(url, allow_private=False, resolve=fake_resolve)
-
-
-@pytest.mark.parametrize(
-    "url", ["http://127.0.0.1/a.png", "http://localhost/a", "https://inside.example/a.png"]
-)
-def test_check_fetch_url_allows_private_when_told(url: str) -> None:
-    check_fetch_url(url, allow_private=True, resolve=fake_resolve)
-
-
-def test_check_fetch_url_dns_outage_is_transient() -> None:
-    with pytest.raises(TransientError, match="DNS lookup"):
-        check_fetch_url("https://down.example/a.png", allow_private=False, resolve=fake_resolve)
-
-
-def test_resolve_host_uses_the_system_resolver() -> None:
-    assert {"127.0.0.1", "::1"} & set(resolve_host("localhost"))
-    assert resolve_host("127.0.0.1") == ["127.0.0.1"]

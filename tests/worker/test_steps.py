@@ -268,7 +268,7 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
         )
         storage = RecordingStorage(tmp_path / "out")
         clock = Clock()
-        provider = OxenClient(sim.url, API_KEY, timeout_s=HTTP_TIMEOUT_S)
+        provider = OxenClient(sim.url, API_KEY, timeout_s=HTTP_TIMEOUT_S, allow_private_urls=True)
         store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
         rt = Runtime(
             settings=settings,

@@ -3,7 +3,8 @@
 One call, one answer: every failure is raised once as a classified
 :mod:`worker.provider.errors` exception and retrying is the pipeline's job. The API key
 goes out only as the ``Authorization`` header of API calls, added per request so that
-downloads from presigned URLs (another host) can never carry it.
+downloads from presigned URLs (another host) can never carry it. Downloads go through a
+client of their own, guarded hop by hop (:mod:`worker.provider.guard`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from seedq.settings import Settings
 from worker.provider import errors as e
 from worker.provider.classify import classify_exception, classify_response
 from worker.provider.download import check_download, write_capped
+from worker.provider.guard import Resolver, guarded_client, resolve_host
 from worker.provider.models import (
     COMPLETED_EVENT,
     CompletionEvent,
@@ -73,6 +75,8 @@ class OxenClient:
         generate_timeout_s: float = GENERATE_TIMEOUT_S,
         max_connections: int = 10,
         transport: httpx.BaseTransport | None = None,
+        allow_private_urls: bool = False,
+        resolve: Resolver = resolve_host,
     ) -> None:
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self.base_url = api_root(base_url)
@@ -80,16 +84,25 @@ class OxenClient:
         self.generate_timeout = httpx.Timeout(generate_timeout_s, connect=self.timeout.connect)
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         # No default Authorization header: it is added per API call (see _auth).
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=self.timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-            ),
+            limits=limits,
             headers={"User-Agent": USER_AGENT},
             transport=transport,
+        )
+        # Result files: any host the provider names, so every hop is checked first.
+        self._files = guarded_client(
+            allow_private=allow_private_urls,
+            timeout=self.timeout,
+            transport=transport,
+            resolve=resolve,
+            headers={"User-Agent": USER_AGENT},
+            limits=limits,
         )
 
     @classmethod
@@ -103,6 +116,7 @@ class OxenClient:
             settings.oxen_api_key,
             timeout_s=settings.http_timeout_s,
             transport=transport,
+            allow_private_urls=settings.allow_private_urls,
         )
 
     def __repr__(self) -> str:
@@ -121,6 +135,7 @@ class OxenClient:
 
     def close(self) -> None:
         self._http.close()
+        self._files.close()
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -333,7 +348,8 @@ class OxenClient:
 
         Written to a sibling ``.part`` file and renamed, so ``dest`` is never half a
         video. Never sends the API key. Raises ResultUrlExpired (refresh via get()),
-        ResultTooLarge above ``max_bytes``, or a transient error.
+        ResultTooLarge above ``max_bytes``, RefusedUrl for a URL or redirect hop the
+        guard refuses (:mod:`worker.provider.guard`), or a transient error.
         """
         if urlsplit(url).scheme not in ("http", "https"):
             raise e.InvalidRequest("result URL is not http(s)", error_type="invalid_result_url")
@@ -341,8 +357,8 @@ class OxenClient:
         part = dest.with_name(f".{dest.name}.part")
         timeout = self.timeout if timeout_s is None else httpx.Timeout(timeout_s)
         try:
-            # A full URL bypasses base_url; no auth header is ever added here.
-            with self._http.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            # Another client than the API's: no base URL, no auth header, ever.
+            with self._files.stream("GET", url, timeout=timeout) as response:
                 check_download(response, max_bytes, self._secrets())
                 written = write_capped(response, part, max_bytes)
             os.replace(part, dest)

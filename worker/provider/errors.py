@@ -16,7 +16,8 @@
         │   ├── NotFound              404, resource_not_found
         │   ├── GenerationFailed      the generation ended `failed` for a job reason
         │   ├── ResultUrlExpired      401/403/404/410 on a presigned result URL
-        │   └── ResultTooLarge        the result file is above the byte cap
+        │   ├── ResultTooLarge        the result file is above the byte cap
+        │   └── RefusedUrl            a URL (or a redirect) the worker must not fetch
         └── RunFatalError             stop submitting: nothing else will succeed either
             ├── Unauthenticated       401, unauthenticated
             └── InsufficientCredits   "Insufficient credits", 402
@@ -139,6 +140,13 @@ class ResultTooLarge(PermanentJobError):
     def __init__(self, message: str, *, max_bytes: int) -> None:
         super().__init__(message, error_type="result_too_large")
         self.max_bytes = max_bytes
+
+
+class RefusedUrl(PermanentJobError):
+    """A URL to fetch, or a redirect hop, is not https or points inside the network."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_type="refused_url")
 
 
 class RunFatalError(ProviderError):
