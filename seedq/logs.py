@@ -5,8 +5,9 @@ The run and job ids come from context variables set around each task step
 (:func:`job_context`), so a plain ``log.info(...)`` anywhere below a step carries them.
 
 Secrets: settings keep the API key as a SecretStr and provider errors are scrubbed where
-they are made; the formatter also replaces every secret it is given, and any bearer
-token, in the whole line (message and traceback), as a last line of defence.
+they are made; as a last line of defence, in both formats, every worker log line
+(message and traceback) has each secret of :func:`log_secrets` and any bearer token
+replaced (:func:`use_json`, :func:`use_redaction`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,49 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from seedq.settings import Settings
 
 RUN_ID: ContextVar[str | None] = ContextVar("seedq_run_id", default=None)
 JOB_ID: ContextVar[str | None] = ContextVar("seedq_job_id", default=None)
 REDACTED = "[redacted]"
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+MIN_SECRET_CHARS = 4  # shorter "secrets" would shred ordinary words
+# Credentials boto3 reads from the environment (the settings never hold them).
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def log_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """Every secret a worker holds: the API key, the S3 secret key and session token,
+    and the passwords in the broker and Redis URLs."""
+    found = [settings.api_key_value() or ""]
+    found += [environ.get(name, "") for name in AWS_SECRET_VARIABLES]
+    for url in (settings.broker_url, settings.redis_url):
+        try:
+            found.append((urlsplit(url).password or "") if url else "")
+        except ValueError:
+            continue
+    return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET_CHARS]
+
+
+class Redactor:
+    """Replaces each secret (raw and JSON-escaped) and any bearer token in a text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = tuple(s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+            text = text.replace(json.dumps(secret)[1:-1], REDACTED)
+        return _BEARER.sub(r"\g<1>" + REDACTED, text)
 
 
 @contextmanager
@@ -41,7 +76,8 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = tuple(s for s in secrets if s and len(s) >= 4)
+        self.redact = Redactor(secrets)
+        self.secrets = self.redact.secrets
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
@@ -61,11 +97,18 @@ class JsonFormatter(logging.Formatter):
             payload["exc"] = record.exc_text
         return self.redact(json.dumps(payload, ensure_ascii=False, default=str))
 
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-            text = text.replace(json.dumps(secret)[1:-1], REDACTED)
-        return _BEARER.sub(r"\g<1>" + REDACTED, text)
+
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines (Celery's text format), with the secrets replaced."""
+
+    def __init__(self, inner: logging.Formatter | None, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.redact = Redactor(secrets)
+        self.secrets = self.redact.secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(self.inner.format(record))
 
 
 def use_json(logger: logging.Logger, secrets: Iterable[str] = ()) -> None:
@@ -73,3 +116,10 @@ def use_json(logger: logging.Logger, secrets: Iterable[str] = ()) -> None:
     formatter = JsonFormatter(secrets)
     for handler in logger.handlers:
         handler.setFormatter(formatter)
+
+
+def use_redaction(logger: logging.Logger, secrets: Iterable[str] = ()) -> None:
+    """Keep every handler's text format, with the secrets replaced in each line."""
+    for handler in logger.handlers:
+        if not isinstance(handler.formatter, RedactingFormatter | JsonFormatter):
+            handler.setFormatter(RedactingFormatter(handler.formatter, secrets))

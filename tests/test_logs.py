@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from seedq.logs import JsonFormatter, job_context, use_json
+from seedq.logs import JsonFormatter, RedactingFormatter, job_context, log_secrets, use_json
+from seedq.settings import load_settings
 from worker.provider.client import OxenClient
 from worker.provider.errors import ProviderError
 
@@ -85,19 +86,72 @@ def test_formatter_redacts_even_unscrubbed_text() -> None:
 def test_worker_logging_signal_applies_json_only_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker.observability import _json_logs
+    from worker.observability import _configure_logs
 
     logger = logging.getLogger("seedq.test.signal")
     handler = logging.StreamHandler(io.StringIO())
     logger.addHandler(handler)
     try:
         monkeypatch.setenv("SEEDQ_LOG_FORMAT", "text")
-        _json_logs(logger=logger)
-        assert not isinstance(handler.formatter, JsonFormatter)
-        monkeypatch.setenv("SEEDQ_LOG_FORMAT", "json")
         monkeypatch.setenv("OXEN_API_KEY", KEY)
-        _json_logs(logger=logger)
+        _configure_logs(logger=logger)
+        assert isinstance(handler.formatter, RedactingFormatter)
+        assert KEY in handler.formatter.secrets
+        handler.setFormatter(None)
+        monkeypatch.setenv("SEEDQ_LOG_FORMAT", "json")
+        _configure_logs(logger=logger)
         assert isinstance(handler.formatter, JsonFormatter)
-        assert handler.formatter.secrets == (KEY,)
+        assert KEY in handler.formatter.secrets
     finally:
         logger.removeHandler(handler)
+
+
+S3_SECRET, S3_TOKEN, REDIS_PASSWORD = "s3-secret-LOGCHECK-42", "s3-token-LOGCHECK-43", "redispw-44"
+
+
+def test_log_secrets_are_every_secret_a_worker_holds() -> None:
+    settings = load_settings(
+        oxen_api_key=KEY,
+        broker_url=f"redis://:{REDIS_PASSWORD}@redis:6379/0",
+        redis_url=f"redis://user:{REDIS_PASSWORD}@redis:6379/1",
+    )
+    environ = {"AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_SESSION_TOKEN": S3_TOKEN, "X": "abc"}
+    assert log_secrets(settings, environ) == [KEY, S3_SECRET, S3_TOKEN, REDIS_PASSWORD]
+    assert log_secrets(load_settings(oxen_api_key=None, broker_url="", redis_url=""), {}) == []
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_text_and_json_lines_are_redacted(
+    fmt: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever a line carries (a message, an argument, a traceback), no secret is
+    written, in Celery's text format as in JSON."""
+    from worker.observability import _configure_logs
+
+    monkeypatch.setenv("SEEDQ_LOG_FORMAT", fmt)
+    monkeypatch.setenv("OXEN_API_KEY", KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", S3_TOKEN)
+    stream = io.StringIO()
+    logger = logging.getLogger(f"seedq.test.redact.{fmt}")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        _configure_logs(logger=logger)
+        logger.warning("key %s secret %s", KEY, S3_SECRET)
+        logger.warning("Authorization: Bearer %s", "opaque.token.value")
+        try:
+            raise RuntimeError(f"boom {S3_TOKEN} {json.dumps(KEY)}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "failed" in text and "Traceback" in text and "[redacted]" in text
+    for secret in (KEY, S3_SECRET, S3_TOKEN, "opaque.token.value"):
+        assert secret not in text
+        assert secret[-8:] not in text
+    if fmt == "text":
+        assert text.startswith("[WARNING] key [redacted] secret [redacted]")
