@@ -43,7 +43,7 @@ def _register() -> None:
     app.command("events")(guarded(run.events_command))
     app.command("schedules")(guarded(timed.schedules_command))
 
-    from seedq.commands import control, report
+    from seedq.commands import audit, control, report
 
     app.command("runs")(guarded(control.runs_command))
     app.command("pause")(guarded(control.pause_command))
@@ -51,6 +51,7 @@ def _register() -> None:
     app.command("cancel")(guarded(control.cancel_command))
     app.command("retry")(guarded(control.retry_command))
     app.command("report")(guarded(report.report_command))
+    app.command("audit")(guarded(audit.audit_command))
 
 
 def guarded(func: F) -> F:

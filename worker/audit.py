@@ -271,33 +271,22 @@ def _undelivered(job: JobFacts, gid: str) -> Finding:
 
 
 def _duplicate_outputs(jobs: Sequence[JobFacts]) -> list[Finding]:
-    """Two delivered jobs writing one output key, or holding one video (same SHA-256)."""
-    found: list[Finding] = []
-    delivered = [job for job in jobs if job.state == DELIVERED]
-    for what, value in (("output key", _key), ("video (same SHA-256)", _digest)):
-        groups: dict[str, list[JobFacts]] = defaultdict(list)
-        for job in delivered:
-            if v := value(job):
-                groups[v].append(job)
-        for group in groups.values():
-            for job in group[1:]:
-                found.append(
-                    Finding(
-                        Kind.DUPLICATE_OUTPUT,
-                        job.id,
-                        job.generation_id or "",
-                        f"same {what} as job {group[0].id}",
-                    )
-                )
-    return found
-
-
-def _key(job: JobFacts) -> str:
-    return job.output_key
-
-
-def _digest(job: JobFacts) -> str:
-    return job.sha256 or ""
+    """Two delivered jobs stored at one output key: the later write replaced the other's
+    clip. (Equal digests are no sign: a provider may render equal bytes for two jobs.)"""
+    groups: dict[str, list[JobFacts]] = defaultdict(list)
+    for job in jobs:
+        if job.state == DELIVERED and job.output_key:
+            groups[job.output_key].append(job)
+    return [
+        Finding(
+            Kind.DUPLICATE_OUTPUT,
+            job.id,
+            job.generation_id or "",
+            f"stored at the same output key as job {group[0].id}",
+        )
+        for group in groups.values()
+        for job in group[1:]
+    ]
 
 
 def _output_findings(job: JobFacts, facts: OutputFacts, *, shared: bool) -> list[Finding]:

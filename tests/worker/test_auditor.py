@@ -1,0 +1,265 @@
+"""The audit end to end in one process: the simulator over HTTP, the job store on
+fakeredis and on the real Redis, a local output directory. A run is left with a
+delivered job whose video was deleted, a generation paid for but not delivered (its
+job was moved back after the enqueue reached the provider) and a job paid for twice;
+the audit finds exactly those, ``--repair`` delivers the first two without a single new
+enqueue, and a second audit finds only what no repair can undo (the double payment).
+The command line is checked last, on the real Redis, with settings from the
+environment as an operator would run it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from seedq.admission import admission_for
+from seedq.cli import app
+from seedq.contract import JobState
+from seedq.settings import DEFAULT_MODEL, Settings
+from seedq.store import JobStore
+from simulator.config import SimConfig
+from simulator.server import running_simulator
+from tests.conftest import TEST_REDIS_URL
+from tests.worker.test_steps import (
+    API_KEY,
+    HTTP_TIMEOUT_S,
+    LATENCY_S,
+    POLL_S,
+    RATE,
+    ROW,
+    Clock,
+    Pipeline,
+    RecordingStorage,
+    wait_for_status,
+)
+from worker.audit import Finding, Kind, Repair
+from worker.auditor import audit_run
+from worker.delivery import deliver_job, sidecar_key
+from worker.inputs import LoopbackInputPublisher
+from worker.provider.client import OxenClient
+from worker.retry import RetryPolicy
+from worker.runtime import Runtime, poll_throttle, submit_throttle
+from worker.storage.base import sha256_file
+from worker.verify import verify_video
+
+
+@contextmanager
+def pipeline_on(client: redis.Redis, tmp_path: Path) -> Iterator[Pipeline]:
+    """The steps' pipeline (tests/worker/test_steps.py) on the given Redis."""
+    config = SimConfig(latency_s=LATENCY_S, seed=7, max_concurrency=8)
+    with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
+        settings = Settings(
+            provider_url=sim.url,
+            oxen_api_key=SecretStr(API_KEY),
+            allow_private_urls=True,
+            http_timeout_s=HTTP_TIMEOUT_S,
+            poll_interval_s=POLL_S,
+            output=str(tmp_path / "out"),
+            submit_rate=RATE,
+            poll_rate=RATE,
+        )
+        provider = OxenClient.from_settings(settings)
+        store = JobStore(client)
+        storage = RecordingStorage(tmp_path / "out")
+        clock = Clock()
+        rt = Runtime(
+            settings=settings,
+            store=store,
+            provider=provider,
+            storage=storage,
+            publisher=publisher,
+            policy=RetryPolicy(base_s=0.0, jitter=0.0),
+            admission=admission_for(store.redis, settings),
+            submit_throttle=submit_throttle(store, settings),
+            poll_throttle=poll_throttle(store, settings),
+            clock=clock,
+        )
+        try:
+            yield Pipeline(rt, sim, storage, publisher, clock, tmp_path)
+        finally:
+            provider.close()
+
+
+@pytest.fixture
+def world(client: redis.Redis, tmp_path: Path) -> Iterator[Pipeline]:
+    """Over fakeredis and over the real Redis."""
+    with pipeline_on(client, tmp_path) as p:
+        yield p
+
+
+@pytest.fixture
+def fake_world(tmp_path: Path) -> Iterator[Pipeline]:
+    """Over fakeredis only: for what does not depend on the Redis server."""
+    with pipeline_on(fakeredis.FakeRedis(server=fakeredis.FakeServer()), tmp_path) as p:
+        yield p
+
+
+def delivered(p: Pipeline, run_id: str, job_id: str) -> str:
+    p.until_generated(run_id, job_id)
+    deliver_job(p.rt, run_id, job_id)
+    assert p.state(job_id) is JobState.DELIVERED
+    return p.job(job_id)["generation_id"]
+
+
+def broken_run(p: Pipeline) -> tuple[str, dict[str, str]]:
+    """A run of three jobs, each wrong in one way; returns the run and the ids."""
+    rows = [
+        {"id": f"clip-{n}", "input_image": "images/red.png", **ROW, "prompt": f"take {n}"}
+        for n in (1, 2, 3)
+    ]
+    run_id = p.submit_manifest(rows)
+    ids = {"lost": delivered(p, run_id, "clip-1"), "kept": delivered(p, run_id, "clip-3")}
+    p.storage.path("clip-1.mp4").unlink()  # the delivered video is gone
+
+    # clip-2: enqueued, then the worker died and the job was moved back as if the
+    # enqueue had never arrived: a generation paid for and claimed by no job.
+    sent = p.move_to_submitting(run_id, "clip-2", started_at=p.rt.now())
+    [orphan] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)
+    assert p.rt.store.move("clip-2", run_id, JobState.REGISTERED, expect=[JobState.SUBMITTING]).ok
+    # clip-3: delivered, and its parameters enqueued a second time (paid twice).
+    [twice] = p.rt.provider.enqueue(DEFAULT_MODEL, json.loads(p.job("clip-3")["sent_params"]))
+    ids |= {"orphan": orphan.generation_id, "twice": twice.generation_id}
+    for gid in (ids["orphan"], ids["twice"]):
+        wait_for_status(p, gid, "succeeded")
+    return run_id, ids
+
+
+def kinds(findings: Sequence[Finding]) -> set[tuple[str, str, str, str]]:
+    return {(str(f.kind), f.job_id, f.generation_id, str(f.repair)) for f in findings}
+
+
+def test_audit_finds_repairs_and_is_clean_after(world: Pipeline) -> None:
+    p = world
+    run_id, ids = broken_run(p)
+    enqueued = p.stats()["enqueued"]
+    duplicate = (str(Kind.DUPLICATE_GENERATION), "clip-3", ids["twice"], str(Repair.NONE))
+
+    first = audit_run(p.rt, run_id)
+    assert kinds(first.found) == {
+        (str(Kind.MISSING_OUTPUT), "clip-1", ids["lost"], str(Repair.REDELIVER)),
+        (str(Kind.PAID_NOT_DELIVERED), "clip-2", ids["orphan"], str(Repair.DELIVER)),
+        duplicate,
+    }
+    assert first.repaired == [] and first.remaining == first.found
+    assert p.state("clip-2") is JobState.REGISTERED  # an audit alone changes nothing
+
+    fixed = audit_run(p.rt, run_id, fix=True)
+    assert {(r.finding.job_id, r.ok) for r in fixed.repaired} == {
+        ("clip-1", True),
+        ("clip-2", True),
+    }
+    assert kinds(fixed.remaining) == {duplicate}  # paid twice: nothing to undo
+    assert p.stats()["enqueued"] == enqueued  # repairs never enqueue
+
+    for job_id in ("clip-1", "clip-2"):
+        job = p.job(job_id)
+        video = p.storage.path(f"{job_id}.mp4")
+        assert job["state"] == JobState.DELIVERED and job["sha256"] == sha256_file(video)
+        verify_video(video, json.loads(job["sent_params"]))
+        side = json.loads(p.storage.path(sidecar_key(f"{job_id}.mp4")).read_text("utf-8"))
+        assert side["generation_id"] == job["generation_id"]
+    assert p.job("clip-2")["generation_id"] == ids["orphan"]
+    assert p.rt.store.job_for_generation(ids["orphan"]) == "clip-2"
+    assert p.rt.admission.waiting(run_id) == 0  # adopted: admission will never send it
+    info = p.rt.store.run(run_id)
+    assert info is not None and info.counts.get("delivered") == 3
+    assert {k: v for k, v in info.counts.items() if v} == {"delivered": 3}
+
+    # Safe to repeat: nothing left to repair, nothing written, nothing enqueued.
+    writes = dict(p.storage.calls)
+    again = audit_run(p.rt, run_id, fix=True, verify=True)
+    assert kinds(again.found) == {duplicate} and again.repaired == []
+    assert dict(p.storage.calls) == writes
+    assert p.stats()["enqueued"] == enqueued
+
+
+def test_verify_finds_a_corrupt_video_and_repair_replaces_it(fake_world: Pipeline) -> None:
+    p = fake_world
+    run_id = p.one_job()
+    delivered(p, run_id, "clip-1")
+    video = p.storage.path("clip-1.mp4")
+    size = video.stat().st_size
+    video.write_bytes(b"\0" * size)  # same size, not a video any more
+
+    found = audit_run(p.rt, run_id, verify=True).found
+    assert {f.kind for f in found} == {Kind.OUTPUT_MISMATCH, Kind.INVALID_OUTPUT}
+    assert audit_run(p.rt, run_id).found[0].kind is Kind.OUTPUT_MISMATCH  # sha only
+
+    fixed = audit_run(p.rt, run_id, fix=True, verify=True)
+    assert [r.ok for r in fixed.repaired] == [True, True] and fixed.remaining == []
+    assert sha256_file(video) == p.job("clip-1")["sha256"]
+
+
+def test_missing_video_whose_result_is_gone_is_reported_not_lost(fake_world: Pipeline) -> None:
+    p = fake_world
+    run_id = p.one_job()
+    delivered(p, run_id, "clip-1")
+    p.storage.path("clip-1.mp4").unlink()
+    before = p.job("clip-1")
+    p.sim.configure(url_ttl_s=0.001)  # every fresh link expires before it is used
+    time.sleep(0.01)
+
+    fixed = audit_run(p.rt, run_id, fix=True)
+    [result] = fixed.repaired
+    assert not result.ok and "sig=" not in result.detail
+    assert [f.kind for f in fixed.remaining] == [Kind.MISSING_OUTPUT]
+    after = p.job("clip-1")
+    assert after["state"] == JobState.DELIVERED  # the record is as it was
+    assert (after["sha256"], after["output_uri"]) == (before["sha256"], before["output_uri"])
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_cli_reports_repairs_and_exits_by_what_remains(
+    real_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pipeline_on(real_redis, tmp_path) as p:
+        run_id = p.one_job()
+        delivered(p, run_id, "clip-1")
+        p.storage.path("clip-1.mp4").unlink()
+        settings = {
+            "SEEDQ_REDIS_URL": TEST_REDIS_URL,
+            "SEEDQ_PROVIDER_URL": p.sim.url,
+            "OXEN_API_KEY": API_KEY,
+            "SEEDQ_OUTPUT": str(tmp_path / "out"),
+            "SEEDQ_ALLOW_PRIVATE_URLS": "true",
+        }
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        runner = CliRunner()
+
+        listed = runner.invoke(app, ["audit", run_id, "--format", "jsonl"])
+        assert listed.exit_code == 1, listed.output
+        [line] = [json.loads(x) for x in listed.stdout.splitlines()]
+        assert (line["kind"], line["job_id"], line["repair"]) == (
+            "missing_output",
+            "clip-1",
+            "redeliver",
+        )
+
+        repaired = runner.invoke(app, ["audit", run_id, "--repair", "--format", "jsonl"])
+        assert repaired.exit_code == 0, repaired.output
+        [line] = [json.loads(x) for x in repaired.stdout.splitlines()]
+        assert (line["kind"], line["repaired"]) == ("missing_output", True)
+        assert line["detail"].startswith("delivered to ")
+        assert "1 finding(s), 1 repaired, 0 remain" in repaired.stderr
+
+        clean = runner.invoke(app, ["audit", run_id])
+        assert clean.exit_code == 0 and "no findings" in clean.stdout
+
+        unknown = runner.invoke(app, ["audit", "no-such-run"])
+        assert unknown.exit_code == 2 and "no run 'no-such-run'" in unknown.stderr
+        assert "Traceback" not in unknown.output
+
+        for result in (listed, repaired, clean, unknown):
+            assert API_KEY not in result.output and "sig=" not in result.output
