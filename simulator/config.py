@@ -40,6 +40,11 @@ class SimConfig(BaseModel):
     error_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of 5xx answers.")
     rate_limit_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of 429 answers.")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After of a 429, seconds.")
+    echo_auth: bool = Field(
+        default=False,
+        description="5xx and 429 bodies quote the request's Authorization header, as a "
+        "careless gateway might (leak tests).",
+    )
     slow_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of slow answers.")
     slow_delay_s: float = Field(default=30.0, ge=0, description="Delay of a slow answer.")
     drop_rate: Rate = Field(

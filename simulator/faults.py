@@ -110,11 +110,15 @@ class FaultMiddleware:
             await asyncio.sleep(config.slow_delay_s)
         if fault is not None:
             faults[fault.value] += 1
+        echo = ""
+        if config.echo_auth:
+            echo = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         if fault is Fault.SERVER_ERROR:
-            await _json(send, status, server_error_body(), [])
+            await _json(send, status, server_error_body(echo), [])
         elif fault is Fault.RATE_LIMITED:
             retry = [(b"retry-after", str(config.retry_after_s).encode())]
-            await _json(send, 429, {"error": {"message": "Too many requests"}}, retry)
+            message = f"Too many requests for {echo}" if echo else "Too many requests"
+            await _json(send, 429, {"error": {"message": message}}, retry)
         elif fault is Fault.DROP or (fault is Fault.DROP_AFTER and scope["path"] == "/api/events"):
             await _drop(send)
         elif fault is Fault.DROP_AFTER:
@@ -124,12 +128,15 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
 
 
-def server_error_body() -> dict[str, Any]:
+def server_error_body(echo: str = "") -> dict[str, Any]:
+    """A 5xx body; ``echo`` (an Authorization value) quoted in it when given."""
     return {
         "error": {
             "type": "unknown_error",
-            "title": "Internal error",
-            "detail": "Simulated failure",
+            "title": f"Internal error ({echo})" if echo else "Internal error",
+            "detail": f"Simulated failure; request had Authorization: {echo}"
+            if echo
+            else "Simulated failure",
         },
         "status": "error",
         "status_message": "unknown_error",

@@ -41,6 +41,12 @@ def test_server_errors(make_sim: MakeSim) -> None:
     assert sim.stats()["faults"]["server_error"] == 1
 
 
+def test_echo_auth_quotes_the_authorization_header(make_sim: MakeSim) -> None:
+    sim = make_sim(error_rate=0.5, rate_limit_rate=0.5, echo_auth=True, seed=1)
+    bodies = {httpx.get(f"{sim.url}/api/ai/queue", headers=HEADERS).text for _ in range(8)}
+    assert all(HEADERS["Authorization"] in body for body in bodies)
+
+
 def test_rate_limited_with_retry_after(make_sim: MakeSim) -> None:
     sim = make_sim(rate_limit_rate=1.0, retry_after_s=7)
     response = httpx.post(f"{sim.url}/api/ai/queue", headers=HEADERS, json={})
