@@ -160,7 +160,8 @@ def audit(
         if job.state == DELIVERED:
             facts = outputs.get(job.id, OutputFacts(None, None))
             findings += _output_findings(job, facts, shared=job.id in shared_keys)
-    return findings
+    order = {job.id: n for n, job in enumerate(jobs)}
+    return sorted(findings, key=lambda f: order.get(f.job_id, len(order)))  # manifest order
 
 
 def _shared_generations(jobs: Sequence[JobFacts], owners: Mapping[str, str]) -> list[Finding]:
