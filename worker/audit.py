@@ -68,6 +68,7 @@ class JobFacts:
     sent_params: dict[str, Any] | None = None  # None: never sent
     size_bytes: int | None = None
     sha256: str | None = None
+    output_uri: str = ""  # where the delivery stored it
 
 
 def job_facts(job_id: str, raw: Mapping[str, str]) -> JobFacts:
@@ -84,6 +85,7 @@ def job_facts(job_id: str, raw: Mapping[str, str]) -> JobFacts:
         sent_params=sent,
         size_bytes=_int(raw.get("size_bytes")),
         sha256=raw.get("sha256") or None,
+        output_uri=raw.get("output_uri", ""),
     )
 
 
@@ -109,11 +111,13 @@ def _int(text: str | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class OutputFacts:
-    """A delivered job's stored objects; ``invalid`` is a failed PyAV check (--verify)."""
+    """A delivered job's stored objects; ``invalid`` is a failed PyAV check (--verify);
+    ``uri`` is where the configured store keeps the job's key."""
 
     video: StoredObject | None
     sidecar: dict[str, Any] | None
     invalid: str | None = None
+    uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,11 +297,20 @@ def _duplicate_outputs(jobs: Sequence[JobFacts]) -> list[Finding]:
 def _output_findings(job: JobFacts, facts: OutputFacts, *, shared: bool) -> list[Finding]:
     """A delivered job's video and sidecar against its record (and each other)."""
     gid = job.generation_id or ""
-    fix = Repair.REDELIVER if gid and not shared else Repair.NONE
+    # Stored elsewhere than the configured store keeps it: a second copy, or the audit
+    # reads another store than the workers wrote to. Redelivering would add a copy.
+    elsewhere = bool(job.output_uri and facts.uri and job.output_uri != facts.uri)
+    fix = Repair.REDELIVER if gid and not shared and not elsewhere else Repair.NONE
     video = facts.video
     if video is None:
-        return [Finding(Kind.MISSING_OUTPUT, job.id, gid, f"no object at {job.output_key}", fix)]
+        why = f"no object at {job.output_key}"
+        if elsewhere:
+            why += f" here ({facts.uri}); delivered to {job.output_uri}: check SEEDQ_OUTPUT"
+        return [Finding(Kind.MISSING_OUTPUT, job.id, gid, why, fix)]
     found: list[Finding] = []
+    if elsewhere:
+        why = f"stored at {facts.uri} and recorded at {job.output_uri}: two copies"
+        found.append(Finding(Kind.DUPLICATE_OUTPUT, job.id, gid, why))
     problems = _mismatches(job, video, facts.sidecar)
     if problems:
         found.append(Finding(Kind.OUTPUT_MISMATCH, job.id, gid, "; ".join(problems), fix))

@@ -130,7 +130,7 @@ def _output(storage: Storage, job: JobFacts, *, verify: bool, tolerance_s: float
     invalid = None
     if video is not None and verify:
         invalid = _check_video(storage, job, tolerance_s)
-    return OutputFacts(video, sidecar, invalid)
+    return OutputFacts(video, sidecar, invalid, storage.uri(job.output_key))
 
 
 def _check_video(storage: Storage, job: JobFacts, tolerance_s: float) -> str | None:

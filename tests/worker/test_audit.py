@@ -234,6 +234,19 @@ def test_two_jobs_on_one_output_key_are_duplicates_and_not_redelivered() -> None
     assert all(f.repair is Repair.NONE for f in result)  # redelivering would clobber the other
 
 
+@pytest.mark.parametrize("present", [True, False], ids=["also-here", "only-there"])
+def test_output_recorded_in_another_store_is_not_redelivered(present: bool) -> None:
+    """Delivered to /old/j1.mp4 while the configured store keeps it at /out/j1.mp4: two
+    copies, or SEEDQ_OUTPUT differs from the workers'. A redelivery would add a copy."""
+    moved = job("j1", "delivered", "g1", output_uri="/old/j1.mp4")
+    facts = stored("j1") if present else OutputFacts(None, None)
+    facts = OutputFacts(facts.video, facts.sidecar, uri="/out/j1.mp4")
+    result = audit([moved], [gen("g1")], {"g1": "j1"}, {"j1": facts}, now=NOW)
+    kind = Kind.DUPLICATE_OUTPUT if present else Kind.MISSING_OUTPUT
+    assert [(f.kind, f.repair) for f in result] == [(kind, Repair.NONE)]
+    assert "/old/j1.mp4" in result[0].reason and "/out/j1.mp4" in result[0].reason
+
+
 def test_equal_videos_of_two_jobs_are_not_duplicates() -> None:
     """The simulator (and maybe a provider) renders equal bytes for different jobs."""
     jobs = [job("j1", "delivered", "g1"), job("j2", "delivered", "g2", sha256=SHA + "j1")]
@@ -258,7 +271,7 @@ def test_job_facts_from_a_record() -> None:
         "sha256": SHA,
     }
     facts = job_facts("j1", raw)
-    assert facts == JobFacts("j1", "delivered", MODEL, "a/b.mp4", 12.5, "g1", sent(), 1000, SHA)
+    assert facts == JobFacts("j1", "delivered", MODEL, "a/b.mp4", 12.5, "g1", sent(), 1000, SHA, "")
     bare = job_facts("j2", {"state": "registered", "spec": "not json", "size_bytes": "x"})
     assert (bare.model, bare.sent_params, bare.size_bytes, bare.generation_id) == (
         "",
