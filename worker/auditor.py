@@ -239,6 +239,10 @@ def _deliver_paid(rt: Runtime, run_id: str, finding: Finding) -> tuple[bool, str
     if job.state is JobState.GENERATED and own:
         rt.store.update_job(job_id, result_url=url)
     else:
+        # Out of the waiting queue first, so admission cannot send it after the move.
+        # Admitted already, it holds a slot: the move below frees it, and its submit
+        # message then finds it generated and stops.
+        rt.store.redis.zrem(keys.run_waiting(run_id), job_id)
         moved = rt.store.move(
             job_id,
             run_id,
@@ -253,8 +257,6 @@ def _deliver_paid(rt: Runtime, run_id: str, finding: Finding) -> tuple[bool, str
         )
         if not moved.ok:
             return False, f"the job moved meanwhile (was {moved.before}); audit again"
-        # Adopted out of the waiting queue: admission must not send it to the provider.
-        rt.store.redis.zrem(keys.run_waiting(run_id), job_id)
         rt.store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled")
     return _deliver(rt, run_id, job_id, undo=JobState.FAILED)
 

@@ -129,6 +129,13 @@ GENERATIONS = [
         id="twins-each-adopt-one",
     ),
     pytest.param(
+        [job("j1", "failed")],
+        [gen("g1"), gen("g2", at=501.0)],
+        {},
+        {(PAID, "j1", "g1", DELIVER), (DUP, "j1", "g2", NONE)},
+        id="two-unowned-matches-the-first-delivers-the-second-is-paid-twice",
+    ),
+    pytest.param(
         [job("j1", "delivered", "g1"), job("j2", "registered")],
         [gen("g1"), gen("g2")],
         {"g1": "j1"},

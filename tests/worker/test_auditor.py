@@ -170,6 +170,7 @@ def test_audit_finds_repairs_and_is_clean_after(world: Pipeline) -> None:
     assert p.job("clip-2")["generation_id"] == ids["orphan"]
     assert p.rt.store.job_for_generation(ids["orphan"]) == "clip-2"
     assert p.rt.admission.waiting(run_id) == 0  # adopted: admission will never send it
+    assert p.lease_until("clip-2") is None  # and the slot it held is free
     info = p.rt.store.run(run_id)
     assert info is not None and info.counts.get("delivered") == 3
     assert {k: v for k, v in info.counts.items() if v} == {"delivered": 3}
