@@ -32,6 +32,7 @@ DELIVERED = "delivered"
 # provider. A submitted or generated job is adopted only into its own generation.
 ADOPTABLE = frozenset({"registered", "submitting", "failed", "cancelled"})
 IN_FLIGHT = frozenset({"submitted", "generated"})
+NO_PROMPT = ""  # the index bucket of jobs that sent no prompt: they may match any
 
 
 class Kind(StrEnum):
@@ -215,14 +216,25 @@ def _paid_generations(
         (g for gid, g in gens.items() if gid not in owners and gid not in recorded),
         key=lambda g: (g.enqueued_at or 0.0, g.generation_id),
     )
-    sent = [job for job in jobs if job.sent_params is not None]
+    # Indexed by prompt (a match echoes every sent parameter, the prompt included), so
+    # an account's many unclaimed generations are not each compared with every job.
+    by_prompt: dict[str, list[JobFacts]] = defaultdict(list)
+    for job in jobs:
+        if job.sent_params is not None:
+            by_prompt[_prompt(job.sent_params)].append(job)
     for gen in unclaimed:
-        candidates = [job for job in sent if _sent_this(gen, job, now)]
+        key = _prompt(gen.params())
+        alike = by_prompt.get(key, []) + (by_prompt.get(NO_PROMPT, []) if key else [])
+        candidates = [job for job in alike if _sent_this(gen, job, now)]
         if not candidates:
             continue  # another run's, or made outside seedq
         needy = [job for job in candidates if _needs_video(job, paid[job.id])]
         paid[(needy or candidates)[0].id].append(gen.generation_id)
     return paid
+
+
+def _prompt(params: Mapping[str, Any]) -> str:
+    return json.dumps(params["prompt"]) if "prompt" in params else NO_PROMPT
 
 
 def _sent_this(gen: Generation, job: JobFacts, now: float) -> bool:
