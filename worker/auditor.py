@@ -41,6 +41,7 @@ from worker.provider.models import Generation, GenerationList
 from worker.runtime import Runtime
 from worker.storage.base import Storage
 from worker.submitting import load
+from worker.throttle import reported, wait_turn
 from worker.verify import verify_video
 
 OWNER_BATCH = 500
@@ -214,9 +215,14 @@ def repair(rt: Runtime, run_id: str, found: Iterable[Finding]) -> list[Repaired]
 
 
 def _fresh_url(rt: Runtime, job_id: str, generation_id: str) -> str | None:
-    """A new presigned result URL from a GET of the generation; None when it has none."""
+    """A new presigned result URL from a GET of the generation; None when it has none.
+
+    The GET takes a turn of the cluster's status-call budget and reports to its breaker,
+    as a worker's would: a repair of many jobs must not push the provider into 429s."""
+    while (wait := wait_turn(rt.poll_throttle)) > 0:
+        time.sleep(wait)
     rt.store.count_calls(job_id, 1)
-    gen = rt.provider.get(generation_id)
+    gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id), "status")
     return gen.result_url if gen.status == "succeeded" and gen.result_url else None
 
 
