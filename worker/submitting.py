@@ -15,7 +15,7 @@ from worker.errors import RunPaused
 from worker.inputs import publish_inputs
 from worker.provider import errors as pe
 from worker.provider.models import Generation
-from worker.reconcile import Reconciled, Verdict, reconcile
+from worker.reconcile import Reconciled, Verdict, kept_params, reconcile
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.throttle import reported, wait_turn
@@ -65,7 +65,7 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         run_id,
         JobState.SUBMITTING,
         expect=[JobState.REGISTERED],
-        sent_params=json.dumps(sent, sort_keys=True),
+        sent_params=json.dumps(kept_params(sent), sort_keys=True),  # no URL credentials
         submit_started_at=rt.now(),
         send_settled=0,
     )

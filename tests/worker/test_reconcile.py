@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from worker.provider.models import Generation
-from worker.reconcile import Verdict, matches, reconcile
+from worker.reconcile import Verdict, kept_params, matches, reconcile
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
 SENT = {"prompt": "a mug", "input_image": "https://x/a.png", "duration": 5, "generate_audio": False}
@@ -78,4 +78,50 @@ def test_reconcile(gens: list[Generation], now: float, taken: set[str], verdict:
             gens, model=MODEL, sent=SENT, started_at=1000.0, now=now, grace_s=90.0, taken=taken
         ).verdict
         is verdict
+    )
+
+
+PRESIGNED = (
+    "https://s3.example/b/_inputs/ab.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIA%2F20261125%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261125T184108Z"
+    "&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Security-Token=tok-SECRET"
+    "&X-Amz-Signature=sig-SECRET"
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        (PRESIGNED, PRESIGNED.split("&X-Amz-Security-Token")[0]),
+        ("https://x/a.png", "https://x/a.png"),
+        ("https://x/a.png?v=1&b=%2F", "https://x/a.png?v=1&b=%2F"),
+        (
+            "https://x/a.png?Signature=s&Expires=1&AWSAccessKeyId=A",
+            "https://x/a.png?Expires=1&AWSAccessKeyId=A",
+        ),
+        ("https://x/a.png?x-goog-signature=s&X-Goog-Date=1", "https://x/a.png?X-Goog-Date=1"),
+        ("https://x/a.png?X-Amz-Signature=s", "https://x/a.png"),
+    ],
+)
+def test_kept_params_drop_url_credentials(url: str, kept: str) -> None:
+    assert kept_params({"input_image": url, "duration": 5}) == {"input_image": kept, "duration": 5}
+    assert "SECRET" not in str(kept_params({"input_image": url}))
+
+
+def test_kept_params_still_match_the_echoed_presigned_url() -> None:
+    """The job store keeps no session token or signature, and the reconcile still finds
+    the generation the full URL was sent in; another presign of the same object (another
+    second) does not match."""
+    sent = {**SENT, "input_image": PRESIGNED}
+    kept = kept_params(sent)
+    assert "tok-SECRET" not in str(kept) and "sig-SECRET" not in str(kept)
+    assert matches(
+        gen("a", input_image=PRESIGNED), model=MODEL, sent=kept, started_at=1000.0, now=1500.0
+    )
+    assert matches(
+        gen("a", input_image=PRESIGNED), model=MODEL, sent=sent, started_at=1000.0, now=1500.0
+    )
+    later = PRESIGNED.replace("T184108Z", "T184109Z").replace("sig-SECRET", "other")
+    assert not matches(
+        gen("a", input_image=later), model=MODEL, sent=kept, started_at=1000.0, now=1500.0
     )
