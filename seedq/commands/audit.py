@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 
 import typer
 from rich.console import Console
@@ -19,7 +20,12 @@ from rich.text import Text
 from seedq.commands.control import cluster_store
 from seedq.settings import load_settings
 
-FORMATS = ("table", "jsonl")
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSONL = "jsonl"
+
+
 EXIT_FINDINGS = 1
 
 out = Console(highlight=False, soft_wrap=True)
@@ -34,12 +40,10 @@ def audit_command(
     verify: bool = typer.Option(
         False, "--verify", help="Also download each stored video and decode it (PyAV)."
     ),
-    fmt: str = typer.Option("table", "--format", help=f"One of {', '.join(FORMATS)}."),
+    fmt: Format = typer.Option(Format.TABLE, "--format", help="table, or jsonl for machines."),
 ) -> None:
     """Find generations paid for but not delivered, missing or invalid outputs and
     duplicates; --repair delivers the orphans, never enqueueing anything new."""
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     from worker.auditor import audit_run
     from worker.runtime import build_runtime
 
@@ -51,7 +55,7 @@ def audit_command(
     finally:
         rt.provider.close()
     rows = done.rows(with_repairs=repair)
-    if fmt == "jsonl":
+    if fmt is Format.JSONL:
         for row in rows:
             sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")
     else:

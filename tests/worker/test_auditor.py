@@ -262,5 +262,8 @@ def test_cli_reports_repairs_and_exits_by_what_remains(
         assert unknown.exit_code == 2 and "no run 'no-such-run'" in unknown.stderr
         assert "Traceback" not in unknown.output
 
+        bad_format = runner.invoke(app, ["audit", run_id, "--format", "xml"])
+        assert bad_format.exit_code == 2 and "Traceback" not in bad_format.output
+
         for result in (listed, repaired, clean, unknown):
             assert API_KEY not in result.output and "sig=" not in result.output
