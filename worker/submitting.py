@@ -23,6 +23,7 @@ from worker.throttle import reported, wait_turn
 log = logging.getLogger(__name__)
 
 LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
+LIST_TRIES = 3  # tries of each list call in one reconcile pass (see _list_status)
 RECHECK_S = 5.0
 SETTLED_STATUSES = frozenset({500, 501, 503, 505})
 ACTIVE_RUN = frozenset({"active", "registering"})
@@ -156,16 +157,40 @@ def list_candidates(rt: Runtime, job: Job) -> list[Generation] | float:
     # and the same id twice is one candidate, not an ambiguity for an operator.
     found: dict[str, Generation] = {}
     for status in LIST_STATUSES:
-        wait = wait_turn(rt.poll_throttle)
-        if wait > 0:
-            return wait
-        rt.store.count_calls(job.id, 1)
-        listed = reported(
-            rt.poll_throttle, partial(rt.provider.list, model=job.model, status=status), "list"
-        )
-        for gen in listed.generations:
+        listed = _list_status(rt, job, status)
+        if isinstance(listed, float):
+            return listed
+        for gen in listed:
             found[gen.generation_id] = gen
     return list(found.values())
+
+
+def _list_status(rt: Runtime, job: Job, status: str) -> list[Generation] | float:
+    """One status's generations, a transient failure tried again at once.
+
+    A reconcile needs all five lists in one pass. Were one failed call to end the pass,
+    a provider failing a call in three would let a pass through one time in nine, each
+    failed pass would spend one of the job's retries, and a job whose generation may
+    exist would fail on noise, its clip paid for and never delivered. Each try takes its
+    own turn; when the next turn must wait (an open breaker), the failure ends the pass
+    and spends a retry, so an outage stays bounded. A 429 spends none: its Retry-After
+    is a wait like any other turn's.
+    """
+    failure: pe.TransientProviderError | None = None
+    for _ in range(LIST_TRIES):
+        wait = wait_turn(rt.poll_throttle)
+        if wait > 0:
+            if failure is not None and not isinstance(failure, pe.RateLimited):
+                raise failure
+            return wait
+        rt.store.count_calls(job.id, 1)
+        call = partial(rt.provider.list, model=job.model, status=status)
+        try:
+            return reported(rt.poll_throttle, call, "list").generations
+        except pe.TransientProviderError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
 
 
 def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -> Next:

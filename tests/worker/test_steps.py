@@ -52,7 +52,7 @@ from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throt
 from worker.steps import DONE, Next
 from worker.storage.base import StoredObject, sha256_file
 from worker.storage.local import LocalStorage
-from worker.submitting import RECHECK_S, grace_s, submit_job
+from worker.submitting import LIST_TRIES, RECHECK_S, grace_s, submit_job
 from worker.tasks import run_step
 from worker.throttle import Outcome
 from worker.tracking import track_job
@@ -489,6 +489,63 @@ def test_lost_enqueue_answer_is_reconciled_not_resent(pipeline: Pipeline) -> Non
     p.assert_at_most_once(1)
 
 
+def test_reconcile_tries_a_failed_list_call_again_at_once(pipeline: Pipeline) -> None:
+    """A reconcile lists five statuses in one pass. With every other list call failing,
+    it still decides in one pass: a failed pass would spend one of the job's retries,
+    and a job whose generation may exist must not fail on a provider's noise."""
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, drop_after_rate=1.0)
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, RECHECK_S)
+    real_list, calls = p.rt.provider.list, Counter[str]()
+
+    def every_other_fails(**kw: Any) -> Any:
+        calls["list"] += 1
+        if calls["list"] % 2:
+            raise pe.ServerError("Simulated failure (HTTP 503)", status_code=503)
+        return real_list(**kw)
+
+    p.rt.provider.list = every_other_fails  # type: ignore[method-assign]
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert calls["list"] == 2 * 5 and job["reconciled"] == "1"
+    assert "submit_attempts" not in job  # no retry was spent
+    p.assert_at_most_once(1)
+
+
+def test_reconcile_gives_up_a_pass_when_a_list_call_keeps_failing(pipeline: Pipeline) -> None:
+    """Tries are bounded: a list call failing every time ends the pass with the error
+    (a retry later), and the job stays submitting, never sent blindly."""
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, drop_after_rate=1.0)
+    submit_job(p.rt, run_id, "clip-1")
+    p.clock.offset_s = grace_s(p.rt) + 1  # past the grace time: the list decides
+    p.sim.configure(error_rate=1.0)
+    with pytest.raises(pe.ServerError):
+        submit_job(p.rt, run_id, "clip-1")
+    assert p.state("clip-1") is JobState.SUBMITTING
+    assert int(p.job("clip-1")["provider_calls"]) == 1 + LIST_TRIES
+    p.assert_at_most_once(1)
+
+
+def test_reconcile_waits_out_a_429_without_spending_a_retry(pipeline: Pipeline) -> None:
+    """A list call answered 429 is a wait of its Retry-After, like any turn of the
+    budget, not a failed pass: the job stays submitting and comes back then."""
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, drop_after_rate=1.0)
+    submit_job(p.rt, run_id, "clip-1")
+    p.sim.configure(rate_limit_rate=1.0, retry_after_s=2)
+    follow = submit_job(p.rt, run_id, "clip-1")
+    assert follow.task == TASK_SUBMIT and 1.0 < follow.countdown_s <= 2.0, follow
+    assert p.state("clip-1") is JobState.SUBMITTING
+
+    p.sim.configure(rate_limit_rate=0.0)
+    p.retry_after_passed()
+    p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    p.assert_at_most_once(1)
+
+
 def test_enqueue_outcome_unknown_is_raised_by_the_client(pipeline: Pipeline) -> None:
     """The client half of the lost answer: a dropped response is not a plain error."""
     p = pipeline
@@ -622,6 +679,7 @@ def test_server_error_with_list_down_stays_submitting(pipeline: Pipeline) -> Non
     # The 5xx was an answer, so nothing is in flight: once the list works, the job is
     # proved absent at once (no grace time) and sent again.
     p.sim.configure(error_rate=0.0)
+    p.rt.store.redis.delete(keys.limiter("poll"))  # the breaker opened; its cooldown is over
     assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
     assert p.state("clip-1") is JobState.REGISTERED
     p.assert_at_most_once(0)
