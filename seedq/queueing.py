@@ -4,12 +4,14 @@ client of the job store. Shared by the producer (which only sends) and the worke
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
 from kombu.entity import Queue
 
 from seedq import contract
+from seedq.broker import SCHEMES, TRANSPORT
 from seedq.errors import ConfigError
 from seedq.schedules import TASK_SCHEDULED_RUN
 from seedq.settings import Settings
@@ -23,9 +25,11 @@ EMBEDDED_BROKER = "memory://localhost/"
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything the producer and the workers must agree on."""
+    broker_url = settings.broker_url or EMBEDDED_BROKER
     transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     return {
-        "broker_url": settings.broker_url or EMBEDDED_BROKER,
+        "broker_url": broker_url,
+        "broker_transport": broker_transport(broker_url),
         "broker_transport_options": transport,
         "result_backend": None,
         "task_ignore_result": True,
@@ -53,6 +57,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         **_beat(settings),
     }
+
+
+def broker_transport(broker_url: str) -> str | None:
+    """The kombu transport for ``broker_url``: seedq's for Redis (see seedq.broker),
+    None (the URL's scheme decides) for anything else."""
+    return TRANSPORT if urlsplit(broker_url).scheme in SCHEMES else None
 
 
 def _beat(settings: Settings) -> dict[str, Any]:

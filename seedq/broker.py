@@ -1,0 +1,45 @@
+"""kombu's Redis transport, with one Redis client per connection pool for its calls.
+
+kombu makes a new ``redis.Redis`` for every publish, acknowledgement and QoS update
+(``Channel.conn_or_acquire``), and redis-py builds its ~170-entry response-callback
+table for every client it makes (redis/redis-py#3624). In a worker that was about a
+seventh of all its CPU time, more than decoding the videos. A ``redis.Redis`` is only a
+thread-safe view of its connection pool, so one per pool serves every such call:
+connections still come from, and go back to, the same pool, and a pool kombu replaces
+(after a fork or a reconnect) gets a new client.
+
+Chosen by :func:`seedq.queueing.celery_config` for ``redis://`` and ``rediss://``
+brokers; the URL stays what it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+
+TRANSPORT = "seedq.broker:Transport"
+SCHEMES = frozenset({"redis", "rediss"})
+
+
+class Channel(kombu_redis.Channel):
+    """A channel whose synchronous calls share one client per pool."""
+
+    _shared_client: redis.Redis | None = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:  # the BRPOP/LISTEN clients are kombu's own, registered with its poller
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        pool = self.pool
+        client = self._shared_client
+        if client is None or client.connection_pool is not pool:
+            # Two threads may both make one here; either is as good, and one is kept.
+            client = self._shared_client = super()._create_client()  # type: ignore[no-untyped-call]
+        return client
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`Channel`."""
+
+    Channel = Channel

@@ -1,0 +1,66 @@
+"""seedq's Redis transport: one client per pool for kombu's calls, same messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kombu.connection import Connection
+
+from seedq.broker import TRANSPORT, Channel
+from seedq.queueing import broker_transport, celery_config
+from seedq.settings import Settings
+
+
+def connect(url: str) -> Any:
+    return Connection(url, transport=TRANSPORT)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("redis://127.0.0.1:6379/0", TRANSPORT),
+        ("rediss://:pw@cache.example:6380/1", TRANSPORT),
+        ("amqp://guest:guest@127.0.0.1:5672//", None),
+        ("memory://localhost/", None),
+        ("sentinel://127.0.0.1:26379", None),
+    ],
+)
+def test_transport_by_scheme(url: str, transport: str | None) -> None:
+    assert broker_transport(url) == transport
+    assert celery_config(Settings(broker_url=url))["broker_transport"] == transport
+
+
+def test_channel_shares_one_client_and_still_moves_messages(real_redis_url: str) -> None:
+    with connect(real_redis_url) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, Channel)
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert first.connection_pool is channel.pool
+        assert channel._create_client(asynchronous=True) is not first  # kombu's poller's own
+
+        queue = conn.SimpleQueue("seedq-test-broker")
+        try:
+            queue.clear()
+            for n in range(3):
+                queue.put({"n": n})
+            got = []
+            for _ in range(3):
+                message = queue.get(timeout=5)
+                got.append(message.payload["n"])
+                message.ack()
+            assert got == [0, 1, 2]
+        finally:
+            queue.clear()
+            queue.close()
+        assert channel._create_client() is first  # publishes and acks reused it
+
+
+def test_a_replaced_pool_gets_a_new_client(real_redis_url: str) -> None:
+    with connect(real_redis_url) as conn:
+        channel = conn.default_channel
+        first = channel._create_client()
+        channel._disconnect_pools()  # what kombu does after a fork or on close
+        second = channel._create_client()
+        assert second is not first and second.connection_pool is channel.pool
