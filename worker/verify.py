@@ -129,7 +129,9 @@ def probe_video(path: Path) -> VideoInfo:
             if not container.streams.video:
                 raise InvalidVideo("the file has no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            # One decoding thread: a worker verifies many clips at once, and frame or
+            # slice threads cost a third more CPU per clip for no gain in throughput.
+            stream.codec_context.thread_count = 1
             codec = stream.codec_context.name
             has_audio = bool(container.streams.audio)
             width, height = stream.codec_context.width, stream.codec_context.height
