@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     poll_rate: str = Field(
         default="20/s", description="Global budget of status and list calls, e.g. 20/s."
     )
+    submit_burst: int = Field(
+        default=1,
+        ge=1,
+        description="Enqueue calls that may go at once after a pause; 1: evenly spaced.",
+    )
     breaker_threshold: int = Field(
         default=5,
         ge=1,

@@ -63,7 +63,9 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def submit_throttle(store: JobStore, settings: Settings) -> Throttle:
     """The global budget of enqueue calls."""
-    return Throttle.from_spec(store.redis, "submit", settings.submit_rate, **_breaker(settings))
+    return Throttle.from_spec(
+        store.redis, "submit", settings.submit_rate, settings.submit_burst, **_breaker(settings)
+    )
 
 
 def poll_throttle(store: JobStore, settings: Settings) -> Throttle:
