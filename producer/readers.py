@@ -48,6 +48,7 @@ SAFE_TAGS = frozenset(
 )
 
 ManifestKind = Literal["csv", "yaml"]
+TOO_DEEP = "nested too deeply (lists or maps inside each other thousands of levels down)"
 
 
 @dataclass(slots=True)
@@ -276,6 +277,9 @@ def load_yaml(path: Path) -> tuple[Header, list[RawJob]]:
     except yaml.YAMLError as exc:
         header.problems.append(Problem(shown, 0, "yaml", str(exc)))
         return header, []
+    except RecursionError:  # PyYAML composes recursively: [[[[... a few thousand deep
+        header.problems.append(Problem(shown, 1, "yaml", TOO_DEEP))
+        return header, []
     if not isinstance(root, MappingNode):
         header.problems.append(
             Problem(
@@ -296,6 +300,8 @@ def load_yaml(path: Path) -> tuple[Header, list[RawJob]]:
         header.problems.append(Problem(shown, exc.line, "yaml", f"tag {exc} is not allowed"))
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         header.problems.append(Problem(shown, 1, "yaml", f"unreadable value: {exc}"))
+    except RecursionError:
+        header.problems.append(Problem(shown, 1, "yaml", TOO_DEEP))
     return header, []
 
 

@@ -55,8 +55,12 @@ class ModelInfo(BaseModel):
 
     @property
     def properties(self) -> dict[str, dict[str, Any]]:
+        """Each parameter's spec; a spec that is not an object (a live schema gone wrong)
+        is left out, so the parameter reads as unknown instead of crashing a check."""
         props = self.request_schema.get("properties", {})
-        return props if isinstance(props, dict) else {}
+        if not isinstance(props, dict):
+            return {}
+        return {str(name): spec for name, spec in props.items() if isinstance(spec, dict)}
 
     @property
     def required(self) -> list[str]:
