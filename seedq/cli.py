@@ -73,8 +73,8 @@ def guarded(func: F) -> F:
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
+        except (typer.Exit, typer.Abort, SystemExit, typer.TyperException):
+            raise  # usage errors (BadParameter) print as such, with exit status 2
         except Exception as exc:
             if os.environ.get("SEEDQ_DEBUG"):
                 raise

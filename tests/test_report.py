@@ -202,3 +202,17 @@ def test_posters_stop_at_the_cap_links_do_not(
     media = report_html.media_for(report_rows(rw.store, RUN), rw.storage)
     assert sorted(media) == ["clip-0", "clip-1"]
     assert [m.poster_jpeg is not None for m in media.values()] == [True, False]
+
+
+def test_unknown_format_on_the_command_line_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from seedq.cli import app
+
+    monkeypatch.delenv("SEEDQ_DEBUG", raising=False)
+    result = CliRunner().invoke(app, ["report", "some-run", "--format", "xml"])
+    assert result.exit_code == 2, result.output
+    assert "--format" in result.output and "use one of" in result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
