@@ -198,7 +198,7 @@ def render_html(
 <title>seedq report {e(info.id)}</title><style>{CSS}</style></head>
 <body>
 <h1>Run {e(info.id)}: {e(info.name)}</h1>
-<div class="sub">status {e(info.status)}{e(" (" + info.reason + ")" if info.reason else "")}
+<div class="sub">status {e(info.shown_status)}
  · created {e(_fmt_time(info.created_at))}</div>
 <div class="totals">{"".join(f"<div>{e(k)}<b>{e(v)}</b></div>" for k, v in boxes)}</div>
 <div class="filter"><button class="on" data-show="all" onclick="show('all')">show all</button>

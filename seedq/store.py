@@ -195,6 +195,17 @@ class RunInfo:
     meta: dict[str, Any]
     reason: str = ""  # why the run is paused, for the operator
 
+    @property
+    def shown_status(self) -> str:
+        """The status for people: ``finished`` once an active run has no job left to end
+        (the stored status stays ``active``, so ``seedq retry`` can re-drive it), with
+        the reason when there is one."""
+        status = self.status
+        ended = sum(self.counts.get(s, 0) for s in ("delivered", "failed", "cancelled"))
+        if status == "active" and self.total and ended >= self.total:
+            status = "finished"
+        return f"{status} ({self.reason})" if self.reason else status
+
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

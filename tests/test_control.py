@@ -19,7 +19,7 @@ from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, JobState
 from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
 from seedq.retrying import retry
-from seedq.store import JobStore
+from seedq.store import JobStore, RunInfo
 from worker.provider.errors import ServerError
 from worker.provider.models import Generation, GenerationList
 
@@ -309,3 +309,18 @@ def test_unknown_run_is_an_error() -> None:
     w = world(0)
     with pytest.raises(ControlError, match="no run"):
         pause(w.store, "nope")
+
+
+@pytest.mark.parametrize(
+    ("status", "counts", "reason", "shown"),
+    [
+        ("active", {"delivered": 2, "failed": 1}, "", "finished"),
+        ("active", {"delivered": 2, "submitted": 1}, "", "active"),
+        ("paused", {"delivered": 3}, "budget", "paused (budget)"),
+        ("cancelled", {"cancelled": 3}, "", "cancelled"),
+        ("registering", {}, "", "registering"),
+    ],
+)
+def test_shown_status(status: str, counts: dict[str, int], reason: str, shown: str) -> None:
+    info = RunInfo("r", "n", 0.0, status, 3, counts, {}, reason)
+    assert info.shown_status == shown

@@ -66,10 +66,11 @@ def progress_table(runs: list[RunInfo]) -> Table:
     for col in ("run", "name", "status", "progress", "done", "jobs", "states"):
         table.add_column(col)
     for info in runs:
-        status = f"{info.status} ({info.reason})" if info.reason else info.status
         done = finished(info)
         bar = ProgressBar(total=max(info.total, 1), completed=done, width=20)
-        table.add_row(info.id, info.name, status, bar, str(done), str(info.total), breakdown(info))
+        table.add_row(
+            info.id, info.name, info.shown_status, bar, str(done), str(info.total), breakdown(info)
+        )
     return table
 
 

@@ -69,8 +69,12 @@ def runs_table(runs: list[RunInfo]) -> Table:
     for col in ("run", "name", "status", "done", "jobs", "states"):
         table.add_column(col)
     for info in runs:
-        status = f"{info.status} ({info.reason})" if info.reason else info.status
         table.add_row(
-            info.id, info.name, status, str(finished(info)), str(info.total), breakdown(info)
+            info.id,
+            info.name,
+            info.shown_status,
+            str(finished(info)),
+            str(info.total),
+            breakdown(info),
         )
     return table
