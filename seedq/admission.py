@@ -97,11 +97,13 @@ end
 return out
 """
 
+# Leases only ever grow (GT): a routine renewal must not cut short one that was extended
+# for a job waiting out a long countdown (worker.tasks.hold_leases).
 _RENEW = """
 local t = redis.call('TIME')
 local until_s = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', until_s, ARGV[i])
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', until_s, ARGV[i])
 end
 return #ARGV - 1
 """
@@ -121,11 +123,11 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 
 _TOUCH = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-for i = 1, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
+local heard = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', heard, ARGV[i])
 end
-return #ARGV
+return #ARGV - 1
 """
 
 
@@ -184,10 +186,12 @@ class Admission:
         flat = [_s(v) for v in raw]
         return [Admitted(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    def renew(self, job_ids: Iterable[str]) -> None:
+    def renew(self, job_ids: Iterable[str], ahead_s: float = 0.0) -> None:
+        """Extend these jobs' slot leases to a full lease from now, plus ``ahead_s`` (a
+        job waiting out a countdown is not dead); jobs holding no slot are left out."""
         ids = list(job_ids)
         if ids:
-            self._renew(keys=[keys.IN_FLIGHT], args=[self.lease_s, *ids])
+            self._renew(keys=[keys.IN_FLIGHT], args=[self.lease_s + ahead_s, *ids])
 
     def expired(self) -> list[str]:
         return [_s(v) for v in self._expired(keys=[keys.IN_FLIGHT])]
@@ -222,11 +226,12 @@ class Admission:
         """Generated jobs whose delivery nobody has touched for ``lease_s``."""
         return [_s(v) for v in self._stalled(keys=[keys.DELIVERING], args=[self.lease_s])]
 
-    def touch_deliveries(self, job_ids: Iterable[str]) -> None:
-        """Renew the delivery leases of these jobs (those not delivering are left out)."""
+    def touch_deliveries(self, job_ids: Iterable[str], ahead_s: float = 0.0) -> None:
+        """Renew the delivery leases of these jobs, as if heard of ``ahead_s`` from now
+        (those not delivering are left out)."""
         ids = list(job_ids)
         if ids:
-            self._touch(keys=[keys.DELIVERING], args=ids)
+            self._touch(keys=[keys.DELIVERING], args=[ahead_s, *ids])
 
     def forget_delivery(self, job_id: str) -> None:
         """Drop a delivery lease left behind by a job that is no longer generated."""

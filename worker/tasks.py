@@ -85,6 +85,7 @@ def _run_step(
         _reset_attempts(rt, job_id, step_name)
     if follow.task:
         send(task, follow.task, run_id, job_id, follow.countdown_s)
+        hold_leases(rt, job_id, follow.countdown_s)
     return step_name in REFILLING_STEPS
 
 
@@ -109,7 +110,17 @@ def _retry_later(
     rt.store.update_job(job_id, last_error=str(exc)[:500])
     log.info("job %s: %s failed (%s); retry %d in %.1fs", job_id, step_name, exc, attempts, delay)
     send(task, task.name, run_id, job_id, delay)
+    hold_leases(rt, job_id, delay)
     return False
+
+
+def hold_leases(rt: Runtime, job_id: str, countdown_s: float) -> None:
+    """A job coming back after a countdown keeps its slot and delivery leases for it:
+    otherwise a countdown longer than a lease (a long Retry-After, a late retry) would
+    look like a dead worker, and the job would be re-driven beside its own message."""
+    if countdown_s > 0:
+        rt.admission.renew([job_id], ahead_s=countdown_s)
+        rt.admission.touch_deliveries([job_id], ahead_s=countdown_s)
 
 
 def _reset_attempts(rt: Runtime, job_id: str, step_name: str) -> None:

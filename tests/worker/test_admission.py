@@ -277,6 +277,26 @@ def test_lease_expires_unless_renewed(store: JobStore) -> None:
     assert store.redis.zscore(keys.IN_FLIGHT, "not-in-flight") is None  # renew adds nothing
 
 
+def test_leases_extended_for_a_countdown_are_never_cut_short(store: JobStore) -> None:
+    adm = Admission(store.redis, max_in_flight=4, lease_s=10.0)
+    make_run(store, "run", ["j1"])
+    adm.admit()
+    now = float(store.redis.time()[0])
+    adm.renew(["j1"], ahead_s=600.0)  # waiting out a long Retry-After
+    extended = store.redis.zscore(keys.IN_FLIGHT, "j1")
+    assert extended is not None and extended >= now + 610.0 - 1
+    adm.renew(["j1"])  # the sweep's routine renewal
+    assert store.redis.zscore(keys.IN_FLIGHT, "j1") == extended
+
+    store.redis.zadd(keys.DELIVERING, {"j1": now})
+    adm.touch_deliveries(["j1"], ahead_s=600.0)
+    adm.touch_deliveries(["j1", "not-delivering"])
+    heard = store.redis.zscore(keys.DELIVERING, "j1")
+    assert heard is not None and heard >= now + 600.0 - 1
+    assert adm.stalled_deliveries() == []
+    assert store.redis.zscore(keys.DELIVERING, "not-delivering") is None
+
+
 @dataclass
 class FakeApp:
     sent: list[tuple[str, str, str]] = field(default_factory=list)

@@ -935,6 +935,23 @@ def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> Non
     p.assert_at_most_once(1)
 
 
+def test_task_waiting_out_a_long_countdown_keeps_its_slot(installed: Pipeline) -> None:
+    """A Retry-After longer than the lease must not make the job look abandoned."""
+    p = installed
+    run_id = p.one_job()
+    long_wait_s = p.rt.admission.lease_s * 3
+    p.sim.configure(rate_limit_rate=1.0, retry_after_s=int(long_wait_s))
+    task = FakeTask(TASK_SUBMIT)
+
+    before = float(p.rt.store.redis.time()[0])
+    run_step(task, "submit", submit_job, run_id, "clip-1")
+    [(_, _, countdown)] = task.app.sent
+    assert countdown is not None and countdown >= p.rt.admission.lease_s  # as long as a lease
+    lease = p.lease_until("clip-1")
+    assert lease is not None and lease >= before + countdown + p.rt.admission.lease_s - 1
+    assert p.rt.admission.expired() == []
+
+
 def test_task_gives_up_after_max_attempts(installed: Pipeline) -> None:
     p = installed
     p.rt.policy = RetryPolicy(base_s=0.0, jitter=0.0, max_attempts=2)
