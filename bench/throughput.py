@@ -7,8 +7,9 @@ rate R. Prints JSON: for seedq and for the naive baseline (bench/naive.py: one t
 job that enqueues and polls in place with sleep, Celery's per-worker rate_limit), on
 the same worker processes and threads: the makespan, the lower bound
 max(N/R, ceil(N/C) * L) and their ratio, provider calls per job, worker CPU seconds per
-job and the peak of messages in the broker. Needs a Redis on 127.0.0.1:6379 (uses
-database 12, flushed before and after).
+job (workers and the events listener), the CPU of the Redis server and of this process
+(the simulator, the producer) per job, and the peak of messages in the broker. Needs a
+Redis on 127.0.0.1:6379 (uses database 12, flushed before and after).
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
 
 def child_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu_s(client: redis.Redis) -> float:
+    """The Redis server's CPU so far (it serves the broker and the job store)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def own_cpu_s() -> float:
+    """This process: the simulator's threads, the producer's registering, the samplers."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -188,6 +201,7 @@ def run_seedq(
     write_manifest(manifest, args.jobs)
     store = JobStore(client)
     opts = ReadOptions(default_model=MODEL, allow_private_urls=True)
+    other0 = own_cpu_s(), redis_cpu_s(client)
     with PeakSampler(client) as peak:
         started = time.monotonic()
         _, done = validate_and_submit(
@@ -209,6 +223,7 @@ def run_seedq(
 
         wait_until(finished, args.timeout)
         makespan = time.monotonic() - started
+    others = other_cpu(args, client, other0)
     info = store.run(done.run_id)
     stop(procs)
     app.close()
@@ -220,8 +235,20 @@ def run_seedq(
         peak.peak,
         delivered=info.counts.get("delivered", 0) if info else 0,
     )
+    result.update(others)
     result["mean_slot_hold_s"] = slot_hold(store, done.run_id)
     return result
+
+
+def other_cpu(
+    args: argparse.Namespace, client: redis.Redis, since: tuple[float, float]
+) -> dict[str, float]:
+    """CPU per job outside the workers: where the rest of the machine's two cores went."""
+    own, server = since
+    return {
+        "simulator_and_producer_cpu_s_per_job": round((own_cpu_s() - own) / args.jobs, 4),
+        "redis_cpu_s_per_job": round((redis_cpu_s(client) - server) / args.jobs, 4),
+    }
 
 
 def slot_hold(store: JobStore, run_id: str) -> dict[str, float]:
@@ -272,16 +299,20 @@ def run_baseline(
         "resolution": "480p",
         "duration": 4,
     }
+    other0 = own_cpu_s(), redis_cpu_s(client)
     with PeakSampler(client) as peak:
         started = time.monotonic()
         for i in range(args.jobs):
             generate.delay(MODEL, {**params, "prompt": f"clip {i}"})
         wait_until(lambda: int(client.get(DONE_KEY) or 0) >= args.jobs, args.timeout)
         makespan = time.monotonic() - started
+    others = other_cpu(args, client, other0)
     stop(procs)
-    return figures(
+    result = figures(
         args, makespan, child_cpu_s() - cpu0, api_calls(sim.stats()), peak.peak, delivered=args.jobs
     )
+    result.update(others)
+    return result
 
 
 def figures(
@@ -314,7 +345,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--poll", type=float, default=0.5, help="poll interval, both sides")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16)
+    # As the Compose stack's workers run (-P threads -c 8): more threads per process only
+    # queue on the GIL, and each task waits longer for its turn.
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
