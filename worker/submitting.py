@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass, field
 from functools import partial
+from typing import Any
 
+from seedq import keys
 from seedq.contract import TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.inputs import publish_inputs
 from worker.provider import errors as pe
 from worker.provider.models import Generation
-from worker.reconcile import Reconciled, Verdict, kept_params, reconcile
+from worker.reconcile import Reconciled, Verdict, kept_params, matches, reconcile
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.throttle import reported, wait_turn
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 LIST_TRIES = 3  # tries of each list call in one reconcile pass (see _list_status)
+RECONCILE_FIELD = "reconcile_pass"  # a job's unfinished reconcile pass (see ListPass)
 RECHECK_S = 5.0
 SETTLED_STATUSES = frozenset({500, 501, 503, 505})
 ACTIVE_RUN = frozenset({"active", "registering"})
@@ -147,22 +151,61 @@ def _cancel_orphan(rt: Runtime, job: Job, generation_id: str) -> None:
         log.warning("job %s: could not cancel generation %s: %s", job.id, generation_id, exc)
 
 
-def list_candidates(rt: Runtime, job: Job) -> list[Generation] | float:
-    """The provider's generations of the job's model, or seconds to wait for a turn.
+@dataclass
+class ListPass:
+    """A reconcile pass: the statuses listed so far and the generations matching the
+    job among them. Kept in the job's record (``reconcile_pass``) under the send it
+    belongs to, so a pass cut short by a wait for a turn or a failed call resumes where
+    it stopped: started over each time, it would rarely finish when the poll budget is
+    contended (five turns in a row), and each failed pass would spend a retry."""
+
+    send: str  # submit_started_at of the send being reconciled
+    since: float  # when its first list was made
+    done: list[str] = field(default_factory=list)
+    found: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rt: Runtime, job: Job) -> ListPass:
+        send = job.raw.get("submit_started_at", "")
+        kept = json.loads(job.raw.get(RECONCILE_FIELD) or "{}")
+        if kept.get("send") != send:
+            return cls(send, rt.now())
+        return cls(send, float(kept["since"]), list(kept["done"]), dict(kept["found"]))
+
+    def save(self, rt: Runtime, job_id: str) -> None:
+        rt.store.update_job(job_id, **{RECONCILE_FIELD: json.dumps(asdict(self), sort_keys=True)})
+
+
+def list_candidates(rt: Runtime, job: Job) -> tuple[list[Generation], float] | float:
+    """The provider's generations matching the job and when the pass began listing
+    them, or seconds to wait for a turn (the pass resumes then; see :class:`ListPass`).
 
     Every list call takes its own turn of the poll budget and reports its outcome, so
     reconciling respects the global rate and a breaker probe granted here is answered."""
     # One list per status, in lifecycle order, so a generation that moves on while we
-    # read is seen at least once; it can also be seen twice (queued, then processing),
-    # and the same id twice is one candidate, not an ambiguity for an operator.
-    found: dict[str, Generation] = {}
-    for status in LIST_STATUSES:
-        listed = _list_status(rt, job, status)
-        if isinstance(listed, float):
-            return listed
-        for gen in listed:
-            found[gen.generation_id] = gen
-    return list(found.values())
+    # read is seen at least once, even across interruptions, since statuses only move
+    # forward; it can also be seen twice (queued, then processing), and the same id
+    # twice is one candidate, not an ambiguity for an operator.
+    progress = ListPass.of(rt, job)
+    started_at = job.number("submit_started_at")
+    try:
+        for status in LIST_STATUSES:
+            if status in progress.done:
+                continue
+            listed = _list_status(rt, job, status)
+            if isinstance(listed, float):
+                return listed
+            for gen in listed:
+                if matches(
+                    gen, model=job.model, sent=job.sent_params, started_at=started_at, now=rt.now()
+                ):
+                    progress.found[gen.generation_id] = gen.model_dump(mode="json")
+            progress.done.append(status)
+    finally:
+        if len(progress.done) < len(LIST_STATUSES):
+            progress.save(rt, job.id)
+    rt.store.redis.hdel(keys.job(job.id), RECONCILE_FIELD)
+    return [Generation.model_validate(g) for g in progress.found.values()], progress.since
 
 
 def _list_status(rt: Runtime, job: Job, status: str) -> list[Generation] | float:
@@ -172,15 +215,15 @@ def _list_status(rt: Runtime, job: Job, status: str) -> list[Generation] | float
     a provider failing a call in three would let a pass through one time in nine, each
     failed pass would spend one of the job's retries, and a job whose generation may
     exist would fail on noise, its clip paid for and never delivered. Each try takes its
-    own turn; when the next turn must wait (an open breaker), the failure ends the pass
-    and spends a retry, so an outage stays bounded. A 429 spends none: its Retry-After
-    is a wait like any other turn's.
+    own turn, and a turn that must wait ends the pass as a wait (the job comes back
+    then), unless the breaker opened: then the failure ends it and spends a retry, so an
+    outage stays bounded.
     """
     failure: pe.TransientProviderError | None = None
     for _ in range(LIST_TRIES):
         wait = wait_turn(rt.poll_throttle)
         if wait > 0:
-            if failure is not None and not isinstance(failure, pe.RateLimited):
+            if failure is not None and rt.poll_throttle.state()["breaker"] != "closed":
                 raise failure
             return wait
         rt.store.count_calls(job.id, 1)
@@ -198,9 +241,10 @@ def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -
 
     ``resend``: when it proves absent, queue the submit again (the caller may prefer to
     retry with backoff instead)."""
-    candidates = list_candidates(rt, job)
-    if isinstance(candidates, float):
-        return Next(TASK_SUBMIT, candidates)
+    listed = list_candidates(rt, job)
+    if isinstance(listed, float):
+        return Next(TASK_SUBMIT, listed)
+    candidates, since = listed
     taken = {
         g.generation_id
         for g in candidates
@@ -230,6 +274,10 @@ def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -
             failed_step="submit",
         )
         return DONE
+    if decided.verdict is Verdict.ABSENT and since - job.number("submit_started_at") <= grace:
+        # The pass began listing inside the grace time: a generation created after its
+        # first lists, still queued, would have been missed. Absence needs a later pass.
+        decided = Reconciled(Verdict.WAIT)
     if decided.verdict is Verdict.WAIT:
         return Next(TASK_SUBMIT, RECHECK_S)
     log.info("job %s: provably never created; sending again", job.id)

@@ -19,6 +19,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import fakeredis
 import pytest
+import redis
 from PIL import Image
 from pydantic import SecretStr
 
@@ -252,9 +254,11 @@ class Pipeline:
         return sent
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
-    config = SimConfig(latency_s=LATENCY_S, seed=11, max_concurrency=8)
+@contextmanager
+def pipeline_on(client: redis.Redis, tmp_path: Path, *, seed: int = 11) -> Iterator[Pipeline]:
+    """The pipeline on the given Redis (fakeredis, or the real one), with its own
+    simulator, publisher and output directory."""
+    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8)
     with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
         settings = Settings(
             provider_url=sim.url,
@@ -268,8 +272,8 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
         )
         storage = RecordingStorage(tmp_path / "out")
         clock = Clock()
-        provider = OxenClient(sim.url, API_KEY, timeout_s=HTTP_TIMEOUT_S, allow_private_urls=True)
-        store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+        provider = OxenClient.from_settings(settings)
+        store = JobStore(client)
         rt = Runtime(
             settings=settings,
             store=store,
@@ -286,6 +290,12 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
             yield Pipeline(rt, sim, storage, publisher, clock, tmp_path)
         finally:
             provider.close()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    with pipeline_on(fakeredis.FakeRedis(server=fakeredis.FakeServer()), tmp_path) as p:
+        yield p
 
 
 @pytest.fixture
@@ -526,6 +536,58 @@ def test_reconcile_gives_up_a_pass_when_a_list_call_keeps_failing(pipeline: Pipe
     assert p.state("clip-1") is JobState.SUBMITTING
     assert int(p.job("clip-1")["provider_calls"]) == 1 + LIST_TRIES
     p.assert_at_most_once(1)
+
+
+def failing_lists(p: Pipeline, *, failing: set[int]) -> Counter[str]:
+    """Make the list calls numbered in ``failing`` (from 1) answer 503; counts calls."""
+    real_list, calls = p.rt.provider.list, Counter[str]()
+
+    def listing(**kw: Any) -> Any:
+        calls["list"] += 1
+        if calls["list"] in failing:
+            raise pe.ServerError("Simulated failure (HTTP 503)", status_code=503)
+        return real_list(**kw)
+
+    p.rt.provider.list = listing  # type: ignore[method-assign]
+    return calls
+
+
+def test_interrupted_reconcile_resumes_where_it_stopped(pipeline: Pipeline) -> None:
+    """A pass cut short (here every try of its third list failed) resumes at that list:
+    started over each time, a pass of five turns would rarely finish on a contended
+    budget, and each failed pass spends a retry."""
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, drop_after_rate=1.0)
+    submit_job(p.rt, run_id, "clip-1")
+    calls = failing_lists(p, failing={3, 4, 5})
+    with pytest.raises(pe.ServerError):
+        submit_job(p.rt, run_id, "clip-1")
+    kept = json.loads(p.job("clip-1")["reconcile_pass"])
+    assert kept["done"] == ["queued", "processing"] and calls["list"] == 2 + LIST_TRIES
+
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert calls["list"] == 2 + LIST_TRIES + 3  # succeeded, failed, cancelled
+    assert job["reconciled"] == "1" and "reconcile_pass" not in job
+    p.assert_at_most_once(1)
+
+
+def test_resumed_pass_begun_within_grace_proves_nothing_absent(pipeline: Pipeline) -> None:
+    """Absence counts from the pass's first list: a pass begun while the send may still
+    have been under way could have missed a generation created after its first lists.
+    A later pass, begun after the grace time, decides."""
+    p = pipeline
+    run_id = p.one_job()
+    p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())  # crashed: nothing sent
+    failing_lists(p, failing={2, 3, 4})
+    with pytest.raises(pe.ServerError):
+        submit_job(p.rt, run_id, "clip-1")  # listed "queued" within the grace time
+    p.clock.offset_s = grace_s(p.rt) + 1
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, RECHECK_S)
+    assert p.state("clip-1") is JobState.SUBMITTING
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)  # a fresh pass
+    assert p.state("clip-1") is JobState.REGISTERED
+    p.assert_at_most_once(0)
 
 
 def test_reconcile_waits_out_a_429_without_spending_a_retry(pipeline: Pipeline) -> None:
