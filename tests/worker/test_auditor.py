@@ -12,94 +12,42 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import fakeredis
 import pytest
 import redis
-from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from seedq.admission import admission_for
 from seedq.cli import app
 from seedq.contract import JobState
-from seedq.settings import DEFAULT_MODEL, Settings
-from seedq.store import JobStore
-from simulator.config import SimConfig
-from simulator.server import running_simulator
+from seedq.settings import DEFAULT_MODEL
 from tests.conftest import TEST_REDIS_URL
 from tests.worker.test_steps import (
     API_KEY,
-    HTTP_TIMEOUT_S,
-    LATENCY_S,
-    POLL_S,
-    RATE,
     ROW,
-    Clock,
     Pipeline,
-    RecordingStorage,
+    pipeline_on,
     wait_for_status,
 )
 from worker.audit import Finding, Kind, Repair
 from worker.auditor import audit_run
 from worker.delivery import deliver_job, sidecar_key
-from worker.inputs import LoopbackInputPublisher
-from worker.provider.client import OxenClient
-from worker.retry import RetryPolicy
-from worker.runtime import Runtime, poll_throttle, submit_throttle
 from worker.storage.base import sha256_file
 from worker.verify import verify_video
-
-
-@contextmanager
-def pipeline_on(client: redis.Redis, tmp_path: Path) -> Iterator[Pipeline]:
-    """The steps' pipeline (tests/worker/test_steps.py) on the given Redis."""
-    config = SimConfig(latency_s=LATENCY_S, seed=7, max_concurrency=8)
-    with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
-        settings = Settings(
-            provider_url=sim.url,
-            oxen_api_key=SecretStr(API_KEY),
-            allow_private_urls=True,
-            http_timeout_s=HTTP_TIMEOUT_S,
-            poll_interval_s=POLL_S,
-            output=str(tmp_path / "out"),
-            submit_rate=RATE,
-            poll_rate=RATE,
-        )
-        provider = OxenClient.from_settings(settings)
-        store = JobStore(client)
-        storage = RecordingStorage(tmp_path / "out")
-        clock = Clock()
-        rt = Runtime(
-            settings=settings,
-            store=store,
-            provider=provider,
-            storage=storage,
-            publisher=publisher,
-            policy=RetryPolicy(base_s=0.0, jitter=0.0),
-            admission=admission_for(store.redis, settings),
-            submit_throttle=submit_throttle(store, settings),
-            poll_throttle=poll_throttle(store, settings),
-            clock=clock,
-        )
-        try:
-            yield Pipeline(rt, sim, storage, publisher, clock, tmp_path)
-        finally:
-            provider.close()
 
 
 @pytest.fixture
 def world(client: redis.Redis, tmp_path: Path) -> Iterator[Pipeline]:
     """Over fakeredis and over the real Redis."""
-    with pipeline_on(client, tmp_path) as p:
+    with pipeline_on(client, tmp_path, seed=7) as p:
         yield p
 
 
 @pytest.fixture
 def fake_world(tmp_path: Path) -> Iterator[Pipeline]:
     """Over fakeredis only: for what does not depend on the Redis server."""
-    with pipeline_on(fakeredis.FakeRedis(server=fakeredis.FakeServer()), tmp_path) as p:
+    with pipeline_on(fakeredis.FakeRedis(server=fakeredis.FakeServer()), tmp_path, seed=7) as p:
         yield p
 
 
@@ -224,7 +172,7 @@ def test_missing_video_whose_result_is_gone_is_reported_not_lost(fake_world: Pip
 def test_cli_reports_repairs_and_exits_by_what_remains(
     real_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pipeline_on(real_redis, tmp_path) as p:
+    with pipeline_on(real_redis, tmp_path, seed=7) as p:
         run_id = p.one_job()
         delivered(p, run_id, "clip-1")
         p.storage.path("clip-1.mp4").unlink()
