@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seedq.modelinfo import ModelInfo, UnknownModelError, load_shipped_model
+from seedq.settings import Settings
 
 LiveFetch = Callable[[str], ModelInfo]
 
@@ -45,3 +46,19 @@ class ModelCatalog:
         if self.live is None:
             self.notes.append(f"{model_id}: schema and pricing from the copy shipped with seedq")
         return info
+
+
+def catalog_for(settings: Settings, offline: bool = False) -> ModelCatalog:
+    """The live schema when a key is set and the provider answers, else the shipped copy
+    (``seedq validate`` and ``submit``, and scheduled runs on the workers)."""
+    if offline or settings.oxen_api_key is None:
+        return ModelCatalog()
+    from worker.provider.client import OxenClient  # the producer needs it only here
+
+    quick = settings.model_copy(update={"http_timeout_s": 5.0})
+
+    def live(model_id: str) -> ModelInfo:
+        with OxenClient.from_settings(quick) as client:
+            return client.model(model_id)
+
+    return ModelCatalog(live=live)

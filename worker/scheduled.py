@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 from celery import Task, shared_task
 
-from producer.catalog import ModelCatalog
+from producer.catalog import ModelCatalog, catalog_for
 from producer.errors import ManifestError
 from producer.manifest import ReadOptions
 from producer.plan import check
@@ -130,7 +130,7 @@ def run_schedule(
             checked = check(
                 [path],
                 opts,
-                catalog or ModelCatalog(),
+                catalog or catalog_for(settings),
                 auto_estimate_s=settings.auto_duration_estimate_s,
                 on_job=spool.write,
             )

@@ -9,14 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from producer.catalog import ModelCatalog
+from producer.catalog import ModelCatalog, catalog_for
 from producer.errors import Problem, SubmitError
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
 from producer.submit import SubmitResult
 from seedq.commands.timed import print_timing, run_timing
-from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings, load_settings
 from seedq.store import Decision, JobStore
 
@@ -45,21 +44,6 @@ def read_options(settings: Settings, sets: list[str], model: str | None) -> Read
         allow_private_urls=settings.allow_private_urls,
         max_manifest_bytes=settings.max_manifest_bytes,
     )
-
-
-def catalog_for(settings: Settings, offline: bool) -> ModelCatalog:
-    """The live schema when a key is set and the provider answers, else the shipped copy."""
-    if offline or settings.oxen_api_key is None:
-        return ModelCatalog()
-    from worker.provider.client import OxenClient
-
-    quick = settings.model_copy(update={"http_timeout_s": 5.0})
-
-    def live(model_id: str) -> ModelInfo:
-        with OxenClient.from_settings(quick) as client:
-            return client.model(model_id)
-
-    return ModelCatalog(live=live)
 
 
 def print_problems(problems: list[Problem]) -> None:

@@ -12,6 +12,7 @@ import fakeredis
 import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from producer.submit import SubmitResult
@@ -23,6 +24,8 @@ from seedq.errors import ConfigError
 from seedq.schedules import parse_schedules
 from seedq.settings import Settings
 from seedq.store import JobStore
+from simulator.config import SimConfig
+from simulator.server import running_simulator
 from worker.provider.guard import guarded_client
 from worker.scheduled import FetchError, fetch_https, run_schedule
 
@@ -83,7 +86,7 @@ def _schedule(manifest: str, window: str = "") -> str:
 
 
 def _run(
-    manifest: str, client: fakeredis.FakeRedis, window: str = ""
+    manifest: str, client: fakeredis.FakeRedis, window: str = "", settings: Settings | None = None
 ) -> tuple[SubmitResult | None, list[contract.JobMessage]]:
     (schedule,) = parse_schedules(_schedule(manifest, window))
     sent: list[contract.JobMessage] = []
@@ -93,7 +96,7 @@ def _run(
 
     done = run_schedule(
         schedule,
-        Settings(),
+        settings or Settings(),
         lambda timing: TimedStore(client, timing, clock=lambda: NOW.timestamp()),
         send,
         now=datetime(2026, 6, 1, 20, 0, tzinfo=UTC),
@@ -109,6 +112,19 @@ def test_scheduled_run_submits_a_valid_manifest(write: Write) -> None:
     run = JobStore(client).run(done.run_id)
     assert run is not None and run.name == "nightly 2026-06-01" and run.status == "active"
     assert run.meta["priority"] == 3 and run.meta["budget"] == 50
+
+
+def test_scheduled_run_validates_against_the_live_schema(write: Write) -> None:
+    """Like seedq submit: with a key and a reachable provider, the provider's schema."""
+    path = write("m.csv", GOOD_ROWS)
+    with running_simulator(SimConfig()) as sim:
+        settings = Settings(
+            provider_url=sim.url, oxen_api_key=SecretStr("sk-sched"), allow_private_urls=True
+        )
+        done, sent = _run(str(path), fakeredis.FakeRedis(), settings=settings)
+        asked = sim.stats()["requests"]
+    assert done is not None and len(sent) == 2
+    assert any(name.startswith("GET /api/ai/models/") for name in asked), asked
 
 
 def test_scheduled_run_with_window_is_held_outside_it(write: Write) -> None:
