@@ -78,3 +78,13 @@ LAST_SWEEP = PREFIX + "tick:last_sweep"  # string: server seconds of the last pr
 # set of run ids with a submission window or a delayed start (seedq/windows.py): the
 # tick's time step looks at these only; a run leaves it when cancelled or finished
 TIMED_RUNS = PREFIX + "runs:timed"
+
+
+def schedule_firing(name: str, fired_at: str) -> str:
+    """String: the id of the task that started schedule ``name``'s firing at ``fired_at``
+    (ISO time), so a second beat's message for the same firing starts nothing. TTL:
+    :data:`SCHEDULE_FIRING_TTL_S`."""
+    return f"{PREFIX}schedule:{name}:{fired_at}"
+
+
+SCHEDULE_FIRING_TTL_S = 7 * 24 * 3600  # far longer than any beat would lag behind a firing

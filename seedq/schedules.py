@@ -170,6 +170,14 @@ def next_runs(cron: str, tz: str, after: datetime, count: int = 1) -> list[datet
     return [it.get_next(datetime) for _ in range(count)]
 
 
+def last_firing(cron: str, tz: str, now: datetime) -> datetime:
+    """The latest time (aware, in ``tz``) at or before ``now`` that the expression fired:
+    the firing a run started at ``now`` belongs to (beat sends it a moment after)."""
+    it = croniter(cron, (now + timedelta(seconds=1)).astimezone(zone(tz)))
+    fired: datetime = it.get_prev(datetime)
+    return fired
+
+
 def due(cron: str, tz: str, last_run_at: datetime, now: datetime) -> tuple[bool, float]:
     """Celery beat's question: is a run due now (one was due since ``last_run_at``), and
     how many seconds until the next check."""

@@ -15,7 +15,14 @@ import pytest
 from seedq.beat import beat_schedule, cron_schedule
 from seedq.errors import ConfigError
 from seedq.queueing import celery_config
-from seedq.schedules import due, load_schedules, next_runs, parse_schedules, run_name
+from seedq.schedules import (
+    due,
+    last_firing,
+    load_schedules,
+    next_runs,
+    parse_schedules,
+    run_name,
+)
 from seedq.settings import Settings
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -106,6 +113,34 @@ def test_due() -> None:
     at = datetime(2026, 6, 2, 20, 0, 5, tzinfo=UTC)
     is_due, next_s = due("0 22 * * *", "Europe/Paris", last, at)
     assert is_due and next_s == pytest.approx(24 * 3600 - 5)
+
+
+@pytest.mark.parametrize(
+    ("now", "fired"),
+    [
+        (datetime(2026, 6, 2, 20, 0, 0, tzinfo=UTC), datetime(2026, 6, 2, 20, 0, tzinfo=UTC)),
+        (datetime(2026, 6, 2, 20, 0, 7, tzinfo=UTC), datetime(2026, 6, 2, 20, 0, tzinfo=UTC)),
+        (datetime(2026, 6, 2, 19, 59, 0, tzinfo=UTC), datetime(2026, 6, 1, 20, 0, tzinfo=UTC)),
+    ],
+)
+def test_last_firing(now: datetime, fired: datetime) -> None:
+    assert last_firing("0 22 * * *", "Europe/Paris", now) == fired
+
+
+def test_a_firing_is_run_by_one_message_only() -> None:
+    import fakeredis
+
+    from worker.scheduled import claim_firing
+
+    (nightly, _) = parse_schedules(GOOD)
+    client = fakeredis.FakeRedis()
+    at = datetime(2026, 6, 2, 20, 0, 3, tzinfo=UTC)
+    fired = claim_firing(client, nightly, at, "task-1")
+    assert fired is not None
+    assert claim_firing(client, nightly, at, "task-2") is None  # a second beat's message
+    assert claim_firing(client, nightly, at, "task-1") == fired  # task-1 redelivered
+    next_night = datetime(2026, 6, 3, 20, 0, 1, tzinfo=UTC)
+    assert claim_firing(client, nightly, next_night, "task-2") not in (None, fired)
 
 
 def test_run_name_uses_the_schedule_zone() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import redis
 from celery import Task, shared_task
 
 from producer.catalog import ModelCatalog, catalog_for
@@ -26,9 +27,17 @@ from producer.plan import check
 from producer.spool import Spool
 from producer.submit import SubmitResult, TaskSender, celery_sender, submit
 from producer.timing import RunTiming, TimedStore
+from seedq import keys
 from seedq.admission import admission_for
 from seedq.errors import ConfigError
-from seedq.schedules import TASK_SCHEDULED_RUN, Schedule, find_schedule, load_schedules, run_name
+from seedq.schedules import (
+    TASK_SCHEDULED_RUN,
+    Schedule,
+    find_schedule,
+    last_firing,
+    load_schedules,
+    run_name,
+)
 from seedq.settings import Settings, load_settings
 from worker.provider.errors import ProviderError
 from worker.provider.guard import guarded_client
@@ -159,6 +168,22 @@ def run_schedule(
     return done
 
 
+def claim_firing(
+    client: redis.Redis, schedule: Schedule, now: datetime, task_id: str
+) -> datetime | None:
+    """Take the schedule's latest firing for this task: the firing time when it is this
+    task's to run (first claim, or this very message delivered again after a crash),
+    None when another message already started it (two beats, or a beat restarted)."""
+    fired = last_firing(schedule.cron, schedule.timezone, now)
+    key = keys.schedule_firing(schedule.name, fired.isoformat())
+    if client.set(key, task_id, nx=True, ex=keys.SCHEDULE_FIRING_TTL_S):
+        return fired
+    owner = client.get(key)
+    if isinstance(owner, bytes):
+        owner = owner.decode()
+    return fired if owner == task_id else None
+
+
 @shared_task(bind=True, name=TASK_SCHEDULED_RUN, acks_late=True, ignore_result=True)
 def scheduled_run(self: Task, name: str) -> None:
     """Submit the run of schedule ``name`` (sent by Celery beat)."""
@@ -170,12 +195,16 @@ def scheduled_run(self: Task, name: str) -> None:
             raise ConfigError("SEEDQ_SCHEDULES is not set on this worker")
         schedule = find_schedule(load_schedules(settings.schedules), name)
         client = redis_client(settings)
+        now = datetime.fromtimestamp(time.time(), tz=UTC)
+        if claim_firing(client, schedule, now, str(self.request.id)) is None:
+            log.warning("schedule %s: this firing was started already; not run twice", name)
+            return
         run_schedule(
             schedule,
             settings,
             lambda timing: TimedStore(client, timing),
             celery_sender(self.app),
-            now=datetime.fromtimestamp(time.time(), tz=UTC),
+            now=now,
         )
     except (ConfigError, ManifestError) as exc:
         log.error("schedule %s: not run: %s", name, exc)
