@@ -161,18 +161,25 @@ def _decode_all(container: Any, stream: Any) -> tuple[int, float]:
     rate = stream.average_rate or stream.guessed_rate
     frame_s = Fraction(1) / rate if rate else Fraction(0)
     frames = 0
-    start: Fraction | None = None
-    end = Fraction(0)
+    # Timestamps are kept as integers in their time base and turned into seconds once:
+    # exact fractions per frame cost more CPU than the decoding of a small frame.
+    first: int | None = None
+    last = 0
+    time_base = None
     for frame in container.decode(stream):
         frames += 1
-        if frame.pts is None or frame.time_base is None:
+        pts = frame.pts
+        if pts is None or frame.time_base is None:
             continue
-        at = frame.pts * frame.time_base
-        start = at if start is None else min(start, at)
-        end = max(end, at + frame_s)
-    if start is None:  # no timestamps at all: fall back on the frame rate
+        if time_base is None:
+            time_base = frame.time_base
+        if first is None or pts < first:
+            first = pts
+        if pts > last:
+            last = pts
+    if first is None or time_base is None:  # no timestamps at all: fall back on the rate
         return frames, float(frames * frame_s)
-    return frames, float(end - start)
+    return frames, float((last - first) * time_base + frame_s)
 
 
 def _av_reason(exc: BaseException) -> str:
