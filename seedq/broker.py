@@ -38,6 +38,16 @@ class Channel(kombu_redis.Channel):
             client = self._shared_client = super()._create_client()  # type: ignore[no-untyped-call]
         return client
 
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            # Closed after its connection was torn down (celery collects a lost broker
+            # connection, then closes it): restoring unacked messages would read the URL
+            # of a connection that is gone and raise AttributeError, which celery takes
+            # for unrecoverable, and the worker exits. Said as what it is, a connection
+            # error, celery reconnects; the messages stay unacked in Redis.
+            raise redis.ConnectionError("the broker connection is closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+
 
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`."""

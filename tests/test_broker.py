@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 from kombu.connection import Connection
 
 from seedq.broker import TRANSPORT, Channel
@@ -64,3 +65,22 @@ def test_a_replaced_pool_gets_a_new_client(real_redis_url: str) -> None:
         channel._disconnect_pools()  # what kombu does after a fork or on close
         second = channel._create_client()
         assert second is not first and second.connection_pool is channel.pool
+
+
+def test_closing_a_channel_whose_connection_is_gone_is_a_connection_error(
+    real_redis: redis.Redis, real_redis_url: str
+) -> None:
+    """celery collects a lost broker connection (its transport forgets the connection),
+    then closes it. With a message received and not acknowledged, kombu's close read
+    the gone connection's URL and raised AttributeError, which celery takes for
+    unrecoverable: workers exited after a Redis restart (tests/e2e/test_chaos.py)."""
+    conn = connect(real_redis_url)
+    queue = conn.SimpleQueue("seedq-test-broker-gone")
+    queue.put({"n": 1})
+    queue.get(timeout=5)  # received, not acknowledged
+    channel = conn.default_channel
+    conn.transport.client = None  # what Connection.collect() leaves
+    with pytest.raises(redis.ConnectionError):
+        channel.close()
+    conn.maybe_close_channel(channel)  # celery's cleanup ignores connection errors
+    assert real_redis.hlen("unacked") == 1  # the message is kept, not lost
