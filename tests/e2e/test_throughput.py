@@ -5,7 +5,6 @@ SIGKILL mid-run (leases re-drive what it held), and an urgent run overtaking a b
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -69,20 +68,6 @@ def wait_delivered(c: Any, job_ids: list[str], timeout_s: float = DRAIN_S) -> No
         time.sleep(0.2)
 
 
-_TASK_LINE = re.compile(r"Task (seedq\.\w+)\[([0-9a-f-]+)\] (received|succeeded|raised)")
-
-
-def holding(log: Path) -> list[str]:
-    """The tasks a worker has received and not finished, from its log (names)."""
-    open_tasks: dict[str, str] = {}
-    for name, task_id, what in _TASK_LINE.findall(log.read_text(errors="replace")):
-        if what == "received":
-            open_tasks[task_id] = name
-        else:
-            open_tasks.pop(task_id, None)
-    return sorted(open_tasks.values())
-
-
 def count_in(c: Any, job_ids: list[str], states: set[str]) -> int:
     return sum(1 for r in jobs(c, job_ids).values() if r.get("state") in states)
 
@@ -127,7 +112,7 @@ def test_worker_killed_mid_run_loses_nothing(
         assert time.monotonic() < deadline, c.logs()[-4000:]
         if count_in(c, ids, {"submitted", "generated"}) >= 3:
             for n, proc in enumerate(c.workers):
-                held = holding(tmp_path / f"worker-{n}.log")
+                held = c.holding(n)
                 if held_task in held:
                     victim = proc
                     break
