@@ -53,6 +53,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def clip_rows(prefix: str, n: int, image: str = "images/red.png") -> list[dict[str, str]]:
+    """``n`` manifest rows ``PREFIX-0..n-1`` of short 480p clips of one sample image."""
+    return [
+        {
+            "id": f"{prefix}-{i}",
+            "prompt": f"{prefix} clip {i}",
+            "input_image": image,
+            "duration": "4",
+            "resolution": "480p",
+        }
+        for i in range(n)
+    ]
+
+
+@contextlib.contextmanager
+def running_flower(env: dict[str, str], user: str, password: str, log: Path) -> Iterator[Any]:
+    """Flower as docker-compose.yml starts it (basic auth from FLOWER_BASIC_AUTH) on a
+    free port; yields an httpx client of it without credentials (pass ``auth=``)."""
+    import httpx
+
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
+             f"--port={port}", "--persistent=False"],
+            env={**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"},
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        try:
+            yield client
+        finally:
+            client.close()
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @dataclass
 class Cluster:
     """Everything a test needs to run seedq as an operator would."""

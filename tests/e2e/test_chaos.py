@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.conftest import RedisProcess, TcpProxy, assert_every_job_accounted
+from tests.e2e.conftest import RedisProcess, TcpProxy, assert_every_job_accounted, clip_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(150)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
@@ -42,16 +42,7 @@ QUICK_PROVIDER = {"latency_s": (0.5, 1.5), "max_concurrency": 8}
 
 
 def rows(prefix: str, n: int = JOBS) -> list[dict[str, str]]:
-    return [
-        {
-            "id": f"{prefix}-{i}",
-            "prompt": f"{prefix} clip {i}",
-            "input_image": "images/red.png",
-            "duration": "4",
-            "resolution": "480p",
-        }
-        for i in range(n)
-    ]
+    return clip_rows(prefix, n)
 
 
 def submit(c: Any, manifest: Manifest, folder: Path, prefix: str, n: int = JOBS) -> list[str]:

@@ -15,25 +15,13 @@ import pytest
 
 from seedq import keys
 from simulator.server import serve_directory
+from tests.e2e.conftest import clip_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(240)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
 FAST = {"SEEDQ_SUBMIT_RATE": "50/s", "SEEDQ_POLL_RATE": "50/s", "SEEDQ_MAX_IN_FLIGHT": "2"}
 AT_PROVIDER = ("submitting", "submitted", "generated")
 WAIT_S = 90.0
-
-
-def rows(prefix: str, n: int, image: str = "images/red.png") -> list[dict[str, str]]:
-    return [
-        {
-            "id": f"{prefix}-{i}",
-            "prompt": f"{prefix} clip {i}",
-            "input_image": image,
-            "duration": "4",
-            "resolution": "480p",
-        }
-        for i in range(n)
-    ]
 
 
 def submit(c: Any, path: Path) -> str:
@@ -68,7 +56,7 @@ def test_pause_resume_cancel_retry_and_report(
     c.start_worker()
     first = tmp_path / "first"
     first.mkdir()
-    run_id = submit(c, manifest(first, rows("p", 8)))
+    run_id = submit(c, manifest(first, clip_rows("p", 8)))
     wait_for(c, "a generation", lambda: "submitted" in states(c, run_id).values())
 
     paused = ok(c.seedq("pause", run_id))
@@ -95,7 +83,7 @@ def test_pause_resume_cancel_retry_and_report(
     # Cancel a second run while generations are at the provider.
     second = tmp_path / "second"
     second.mkdir()
-    other = submit(c, manifest(second, rows("c", 6)))
+    other = submit(c, manifest(second, clip_rows("c", 6)))
     wait_for(c, "a generation", lambda: "submitted" in states(c, other).values())
     cancelled = ok(c.seedq("cancel", other))
     assert "cancelled" in cancelled
@@ -116,7 +104,7 @@ def test_pause_resume_cancel_retry_and_report(
     third.mkdir()
     manifest(third, [])  # writes the images
     with serve_directory(third / "images") as base:
-        failing = submit(c, manifest(third, rows("f", 1, image=f"{base}/face-photo.png")))
+        failing = submit(c, manifest(third, clip_rows("f", 1, image=f"{base}/face-photo.png")))
         wait_for(c, "the failure", lambda: states(c, failing) == {"f-0": "failed"})
         before = c.sim.stats()["enqueued"]
         retried = ok(c.seedq("retry", failing, "--failed"))

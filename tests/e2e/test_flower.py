@@ -5,9 +5,6 @@ and no secret of the cluster's environment."""
 from __future__ import annotations
 
 import ast
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 
 from seedq import contract
 from tests.conftest import S3_TEST_CREDENTIALS
-from tests.e2e.conftest import API_KEY, REPO, Cluster
+from tests.e2e.conftest import API_KEY, Cluster, running_flower
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
@@ -31,13 +28,6 @@ ROWS = [
 ]  # fmt: skip
 TASK_NAMES = {contract.TASK_SUBMIT, contract.TASK_TRACK, contract.TASK_DELIVER}
 SECRETS = [API_KEY, S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def until(what: str, check: Callable[[], Any], deadline_s: float, logs: Callable[[], str]) -> Any:
@@ -59,28 +49,8 @@ def until(what: str, check: Callable[[], Any], deadline_s: float, logs: Callable
 def flower(cluster: Any, tmp_path: Path) -> Iterator[tuple[Cluster, httpx.Client]]:
     """One worker, and Flower started as compose does (auth from FLOWER_BASIC_AUTH)."""
     c: Cluster = cluster(workers=1)
-    port = free_port()
-    log = (tmp_path / "flower.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
-         f"--port={port}", "--persistent=False"],
-        env={**c.env, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"},
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    try:
+    with running_flower(c.env, USER, PASSWORD, tmp_path / "flower.log") as client:
         yield c, client
-    finally:
-        client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_flower_shows_workers_and_tasks_behind_basic_auth(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,7 +25,7 @@ import redis
 
 from seedq import contract
 from simulator.server import serve_directory
-from tests.e2e.conftest import REPO, Cluster
+from tests.e2e.conftest import Cluster, running_flower
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(150)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
@@ -140,29 +138,10 @@ def redis_dump(client: redis.Redis) -> str:
 
 
 @contextmanager
-def flower(c: Cluster, port: int, log: Path) -> Iterator[httpx.Client]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
-             f"--port={port}", "--persistent=False"],
-            env={**c.env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"},
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        client = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=10, auth=(FLOWER_USER, FLOWER_PASSWORD)
-        )
-        try:
-            yield client
-        finally:
-            client.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def flower(c: Cluster, log: Path) -> Iterator[httpx.Client]:
+    with running_flower(c.env, FLOWER_USER, FLOWER_PASSWORD, log) as client:
+        client.auth = (FLOWER_USER, FLOWER_PASSWORD)
+        yield client
 
 
 def until(check: Callable[[], Any], deadline_s: float, what: str, log: Path) -> Any:
@@ -176,15 +155,6 @@ def until(check: Callable[[], Any], deadline_s: float, what: str, log: Path) -> 
             return found
         assert time.monotonic() < deadline, f"never saw {what}\n{log.read_text()[-3000:]}"
         time.sleep(0.2)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_no_secret_anywhere_after_a_real_run(
@@ -201,7 +171,7 @@ def test_no_secret_anywhere_after_a_real_run(
     manifest(tmp_path, [])  # writes the images
     flower_log = tmp_path / "flower.log"
     with (
-        flower(c, free_port(), flower_log) as flower_api,
+        flower(c, flower_log) as flower_api,
         serve_directory(tmp_path / "images") as base,
     ):
         c.start_worker()  # text logs

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from seedq import keys
+from tests.e2e.conftest import clip_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(90)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
@@ -21,19 +22,6 @@ Manifest = Callable[[Path, list[dict[str, str]]], Path]
 # Enqueues are not what these tests measure: a budget that never holds them back.
 FAST = {"SEEDQ_SUBMIT_RATE": "50/s", "SEEDQ_POLL_RATE": "50/s"}
 DRAIN_S = 50.0
-
-
-def rows(prefix: str, n: int) -> list[dict[str, str]]:
-    return [
-        {
-            "id": f"{prefix}-{i}",
-            "prompt": f"{prefix} clip {i}",
-            "input_image": "images/red.png",
-            "duration": "4",
-            "resolution": "480p",
-        }
-        for i in range(n)
-    ]
 
 
 def write(manifest: Manifest, folder: Path, job_rows: list[dict[str, str]]) -> Path:
@@ -48,18 +36,10 @@ def submit(c: Any, path: Path, *args: str) -> str:
     return str(done.stdout.strip().splitlines()[-1])
 
 
-def jobs(c: Any, job_ids: list[str]) -> dict[str, dict[str, str]]:
-    out = {}
-    for job_id in job_ids:
-        raw = c.store.hgetall(keys.job(job_id))
-        out[job_id] = {k.decode(): v.decode() for k, v in raw.items()}
-    return out
-
-
 def wait_delivered(c: Any, job_ids: list[str], timeout_s: float = DRAIN_S) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        states = {j: r.get("state", "?") for j, r in jobs(c, job_ids).items()}
+        states = {j: r.get("state", "?") for j, r in c.jobs(job_ids).items()}
         if all(s == "delivered" for s in states.values()):
             return
         stuck = {j: s for j, s in states.items() if s != "delivered"}
@@ -69,14 +49,14 @@ def wait_delivered(c: Any, job_ids: list[str], timeout_s: float = DRAIN_S) -> No
 
 
 def count_in(c: Any, job_ids: list[str], states: set[str]) -> int:
-    return sum(1 for r in jobs(c, job_ids).values() if r.get("state") in states)
+    return sum(1 for r in c.jobs(job_ids).values() if r.get("state") in states)
 
 
 def test_in_flight_cap_bounds_the_provider(
     cluster: Any, manifest: Manifest, tmp_path: Path
 ) -> None:
     c = cluster(env={**FAST, "SEEDQ_MAX_IN_FLIGHT": "3"}, max_concurrency=10, latency_s=(0.5, 1.0))
-    job_rows = rows("cap", 12)
+    job_rows = clip_rows("cap", 12)
     path = write(manifest, tmp_path / "cap", job_rows)
     done = c.seedq("run", str(path), "--name", "cap", timeout=DRAIN_S)
     assert done.returncode == 0, done.stdout + done.stderr + c.logs()[-4000:]
@@ -98,7 +78,7 @@ def test_worker_killed_mid_run_loses_nothing(
         max_concurrency=10,
         latency_s=(1.0, 2.0),
     )
-    job_rows = rows("kill", 12)
+    job_rows = clip_rows("kill", 12)
     ids = [r["id"] for r in job_rows]
     submit(c, write(manifest, tmp_path / "kill", job_rows), "--name", "kill")
 
@@ -130,7 +110,7 @@ def test_worker_killed_mid_run_loses_nothing(
 
 def test_urgent_run_overtakes_a_big_one(cluster: Any, manifest: Manifest, tmp_path: Path) -> None:
     c = cluster(env={**FAST, "SEEDQ_MAX_IN_FLIGHT": "3"}, max_concurrency=10, latency_s=(0.3, 0.6))
-    big_rows, urgent_rows = rows("big", 20), rows("urgent", 3)
+    big_rows, urgent_rows = clip_rows("big", 20), clip_rows("urgent", 3)
     big, urgent = [r["id"] for r in big_rows], [r["id"] for r in urgent_rows]
     submit(c, write(manifest, tmp_path / "big", big_rows), "--name", "big")
     deadline = time.monotonic() + 30
@@ -142,7 +122,7 @@ def test_urgent_run_overtakes_a_big_one(cluster: Any, manifest: Manifest, tmp_pa
     )
 
     wait_delivered(c, big + urgent)
-    big_jobs, urgent_jobs = jobs(c, big), jobs(c, urgent)
+    big_jobs, urgent_jobs = c.jobs(big), c.jobs(urgent)
     registered = max(float(j["created_at"]) for j in urgent_jobs.values())
     urgent_admitted = max(float(j["admitted_at"]) for j in urgent_jobs.values())
     admitted_later = [float(j["admitted_at"]) for j in big_jobs.values()]
