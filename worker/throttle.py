@@ -79,11 +79,13 @@ _UNITS = {
 
 # KEYS: limiter hash, provider backoff string.
 # ARGV: op, now_us ('' = server TIME), configured rate/s, burst, failure threshold,
-#   cooldown_us, ttl_ms, rate floor/s, rate step/s, retry_after_us, granted_us, probe_poll_us.
+#   cooldown_us, ttl_ms, rate floor/s, rate step/s, retry_after_us, granted_us, probe_poll_us,
+#   max_reserve_us (reserve: the longest wait for which a turn ahead is taken).
 # Hash fields: tat (us), rate (effective, /s), fails (consecutive), breaker
 #   (closed|open|half_open), until (us: end of the cooldown, or of the probe's lease),
 #   cut (us of the last multiplicative decrease).
-# acquire -> {granted 0/1, wait_us, now_us, reason}; reports -> {}; state -> a flat list.
+# acquire, reserve -> {granted 0/1, wait_us, now_us, reason}; reports -> {};
+# state -> a flat list; held -> {backoff_remaining_us}.
 _SCRIPT = """
 local h, bkey = KEYS[1], KEYS[2]
 local op = ARGV[1]
@@ -112,7 +114,11 @@ if op == 'state' then
           us(math.max(0, backoff_us - now))}
 end
 
-if op == 'acquire' then
+if op == 'held' then
+  return {us(math.max(0, backoff_us - now))}
+end
+
+if op == 'acquire' or op == 'reserve' then
   if backoff_us > now then return {0, us(backoff_us - now), us(now), 'backoff'} end
   local probe = false
   if breaker ~= 'closed' then
@@ -126,11 +132,20 @@ if op == 'acquire' then
   local T = math.ceil(1000000 / rate)
   local start = math.max(tat, now)
   local allow_at = start - (burst - 1) * T
-  if now < allow_at then return {0, us(allow_at - now), us(now), 'rate'} end
+  local wait = 0
+  if now < allow_at then
+    -- A reservation takes the next turn even if it is a little ahead, so callers queue
+    -- in order instead of all waking at once and racing for it.
+    if op ~= 'reserve' or allow_at - now > tonumber(ARGV[13]) then
+      return {0, us(allow_at - now), us(now), 'rate'}
+    end
+    wait = allow_at - now
+  end
   redis.call('HSET', h, 'tat', us(start + T))
   if probe then redis.call('HSET', h, 'breaker', 'half_open', 'until', us(now + cooldown)) end
   redis.call('PEXPIRE', h, ARGV[7])
-  if probe then return {1, '0', us(now), 'probe'} end
+  if probe then return {1, us(wait), us(now), 'probe'} end
+  if wait > 0 then return {1, us(wait), us(now), 'reserved'} end
   return {1, '0', us(now), 'ok'}
 end
 
@@ -180,15 +195,13 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One acquire decision: ``wait_s == 0`` means granted; ``at_s`` is the server time."""
+    """One decision. Granted: the call may go after ``wait_s`` (0 but for a reservation);
+    not granted: nothing was taken, ask again after ``wait_s``. ``at_s``: server time."""
 
+    granted: bool
     wait_s: float
     at_s: float
-    reason: str  # ok | probe | backoff | open | probe_pending | rate
-
-    @property
-    def granted(self) -> bool:
-        return self.wait_s == 0.0
+    reason: str  # ok | reserved | probe | backoff | open | probe_pending | rate
 
 
 def parse_rate(spec: str) -> float:
@@ -276,10 +289,24 @@ class Throttle:
 
     def try_acquire(self) -> Grant:
         """:meth:`acquire` with the server time of the decision and its reason."""
-        granted, wait_us, now_us, reason = self._run("acquire")
+        return self._decide("acquire")
+
+    def reserve(self, max_wait_s: float) -> Grant:
+        """Take the next turn if it comes within ``max_wait_s``: granted, the call goes
+        after ``wait_s`` (the turn is this caller's; no one else is given it). Further
+        off, or held by a backoff or the breaker: not granted, nothing taken."""
+        return self._decide("reserve", max_reserve_us=math.floor(max_wait_s * 1e6))
+
+    def held_s(self) -> float:
+        """Seconds a provider backoff (a 429's Retry-After) still holds every call."""
+        (remaining_us,) = self._run("held")
+        return int(remaining_us) / 1e6
+
+    def _decide(self, op: str, *, max_reserve_us: int = 0) -> Grant:
+        granted, wait_us, now_us, reason = self._run(op, max_reserve_us=max_reserve_us)
         if int(granted):
-            self._local.granted_us = int(now_us)
-        return Grant(int(wait_us) / 1e6, int(now_us) / 1e6, _text(reason))
+            self._local.granted_us = int(now_us) + int(wait_us)  # when the call goes
+        return Grant(bool(int(granted)), int(wait_us) / 1e6, int(now_us) / 1e6, _text(reason))
 
     def report(self, outcome: Outcome, *, retry_after_s: float | None = None) -> None:
         """Feed a call's outcome back; ``retry_after_s`` only counts with RATE_LIMITED."""
@@ -307,7 +334,9 @@ class Throttle:
             "backoff_remaining_s": int(backoff_us) / 1e6,
         }
 
-    def _run(self, op: str, *, retry_after_us: int = 0, granted_us: str = "") -> Any:
+    def _run(
+        self, op: str, *, retry_after_us: int = 0, granted_us: str = "", max_reserve_us: int = 0
+    ) -> Any:
         now = "" if self._clock is None else str(round(self._clock() * 1e6))
         return self._script(
             keys=self._keys,
@@ -324,6 +353,7 @@ class Throttle:
                 retry_after_us,
                 granted_us,
                 round(PROBE_POLL_S * 1e6),
+                max_reserve_us,
             ],
         )
 
@@ -339,14 +369,22 @@ ENDPOINTS = {"submit": "enqueue", "poll": "status"}
 
 
 def wait_turn(throttle: Throttle) -> float:
-    """Take a turn now (sleeping through a very short wait): 0.0 when taken, else the
-    seconds to come back after (nothing taken; the caller re-queues itself)."""
-    wait = throttle.acquire()
-    observe_wait(throttle.name, wait)
-    if 0 < wait <= SHORT_WAIT_S:
-        time.sleep(wait)
-        wait = throttle.acquire()
-    return wait
+    """Take a turn (reserving one within a second and sleeping until it): 0.0 when the
+    call may go now, else the seconds to come back after (the caller re-queues itself).
+
+    A reserved turn is this caller's alone, so threads waiting on one budget go in turn
+    instead of all waking together and all but one re-queueing their task. A 429
+    reported while it slept holds it like any other caller."""
+    grant = throttle.reserve(SHORT_WAIT_S)
+    observe_wait(throttle.name, grant.wait_s)
+    if not grant.granted:
+        return grant.wait_s
+    if grant.wait_s > 0:
+        time.sleep(grant.wait_s)
+        held = throttle.held_s()
+        if held > 0:
+            return held  # the reserved turn goes unused: a lost turn, never an extra call
+    return 0.0
 
 
 def reported(throttle: Throttle, call: Callable[[], T], endpoint: str = "") -> T:

@@ -37,6 +37,7 @@ from worker.throttle import (
     outcome_for,
     parse_rate,
     rate_floor,
+    wait_turn,
 )
 
 
@@ -156,6 +157,58 @@ def test_exhausted_returns_wait_and_takes_nothing(client: redis.Redis, clock: Fa
     assert throttle.acquire() == 0.5
     grant = throttle.try_acquire()
     assert (grant.granted, grant.reason, grant.at_s) == (False, "rate", clock.now_s)
+
+
+def test_reservations_queue_callers_in_turn(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=10.0, burst=1, clock=clock)
+    turns = [throttle.reserve(0.25) for _ in range(3)]
+    assert [(g.granted, g.reason) for g in turns] == [
+        (True, "ok"),
+        (True, "reserved"),
+        (True, "reserved"),
+    ]
+    assert [g.wait_s for g in turns] == pytest.approx([0.0, 0.1, 0.2])
+    # The next turn is 0.3 s off, beyond what the caller would wait: nothing is taken.
+    late = throttle.reserve(0.25)
+    assert (late.granted, late.reason) == (False, "rate") and late.wait_s == pytest.approx(0.3)
+    assert throttle.reserve(0.25).wait_s == pytest.approx(0.3)
+    clock.advance(0.3)
+    assert throttle.acquire() == 0.0  # the reserved turns were spaced like any grants
+
+
+def test_a_reservation_never_jumps_a_backoff_or_the_breaker(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    throttle = Throttle(client, "submit", rate_per_s=10.0, failure_threshold=1, clock=clock)
+    throttle.report(Outcome.RATE_LIMITED, retry_after_s=0.5)
+    held = throttle.reserve(1.0)
+    assert (held.granted, held.reason) == (False, "backoff")
+    assert throttle.held_s() == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert throttle.held_s() == 0.0
+    throttle.report(Outcome.FAILURE)
+    assert (throttle.reserve(1.0).granted, throttle.reserve(1.0).reason) == (False, "open")
+
+
+def test_wait_turn_sleeps_through_its_reserved_turn(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("worker.throttle.time.sleep", slept.append)
+    throttle = Throttle(client, "submit", rate_per_s=2.0)
+    assert [wait_turn(throttle), wait_turn(throttle)] == [0.0, 0.0]  # the second slept
+    assert len(slept) == 1 and 0.4 < slept[0] <= 0.5
+    assert wait_turn(throttle) == 0.0 and len(slept) == 2  # its turn is within a second
+    assert 0.9 < slept[1] <= 1.0
+    assert 1.3 < wait_turn(throttle) <= 1.5  # too far: come back later, nothing taken
+    # A 429 reported while a caller slept holds it too; its turn goes unused.
+    client.delete(keys.limiter("submit"))
+    assert wait_turn(throttle) == 0.0
+    monkeypatch.setattr(
+        "worker.throttle.time.sleep",
+        lambda s: throttle.report(Outcome.RATE_LIMITED, retry_after_s=5),
+    )
+    assert 4.0 < wait_turn(throttle) <= 5.0
 
 
 def test_steady_rate_with_a_fake_clock(client: redis.Redis, clock: FakeClock) -> None:
@@ -397,15 +450,17 @@ def assert_windows(grants: list[float], *, rate_per_s: float, burst: int) -> Non
         assert in_window <= limit, f"{in_window} grants in the second from {first}"
 
 
-def hammer(throttle: Throttle, until_s: float) -> list[float]:
-    """Acquire as fast as allowed until the server clock reads ``until_s``; the grant times."""
+def hammer(throttle: Throttle, until_s: float, reserve_s: float = 0.0) -> list[float]:
+    """Acquire (or reserve turns up to ``reserve_s`` ahead) as fast as allowed until the
+    server clock reads ``until_s``; the times the calls may go."""
     grants: list[float] = []
     while True:
-        grant = throttle.try_acquire()
+        grant = throttle.reserve(reserve_s) if reserve_s else throttle.try_acquire()
         if grant.at_s >= until_s:
             return grants
         if grant.granted:
-            grants.append(grant.at_s)
+            grants.append(grant.at_s + grant.wait_s)
+            time.sleep(grant.wait_s)
         else:
             time.sleep(min(grant.wait_s, 0.005))
 
@@ -432,18 +487,25 @@ def server_now(client: redis.Redis) -> float:
     return float(seconds) + micros / 1e6
 
 
-def test_threads_never_exceed_the_rate_in_any_window(real_redis: redis.Redis) -> None:
+@pytest.mark.parametrize("reserve_s", [0.0, 0.3], ids=["acquire", "reserve"])
+def test_threads_never_exceed_the_rate_in_any_window(
+    real_redis: redis.Redis, reserve_s: float
+) -> None:
     def make() -> Throttle:  # one client each: as many connections as workers would hold
         return Throttle(redis.Redis(**options_of(real_redis)), "submit", 10.0, burst=3)
 
     still_valid = measuring(real_redis)
     until_s = server_now(real_redis) + 1.5
     with ThreadPoolExecutor(8) as pool:
-        per_thread = list(pool.map(lambda t: hammer(t, until_s), [make() for _ in range(8)]))
+        per_thread = list(
+            pool.map(lambda t: hammer(t, until_s, reserve_s), [make() for _ in range(8)])
+        )
     still_valid()
     grants = [at for thread in per_thread for at in thread]
     assert_windows(grants, rate_per_s=10.0, burst=3)
-    assert 10 <= len(grants) <= 3 + 15 + 1
+    assert (
+        10 <= len(grants) <= 3 + round((1.5 + reserve_s) * 10) + 1
+    )  # turns reserved late go after
 
 
 _CHILD = """
