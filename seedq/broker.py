@@ -8,8 +8,8 @@ thread-safe view of its connection pool, so one per pool serves every such call:
 connections still come from, and go back to, the same pool, and a pool kombu replaces
 (after a fork or a reconnect) gets a new client.
 
-Chosen by :func:`seedq.queueing.celery_config` for ``redis://`` and ``rediss://``
-brokers; the URL stays what it is.
+Chosen by :func:`seedq.queueing.celery_config` for ``redis://`` brokers (``rediss://``
+keeps kombu's own transport, see :data:`SCHEMES`); the URL stays what it is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "seedq.broker:Transport"
-SCHEMES = frozenset({"redis", "rediss"})
+# Only plain redis://: for rediss:// kombu turns TLS on from the URL's scheme, which an
+# explicit transport name would hide from it.
+SCHEMES = frozenset({"redis"})
 
 
 class Channel(kombu_redis.Channel):

@@ -21,7 +21,7 @@ def connect(url: str) -> Any:
     ("url", "transport"),
     [
         ("redis://127.0.0.1:6379/0", TRANSPORT),
-        ("rediss://:pw@cache.example:6380/1", TRANSPORT),
+        ("rediss://:pw@cache.example:6380/1", None),  # kombu's TLS comes from the scheme
         ("amqp://guest:guest@127.0.0.1:5672//", None),
         ("memory://localhost/", None),
         ("sentinel://127.0.0.1:26379", None),
@@ -84,3 +84,12 @@ def test_closing_a_channel_whose_connection_is_gone_is_a_connection_error(
         channel.close()
     conn.maybe_close_channel(channel)  # celery's cleanup ignores connection errors
     assert real_redis.hlen("unacked") == 1  # the message is kept, not lost
+
+
+def test_a_rediss_broker_keeps_tls() -> None:
+    from celery import Celery
+
+    app = Celery(set_as_current=False)
+    app.conf.update(celery_config(Settings(broker_url="rediss://:pw@cache.example:6380/1")))
+    with app.connection_for_write() as conn:
+        assert conn.ssl, "TLS must stay on for rediss://"

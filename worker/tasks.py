@@ -84,8 +84,8 @@ def _run_step(
         # cleared by the move forward itself (seedq.store._TRANSITION).
         _reset_attempts(rt, job_id, step_name)
     if follow.task:
+        hold_leases(rt, job_id, follow.countdown_s)  # first: no gap for the tick to re-drive
         send(task, follow.task, run_id, job_id, follow.countdown_s)
-        hold_leases(rt, job_id, follow.countdown_s)
     return step_name in REFILLING_STEPS
 
 
@@ -109,8 +109,8 @@ def _retry_later(
         return True
     rt.store.update_job(job_id, last_error=str(exc)[:500])
     log.info("job %s: %s failed (%s); retry %d in %.1fs", job_id, step_name, exc, attempts, delay)
-    send(task, task.name, run_id, job_id, delay)
     hold_leases(rt, job_id, delay)
+    send(task, task.name, run_id, job_id, delay)
     return False
 
 

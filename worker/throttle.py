@@ -115,7 +115,9 @@ if op == 'state' then
 end
 
 if op == 'held' then
-  return {us(math.max(0, backoff_us - now))}
+  local held = math.max(0, backoff_us - now)
+  if breaker == 'open' and now < till then held = math.max(held, till - now) end
+  return {us(held)}
 end
 
 if op == 'acquire' or op == 'reserve' then
@@ -298,14 +300,17 @@ class Throttle:
         return self._decide("reserve", max_reserve_us=math.floor(max_wait_s * 1e6))
 
     def held_s(self) -> float:
-        """Seconds a provider backoff (a 429's Retry-After) still holds every call."""
+        """Seconds every call is still held: by a provider backoff (a 429's Retry-After)
+        or by the open breaker."""
         (remaining_us,) = self._run("held")
         return int(remaining_us) / 1e6
 
     def _decide(self, op: str, *, max_reserve_us: int = 0) -> Grant:
         granted, wait_us, now_us, reason = self._run(op, max_reserve_us=max_reserve_us)
         if int(granted):
-            self._local.granted_us = int(now_us) + int(wait_us)  # when the call goes
+            # When the turn was decided, not when the call goes: a 429 of a turn reserved
+            # before a rate cut was paced at the old rate, and the cut already answered it.
+            self._local.granted_us = int(now_us)
         return Grant(bool(int(granted)), int(wait_us) / 1e6, int(now_us) / 1e6, _text(reason))
 
     def report(self, outcome: Outcome, *, retry_after_s: float | None = None) -> None:
@@ -374,7 +379,7 @@ def wait_turn(throttle: Throttle) -> float:
 
     A reserved turn is this caller's alone, so threads waiting on one budget go in turn
     instead of all waking together and all but one re-queueing their task. A 429
-    reported while it slept holds it like any other caller."""
+    reported, or the breaker opened, while it slept holds it like any other caller."""
     grant = throttle.reserve(SHORT_WAIT_S)
     observe_wait(throttle.name, grant.wait_s)
     if not grant.granted:

@@ -190,6 +190,31 @@ def test_a_reservation_never_jumps_a_backoff_or_the_breaker(
     assert (throttle.reserve(1.0).granted, throttle.reserve(1.0).reason) == (False, "open")
 
 
+def test_429s_of_turns_reserved_before_a_cut_halve_the_rate_once(
+    client: redis.Redis, clock: FakeClock
+) -> None:
+    # Six workers reserve their turns at once; each call then gets a 429 just after it
+    # went. They were all paced at the old rate: one cut answers them all.
+    workers = [Throttle(client, "submit", rate_per_s=10.0, clock=clock) for _ in range(6)]
+    turns = [w.reserve(1.0) for w in workers]
+    assert all(t.granted for t in turns)
+    for worker, turn in sorted(zip(workers, turns, strict=True), key=lambda p: p[1].wait_s):
+        clock.now_s = turn.at_s + turn.wait_s + 0.05
+        worker.report(Outcome.RATE_LIMITED)
+    assert workers[0].state()["effective_rate_per_s"] == pytest.approx(5.0)
+
+
+def test_held_also_while_the_breaker_is_open(client: redis.Redis, clock: FakeClock) -> None:
+    throttle = Throttle(
+        client, "poll", rate_per_s=10.0, failure_threshold=1, cooldown_s=3.0, clock=clock
+    )
+    assert throttle.held_s() == 0.0
+    throttle.report(Outcome.FAILURE)
+    assert throttle.held_s() == pytest.approx(3.0)
+    clock.advance(3.0)
+    assert throttle.held_s() == 0.0
+
+
 def test_wait_turn_sleeps_through_its_reserved_turn(
     client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
