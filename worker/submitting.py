@@ -199,13 +199,20 @@ def list_candidates(rt: Runtime, job: Job) -> tuple[list[Generation], float] | f
                 if matches(
                     gen, model=job.model, sent=job.sent_params, started_at=started_at, now=rt.now()
                 ):
-                    progress.found[gen.generation_id] = gen.model_dump(mode="json")
+                    progress.found[gen.generation_id] = kept_generation(gen)
             progress.done.append(status)
     finally:
         if len(progress.done) < len(LIST_STATUSES):
             progress.save(rt, job.id)
     rt.store.redis.hdel(keys.job(job.id), RECONCILE_FIELD)
     return [Generation.model_validate(g) for g in progress.found.values()], progress.since
+
+
+def kept_generation(gen: Generation) -> dict[str, Any]:
+    """A matched generation as an unfinished pass keeps it in the job store: its echoed
+    presigned input URLs and its result URL without signatures or session tokens (the
+    same credentials :func:`kept_params` keeps out of ``sent_params``)."""
+    return kept_params(gen.model_dump(mode="json"))
 
 
 def _list_status(rt: Runtime, job: Job, status: str) -> list[Generation] | float:

@@ -125,3 +125,16 @@ def test_kept_params_still_match_the_echoed_presigned_url() -> None:
     assert not matches(
         gen("a", input_image=later), model=MODEL, sent=kept, started_at=1000.0, now=1500.0
     )
+
+
+def test_a_generation_kept_by_an_unfinished_pass_holds_no_credentials() -> None:
+    """An interrupted reconcile keeps its matches in the job store: as the sent params,
+    without the echoed URL's signature and session token, and still matching."""
+    from worker.submitting import kept_generation
+
+    kept = kept_generation(gen("a", input_image=PRESIGNED))
+    assert "tok-SECRET" not in str(kept) and "sig-SECRET" not in str(kept)
+    again = Generation.model_validate(kept)
+    assert matches(
+        again, model=MODEL, sent=SENT | {"input_image": PRESIGNED}, started_at=1000.0, now=1500.0
+    )
