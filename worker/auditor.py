@@ -36,7 +36,8 @@ from worker.audit import (
     job_facts,
 )
 from worker.delivery import deliver_job, sidecar_key
-from worker.errors import InvalidVideo
+from worker.errors import InvalidVideo, TransientError
+from worker.provider.errors import TransientProviderError
 from worker.provider.models import Generation, GenerationList
 from worker.runtime import Runtime
 from worker.storage.base import Storage
@@ -289,8 +290,12 @@ def _deliver(rt: Runtime, run_id: str, job_id: str, *, undo: JobState) -> tuple[
     generation, back to delivered for a redelivery, so its record stays as it was)."""
     try:
         deliver_job(rt, run_id, job_id)
-    except SeedqError as exc:  # permanent or not: the operator sees it, nothing is lost
+    except SeedqError as exc:  # the operator sees it, nothing is lost
         reason = str(exc)
+        if undo is JobState.FAILED and isinstance(exc, TransientError | TransientProviderError):
+            # Generated, the job holds a delivery lease: the workers deliver it once the
+            # provider or the store is back, as any paid clip. Failing it would drop it.
+            return False, f"{reason}; left generated, the workers will deliver it"
         fields = {"error": reason, "failed_step": "deliver"} if undo is JobState.FAILED else {}
         rt.store.move(job_id, run_id, undo, expect=[JobState.GENERATED], **fields)
         return False, reason

@@ -19,6 +19,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from seedq import keys
 from seedq.cli import app
 from seedq.contract import JobState
 from seedq.settings import DEFAULT_MODEL
@@ -215,3 +216,24 @@ def test_cli_reports_repairs_and_exits_by_what_remains(
 
         for result in (listed, repaired, clean, unknown):
             assert API_KEY not in result.output and "sig=" not in result.output
+
+
+def test_repair_whose_delivery_meets_a_full_store_leaves_the_orphan_to_the_workers(
+    fake_world: Pipeline,
+) -> None:
+    """A transient failure while repairing (the store full, the provider down) must not
+    fail a paid clip: the job stays generated, with the delivery lease that makes the
+    workers deliver it once the store is back."""
+    p = fake_world
+    run_id, ids = broken_run(p)
+    p.storage.full = True
+    fixed = audit_run(p.rt, run_id, fix=True)
+    [orphan] = [r for r in fixed.repaired if r.finding.job_id == "clip-2"]
+    assert not orphan.ok and "left generated" in orphan.detail
+    assert p.state("clip-2") is JobState.GENERATED
+    assert p.job("clip-2")["generation_id"] == ids["orphan"]
+    assert p.rt.store.redis.zscore(keys.DELIVERING, "clip-2") is not None
+
+    p.storage.full = False
+    deliver_job(p.rt, run_id, "clip-2")  # what the tick's re-drive runs
+    assert p.state("clip-2") is JobState.DELIVERED
