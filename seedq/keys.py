@@ -87,4 +87,11 @@ def schedule_firing(name: str, fired_at: str) -> str:
     return f"{PREFIX}schedule:{name}:{fired_at}"
 
 
+def schedule_task(task_id: str) -> str:
+    """String: the firing (ISO time) the scheduled-run task ``task_id`` claimed, so that
+    the same message delivered again hours later resumes that firing, not a later one.
+    TTL: :data:`SCHEDULE_FIRING_TTL_S`."""
+    return f"{PREFIX}schedule-task:{task_id}"
+
+
 SCHEDULE_FIRING_TTL_S = 7 * 24 * 3600  # far longer than any beat would lag behind a firing

@@ -172,16 +172,23 @@ def claim_firing(
     client: redis.Redis, schedule: Schedule, now: datetime, task_id: str
 ) -> datetime | None:
     """Take the schedule's latest firing for this task: the firing time when it is this
-    task's to run (first claim, or this very message delivered again after a crash),
-    None when another message already started it (two beats, or a beat restarted)."""
+    task's to run (first claim, or this very message delivered again after a crash, even
+    hours later), None when another message already started it (two beats, or a beat
+    restarted)."""
+    ttl_s = keys.SCHEDULE_FIRING_TTL_S
+    claimed = _text(client.get(keys.schedule_task(task_id)))
+    if claimed:
+        return datetime.fromisoformat(claimed)
     fired = last_firing(schedule.cron, schedule.timezone, now)
     key = keys.schedule_firing(schedule.name, fired.isoformat())
-    if client.set(key, task_id, nx=True, ex=keys.SCHEDULE_FIRING_TTL_S):
-        return fired
-    owner = client.get(key)
-    if isinstance(owner, bytes):
-        owner = owner.decode()
-    return fired if owner == task_id else None
+    if not client.set(key, task_id, nx=True, ex=ttl_s) and _text(client.get(key)) != task_id:
+        return None
+    client.set(keys.schedule_task(task_id), fired.isoformat(), ex=ttl_s)
+    return fired
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @shared_task(bind=True, name=TASK_SCHEDULED_RUN, acks_late=True, ignore_result=True)
