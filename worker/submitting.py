@@ -163,6 +163,7 @@ class ListPass:
     since: float  # when its first list was made
     done: list[str] = field(default_factory=list)
     found: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fails: int = 0  # failed tries of the status being listed, across waits for a turn
 
     @classmethod
     def of(cls, rt: Runtime, job: Job) -> ListPass:
@@ -170,7 +171,13 @@ class ListPass:
         kept = json.loads(job.raw.get(RECONCILE_FIELD) or "{}")
         if kept.get("send") != send:
             return cls(send, rt.now())
-        return cls(send, float(kept["since"]), list(kept["done"]), dict(kept["found"]))
+        return cls(
+            send,
+            float(kept["since"]),
+            list(kept["done"]),
+            dict(kept["found"]),
+            int(kept.get("fails", 0)),
+        )
 
     def save(self, rt: Runtime, job_id: str) -> None:
         rt.store.update_job(job_id, **{RECONCILE_FIELD: json.dumps(asdict(self), sort_keys=True)})
@@ -192,7 +199,7 @@ def list_candidates(rt: Runtime, job: Job) -> tuple[list[Generation], float] | f
         for status in LIST_STATUSES:
             if status in progress.done:
                 continue
-            listed = _list_status(rt, job, status)
+            listed = _list_status(rt, job, status, progress)
             if isinstance(listed, float):
                 return listed
             for gen in listed:
@@ -215,7 +222,9 @@ def kept_generation(gen: Generation) -> dict[str, Any]:
     return kept_params(gen.model_dump(mode="json"))
 
 
-def _list_status(rt: Runtime, job: Job, status: str) -> list[Generation] | float:
+def _list_status(
+    rt: Runtime, job: Job, status: str, progress: ListPass
+) -> list[Generation] | float:
     """One status's generations, a transient failure tried again at once.
 
     A reconcile needs all five lists in one pass. Were one failed call to end the pass,
@@ -224,23 +233,30 @@ def _list_status(rt: Runtime, job: Job, status: str) -> list[Generation] | float
     exist would fail on noise, its clip paid for and never delivered. Each try takes its
     own turn, and a turn that must wait ends the pass as a wait (the job comes back
     then), unless the breaker opened: then the failure ends it and spends a retry, so an
-    outage stays bounded.
+    outage stays bounded. The tries are counted across such waits (``progress.fails``),
+    so a list that keeps failing spends the job's retries however the turns fall.
     """
     failure: pe.TransientProviderError | None = None
-    for _ in range(LIST_TRIES):
+    while True:
         wait = wait_turn(rt.poll_throttle)
         if wait > 0:
             if failure is not None and rt.poll_throttle.state()["breaker"] != "closed":
+                progress.fails = 0
                 raise failure
             return wait
         rt.store.count_calls(job.id, 1)
         call = partial(rt.provider.list, model=job.model, status=status)
         try:
-            return reported(rt.poll_throttle, call, "list").generations
+            listed = reported(rt.poll_throttle, call, "list").generations
         except pe.TransientProviderError as exc:
             failure = exc
-    assert failure is not None
-    raise failure
+            progress.fails += 1
+            if progress.fails >= LIST_TRIES:
+                progress.fails = 0  # the retry this spends gets fresh tries
+                raise
+            continue
+        progress.fails = 0
+        return listed
 
 
 def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -> Next:

@@ -572,6 +572,27 @@ def test_interrupted_reconcile_resumes_where_it_stopped(pipeline: Pipeline) -> N
     p.assert_at_most_once(1)
 
 
+def test_list_failures_count_across_waits_for_a_turn(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list that fails each time, with a wait for a turn after every failure, still
+    ends the pass with its error after LIST_TRIES tries (a retry spent), rather than
+    starting its tries over at every resume and never failing."""
+    p = pipeline
+    run_id = p.one_job()
+    faulty_enqueue(p, drop_after_rate=1.0)
+    submit_job(p.rt, run_id, "clip-1")
+    calls = failing_lists(p, failing=set(range(1, 100)))
+    turns = iter([0.0, 5.0] * LIST_TRIES)
+    monkeypatch.setattr("worker.submitting.wait_turn", lambda _throttle: next(turns))
+    for _ in range(LIST_TRIES - 1):
+        assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 5.0)
+    with pytest.raises(pe.ServerError):
+        submit_job(p.rt, run_id, "clip-1")
+    assert calls["list"] == LIST_TRIES and p.state("clip-1") is JobState.SUBMITTING
+    p.assert_at_most_once(1)
+
+
 def test_resumed_pass_begun_within_grace_proves_nothing_absent(pipeline: Pipeline) -> None:
     """Absence counts from the pass's first list: a pass begun while the send may still
     have been under way could have missed a generation created after its first lists.
