@@ -31,6 +31,7 @@ DELIVERED = "delivered"
 # States a paid generation may be adopted from: nothing else of the job is at the
 # provider. A submitted or generated job is adopted only into its own generation.
 ADOPTABLE = frozenset({"registered", "submitting", "failed", "cancelled"})
+SUBMITTING = "submitting"
 IN_FLIGHT = frozenset({"submitted", "generated"})
 NO_PROMPT = ""  # the index bucket of jobs that sent no prompt: they may match any
 
@@ -276,6 +277,14 @@ def _undelivered(job: JobFacts, gid: str) -> Finding:
     if job.state in IN_FLIGHT and own:
         why = f"succeeded at the provider, job still {job.state} (delivery pending or stalled)"
         return Finding(Kind.PAID_NOT_DELIVERED, job.id, gid, why, Repair.DELIVER)
+    if job.state == SUBMITTING and not own:
+        # Its worker's reconcile adopts it (or is sending it right now): adopting it here
+        # could leave the worker's own enqueue unowned, and paid for twice.
+        why = (
+            "succeeded at the provider (claimed by no job, matches what the job sent), "
+            "job is submitting: its reconcile adopts it; audit again after the run"
+        )
+        return Finding(Kind.PAID_NOT_DELIVERED, job.id, gid, why)
     if job.state in ADOPTABLE:
         how = "the job's generation" if own else "claimed by no job, matches what the job sent"
         why = f"succeeded at the provider ({how}), job is {job.state}"

@@ -104,8 +104,8 @@ GENERATIONS = [
         [job("j1", "submitting")],
         [gen("g1")],
         {},
-        {(PAID, "j1", "g1", DELIVER)},
-        id="crash-after-enqueue",
+        {(PAID, "j1", "g1", NONE)},  # reported; the job's own reconcile adopts it
+        id="crash-after-enqueue-left-to-the-reconcile",
     ),
     pytest.param(
         [job("j1", "delivered", "g1")],
