@@ -10,7 +10,6 @@ environment as an operator would run it."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from tests.worker.test_steps import (
 from worker.audit import Finding, Kind, Repair
 from worker.auditor import audit_run
 from worker.delivery import deliver_job, sidecar_key
+from worker.provider import errors as pe
 from worker.storage.base import sha256_file
 from worker.verify import verify_video
 
@@ -155,8 +155,12 @@ def test_missing_video_whose_result_is_gone_is_reported_not_lost(fake_world: Pip
     delivered(p, run_id, "clip-1")
     p.storage.path("clip-1.mp4").unlink()
     before = p.job("clip-1")
-    p.sim.configure(url_ttl_s=0.001)  # every fresh link expires before it is used
-    time.sleep(0.01)
+
+    def expired(*_: object, **__: object) -> int:
+        # Every link, even a fresh one, answers 403: the provider no longer serves it.
+        raise pe.ResultUrlExpired("result link refused (HTTP 403)")
+
+    p.rt.provider.download = expired  # type: ignore[method-assign]
 
     fixed = audit_run(p.rt, run_id, fix=True)
     [result] = fixed.repaired
