@@ -97,13 +97,15 @@ end
 return out
 """
 
-# Leases only ever grow (GT): a routine renewal must not cut short one that was extended
-# for a job waiting out a long countdown (worker.tasks.hold_leases).
-_RENEW = """
+# Sets the score of the members ARGV[2..] that are already in KEYS[1] to the server's
+# now + ARGV[1]: slot leases (expiry) and delivery leases (last heard of) alike. Scores
+# only ever grow (GT): a routine renewal must not cut short one that was extended for a
+# job waiting out a long countdown (worker.tasks.hold_leases).
+_EXTEND = """
 local t = redis.call('TIME')
-local until_s = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
+local score = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', 'GT', until_s, ARGV[i])
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', score, ARGV[i])
 end
 return #ARGV - 1
 """
@@ -120,16 +122,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 """
-
-_TOUCH = """
-local t = redis.call('TIME')
-local heard = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', 'GT', heard, ARGV[i])
-end
-return #ARGV - 1
-"""
-
 
 # Gives an admitted job's slot back and puts it at the head of its priority in its
 # run's queue (its reservation against the budget is returned too).
@@ -171,11 +163,10 @@ class Admission:
         self.max_in_flight = max_in_flight
         self.lease_s = lease_s
         self._admit = client.register_script(_ADMIT)
-        self._renew = client.register_script(_RENEW)
+        self._extend = client.register_script(_EXTEND)
         self._expired = client.register_script(_EXPIRED)
         self._requeue = client.register_script(_REQUEUE)
         self._stalled = client.register_script(_STALLED)
-        self._touch = client.register_script(_TOUCH)
 
     def admit(self, max_batch: int = 500) -> list[Admitted]:
         """Take free slots for the best waiting jobs; the caller sends their messages."""
@@ -191,7 +182,7 @@ class Admission:
         job waiting out a countdown is not dead); jobs holding no slot are left out."""
         ids = list(job_ids)
         if ids:
-            self._renew(keys=[keys.IN_FLIGHT], args=[self.lease_s + ahead_s, *ids])
+            self._extend(keys=[keys.IN_FLIGHT], args=[self.lease_s + ahead_s, *ids])
 
     def expired(self) -> list[str]:
         return [_s(v) for v in self._expired(keys=[keys.IN_FLIGHT])]
@@ -231,7 +222,7 @@ class Admission:
         (those not delivering are left out)."""
         ids = list(job_ids)
         if ids:
-            self._touch(keys=[keys.DELIVERING], args=[ahead_s, *ids])
+            self._extend(keys=[keys.DELIVERING], args=[ahead_s, *ids])
 
     def forget_delivery(self, job_id: str) -> None:
         """Drop a delivery lease left behind by a job that is no longer generated."""
