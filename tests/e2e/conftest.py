@@ -96,6 +96,21 @@ def running_flower(env: dict[str, str], user: str, password: str, log: Path) -> 
                 proc.wait()
 
 
+def seedq_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """``seedq ARGS`` as an operator runs it, to the end; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "seedq.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclass
 class Cluster:
     """Everything a test needs to run seedq as an operator would."""
@@ -109,15 +124,7 @@ class Cluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def seedq(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "seedq.cli", *args],
-            env=self.env,
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return seedq_cli(*args, env=self.env, cwd=self.folder, timeout=timeout)
 
     def seedq_background(self, *args: str) -> subprocess.Popen[str]:
         """``seedq ARGS`` left running, output captured (read it with communicate())."""

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import REPO, seedq_cli
 from worker.verify import verify_video
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -19,22 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 def test_embedded_main_job(tmp_path: Path, no_config_env: dict[str, str]) -> None:
     env = no_config_env
     out = tmp_path / "videos"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seedq.cli",
-            "run",
-            str(REPO / "manifests/example.yaml"),
-            "--out",
-            str(out),
-        ],
-        cwd=tmp_path,
+    done = seedq_cli(
+        "run",
+        str(REPO / "manifests/example.yaml"),
+        "--out",
+        str(out),
         env=env,
-        capture_output=True,
-        text=True,
+        cwd=tmp_path,
         timeout=200,
-        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 delivered" in done.stdout

@@ -3,13 +3,11 @@ process (and with it the run's state) ends."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import REPO, seedq_cli
 
 
 @pytest.mark.slow
@@ -18,15 +16,7 @@ def test_embedded_run_writes_its_html_report(tmp_path: Path, no_config_env: dict
     env = no_config_env
     out, report = tmp_path / "videos", tmp_path / "reports" / "run.html"
     args = ["run", str(REPO / "manifests/example.yaml"), "--out", str(out), "--report", str(report)]
-    done = subprocess.run(
-        [sys.executable, "-m", "seedq.cli", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-    )
+    done = seedq_cli(*args, env=env, cwd=tmp_path, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     page = report.read_text(encoding="utf-8")
     assert page.count("data:image/jpeg;base64,") == 4  # a poster frame per clip
