@@ -11,7 +11,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from seedq.errors import SeedqError
 
@@ -24,34 +24,107 @@ class UnknownModelError(SeedqError):
     """No schema is known for this model id."""
 
 
+def _number_or_none(value: object) -> float | None:
+    """A price as a float; anything else (a string, an object) reads as "not given"."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 class Pricing(BaseModel):
-    """Per-output-second prices of a video model (any of them may be unknown)."""
+    """Per-output-second prices of a video model (any of them may be unknown).
+
+    Read field by field: a price of a shape seedq does not know is "not given", never a
+    reason to refuse the whole model object (the published schema keeps growing).
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    method: str = "per_video_output_second"
+    method: str | None = "per_video_output_second"
     currency: str = "USD"
+    cost_per_second_by_resolution: dict[str, float] | None = None
     cost_per_second: float | None = None
     cost_per_second_high_res: float | None = None
     cost_per_second_with_audio: float | None = None
 
+    @field_validator(
+        "cost_per_second", "cost_per_second_high_res", "cost_per_second_with_audio", mode="before"
+    )
+    @classmethod
+    def _price(cls, value: object) -> float | None:
+        return _number_or_none(value)
+
+    @field_validator("cost_per_second_by_resolution", mode="before")
+    @classmethod
+    def _by_resolution(cls, value: object) -> dict[str, float] | None:
+        if not isinstance(value, dict):
+            return None
+        prices = {str(k): _number_or_none(v) for k, v in value.items()}
+        return {k: v for k, v in prices.items() if v is not None}
+
+    @field_validator("method", "currency", mode="before")
+    @classmethod
+    def _text(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            return value
+        return "USD" if info.field_name == "currency" else None
+
+    @property
+    def is_known(self) -> bool:
+        """Whether any price is given at all (else every estimate would be zero)."""
+        return bool(self.cost_per_second_by_resolution) or any(
+            p is not None
+            for p in (
+                self.cost_per_second,
+                self.cost_per_second_high_res,
+                self.cost_per_second_with_audio,
+            )
+        )
+
 
 class ModelInfo(BaseModel):
-    """A model object as the provider returns it; extra fields are kept, not refused."""
+    """A model object as the provider returns it (schema ``Model`` of the OpenAPI).
+
+    Only what seedq uses is typed: ``id``, ``request_schema`` (or ``json_request_schema``)
+    and ``pricing``. Every other field (``capabilities``, ``developer``, ``deployments``,
+    ``showcase``, ...) is kept as it came, in any shape, so a change there can never make
+    the object unusable; :attr:`outputs` reads ``capabilities`` tolerantly.
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     id: str
     display_name: str | None = None
-    description: str | None = None
-    model_type: str | None = None
-    endpoint: str | None = None
-    capabilities: list[str] | None = None
     pricing: Pricing = Field(default_factory=Pricing)
     request_schema: dict[str, Any] = Field(
         default_factory=dict,
         validation_alias=AliasChoices("request_schema", "json_request_schema"),
     )
+
+    @field_validator("display_name", mode="before")
+    @classmethod
+    def _display_name(cls, value: object) -> str | None:
+        return value if isinstance(value, str) else None
+
+    @field_validator("request_schema", mode="before")
+    @classmethod
+    def _schema(cls, value: object) -> object:
+        return value if isinstance(value, dict) else {}
+
+    @field_validator("pricing", mode="before")
+    @classmethod
+    def _pricing(cls, value: object) -> object:
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def outputs(self) -> frozenset[str]:
+        """What the model makes (``capabilities.output``; the older list shape too)."""
+        caps = (self.model_extra or {}).get("capabilities")
+        if isinstance(caps, dict):
+            caps = caps.get("output")
+        if not isinstance(caps, list):
+            return frozenset()
+        return frozenset(str(c) for c in caps)
 
     @property
     def properties(self) -> dict[str, dict[str, Any]]:
@@ -69,6 +142,18 @@ class ModelInfo(BaseModel):
 
     def default_of(self, name: str) -> Any:
         return self.properties.get(name, {}).get("default")
+
+    def unusable_because(self) -> str | None:
+        """Why seedq cannot validate or price against this object, naming the field; None
+        when it can. The producer then falls back to the shipped copy, loudly."""
+        if not self.request_schema:
+            return "request_schema: missing or not an object"
+        props = self.request_schema.get("properties")
+        if not isinstance(props, dict) or not self.properties:
+            return "request_schema.properties: missing or not an object of parameter specs"
+        if not self.pricing.is_known:
+            return "pricing: no per-second price (cost_per_second_by_resolution, cost_per_second)"
+        return None
 
 
 def shipped_model_ids() -> list[str]:
@@ -93,19 +178,32 @@ def billed_seconds(duration: int, auto_estimate_s: int) -> int:
 
 
 def rate_per_second(pricing: Pricing, *, resolution: str, generate_audio: bool) -> float:
-    """The price of one output second for these options.
+    """The price of one output second for these options: the most specific price given.
 
-    The documentation lists three rates and not how they combine, so: the base rate is
-    the high-res one for 1080p and 4k; audio adds its premium over the plain rate on top.
-    An unknown rate counts as zero extra rather than guessing.
+    As published: ``cost_per_second_by_resolution[resolution]`` first; then the with-audio
+    price when audio is asked for, or the high-res price for 1080p and 4k; then
+    ``cost_per_second``. A price that is not given is skipped; none at all is zero (the
+    plan says so, see :attr:`Pricing.is_known`).
     """
-    base = pricing.cost_per_second or 0.0
-    rate = base
-    if resolution in HIGH_RES and pricing.cost_per_second_high_res is not None:
-        rate = pricing.cost_per_second_high_res
+    by_resolution = pricing.cost_per_second_by_resolution or {}
+    candidates = (
+        by_resolution.get(resolution),
+        pricing.cost_per_second_with_audio if generate_audio else None,
+        pricing.cost_per_second_high_res if resolution in HIGH_RES else None,
+        pricing.cost_per_second,
+    )
+    return next((c for c in candidates if c is not None), 0.0)
+
+
+def price_source(pricing: Pricing, *, resolution: str, generate_audio: bool) -> str:
+    """Which published price :func:`rate_per_second` used, by its field name."""
+    if resolution in (pricing.cost_per_second_by_resolution or {}):
+        return f"cost_per_second_by_resolution[{resolution}]"
     if generate_audio and pricing.cost_per_second_with_audio is not None:
-        rate += max(0.0, pricing.cost_per_second_with_audio - base)
-    return rate
+        return "cost_per_second_with_audio"
+    if resolution in HIGH_RES and pricing.cost_per_second_high_res is not None:
+        return "cost_per_second_high_res"
+    return "cost_per_second" if pricing.cost_per_second is not None else "none"
 
 
 def estimate_cost(

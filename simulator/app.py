@@ -141,7 +141,7 @@ async def _parse_enqueue(request: Request) -> tuple[str, dict[str, Any], str | N
         raise ApiError(
             404, "resource_not_found", "Not found", f"Unknown model {model_id}"
         ) from None
-    if model.model_type not in MODEL_TYPES:
+    if not model.outputs & MODEL_TYPES:
         raise _invalid(f"Model {model_id} makes neither images nor videos")
     count = body.get("num_generations", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_GENERATIONS:

@@ -25,7 +25,7 @@ def test_validate_valid_prints_plan(write: Write) -> None:
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
     assert "1080p" in result.output and "valid: 1 job(s)" in result.output
-    assert "1.00" in result.output  # 5 s at the shipped high-res rate of 0.20
+    assert "2.25" in result.output  # 5 s at the shipped 1080p price of 0.45
 
 
 def test_validate_invalid_lists_problems_exit_2(write: Write) -> None:

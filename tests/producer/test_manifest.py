@@ -359,6 +359,6 @@ def test_plan_counts_seconds_and_cost(write: Write, check_one: Callable[..., obj
     plan = result.plan  # type: ignore[attr-defined]
     total = plan.total
     assert (total.jobs, total.seconds, total.auto_jobs) == (3, 5 + 10 + 4, 1)
-    # shipped pricing: 0.10/s, high res 0.20/s, audio premium 0.03/s
-    assert plan.by_resolution["720p"].cost == pytest.approx(5 * 0.10 + 4 * 0.13)
-    assert plan.by_resolution["1080p"].cost == pytest.approx(10 * 0.20)
+    # shipped pricing by resolution: 720p 0.20/s (audio too: no with-audio price), 1080p 0.45/s
+    assert plan.by_resolution["720p"].cost == pytest.approx(5 * 0.20 + 4 * 0.20)
+    assert plan.by_resolution["1080p"].cost == pytest.approx(10 * 0.45)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from seedq.errors import ConfigError
 from seedq.settings import Settings
 from worker.provider import errors as e
-from worker.provider.client import OxenClient, api_root, backoff_delay_s
+from worker.provider.client import MAX_PAGE_SIZE, OxenClient, api_root, backoff_delay_s
 
 KEY = "sk-unit-SECRET-9f8e7d6c5b4a"
 BASE = "https://hub.oxen.ai"
@@ -550,3 +550,87 @@ def test_events_fatal(make: Any, status: int, body: Any, expected: type[e.Provid
     client, _ = make(respond(status, body))
     with pytest.raises(expected):
         next(client.events(reconnect_delay_s=0))
+
+
+# -- billing and history: GET /api/ai/generations, kill and retry ---------------------
+
+
+def test_billed_unwraps_the_envelope_and_reads_the_decimal_cost(make: Any) -> None:
+    row = gen("g-1", "succeeded", cost="1.920000", username="u", target_repo=None)
+    body = {"status": "success", "status_message": "resource_found", "generation": row}
+    client, rec = make(respond(200, body))
+    billed = client.billed("g-1")
+    assert (billed.generation_id, billed.cost) == ("g-1", pytest.approx(1.92))
+    assert rec.requests[0].url.path == "/api/ai/generations/g-1"
+    assert "cost" not in billed.params() and "target_repo" not in billed.params()
+    assert client.calls["billed"] == 1
+
+
+@pytest.mark.parametrize("cost", [None, "n/a", "", True, {"amount": 1}])
+def test_an_unreadable_cost_is_unknown_not_an_error(make: Any, cost: Any) -> None:
+    client, _ = make(respond(200, {"generation": gen("g-1", "succeeded", cost=cost)}))
+    assert client.billed("g-1").cost is None
+
+
+def test_history_pages_with_filters_and_capped_size(make: Any) -> None:
+    page = {
+        "count": 2,
+        "generations": [gen("g-2", cost="0.5"), gen("g-1", cost=None)],
+        "page_number": 1,
+        "page_size": 2,
+        "total_pages": 3,
+        "total_entries": 6,
+        "total_cost": "2.5",
+        "something_new": {"x": 1},
+    }
+    client, rec = make(respond(200, page))
+    got = client.history(page=1, page_size=5000, model=MODEL, status="succeeded")
+    assert [g.generation_id for g in got.generations] == ["g-2", "g-1"]
+    assert got.total_cost == pytest.approx(2.5) and not got.is_last
+    query = dict(rec.requests[0].url.params)
+    assert query == {
+        "page": "1",
+        "page_size": str(MAX_PAGE_SIZE),
+        "model": MODEL,
+        "status": "succeeded",
+    }
+
+
+@pytest.mark.parametrize(
+    ("page", "last"),
+    [
+        ({"generations": [], "page_number": 1, "total_pages": 4}, True),
+        ({"generations": [gen()], "page_number": 4, "total_pages": 4}, True),
+        ({"generations": [gen()], "page_number": 2, "total_pages": 4}, False),
+        ({"generations": [gen()], "page_size": 2}, True),  # no totals: a short page ends
+        ({"generations": [gen(), gen("g-2")], "page_size": 2}, False),
+    ],
+)
+def test_the_last_page(make: Any, page: dict[str, Any], last: bool) -> None:
+    client, _ = make(respond(200, page))
+    assert client.history().is_last is last
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"generations": [{"generation_id": "g-new", "status": "queued"}]},
+        {**gen("g-new"), "retried_from_id": "g-old"},
+    ],
+)
+def test_retry_answers_the_new_generation(make: Any, body: dict[str, Any]) -> None:
+    client, rec = make(respond(200, body))
+    assert client.retry("g-old").generation_id == "g-new"
+    assert (rec.requests[0].method, rec.requests[0].url.path) == (
+        "POST",
+        "/api/ai/queue/g-old/retry",
+    )
+
+
+def test_a_retry_whose_answer_is_lost_may_have_created_one(make: Any) -> None:
+    def lost(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("lost", request=request)
+
+    client, _ = make(lost)
+    with pytest.raises(e.EnqueueOutcomeUnknown):
+        client.retry("g-old")

@@ -32,11 +32,13 @@ from worker.provider.download import check_download, write_capped
 from worker.provider.guard import Resolver, guarded_client, resolve_host
 from worker.provider.models import (
     COMPLETED_EVENT,
+    BilledGeneration,
     CompletionEvent,
     EnqueuedGeneration,
     EnqueueResponse,
     Generation,
     GenerationList,
+    GenerationPage,
     parse_json,
     parse_model,
 )
@@ -47,6 +49,9 @@ CONNECT_TIMEOUT_S = 5.0
 GENERATE_TIMEOUT_S = 20 * 60.0
 # Keep-alives come every 15 s; three missed ones mean the stream is dead.
 EVENTS_READ_TIMEOUT_S = 45.0
+# GET /api/ai/generations: the documented maximum page, and the size seedq asks for.
+MAX_PAGE_SIZE = 1000
+HISTORY_PAGE_SIZE = 100
 # Exceptions raised after the request bytes may have reached the server.
 _SENT_MAYBE = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
@@ -239,6 +244,54 @@ class OxenClient:
         response = self._call("list", "GET", "/api/ai/queue", params=query)
         return parse_model(GenerationList, parse_json(response.content))
 
+    def billed(self, generation_id: str) -> BilledGeneration:
+        """``GET /api/ai/generations/{id}``: the row with ``cost``, what was charged."""
+        path = f"/api/ai/generations/{quote(_checked_id(generation_id), safe='')}"
+        response = self._call("billed", "GET", path)
+        return parse_model(BilledGeneration, _unwrap(parse_json(response.content), "generation"))
+
+    def history(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = HISTORY_PAGE_SIZE,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: str | None = None,
+    ) -> GenerationPage:
+        """``GET /api/ai/generations``: one page of the account's generations, newest
+        first, each with its ``cost``; ``page_size`` is capped at the documented 1000."""
+        query = {
+            "page": str(max(1, page)),
+            "page_size": str(min(max(1, page_size), MAX_PAGE_SIZE)),
+        }
+        filters = {"model": model, "status": status, "media_type": media_type}
+        query |= {k: v for k, v in filters.items() if v is not None}
+        response = self._call("history", "GET", "/api/ai/generations", params=query)
+        return parse_model(GenerationPage, parse_json(response.content))
+
+    def retry(self, generation_id: str) -> EnqueuedGeneration:
+        """``POST /api/ai/queue/{id}/retry``: kill a generation and enqueue a fresh one
+        with the same parameters (API 0.257); the new row names the old in
+        ``retried_from_id``. Paid like an enqueue, so a lost answer raises
+        EnqueueOutcomeUnknown: look for a row retried from ``generation_id`` first.
+        """
+        path = _queue_path(generation_id) + "/retry"
+        try:
+            response = self._call("retry", "POST", path)
+            data = parse_json(response.content)
+            if isinstance(data, dict) and isinstance(data.get("generations"), list):
+                return parse_model(EnqueueResponse, data).generations[0]
+            return parse_model(EnqueuedGeneration, _unwrap(data, "generation"))
+        except (e.ProviderTimeout, e.ProviderConnectionError, e.MalformedResponse) as exc:
+            if isinstance(exc, e.MalformedResponse) or isinstance(exc.__context__, _SENT_MAYBE):
+                raise e.EnqueueOutcomeUnknown(
+                    f"retry outcome unknown, list before retrying: {exc.message}",
+                    status_code=exc.status_code,
+                    error_type=exc.error_type,
+                ) from None
+            raise
+
     def cancel(self, generation_id: str) -> Generation | None:
         """``DELETE /api/ai/queue/{id}``; the generation when the body is one, else None.
 
@@ -373,10 +426,14 @@ class OxenClient:
             raise
 
 
-def _queue_path(generation_id: str) -> str:
+def _checked_id(generation_id: str) -> str:
     if not generation_id.strip():
         raise e.InvalidRequest("empty generation id", error_type="invalid_params")
-    return f"/api/ai/queue/{quote(generation_id, safe='')}"
+    return generation_id
+
+
+def _queue_path(generation_id: str) -> str:
+    return f"/api/ai/queue/{quote(_checked_id(generation_id), safe='')}"
 
 
 def _unwrap(data: Any, key: str) -> Any:

@@ -25,7 +25,9 @@ COMPLETED_EVENT = "media_generation_completed"
 # Fields of a generation object that describe the generation, not what was asked for.
 _BOOKKEEPING = frozenset(
     {"generation_id", "model_name", "media_type", "status", "result_url", "error_message"}
-    | {"enqueued_at", "started_at", "completed_at"}
+    | {"enqueued_at", "started_at", "completed_at", "retried_from_id"}
+    | {"target_namespace", "target_repo", "target_directory"}
+    | {"cost", "user_id", "username", "user_image"}
 )
 
 
@@ -89,6 +91,61 @@ class Generation(_Tolerant):
         """The echoed request parameters: the prompt plus every field not bookkeeping."""
         echoed = {k: v for k, v in (self.model_extra or {}).items() if k not in _BOOKKEEPING}
         return {"prompt": self.prompt, **echoed} if self.prompt is not None else echoed
+
+
+def _decimal_or_none(value: object) -> float | None:
+    """A charged amount (the API sends a decimal string) as a float; None when absent or
+    unreadable: a billed figure is informational, never a reason to drop a row."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        amount = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return amount if amount == amount and abs(amount) != float("inf") else None
+
+
+class BilledGeneration(Generation):
+    """A row of ``GET /api/ai/generations`` (and the ``generation`` of its ``/{id}``):
+    the queue row plus ``cost``, what the provider charged (None before charging)."""
+
+    cost: float | None = None
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _cost(cls, value: object) -> float | None:
+        return _decimal_or_none(value)
+
+
+class GenerationPage(_Tolerant):
+    """One page of ``GET /api/ai/generations``: newest first, with the filter's totals."""
+
+    generations: list[BilledGeneration] = Field(default_factory=list)
+    page_number: int = 1
+    page_size: int = 0
+    total_pages: int = 0
+    total_entries: int = 0
+    total_cost: float | None = None
+
+    @field_validator("total_cost", mode="before")
+    @classmethod
+    def _total(cls, value: object) -> float | None:
+        return _decimal_or_none(value)
+
+    @field_validator("page_number", "page_size", "total_pages", "total_entries", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @property
+    def is_last(self) -> bool:
+        """No page after this one (an empty or short page ends it too, whatever the
+        totals say: they may change while a client pages)."""
+        if not self.generations:
+            return True
+        if self.total_pages > 0:
+            return self.page_number >= self.total_pages
+        return self.page_size <= 0 or len(self.generations) < self.page_size
 
 
 class EnqueuedGeneration(_Tolerant):
