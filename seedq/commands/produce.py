@@ -69,8 +69,28 @@ def print_plan(result: CheckResult, catalog: ModelCatalog) -> None:
             f"{total.auto_jobs} job(s) with duration auto (-1) counted at "
             f"{plan.auto_estimate_s} s each (SEEDQ_AUTO_DURATION_ESTIMATE_S)."
         )
+    print_prices(result, catalog)
     for note in catalog.notes:
         out.print(f"model {note}")
+
+
+def print_prices(result: CheckResult, catalog: ModelCatalog) -> None:
+    """Which published price each estimate used, and whose model object it came from."""
+    plan = result.plan
+    for key, used in sorted(plan.prices.items(), key=lambda kv: str(kv[0])):
+        source = catalog.sources.get(key.model)
+        audio = ", with audio" if key.generate_audio else ""
+        origin = f", from {source.origin}" if source else ""
+        out.print(
+            f"price {key.model} {key.resolution}{audio}: {used.per_second:g} {plan.currency}/s "
+            f"({used.field}{origin})",
+            markup=False,
+        )
+
+
+def print_catalog_warnings(catalog: ModelCatalog) -> None:
+    for warning in catalog.warnings:
+        err.print(f"WARNING: {warning}", style="bold yellow", markup=False)
 
 
 def run_check(
@@ -91,6 +111,7 @@ def run_check(
         on_job=spool.write if spool else None,
     )
     print_problems(result.problems)
+    print_catalog_warnings(catalog)
     return result, catalog, opts
 
 

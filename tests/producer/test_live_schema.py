@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from producer.catalog import ModelCatalog, Origin
 from seedq.cli import app
+from seedq.modelinfo import ModelInfo
 from simulator.config import SimConfig
 from simulator.server import running_simulator
 
@@ -38,4 +41,45 @@ def test_unreachable_provider_falls_back_to_shipped_schema(
     monkeypatch.setenv("OXEN_API_KEY", "sk-live-schema-test")
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
-    assert "live schema unavailable" in result.output and "sk-live" not in result.output
+    assert "WARNING: the provider's model object for" in result.output
+    assert "cannot be used (" in result.output and "sk-live" not in result.output
+    assert "cost_per_second_by_resolution[720p]" in result.output  # the prices used
+    assert "the copy shipped with seedq" in result.output  # and where they came from
+
+
+def _live(body: dict[str, Any]) -> Callable[[str], ModelInfo]:
+    return lambda model_id: ModelInfo.model_validate({"id": model_id, **body})
+
+
+MODEL = "bytedance-seedance-2-0-image-to-video"
+SCHEMA = {"properties": {"prompt": {"type": "string"}, "input_image": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"request_schema": SCHEMA}, "pricing:"),
+        ({"pricing": {"cost_per_second": 0.3}, "request_schema": None}, "request_schema:"),
+        (
+            {"pricing": {"cost_per_second": 0.3}, "request_schema": {"properties": 3}},
+            "request_schema.properties:",
+        ),
+    ],
+)
+def test_an_unusable_live_object_falls_back_loudly_naming_the_field(
+    body: dict[str, Any], named: str
+) -> None:
+    catalog = ModelCatalog(live=_live(body))
+    info = catalog(MODEL)
+    assert info.pricing.cost_per_second_by_resolution  # the shipped copy, whole
+    assert catalog.sources[MODEL].origin is Origin.SHIPPED
+    (warning,) = catalog.warnings
+    assert named in warning and MODEL in warning
+
+
+def test_a_usable_live_object_is_used_whole() -> None:
+    body = {"pricing": {"cost_per_second_by_resolution": {"720p": 0.5}}, "request_schema": SCHEMA}
+    catalog = ModelCatalog(live=_live(body))
+    assert catalog(MODEL).pricing.cost_per_second_by_resolution == {"720p": 0.5}
+    assert catalog.sources[MODEL].origin is Origin.PROVIDER and not catalog.warnings
+    assert catalog.notes == [f"{MODEL}: schema and pricing from the provider"]
