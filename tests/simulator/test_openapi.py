@@ -77,7 +77,9 @@ class Checked:
     def wait(self, gen_id: str, statuses: set[str]) -> dict[str, Any]:
         deadline = time.monotonic() + 20
         while True:
-            row = self.call("GET", "/api/ai/queue/{generation_id}", f"/api/ai/queue/{gen_id}")
+            row: dict[str, Any] = self.call(
+                "GET", "/api/ai/queue/{generation_id}", f"/api/ai/queue/{gen_id}"
+            )
             if row["status"] in statuses:
                 return row
             assert time.monotonic() < deadline, row
