@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -41,9 +41,9 @@ from worker.audit import (
 )
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, TransientError
-from worker.history import PAGE_SIZE, read_on, window_start
+from worker.history import Pages, history_since, window_start
 from worker.provider.errors import NotFound, TransientProviderError
-from worker.provider.models import BilledGeneration, Generation, GenerationPage
+from worker.provider.models import BilledGeneration, Generation
 from worker.runtime import Runtime
 from worker.storage.base import Storage
 from worker.submitting import load
@@ -53,17 +53,8 @@ from worker.verify import verify_video
 OWNER_BATCH = 500
 
 
-class History(Protocol):
-    """What reading needs of the provider (``OxenClient``)."""
-
-    def history(
-        self,
-        *,
-        page: int = 1,
-        page_size: int = PAGE_SIZE,
-        model: str | None = None,
-        status: str | None = None,
-    ) -> GenerationPage: ...
+class History(Pages, Protocol):
+    """What reading needs of the provider (``OxenClient``): history pages, billed rows."""
 
     def billed(self, generation_id: str) -> BilledGeneration: ...
 
@@ -118,20 +109,6 @@ def gather(
         if job.state == JobState.DELIVERED
     }
     return Facts(run_id, found, list(succeeded.values()), owners(store, ids), outputs, costs)
-
-
-def history_since(
-    provider: History, *, model: str, status: str | None, since: float
-) -> Iterator[BilledGeneration]:
-    """The model's generations (of ``status``) from the newest back to the first page
-    that reaches before ``since`` (:mod:`worker.history`): never the whole history."""
-    page = 1
-    while True:
-        got = provider.history(page=page, page_size=PAGE_SIZE, model=model, status=status)
-        yield from got.generations
-        if not read_on(got, since=since):
-            return
-        page += 1
 
 
 def _billed(provider: History, generation_id: str) -> float | None:

@@ -10,15 +10,17 @@ Rows are ordered by enqueue time, which never changes, so a row cannot move to a
 earlier page while a reader pages: new rows only push older ones to later pages, where
 the reader sees them again (the same id twice, deduplicated), never skips them.
 
-Pure decisions only; the paging itself is done by ``worker.submitting`` (one page per
-turn of the poll budget, resumable) and ``worker.auditor``.
+The decisions are pure; :func:`history_since` is the one walk, with its client passed
+in (``worker.auditor``, ``seedq retry``). The submit step pages by itself, one page per
+turn of the poll budget, resumable (``worker.submitting``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
-from worker.provider.models import Generation, GenerationPage
+from worker.provider.models import BilledGeneration, Generation, GenerationPage
 from worker.reconcile import SKEW_S
 
 # The documented maximum: the fewest calls for a window that spans many rows.
@@ -42,3 +44,29 @@ def read_on(page: GenerationPage, *, since: float) -> bool:
     """Whether the page after ``page`` must be read too."""
     return not page.is_last and not reached_older(page.generations, since=since)
 
+
+class Pages(Protocol):
+    """What the walk needs of the provider (``OxenClient.history``)."""
+
+    def history(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = PAGE_SIZE,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> GenerationPage: ...
+
+
+def history_since(
+    provider: Pages, *, model: str, status: str | None, since: float
+) -> Iterator[BilledGeneration]:
+    """The model's generations (of ``status``, or every one) from the newest back to the
+    first page that reaches before ``since``: never the whole history."""
+    page = 1
+    while True:
+        got = provider.history(page=page, page_size=PAGE_SIZE, model=model, status=status)
+        yield from got.generations
+        if not read_on(got, since=since):
+            return
+        page += 1
