@@ -397,24 +397,28 @@ def billed_findings(jobs: Sequence[JobFacts], costs: Mapping[str, float | None])
     generations (each job's own and the stuck one it retried, each counted once); one
     run-wide finding when they differ, naming the jobs whose figures disagree.
 
-    A generation the provider has not charged yet (cost None, or not found) counts as
-    nothing on its side: a job that recorded a cost for it then shows as a difference."""
+    Only jobs that recorded a billed cost are compared: the workers learn a cost some
+    time after delivery, so a job without one yet is not a difference (the finding
+    counts them when there is one). A generation the provider has not charged (cost
+    None, or not found) counts as nothing on its side."""
     counted: set[str] = set()
     recorded = reported = 0.0
     differing: list[str] = []
+    unrecorded = 0
     for job in jobs:
+        if job.billed_cost is None:
+            unrecorded += 1
+            continue
         charged = 0.0
         for gid in job.owned:
             cost = costs.get(gid)
             if gid not in counted and cost is not None:
                 charged += cost
             counted.add(gid)
-        mine = job.billed_cost or 0.0
-        recorded += mine
+        recorded += job.billed_cost
         reported += charged
-        if abs(mine - charged) > BILLED_TOLERANCE:
-            shown = "none" if job.billed_cost is None else f"${mine:.4f}"
-            differing.append(f"{job.id} (recorded {shown}, provider ${charged:.4f})")
+        if abs(job.billed_cost - charged) > BILLED_TOLERANCE:
+            differing.append(f"{job.id} (recorded ${job.billed_cost:.4f}, provider ${charged:.4f})")
     if abs(recorded - reported) <= BILLED_TOLERANCE and not differing:
         return []
     named = "; ".join(differing[:NAMED_JOBS])
@@ -424,6 +428,8 @@ def billed_findings(jobs: Sequence[JobFacts], costs: Mapping[str, float | None])
         f"the run recorded ${recorded:.4f} billed, the provider reports ${reported:.4f} "
         f"for the same {len(counted)} generation(s): {named}"
     )
+    if unrecorded:
+        why += f" ({unrecorded} job(s) with no billed cost recorded yet are not compared)"
     return [
         Finding(
             Kind.BILLED_MISMATCH,

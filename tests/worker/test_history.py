@@ -41,7 +41,11 @@ from worker.submitting import RECHECK_S, grace_s, submit_job
 
 OTHER_MODEL = "another-video-model"
 NOW = 1_800_000_000.0  # the account's clock: the past history ends here
-PARAMS = {"prompt": "a red mug turns slowly", "input_image": "https://in/x.png", "duration": 4}
+PARAMS: dict[str, Any] = {
+    "prompt": "a red mug turns slowly",
+    "input_image": "https://in/x.png",
+    "duration": 4,
+}
 
 
 @dataclass
@@ -59,7 +63,7 @@ class Account:
         model: str = DEFAULT_MODEL,
         status: str = "succeeded",
         cost: float | None = 0.384,
-        **params: Any,
+        echo: dict[str, Any] | None = None,
     ) -> str:
         gid = f"gen-{len(self.rows):07d}"
         self.rows.append(
@@ -74,7 +78,7 @@ class Account:
                 "started_at": None,
                 "completed_at": None,
                 "cost": None if cost is None else f"{cost:.4f}",
-                **(params or {"prompt": f"past clip {len(self.rows)}"}),
+                **(echo or {"prompt": f"past clip {len(self.rows)}"}),
             }
         )
         return gid
@@ -200,7 +204,7 @@ def test_reconcile_adopts_with_two_calls_whatever_the_history(
     account.history(past, until=NOW - 60)
     started = NOW - 10
     run_id = submitting(rt, started_at=started)
-    gid = account.add(started + 1, **PARAMS)  # the enqueue did arrive
+    gid = account.add(started + 1, echo=PARAMS)  # the enqueue did arrive
 
     assert submit_job(rt, run_id, "clip-1") == DONE
     job = rt.store.job("clip-1")
@@ -226,7 +230,7 @@ def test_reconcile_pages_on_while_the_window_fills_pages(rt: Runtime, account: A
     account.history(5_000, until=NOW - 3_000)
     started = NOW - 2_000
     run_id = submitting(rt, started_at=started)
-    gid = account.add(started + 1, **PARAMS)
+    gid = account.add(started + 1, echo=PARAMS)
     for k in range(1_500):
         account.add(started + 2 + k * 0.5)  # newer rows of the same model
     assert submit_job(rt, run_id, "clip-1") == DONE
@@ -237,7 +241,7 @@ def test_reconcile_pages_on_while_the_window_fills_pages(rt: Runtime, account: A
 def test_a_match_older_than_the_window_is_not_adopted(rt: Runtime, account: Account) -> None:
     """A generation with the same parameters enqueued before the send began is another
     send's (a previous run's): the walk stops at its page and does not adopt it."""
-    account.add(NOW - 3_600, **PARAMS)
+    account.add(NOW - 3_600, echo=PARAMS)
     account.history(200, until=NOW - 100)
     run_id = submitting(rt, started_at=NOW - grace_s(rt) - 1)
     assert submit_job(rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
@@ -250,7 +254,7 @@ def test_a_generation_still_queued_is_found_in_the_active_list(
     """A queued generation is in the active list and in the history: one candidate."""
     started = NOW - 10
     run_id = submitting(rt, started_at=started)
-    gid = account.add(started + 1, status="queued", cost=None, **PARAMS)
+    gid = account.add(started + 1, status="queued", cost=None, echo=PARAMS)
     assert submit_job(rt, run_id, "clip-1") == DONE
     assert rt.store.job("clip-1")["generation_id"] == gid
 
@@ -258,8 +262,8 @@ def test_a_generation_still_queued_is_found_in_the_active_list(
 def test_two_matches_in_the_window_need_an_operator(rt: Runtime, account: Account) -> None:
     started = NOW - 10
     run_id = submitting(rt, started_at=started)
-    account.add(started + 1, **PARAMS)
-    account.add(started + 2, **PARAMS)
+    account.add(started + 1, echo=PARAMS)
+    account.add(started + 2, echo=PARAMS)
     assert submit_job(rt, run_id, "clip-1") == DONE
     job = rt.store.job("clip-1")
     assert job["state"] == JobState.FAILED and job["needs_operator"] == "1"
@@ -272,7 +276,7 @@ def test_a_pass_kept_by_an_older_seedq_starts_afresh(rt: Runtime, account: Accou
     run_id = submitting(rt, started_at=started)
     old = {"send": rt.store.job("clip-1")["submit_started_at"], "since": NOW, "done": ["queued"]}
     rt.store.update_job("clip-1", reconcile_pass=json.dumps(old | {"found": {}, "fails": 0}))
-    gid = account.add(started + 1, **PARAMS)
+    gid = account.add(started + 1, echo=PARAMS)
     assert submit_job(rt, run_id, "clip-1") == DONE
     assert rt.store.job("clip-1")["generation_id"] == gid
 
@@ -284,7 +288,7 @@ def test_a_wait_for_a_turn_resumes_at_the_page_it_stopped(
     account.history(5_000, until=NOW - 3_000)
     started = NOW - 2_000
     run_id = submitting(rt, started_at=started)
-    gid = account.add(started + 1, **PARAMS)
+    gid = account.add(started + 1, echo=PARAMS)
     for k in range(1_500):
         account.add(started + 2 + k * 0.5)
     turns = iter([0.0, 0.0, 7.0, 0.0, 0.0])
@@ -321,7 +325,7 @@ def audited_run(rt: Runtime, account: Account, jobs: int, *, past: int) -> str:
     for _ in rt.store.register(run_id, specs):
         pass
     for n in range(jobs):
-        gid = account.add(NOW - 3_000 + n, prompt=f"take {n}")
+        gid = account.add(NOW - 3_000 + n, echo={"prompt": f"take {n}"})
         account.add(NOW - 3_000 + n + 0.5, model=OTHER_MODEL)  # another model's, meanwhile
         rt.store.update_job(
             f"clip-{n}",
@@ -353,7 +357,7 @@ def test_audit_finds_a_billed_total_that_differs(rt: Runtime, account: Account) 
     rt.store.update_job("clip-1", billed_cost="0.5")  # recorded something else
     facts = gather(rt.store, rt.provider, rt.storage, run_id)
     [mismatch] = [f for f in audit_findings(facts, now=NOW) if f.kind is Kind.BILLED_MISMATCH]
-    assert (mismatch.recorded, mismatch.reported) == (pytest.approx(1.268), pytest.approx(1.152))
+    assert (mismatch.recorded, mismatch.reported) == pytest.approx((1.268, 1.152))
     assert "clip-1 (recorded $0.5000, provider $0.3840)" in mismatch.reason
     row = mismatch.as_dict()
     assert row["recorded_billed"] == pytest.approx(1.268)
@@ -364,7 +368,7 @@ def test_audit_counts_the_stuck_generation_a_job_retried(rt: Runtime, account: A
     """A stuck generation was killed (cancelled, not in the succeeded pages) and charged:
     its cost is asked for by id and counts for the job that retried it."""
     run_id = audited_run(rt, account, 2, past=100)
-    stuck = account.add(NOW - 2_900, status="cancelled", cost=0.1, prompt="take 0")
+    stuck = account.add(NOW - 2_900, status="cancelled", cost=0.1, echo={"prompt": "take 0"})
     rt.store.update_job("clip-0", stuck_generation_id=stuck, billed_cost="0.484")
     facts = gather(rt.store, rt.provider, rt.storage, run_id)
     assert facts.costs[stuck] == pytest.approx(0.1)
