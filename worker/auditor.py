@@ -7,7 +7,8 @@ stopping at the first older row: never the account's whole history), a
 ``GET /api/ai/generations/{id}`` for each generation a job owns that those pages do not
 hold (a killed stuck one, a failed one), one Redis round trip per batch of jobs, and a
 HEAD (plus a sidecar GET) per delivered job; ``--verify`` also downloads each stored
-video and decodes it with PyAV.
+video and decodes it with PyAV. Every provider call takes a turn of the cluster's
+status-call budget (:class:`Budgeted`), as a worker's would.
 
 Repairs never enqueue anything at the provider. Each moves the job by compare-and-set
 into ``generated`` with the paid generation and runs ``worker.delivery.deliver_job``,
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from seedq import keys
 from seedq.contract import JobState
@@ -41,9 +42,9 @@ from worker.audit import (
 )
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, TransientError
-from worker.history import Pages, history_since, window_start
+from worker.history import PAGE_SIZE, Pages, history_since, window_start
 from worker.provider.errors import NotFound, TransientProviderError
-from worker.provider.models import BilledGeneration, Generation
+from worker.provider.models import BilledGeneration, Generation, GenerationPage
 from worker.runtime import Runtime
 from worker.storage.base import Storage
 from worker.submitting import load
@@ -51,6 +52,7 @@ from worker.throttle import reported, wait_turn
 from worker.verify import verify_video
 
 OWNER_BATCH = 500
+T = TypeVar("T")
 
 
 class History(Pages, Protocol):
@@ -200,7 +202,7 @@ def audit_run(rt: Runtime, run_id: str, *, fix: bool = False, verify: bool = Fal
     def look() -> list[Finding]:
         facts = gather(
             rt.store,
-            rt.provider,
+            Budgeted(rt),
             rt.storage,
             run_id,
             verify=verify,
@@ -236,15 +238,44 @@ def repair(rt: Runtime, run_id: str, found: Iterable[Finding]) -> list[Repaired]
     return results
 
 
-def _fresh_url(rt: Runtime, job_id: str, generation_id: str) -> str | None:
-    """A new presigned result URL from a GET of the generation; None when it has none.
-
-    The GET takes a turn of the cluster's status-call budget and reports to its breaker,
-    as a worker's would: a repair of many jobs must not push the provider into 429s."""
+def _turn(rt: Runtime, call: Callable[[], T], endpoint: str) -> T:
+    """One provider call on a turn of the cluster's status-call budget, reported to its
+    breaker, as a worker's would be: an audit or a repair of a large run beside a
+    running cluster must not push the provider into 429s."""
     while (wait := wait_turn(rt.poll_throttle)) > 0:
         time.sleep(wait)
+    return reported(rt.poll_throttle, call, endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class Budgeted:
+    """The runtime's provider as the audit reads it, each call on a turn of the budget."""
+
+    rt: Runtime
+
+    def history(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = PAGE_SIZE,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> GenerationPage:
+        provider = self.rt.provider
+        return _turn(
+            self.rt,
+            lambda: provider.history(page=page, page_size=page_size, model=model, status=status),
+            "history",
+        )
+
+    def billed(self, generation_id: str) -> BilledGeneration:
+        return _turn(self.rt, lambda: self.rt.provider.billed(generation_id), "billed")
+
+
+def _fresh_url(rt: Runtime, job_id: str, generation_id: str) -> str | None:
+    """A new presigned result URL from a GET of the generation; None when it has none."""
     rt.store.count_calls(job_id, 1)
-    gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id), "status")
+    gen = _turn(rt, lambda: rt.provider.get(generation_id), "status")
     return gen.result_url if gen.status == "succeeded" and gen.result_url else None
 
 

@@ -29,8 +29,8 @@ from seedq.contract import TASK_SUBMIT, JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
 from worker.audit import Kind
+from worker.auditor import audit_run, gather
 from worker.auditor import findings as audit_findings
-from worker.auditor import gather
 from worker.inputs import LoopbackInputPublisher
 from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
@@ -379,3 +379,23 @@ def test_audit_counts_the_stuck_generation_a_job_retried(rt: Runtime, account: A
     facts = gather(rt.store, rt.provider, rt.storage, run_id)
     [mismatch] = [f for f in audit_findings(facts, now=NOW) if f.kind is Kind.BILLED_MISMATCH]
     assert "clip-0 (recorded $0.3840, provider $0.4840)" in mismatch.reason
+
+
+def test_audit_run_takes_a_turn_of_the_poll_budget_per_call(
+    rt: Runtime, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit beside a running cluster shares its budget: a turn per provider call."""
+    run_id = audited_run(rt, account, 1_500, past=3_000)
+    stuck = account.add(NOW - 2_900, status="cancelled", cost=0.1, echo={"prompt": "take 0"})
+    rt.store.update_job("clip-0", stuck_generation_id=stuck, billed_cost="0.484")
+    turns: list[str] = []
+
+    def turn(throttle: Any) -> float:
+        turns.append(throttle.name)
+        return 0.0
+
+    monkeypatch.setattr("worker.auditor.wait_turn", turn)
+    done = audit_run(rt, run_id)
+    assert account.calls == {"history": 2, "billed": 1}
+    assert turns == ["poll"] * 3
+    assert Kind.BILLED_MISMATCH not in {f.kind for f in done.found}
