@@ -255,10 +255,13 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline_on(client: redis.Redis, tmp_path: Path, *, seed: int = 11) -> Iterator[Pipeline]:
+def pipeline_on(
+    client: redis.Redis, tmp_path: Path, *, seed: int = 11, history: int = 0
+) -> Iterator[Pipeline]:
     """The pipeline on the given Redis (fakeredis, or the real one), with its own
-    simulator, publisher and output directory."""
-    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8)
+    simulator (its account holding ``history`` past generations), publisher and output
+    directory."""
+    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8, history=history)
     with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
         settings = Settings(
             provider_url=sim.url,
@@ -407,7 +410,7 @@ def test_crash_before_enqueue_is_absent_after_grace_and_sent_once(pipeline: Pipe
 
     job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")  # the resend
     assert job["reconciled"] == "0"
-    assert int(job["provider_calls"]) == 5 + 1  # one list per status, then the enqueue
+    assert int(job["provider_calls"]) == 2 + 1  # the active rows, a history page, the enqueue
     p.assert_at_most_once(1)
 
 
@@ -631,6 +634,71 @@ def test_enqueue_outcome_unknown_is_raised_by_the_client(pipeline: Pipeline) -> 
     with pytest.raises(pe.EnqueueOutcomeUnknown):
         p.rt.provider.enqueue(DEFAULT_MODEL, params)
     assert p.stats()["enqueued"] == 1
+
+
+# -- 5b. an account with a long history -----------------------------------------------------
+
+HISTORY = 3_000  # past generations of the job's model: three full pages of the history
+
+
+@pytest.fixture
+def long_history(tmp_path: Path) -> Iterator[Pipeline]:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    with pipeline_on(client, tmp_path, history=HISTORY) as p:
+        yield p
+
+
+def list_requests(p: Pipeline, before: dict[str, int]) -> dict[str, int]:
+    """The simulator's list requests since ``before`` (its request counters)."""
+    now = p.stats()["requests"]
+    names = ("GET /api/ai/queue", "GET /api/ai/generations")
+    return {name: now.get(name, 0) - before.get(name, 0) for name in names}
+
+
+def test_reconcile_reads_one_history_page_however_long_the_history(
+    long_history: Pipeline,
+) -> None:
+    """3,000 past generations of the same model: the reconcile lists the active rows and
+    the history's first page, which reaches before the send, and adopts."""
+    p = long_history
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)  # then the worker died
+    before = p.stats()["requests"]
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert job["generation_id"] == created.generation_id
+    assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 1}
+    assert p.rt.provider.history(model=DEFAULT_MODEL).total_entries == HISTORY + 1
+    p.assert_at_most_once(1)
+
+
+def test_absence_is_proved_with_one_history_page(long_history: Pipeline) -> None:
+    p = long_history
+    run_id = p.one_job()
+    p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())  # crashed: nothing sent
+    p.clock.offset_s = grace_s(p.rt) + 1
+    before = p.stats()["requests"]
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
+    assert p.state("clip-1") is JobState.REGISTERED
+    assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 1}
+    p.assert_at_most_once(0)
+
+
+def test_reconcile_pages_on_past_a_busy_window(long_history: Pipeline) -> None:
+    """1,100 generations of the model enqueued after the job's send fill the history's
+    first page: the reconcile reads the second, finds the job's generation there, and
+    stops, since that page reaches before the send."""
+    p = long_history
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)
+    p.sim.configure(max_concurrency=1, latency_s=(5.0, 5.0))  # the others stay queued
+    for n in range(1_100):
+        p.rt.provider.enqueue(DEFAULT_MODEL, {**sent, "prompt": f"another clip {n}"})
+    before = p.stats()["requests"]
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert job["generation_id"] == created.generation_id
+    assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 2}
 
 
 # -- 6. several candidates ----------------------------------------------------------------
