@@ -307,6 +307,7 @@ class SimCore:
             return
         gen.status = FAILED if error else SUCCEEDED
         gen.error_message, gen.video, gen.completed_at = error, video, int(time.time())
+        gen.cost = None if error else gen.cost  # only a delivered video is charged
         gen.done.set()
         self._wake.set()
         self._publish_completion(gen)

@@ -49,7 +49,7 @@ class Generation:
     started_at: int | None = None
     completed_at: int | None = None
     video: bytes | None = None
-    cost: float | None = None  # what it is charged once it succeeds
+    cost: float | None = None  # what was charged: set when it succeeds
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -76,8 +76,7 @@ def generation_object(gen: Generation, result_url: str | None) -> dict[str, Any]
 def billed_object(gen: Generation, result_url: str | None) -> dict[str, Any]:
     """A row of ``GET /api/ai/generations``: the status object plus ``cost`` (a decimal
     string, null before charging) and the account's user fields."""
-    # Charged once the video is delivered: a generation under way shows null.
-    cost = None if gen.cost is None or gen.status != SUCCEEDED else f"{gen.cost:.4f}"
+    cost = None if gen.cost is None else f"{gen.cost:.4f}"
     return {**generation_object(gen, result_url), "cost": cost, **ACCOUNT}
 
 
@@ -88,7 +87,7 @@ def history_rows(
     first, how many match in all and their total cost. ``gens`` are in enqueue order."""
     picked = [g for g in reversed(list(gens)) if in_history(g, filters)]
     start = (page - 1) * page_size
-    total_cost = sum(g.cost for g in picked if g.cost is not None and g.status == SUCCEEDED)
+    total_cost = sum(g.cost for g in picked if g.cost is not None)
     return picked[start : start + page_size], len(picked), total_cost
 
 
