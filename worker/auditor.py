@@ -5,10 +5,10 @@ Reading costs, per model of the run, the pages of its succeeded generations enqu
 since the run began (``GET /api/ai/generations``, 1000 rows a page, newest first,
 stopping at the first older row: never the account's whole history), a
 ``GET /api/ai/generations/{id}`` for each generation a job owns that those pages do not
-hold (a killed stuck one, a failed one), one Redis round trip per batch of jobs, and a
-HEAD (plus a sidecar GET) per delivered job; ``--verify`` also downloads each stored
-video and decodes it with PyAV. Every provider call takes a turn of the cluster's
-status-call budget (:class:`Budgeted`), as a worker's would.
+hold (a killed stuck one, a failed one) when its job recorded a bill, one Redis round
+trip per batch of jobs, and a HEAD (plus a sidecar GET) per delivered job; ``--verify``
+also downloads each stored video and decodes it with PyAV. Every provider call takes a
+turn of the cluster's status-call budget (:class:`Budgeted`), as a worker's would.
 
 Repairs never enqueue anything at the provider. Each moves the job by compare-and-set
 into ``generated`` with the paid generation and runs ``worker.delivery.deliver_job``,
@@ -102,8 +102,12 @@ def gather(
         for gen in history_since(provider, model=model, status="succeeded", since=since):
             succeeded[gen.generation_id] = gen
     owned = {gid for job in found for gid in job.owned}
-    costs = {gid: gen.cost for gid, gen in succeeded.items() if gid in owned}
-    costs |= {gid: _billed(provider, gid) for gid in sorted(owned - set(succeeded))}
+    # Only jobs that recorded a bill are compared (worker.audit.billed_findings): a row
+    # the pages lack is asked for by id for those alone (a killed stuck generation, a
+    # failed one), never for every job still in flight.
+    billed = {gid for job in found if job.billed_cost is not None for gid in job.owned}
+    costs = {gid: gen.cost for gid, gen in succeeded.items() if gid in billed}
+    costs |= {gid: _billed(provider, gid) for gid in sorted(billed - set(succeeded))}
     ids = set(succeeded) | owned
     outputs = {
         job.id: _output(storage, job, verify=verify, tolerance_s=tolerance_s)

@@ -399,3 +399,16 @@ def test_audit_run_takes_a_turn_of_the_poll_budget_per_call(
     assert account.calls == {"history": 2, "billed": 1}
     assert turns == ["poll"] * 3
     assert Kind.BILLED_MISMATCH not in {f.kind for f in done.found}
+
+
+def test_audit_asks_by_id_only_for_jobs_that_recorded_a_bill(rt: Runtime, account: Account) -> None:
+    """A run audited mid-way: jobs still in flight own generations the succeeded pages
+    lack; with no bill recorded they are not compared, so nothing is asked by id."""
+    run_id = audited_run(rt, account, 3, past=100)
+    for n in range(3):
+        queued = account.add(NOW - 2_000 + n, status="queued", cost=None)
+        rt.store.update_job(f"clip-{n}", state="submitted", generation_id=queued)
+        rt.store.redis.hdel(keys.job(f"clip-{n}"), "billed_cost")
+    facts = gather(rt.store, rt.provider, rt.storage, run_id)
+    assert account.calls == {"history": 1} and facts.costs == {}
+    assert Kind.BILLED_MISMATCH not in {f.kind for f in audit_findings(facts, now=NOW)}
