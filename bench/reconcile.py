@@ -15,9 +15,13 @@ The simulator starts in this process with ``--history`` past generations. Then:
   same gather fed by one unbounded ``GET /api/ai/queue?status=succeeded`` per model.
 
 Prints JSON: for each, provider calls by endpoint, bytes read (response bodies), wall
-time, and what was decided (the adopted generation; the audit's findings by kind, which
-must be the same both ways). The job store is fakeredis (no Redis needed): only the
-provider's side is measured. Wall times are this machine's, for comparison within a run.
+time, and what was decided: the adopted generation; the audit's findings by kind, every
+job paid and not delivered both ways (the bench records them submitted). Each job
+recorded what the simulator charges, so the new way finds no billed_mismatch; the old
+list's rows carry no cost, so with it the provider seems to have charged nothing (one
+billed_mismatch): the old way could not compare bills at all. The job store is
+fakeredis (no Redis needed): only the provider's side is measured. Wall times are this
+machine's, for comparison within one run.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ sys.path.insert(0, str(REPO))
 from producer.jobs import JobSpec  # noqa: E402
 from seedq.admission import admission_for  # noqa: E402
 from seedq.contract import JobState  # noqa: E402
+from seedq.modelinfo import estimate_cost, load_shipped_model  # noqa: E402
 from seedq.settings import DEFAULT_MODEL, Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402
 from simulator.config import SimConfig  # noqa: E402
@@ -194,11 +199,16 @@ def bench_audit(
     rt: Runtime, transport: CountingTransport, jobs: int, wait: Callable[[], None]
 ) -> dict[str, Any]:
     """A run of ``jobs`` jobs, each with its succeeded generation (recorded submitted,
-    so the audit reports each as paid, not delivered: proof it found them all)."""
+    so the audit reports each as paid, not delivered: proof it found them all) and the
+    bill the provider charges for it (so the billed totals are compared, and agree)."""
     ids = register(rt, "audit", jobs)
+    pricing = load_shipped_model(DEFAULT_MODEL).pricing
+    bill = estimate_cost(pricing, seconds=4, resolution="480p", generate_audio=False)
     for n, job_id in enumerate(ids):
         [gen] = rt.provider.enqueue(DEFAULT_MODEL, params("audit", n))
-        rt.store.update_job(job_id, state="submitted", generation_id=gen.generation_id)
+        rt.store.update_job(
+            job_id, state="submitted", generation_id=gen.generation_id, billed_cost=bill
+        )
         rt.store.claim_generation(gen.generation_id, job_id)
     wait()
     out: dict[str, Any] = {}
