@@ -5,7 +5,7 @@
         ├── TransientError        retry the step later, with backoff
         │   └── StorageUnavailable   the output store did not answer or is full
         ├── JobFailed             fail this job now, with the reason; never retried
-        │   ├── InvalidVideo         the downloaded file is not a playable video (kept in quarantine)
+        │   ├── InvalidVideo         the download is not a playable video (kept in quarantine)
         │   └── InputUnavailable     an input image cannot be made fetchable
         └── RunPaused             stop submitting for the whole run (401, no credits)
 

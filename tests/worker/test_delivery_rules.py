@@ -191,7 +191,7 @@ def test_the_failed_job_names_where_its_clip_is_kept(
         run_id = p.one_job()
         assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
         monkeypatch.setattr(p.rt.provider, "download", junk(b"\x00" * 50))
-        run_step(FakeTask(TASK_DELIVER), "deliver", deliver_job, run_id, "clip-1")  # type: ignore[arg-type]
+        run_step(FakeTask(TASK_DELIVER), "deliver", deliver_job, run_id, "clip-1")
     finally:
         install_runtime(None)
     job = p.job("clip-1")
