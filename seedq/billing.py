@@ -83,11 +83,25 @@ def billing_status(raw: dict[str, str]) -> str:
 class RunBilling:
     """A run's money as :data:`keys.run_billing` keeps it."""
 
+    paid_jobs: int = 0  # jobs whose generation succeeded: each has a bill to learn
     estimated: float = 0.0
     billed: float = 0.0
     billed_jobs: int = 0
     unknown_jobs: int = 0
     warned: int = 0
+
+    @property
+    def pending_jobs(self) -> int:
+        return max(0, self.paid_jobs - self.billed_jobs - self.unknown_jobs)
+
+    def billed_text(self) -> str:
+        """The billed total for people; never an estimate passed off as a bill."""
+        parts = [f"{self.billed:g}"]
+        if self.pending_jobs:
+            parts.append(f"{self.pending_jobs} pending")
+        if self.unknown_jobs:
+            parts.append(f"{self.unknown_jobs} unknown")
+        return parts[0] + (f" (+{', '.join(parts[1:])})" if len(parts) > 1 else "")
 
 
 def _s(value: Any) -> str:
@@ -156,6 +170,7 @@ class Billing:
                 return 0.0
 
         return RunBilling(
+            paid_jobs=int(num("paid_jobs")),
             estimated=round(num("estimated"), 6),
             billed=round(num("billed"), 6),
             billed_jobs=int(num("billed_jobs")),

@@ -81,8 +81,9 @@ UNBILLED = PREFIX + "billing:unbilled"
 
 
 def run_billing(run_id: str) -> str:
-    """Hash: a run's money as billed (seedq.billing): ``estimated`` (sum of the estimates
-    of its generated jobs), ``billed`` (sum of known bills), ``billed_jobs``,
+    """Hash: a run's money as billed (seedq.billing): ``paid_jobs`` (jobs whose generation
+    succeeded), ``estimated`` (the sum of their estimates), ``billed`` (sum of known
+    bills), ``billed_jobs``,
     ``unknown_jobs`` (bills that never showed), ``warned`` (jobs delivered with
     warnings). No TTL."""
     return f"{PREFIX}run:{run_id}:billing"

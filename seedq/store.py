@@ -159,6 +159,7 @@ if new == 'delivered' or (new == 'failed' and state == 'generated') then
       estimate = tonumber(redis.call('HGET', job_key, 'charged') or '0') or 0
     end
     redis.call('HINCRBYFLOAT', billing, 'estimated', estimate)
+    redis.call('HINCRBY', billing, 'paid_jobs', 1)
     local warnings = redis.call('HGET', job_key, 'warnings')
     if new == 'delivered' and warnings and warnings ~= '[]' then
       redis.call('HINCRBY', billing, 'warned', 1)

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from producer.errors import SubmitError
 from producer.spool import Spool
+from seedq.billing import Billing, billing_status
 from seedq.commands.produce import (
     EXIT_INVALID,
     print_plan,
@@ -115,13 +116,23 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     table.add_column("job", overflow="fold")
     table.add_column("state")
     table.add_column("output key / reason", overflow="fold")
-    table.add_column("cost", justify="right")
+    table.add_column("estimated", justify="right")
+    table.add_column("billed", justify="right")
     for job_id in store.run_job_ids(info.id, 0, MAX_ROWS - 1):
         job = store.job(job_id)
         key = json.loads(job["spec"]).get("output_key", "") if job.get("spec") else ""
         where = key if job.get("output_uri") else job.get("error") or job.get("last_error", "")
-        table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""))
+        warnings = json.loads(job.get("warnings") or "[]")
+        if warnings:
+            where += "\nwarning: " + "\nwarning: ".join(warnings)
+        billed = job.get("billed_cost") or (billing_status(job) if job.get("generated_at") else "")
+        table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""), billed)
     out.print(table)
+    money = Billing(store.redis).run(info.id)
+    out.print(
+        f"estimated {money.estimated:g}, billed {money.billed_text()}"
+        + (f"; {money.warned} clip(s) delivered with warnings" if money.warned else "")
+    )
     if info.total > MAX_ROWS:
         out.print(f"... {info.total - MAX_ROWS} more job(s): `seedq report {info.id}`")
     if info.status == "paused":
@@ -152,10 +163,18 @@ def status_command(
     while True:
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)
         found = [r for r in runs if r is not None]
+        ledger = Billing(store.redis)
+        money = {r.id: ledger.run(r.id) for r in found}
         if as_json:
-            out.print_json(json.dumps([dataclasses.asdict(r) for r in found]))
+            rows = [
+                dataclasses.asdict(r)
+                | {"billing": dataclasses.asdict(money[r.id])}
+                | {"billing_pending_jobs": money[r.id].pending_jobs}
+                for r in found
+            ]
+            out.print_json(json.dumps(rows))
         else:
-            out.print(runs_table(found))
+            out.print(runs_table(found, money))
         if not watch:
             return
         time.sleep(2)
