@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DUE_BATCH = 1000  # due jobs read per pass; the rest wait for the next tick
 MAX_CALLS_PER_PASS = 3  # provider calls per tick: the tick must stay short
+# No call starts this long after the pass began: the tick lock lasts 5 s (worker.ticker)
+# and the sweep came first; a slow provider leaves the rest to the next tick.
+MAX_PASS_S = 2.0
 BILLABLE = frozenset({JobState.DELIVERED.value, JobState.FAILED.value})
 _FIELDS = (
     "run_id",
@@ -54,6 +58,7 @@ _FIELDS = (
     "submit_started_at",
     "billing_looks",
     "billing_by_id",
+    "billed_parts",
 )
 
 
@@ -79,12 +84,15 @@ class _Calls:
     rt: Runtime
     done: BillPass
     left: int = MAX_CALLS_PER_PASS
+    until: float = field(default_factory=lambda: time.monotonic() + MAX_PASS_S)
 
     def make(self, endpoint: str, call: Any) -> Any:
         if self.done.stopped:
             raise _OutOfTurns(self.done.stopped)
         if self.left <= 0:
             self.done.stopped = "calls"
+        elif time.monotonic() > self.until:
+            self.done.stopped = "time"
         elif self.rt.poll_throttle.acquire() > 0:
             self.done.stopped = "budget"
         if self.done.stopped:
@@ -121,10 +129,9 @@ def bill_due(rt: Runtime, *, now: float | None = None) -> BillPass:
             elif exhausted:
                 missed.add(job.job_id)
     for job in chosen.by_id:
-        try:
-            charges[job.job_id] = [_by_id(calls, gid) for gid in job.generation_ids]
-        except _OutOfTurns:
-            break
+        answer = _ask_by_id(rt, calls, job)
+        if answer is not None:
+            charges[job.job_id] = answer
     for job_id, job_charges in charges.items():
         _settle(rt, billing, due[job_id], job_bill(job_charges), at, done)
     for job_id in missed:  # not in the pages' window: ask by id next time
@@ -165,6 +172,7 @@ def _due_jobs(rt: Runtime, billing: Billing, job_ids: list[str]) -> dict[str, Du
             sent_at=float(raw["submit_started_at"]) if raw["submit_started_at"] else None,
             looks=int(raw["billing_looks"] or 0),
             by_id=bool(raw["billing_by_id"]),
+            known=_parts(raw["billed_parts"]),
         )
     return due
 
@@ -200,6 +208,34 @@ def _from_pages(
         if past_window((row.enqueued_at for row in page.generations), start):
             break
     return found, True
+
+
+def _parts(text: str) -> dict[str, float]:
+    try:
+        data = json.loads(text or "{}")
+        return {str(k): float(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _ask_by_id(rt: Runtime, calls: _Calls, job: DueJob) -> list[float | None] | None:
+    """The job's charges, one per generation ([None]: one is not charged yet); None when
+    the pass ran out of turns first (what was learned is kept for the next pass)."""
+    parts = dict(job.known)
+    try:
+        for gid in job.generation_ids:
+            if gid in parts:
+                continue
+            charge = _by_id(calls, gid)
+            if charge is None:
+                return [None]
+            parts[gid] = charge
+        return [parts[gid] for gid in job.generation_ids]
+    except _OutOfTurns:
+        return None
+    finally:
+        if len(job.generation_ids) > 1 and parts != job.known:
+            rt.store.update_job(job.job_id, billed_parts=json.dumps(parts, sort_keys=True))
 
 
 def _by_id(calls: _Calls, generation_id: str) -> float | None:

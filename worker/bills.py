@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Seconds before the next look after each look that found no cost (the first look is
 # at delivery); past the last, the bill is unknown.
@@ -48,6 +48,9 @@ class DueJob:
     sent_at: float | None  # when the job's enqueue was sent (worker clock)
     looks: int = 0  # looks so far that found no cost
     by_id: bool = False  # the history pages did not show it: ask by id
+    # Charges learned by an earlier pass that ran out of turns before the job's other
+    # generation: never asked for again, so a job of two always gets its bill.
+    known: dict[str, float] = field(default_factory=dict)
 
     @property
     def generation_id(self) -> str:

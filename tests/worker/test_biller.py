@@ -1,7 +1,8 @@
 """Billed cost: the pure decisions (worker.bills) as tables, and the tick's billing pass
 (worker.biller) on fakeredis with the provider's ``/api/ai/generations`` answered by an
 httpx MockTransport (the simulator serves them on branch ``sim``). Time is the test's:
-every pass is given its ``now``; nothing sleeps."""
+every pass is given its ``now``; nothing sleeps. The pass runs on fakeredis and on the
+real Redis (``client``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import httpx
 import pytest
+import redis
 from pydantic import SecretStr
 
 from producer.jobs import JobSpec
@@ -41,8 +42,9 @@ from worker.bills import (
 from worker.delivery import sidecar_key
 from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
-from worker.runtime import Runtime, poll_throttle, submit_throttle
+from worker.runtime import Runtime, submit_throttle
 from worker.storage.local import LocalStorage
+from worker.throttle import Throttle
 
 T0 = 1_800_000_000.0  # the test's "now" at delivery
 OTHER_MODEL = "bytedance-seedance-2-0-fast-image-to-video"
@@ -214,7 +216,8 @@ class Bench:
 
 
 @pytest.fixture
-def bench(tmp_path: Path) -> Bench:
+def bench(tmp_path: Path, client: redis.Redis) -> Bench:
+    """On fakeredis and on the real Redis (the Lua scripts run on both)."""
     history = History()
     settings = Settings(
         provider_url="https://hub.example",
@@ -222,7 +225,7 @@ def bench(tmp_path: Path) -> Bench:
         output=str(tmp_path / "out"),
         poll_rate="1000/s",
     )
-    store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    store = JobStore(client)
     storage = LocalStorage(tmp_path / "out")
     rt = Runtime(
         settings=settings,
@@ -237,7 +240,9 @@ def bench(tmp_path: Path) -> Bench:
         policy=RetryPolicy(base_s=0.0, jitter=0.0),
         admission=admission_for(store.redis, settings),
         submit_throttle=submit_throttle(store, settings),
-        poll_throttle=poll_throttle(store, settings),
+        # Turns never run out (the budget's own tests are in test_throttle.py): the
+        # tests that are about a denied turn say so.
+        poll_throttle=Throttle(store.redis, "poll", 1e6, burst=10_000),
         clock=lambda: T0,
     )
     return Bench(rt, history, storage)
@@ -341,6 +346,28 @@ def test_a_job_with_a_killed_stuck_generation_is_billed_for_both(bench: Bench) -
     assert b.spent(run_id) == pytest.approx(1.3)
 
 
+def test_a_job_of_two_generations_is_billed_one_turn_at_a_time(bench: Bench) -> None:
+    """One free turn per pass: the first generation's charge is kept, never asked again."""
+    b = bench
+    b.delivered("clip-1", stuck_generation_id="g-killed")
+    b.history.add("g-clip-1", cost=1.0, at=T0)
+    b.history.add("g-killed", cost=0.3, at=T0 - 3000, status="cancelled")
+    turns: list[float] = []
+
+    def one_turn_per_pass() -> float:
+        turns.append(0.0)
+        return 0.0 if len(turns) == 1 else 1.0
+
+    b.rt.poll_throttle.acquire = one_turn_per_pass  # type: ignore[method-assign]
+    first = bill_due(b.rt, now=T0)
+    assert (first.calls, first.billed, first.stopped) == (1, [], "budget")
+    turns.clear()
+    second = bill_due(b.rt, now=T0)
+    assert (second.calls, second.billed) == (1, ["clip-1"])
+    assert b.history.requests == {"one": 2}
+    assert float(b.job("clip-1")["billed_cost"]) == 1.3
+
+
 def test_a_killed_generation_never_charged_counts_nothing(bench: Bench) -> None:
     b = bench
     b.delivered("clip-1", stuck_generation_id="g-killed")
@@ -376,7 +403,6 @@ def test_a_pass_makes_at_most_its_share_of_calls(bench: Bench) -> None:
         b.delivered(f"clip-{i}")
     b.delivered("s-1", stuck_generation_id="k-1")
     b.delivered("s-2", stuck_generation_id="k-2")
-    b.rt.poll_throttle.acquire = lambda: 0.0  # type: ignore[method-assign]
     done = bill_due(b.rt, now=T0)
     assert done.calls == MAX_CALLS_PER_PASS and done.stopped == "calls"
 
