@@ -36,7 +36,7 @@ from worker.bills import (
 )
 from worker.delivery import sidecar_key
 from worker.errors import TransientError
-from worker.provider.errors import PermanentJobError, ProviderError
+from worker.provider.errors import MalformedResponse, PermanentJobError, ProviderError
 from worker.provider.models import BilledGeneration
 from worker.runtime import Runtime
 from worker.throttle import reported
@@ -73,6 +73,11 @@ class BillPass:
     stopped: str = ""  # why the pass ended before asking for every due job
 
 
+# Answers that say nothing of a cost: a look is counted, so they end in "unknown" after
+# the bounded looks instead of being asked for again every tick.
+_ANSWERS = (PermanentJobError, MalformedResponse)
+
+
 class _OutOfTurns(Exception):
     """No provider call may go now (budget, breaker, this pass's share, an outage)."""
 
@@ -101,8 +106,8 @@ class _Calls:
         self.done.calls += 1
         try:
             return reported(self.rt.poll_throttle, call, endpoint)
-        except PermanentJobError:
-            raise  # an answer (404: no such row): the caller counts a look
+        except _ANSWERS:
+            raise  # an answer (404: no such row; a row unreadable): the caller counts a look
         except ProviderError as exc:
             self.done.stopped = f"provider: {exc}"
             raise _OutOfTurns(self.done.stopped) from exc
@@ -196,8 +201,8 @@ def _from_pages(
     for number in range(1, MAX_PAGES_PER_MODEL + 1):
         try:
             page = calls.make("history", lambda: read(number))  # noqa: B023 (called at once)
-        except PermanentJobError:
-            return found, True  # the history is not served: ask each by id
+        except _ANSWERS:
+            return found, True  # the history is not served (or unreadable): ask each by id
         except _OutOfTurns:
             return found, False
         for row in page.generations:
@@ -243,8 +248,8 @@ def _by_id(calls: _Calls, generation_id: str) -> float | None:
         row: BilledGeneration = calls.make(
             "billed", lambda: calls.rt.provider.billed(generation_id)
         )
-    except PermanentJobError:
-        return None  # no such row (yet): a look without a cost
+    except _ANSWERS:
+        return None  # no such row (yet), or unreadable: a look without a cost
     return row_charge(str(row.status), row.cost)
 
 

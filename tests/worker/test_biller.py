@@ -122,6 +122,7 @@ class History:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     fail_with: int | None = None
+    garbled: bool = False
 
     def add(self, gen: str, *, cost: float | None, at: float, **kw: Any) -> None:
         self.rows[gen] = {
@@ -139,6 +140,8 @@ class History:
         self.requests[kind] += 1
         if self.fail_with:
             return httpx.Response(self.fail_with, json={"error": {"message": "down"}})
+        if self.garbled:
+            return httpx.Response(200, content=b"<html>not json</html>")
         if kind == "one":
             row = self.rows.get(path.rsplit("/", 1)[1])
             if row is None:
@@ -385,6 +388,15 @@ def test_an_outage_stops_the_pass_without_counting_a_look(bench: Bench) -> None:
     assert done.calls == 1 and done.stopped.startswith("provider")
     assert done.looked == [] and b.due_at("clip-1") is not None
     assert "billing_looks" not in b.job("clip-1")
+
+
+def test_an_unreadable_answer_counts_as_a_look(bench: Bench) -> None:
+    b = bench
+    b.delivered("clip-1")
+    b.history.garbled = True
+    done = bill_due(b.rt, now=T0)
+    assert (done.calls, done.looked) == (1, ["clip-1"])
+    assert b.job("clip-1")["billing_looks"] == "1"
 
 
 def test_no_free_turn_of_the_poll_budget_means_no_call(bench: Bench) -> None:
