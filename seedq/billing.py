@@ -124,6 +124,14 @@ class Billing:
     def unbilled(self) -> int:
         return int(self.redis.zcard(keys.UNBILLED))
 
+    def asking_now(self, run_id: str, now: float, limit: int = 1000) -> bool:
+        """Whether a job of this run is due to be asked for its bill (the next pass will
+        ask); False once every bill is known or waits for a later look."""
+        for job_id in self.due(now, limit):
+            if _s(self.redis.hget(keys.job(job_id), "run_id") or "") == run_id:
+                return True
+        return False
+
     def record(self, job_id: str, run_id: str, amount: float, now: float) -> bool:
         """The job's bill is ``amount``; False when it was recorded already."""
         done = self._record(

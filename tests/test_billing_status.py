@@ -5,6 +5,7 @@ clips were delivered with warnings. On the real Redis, as the command reads it."
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from producer.jobs import JobSpec
 from seedq.billing import Billing
 from seedq.cli import app
+from seedq.commands.run import wait_for_bills
 from seedq.contract import JobState
 from seedq.store import JobStore
 from tests.conftest import TEST_REDIS_URL
@@ -61,3 +63,27 @@ def test_status_shows_estimated_billed_and_warnings(
     assert table.exit_code == 0, table.output
     assert "estimated" in table.stdout and "billed" in table.stdout
     assert "0.9 (+1 pending, 1 unknown)" in table.stdout
+
+
+def test_run_waits_only_while_a_bill_of_its_own_is_being_asked_for(
+    real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JobStore(real_redis)
+    store.create_run(RUN, "money", {})
+    spec = JobSpec("clip-0", "m.csv", 1, "model", {}, "clip-0.mp4")
+    for _ in store.register(RUN, [(spec.id, spec.fingerprint, spec.to_record())]):
+        pass
+    store.set_run_status(RUN, "active")
+    ledger = Billing(real_redis)
+    assert not ledger.asking_now(RUN, 100.0)
+    delivered(store, "clip-0", cost=1.0, warnings=[])
+    assert ledger.asking_now(RUN, time.time())  # due at delivery: the next pass asks
+    assert not ledger.asking_now("another-run", time.time())
+    ledger.look_later("clip-0", time.time() + 15)  # no cost yet: a later look
+    assert not ledger.asking_now(RUN, time.time())
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("waited although no bill of the run is being asked for")
+
+    monkeypatch.setattr("seedq.commands.run.time.sleep", no_sleep)
+    wait_for_bills(store, RUN, timeout_s=30)

@@ -33,6 +33,7 @@ from seedq.store import Decision, JobStore, RunInfo
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_ROWS = 40
+BILL_WAIT_S = 10.0  # at most, after the last delivery: a pass asks every tick
 
 
 def embedded_mode(settings: Settings) -> bool:
@@ -100,6 +101,7 @@ def run_command(
         )
         print_submitted(done)
         info = follow(store, done.run_id, out, timeout_s=timeout)
+        wait_for_bills(store, done.run_id)
         summarize(store, info, settings)
         if report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
@@ -109,6 +111,16 @@ def run_command(
             out.print(f"report written to {report}")
     all_delivered = info.counts.get("delivered", 0) == info.total
     raise typer.Exit(0 if all_delivered and not done.counts[Decision.ACTIVE] else 1)
+
+
+def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT_S) -> None:
+    """Give the workers' billing pass a moment to ask for the bills of the clips just
+    delivered, so the summary shows them; a bill not charged yet is left pending (the
+    workers keep asking; ``seedq status`` and ``seedq report`` show it later)."""
+    ledger = Billing(store.redis)
+    deadline = time.monotonic() + timeout_s
+    while ledger.asking_now(run_id, time.time()) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
