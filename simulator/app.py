@@ -38,11 +38,15 @@ from simulator.faults import FaultMiddleware
 from simulator.files import FILES_PREFIX, LinkCheck, check_link
 from simulator.runner import INSUFFICIENT_CREDITS, SimCore
 from simulator.state import (
+    HISTORY_FILTERS,
     LIST_FILTERS,
+    MAX_PAGE_SIZE,
     QUEUE_KEYS,
     STATUSES,
     Generation,
+    billed_object,
     generation_object,
+    history_rows,
     matches,
 )
 
@@ -50,6 +54,7 @@ MAX_GENERATIONS = 4
 MODEL_TYPES = frozenset({"video", "image"})
 ENDPOINTS = (
     ("/api/ai/queue/", "/api/ai/queue/{generation_id}"),
+    ("/api/ai/generations/", "/api/ai/generations/{generation_id}"),
     ("/api/ai/models/", "/api/ai/models/{id}"),
     (FILES_PREFIX, FILES_PREFIX + "{file}"),
 )
@@ -203,6 +208,56 @@ async def list_generations(request: Request) -> Response:
     return JSONResponse({"count": len(found), "generations": found})
 
 
+async def list_history(request: Request) -> Response:
+    """``GET /api/ai/generations``: the account's generations, every status unless
+    filtered, newest first, paginated, with ``cost`` per row and the filter's totals."""
+    filters = {k: v for k in HISTORY_FILTERS if (v := request.query_params.get(k))}
+    if "status" in filters and filters["status"] not in STATUSES:
+        raise _invalid("status must be one of " + ", ".join(sorted(STATUSES)))
+    page, page_size = _page_number(request, "page", 1), _page_number(request, "page_size", 50)
+    if page_size > MAX_PAGE_SIZE:
+        raise _invalid(f"page_size must be at most {MAX_PAGE_SIZE}")
+    core = _core(request)
+    rows, total, total_cost = history_rows(
+        core.store.generations.values(), filters, page, page_size
+    )
+    return JSONResponse(
+        {
+            "generations": [billed_object(g, core.url_for(g, _base(request))) for g in rows],
+            "page_number": page,
+            "page_size": page_size,
+            "total_entries": total,
+            "total_pages": -(-total // page_size),
+            "total_cost": f"{total_cost:.4f}",
+        }
+    )
+
+
+def _page_number(request: Request, name: str, default: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _invalid(f"{name} must be an integer") from None
+    if value < 1:
+        raise _invalid(f"{name} must be at least 1")
+    return value
+
+
+async def get_billed(request: Request) -> Response:
+    """``GET /api/ai/generations/{id}``: one row with its ``cost``, wrapped."""
+    core = _core(request)
+    gen = core.store.generations.get(request.path_params["generation_id"])
+    if gen is None:
+        raise ApiError(404, "resource_not_found", "Not found", "No such generation")
+    row = billed_object(gen, core.url_for(gen, _base(request)))
+    return JSONResponse(
+        {"status": "success", "status_message": "resource_found", "generation": row}
+    )
+
+
 async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     try:
@@ -288,6 +343,8 @@ ROUTES = [
     Route("/api/ai/queue/{generation_id}", get_generation, methods=["GET"]),
     Route("/api/ai/queue/{generation_id}", cancel_generation, methods=["DELETE"]),
     Route("/api/ai/videos/generate", generate_sync, methods=["POST"]),
+    Route("/api/ai/generations", list_history, methods=["GET"]),
+    Route("/api/ai/generations/{generation_id}", get_billed, methods=["GET"]),
     Route("/api/ai/models/{model_id}", get_model, methods=["GET"]),
     Route("/api/events", events, methods=["GET"]),
     Route(FILES_PREFIX + "{file}", download, methods=["GET"]),

@@ -43,6 +43,9 @@ def simulator_command(
         False, help="Refuse enqueues (402), fail in-flight ones."
     ),
     unrelated_event_rate: float = typer.Option(0.2, help="Chance of an unrelated SSE event."),
+    history: int = typer.Option(
+        0, help="Past generations the account starts with (GET /api/ai/generations)."
+    ),
 ) -> None:
     """Run the provider simulator (a real HTTP server following the provider's contract)."""
     from simulator.config import SimConfig, parse_latency, updated_config
@@ -69,6 +72,7 @@ def simulator_command(
                 "failure_rate": failure_rate,
                 "insufficient_credits": insufficient_credits,
                 "unrelated_event_rate": unrelated_event_rate,
+                "history": history,
             },
         )
     except SimConfigError as exc:

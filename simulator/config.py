@@ -36,6 +36,9 @@ class SimConfig(BaseModel):
         default="request_schema", description="Name of the schema field in model objects."
     )
     fps: int = Field(default=6, ge=1, le=30, description="Frame rate of rendered videos.")
+    history: int = Field(
+        default=0, ge=0, description="Past generations the account starts with (and after a reset)."
+    )
     # Faults on /api/* requests.
     error_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of 5xx answers.")
     rate_limit_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of 429 answers.")

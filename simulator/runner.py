@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from seedq.modelinfo import AUTO_DURATION, check_params, load_shipped_model
+from seedq.modelinfo import AUTO_DURATION, check_params, estimate_cost, load_shipped_model
+from seedq.settings import DEFAULT_MODEL
 from simulator.config import SimConfig, updated_config
 from simulator.errors import GenerationFailed
 from simulator.events import COMPLETED, Event, EventBus, unrelated_event
@@ -51,6 +52,8 @@ INSUFFICIENT_CREDITS = "Insufficient credits"
 SIMULATED_FAILURE = "Generation failed: the model could not produce a video (simulated failure)"
 FAST_IMAGE_SIZE = (1280, 720)
 SCHEDULER_TICK_S = 0.05
+HISTORY_SPACING_S = 30  # 100,000 past generations span about 35 days
+HISTORY_FAILED_EVERY = 20
 ClipKey = tuple[str, str, int, bool, bool]
 
 
@@ -85,6 +88,7 @@ class SimCore:
         self.store = Store()
         self.bus = EventBus()
         self._reseed()
+        self._load_history()
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
@@ -130,9 +134,43 @@ class SimCore:
                 gen.task.cancel()
         self.store = Store()
         self._reseed()
+        self._load_history()
 
     def stats(self) -> dict[str, Any]:
         return self.store.stats(self.bus.subscribers)
+
+    def _load_history(self) -> None:
+        """The account's past: ``config.history`` finished generations of the default
+        model, one every HISTORY_SPACING_S, the newest a minute ago; every
+        HISTORY_FAILED_EVERY-th failed (not charged). Not counted as enqueued or created."""
+        count = self.config.history
+        if not count:
+            return
+        rng = _seeded(self.config.seed, "history")
+        pricing = load_shipped_model(DEFAULT_MODEL).pricing
+        cost = estimate_cost(pricing, seconds=5, resolution="480p", generate_audio=False)
+        newest = int(time.time()) - 60
+        for k in range(count):
+            at = newest - (count - 1 - k) * HISTORY_SPACING_S
+            failed = k % HISTORY_FAILED_EVERY == HISTORY_FAILED_EVERY - 1
+            gen = Generation(
+                generation_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                model=DEFAULT_MODEL,
+                params={
+                    "prompt": f"past generation {k}",
+                    "input_image": f"https://inputs.example/past/{k}.png",
+                    "duration": 5,
+                    "resolution": "480p",
+                },
+                seq=-1 - k,
+                enqueued_at=at,
+                status=FAILED if failed else SUCCEEDED,
+                error_message=SIMULATED_FAILURE if failed else None,
+                started_at=at + 1,
+                completed_at=at + 20,
+                cost=None if failed else cost,
+            )
+            self.store.generations[gen.generation_id] = gen
 
     # --- enqueue, cancel -------------------------------------------------------------
 
@@ -229,8 +267,16 @@ class SimCore:
             if "default" in spec
         }
         fps = self.config.fps
+        planned = video_spec(gen.params, defaults, FAST_IMAGE_SIZE, fps)
+        resolution = str({**defaults, **gen.params}.get("resolution", ""))
+        gen.cost = estimate_cost(
+            model.pricing,
+            seconds=planned.duration_s,
+            resolution=resolution,
+            generate_audio=planned.generate_audio,
+        )
         if self.config.fast:
-            return await self._fast_clip(video_spec(gen.params, defaults, FAST_IMAGE_SIZE, fps))
+            return await self._fast_clip(planned)
         assert self._http is not None
         start_bytes = await fetch_image(self._http, str(gen.params["input_image"]), "input_image")
         tail_url = gen.params.get("tail_image_url")
@@ -261,6 +307,7 @@ class SimCore:
             return
         gen.status = FAILED if error else SUCCEEDED
         gen.error_message, gen.video, gen.completed_at = error, video, int(time.time())
+        gen.cost = None if error else gen.cost  # only a delivered video is charged
         gen.done.set()
         self._wake.set()
         self._publish_completion(gen)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ MEDIA_TYPE = "video"
 # Body keys of an enqueue that steer the queue rather than the model.
 QUEUE_KEYS = frozenset({"model", "num_generations", "target_namespace"})
 LIST_FILTERS = ("namespace", "model", "status", "media_type", "repo", "folder")
+HISTORY_FILTERS = ("model", "status", "media_type")
+MAX_PAGE_SIZE = 1000
+ACCOUNT = {"user_id": "user-sim", "username": "simulator"}
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Generation:
     started_at: int | None = None
     completed_at: int | None = None
     video: bytes | None = None
+    cost: float | None = None  # what was charged: set when it succeeds
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -66,6 +71,30 @@ def generation_object(gen: Generation, result_url: str | None) -> dict[str, Any]
         "started_at": gen.started_at,
         "completed_at": gen.completed_at,
     }
+
+
+def billed_object(gen: Generation, result_url: str | None) -> dict[str, Any]:
+    """A row of ``GET /api/ai/generations``: the status object plus ``cost`` (a decimal
+    string, null before charging) and the account's user fields."""
+    cost = None if gen.cost is None else f"{gen.cost:.4f}"
+    return {**generation_object(gen, result_url), "cost": cost, **ACCOUNT}
+
+
+def history_rows(
+    gens: Iterable[Generation], filters: dict[str, str], page: int, page_size: int
+) -> tuple[list[Generation], int, float]:
+    """One page of the account's generations (every status unless filtered), newest
+    first, how many match in all and their total cost. ``gens`` are in enqueue order."""
+    picked = [g for g in reversed(list(gens)) if in_history(g, filters)]
+    start = (page - 1) * page_size
+    total_cost = sum(g.cost for g in picked if g.cost is not None)
+    return picked[start : start + page_size], len(picked), total_cost
+
+
+def in_history(gen: Generation, filters: dict[str, str]) -> bool:
+    """Whether ``gen`` passes the history's filters: every status unless one is given."""
+    fields = {"model": gen.model, "status": gen.status, "media_type": MEDIA_TYPE}
+    return all(fields[name] == value for name, value in filters.items() if name in fields)
 
 
 def matches(gen: Generation, filters: dict[str, str]) -> bool:
