@@ -255,10 +255,12 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline_on(client: redis.Redis, tmp_path: Path, *, seed: int = 11) -> Iterator[Pipeline]:
+def pipeline_on(
+    client: redis.Redis, tmp_path: Path, *, seed: int = 11, **sim_options: Any
+) -> Iterator[Pipeline]:
     """The pipeline on the given Redis (fakeredis, or the real one), with its own
-    simulator, publisher and output directory."""
-    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8)
+    simulator (``sim_options``: more of its SimConfig), publisher and output directory."""
+    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8, **sim_options)
     with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
         settings = Settings(
             provider_url=sim.url,
