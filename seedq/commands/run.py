@@ -16,6 +16,7 @@ from rich.table import Table
 
 from producer.errors import SubmitError
 from producer.spool import Spool
+from seedq.billing import Billing, billing_status
 from seedq.commands.produce import (
     EXIT_INVALID,
     print_plan,
@@ -32,6 +33,7 @@ from seedq.store import Decision, JobStore, RunInfo
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_ROWS = 40
+BILL_WAIT_S = 10.0  # at most, after the last delivery: a pass asks every tick
 
 
 def embedded_mode(settings: Settings) -> bool:
@@ -99,6 +101,7 @@ def run_command(
         )
         print_submitted(done)
         info = follow(store, done.run_id, out, timeout_s=timeout)
+        wait_for_bills(store, done.run_id)
         summarize(store, info, settings)
         if report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
@@ -110,18 +113,38 @@ def run_command(
     raise typer.Exit(0 if all_delivered and not done.counts[Decision.ACTIVE] else 1)
 
 
+def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT_S) -> None:
+    """Give the workers' billing pass a moment to ask for the bills of the clips just
+    delivered, so the summary shows them; a bill not charged yet is left pending (the
+    workers keep asking; ``seedq status`` and ``seedq report`` show it later)."""
+    ledger = Billing(store.redis)
+    deadline = time.monotonic() + timeout_s
+    while ledger.asking_now(run_id, time.time()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     table = Table(title=f"Run {info.id}: {breakdown(info)}", title_justify="left")
     table.add_column("job", overflow="fold")
     table.add_column("state")
     table.add_column("output key / reason", overflow="fold")
-    table.add_column("cost", justify="right")
+    table.add_column("estimated", justify="right")
+    table.add_column("billed", justify="right")
     for job_id in store.run_job_ids(info.id, 0, MAX_ROWS - 1):
         job = store.job(job_id)
         key = json.loads(job["spec"]).get("output_key", "") if job.get("spec") else ""
         where = key if job.get("output_uri") else job.get("error") or job.get("last_error", "")
-        table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""))
+        warnings = json.loads(job.get("warnings") or "[]")
+        if warnings:
+            where += "\nwarning: " + "\nwarning: ".join(warnings)
+        billed = job.get("billed_cost") or (billing_status(job) if job.get("generated_at") else "")
+        table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""), billed)
     out.print(table)
+    money = Billing(store.redis).run(info.id)
+    out.print(
+        f"estimated {money.estimated:g}, billed {money.billed_text()}"
+        + (f"; {money.warned} clip(s) delivered with warnings" if money.warned else "")
+    )
     if info.total > MAX_ROWS:
         out.print(f"... {info.total - MAX_ROWS} more job(s): `seedq report {info.id}`")
     if info.status == "paused":
@@ -152,10 +175,18 @@ def status_command(
     while True:
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)
         found = [r for r in runs if r is not None]
+        ledger = Billing(store.redis)
+        money = {r.id: ledger.run(r.id) for r in found}
         if as_json:
-            out.print_json(json.dumps([dataclasses.asdict(r) for r in found]))
+            rows = [
+                dataclasses.asdict(r)
+                | {"billing": dataclasses.asdict(money[r.id])}
+                | {"billing_pending_jobs": money[r.id].pending_jobs}
+                for r in found
+            ]
+            out.print_json(json.dumps(rows))
         else:
-            out.print(runs_table(found))
+            out.print(runs_table(found, money))
         if not watch:
             return
         time.sleep(2)

@@ -256,12 +256,12 @@ class Pipeline:
 
 @contextmanager
 def pipeline_on(
-    client: redis.Redis, tmp_path: Path, *, seed: int = 11, history: int = 0
+    client: redis.Redis, tmp_path: Path, *, seed: int = 11, **sim_options: Any
 ) -> Iterator[Pipeline]:
     """The pipeline on the given Redis (fakeredis, or the real one), with its own
-    simulator (its account holding ``history`` past generations), publisher and output
-    directory."""
-    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8, history=history)
+    simulator (``sim_options``: more of its SimConfig, e.g. ``history`` past
+    generations), publisher and output directory."""
+    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8, **sim_options)
     with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
         settings = Settings(
             provider_url=sim.url,
@@ -365,7 +365,11 @@ def test_happy_path_delivers_video_and_sidecar_once(pipeline: Pipeline) -> None:
     assert side["video"]["sha256"] == job["sha256"]
     assert side["video"]["size_bytes"] == video.stat().st_size
     assert side["video"]["duration_s"] == pytest.approx(4.0, abs=1.0)
-    assert side["cost"]["amount"] == float(job["cost"]) > 0
+    assert side["cost"]["estimated"] == float(job["cost"]) > 0
+    assert (side["cost"]["billed"], side["cost"]["billed_status"]) == (None, "pending")
+    assert side["warnings"] == [] and json.loads(job["warnings"]) == []
+    # Its bill is due: the tick's biller asks the provider (worker.biller).
+    assert p.rt.store.redis.zscore(keys.UNBILLED, "clip-1") is not None
     assert side["provider_calls"] == int(job["provider_calls"])
     assert {"created_at", "submit_started_at", "submitted_at", "generated_at"} <= set(
         side["timings"]
@@ -953,9 +957,11 @@ def test_expired_result_url_is_refreshed(pipeline: Pipeline) -> None:
     assert side is not None and side["provider_calls"] == int(job["provider_calls"])
 
 
-def test_corrupt_video_is_invalid_and_not_stored(
+def test_corrupt_video_fails_but_is_kept_in_quarantine(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Only an unplayable file fails, and even then the paid download is kept, with its
+    reason, under the quarantine prefix; the failure says where (worker.delivery)."""
     p = pipeline
     run_id = p.one_job()
     assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
@@ -965,12 +971,14 @@ def test_corrupt_video_is_invalid_and_not_stored(
         return dest.stat().st_size
 
     monkeypatch.setattr(p.rt.provider, "download", junk)
-    with pytest.raises(InvalidVideo):
+    with pytest.raises(InvalidVideo, match=r"kept at .*quarantine/clip-1") as raised:
         deliver_job(p.rt, run_id, "clip-1")
     assert p.state("clip-1") is JobState.GENERATED  # the task layer fails it
     assert p.storage.stat("clip-1.mp4") is None
     assert p.storage.get_json(sidecar_key("clip-1.mp4")) is None
-    assert sum(p.storage.calls.values()) == 0
+    assert dict(p.storage.calls) == {"put_file": 1, "put_json": 1}
+    kept = p.job("clip-1")["quarantine_uri"]
+    assert kept in str(raised.value) and Path(kept).read_bytes().startswith(b"\x00\x00\x00\x18")
 
 
 def test_storage_full_is_transient_and_loses_nothing(pipeline: Pipeline) -> None:
@@ -1158,6 +1166,7 @@ def test_task_fails_job_on_invalid_video(
     run_step(task, "deliver", deliver_job, run_id, "clip-1")
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "deliver"
+    assert job["quarantine_uri"] in job["error"] and "/quarantine/" in job["error"]
     assert task.app.sent == []
     assert p.storage.stat("clip-1.mp4") is None
 
