@@ -662,7 +662,7 @@ def list_requests(p: Pipeline, before: dict[str, int]) -> dict[str, int]:
 def test_reconcile_reads_one_history_page_however_long_the_history(
     long_history: Pipeline,
 ) -> None:
-    """3,000 past generations of the same model: the reconcile lists the active rows and
+    """3,000 past generations (over 1,000 of this model): the reconcile lists the active rows and
     the history's first page, which reaches before the send, and adopts."""
     p = long_history
     run_id = p.one_job()
@@ -672,7 +672,8 @@ def test_reconcile_reads_one_history_page_however_long_the_history(
     job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
     assert job["generation_id"] == created.generation_id
     assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 1}
-    assert p.rt.provider.history(model=DEFAULT_MODEL).total_entries == HISTORY + 1
+    # More of the model's generations than one page holds: one page was a choice.
+    assert p.rt.provider.history(model=DEFAULT_MODEL).total_entries > 1000
     p.assert_at_most_once(1)
 
 
