@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from producer.errors import SubmitError
+from producer.jobs import JobSpec
 from producer.spool import Spool
 from seedq.commands.produce import (
     EXIT_INVALID,
@@ -62,32 +64,60 @@ def run_command(
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
-    With no SEEDQ_BROKER_URL/SEEDQ_REDIS_URL the whole pipeline runs in this process
-    against the built-in provider simulator (no services, no key, no cost).
+    With no SEEDQ_BROKER_URL/SEEDQ_REDIS_URL the whole pipeline runs in this process:
+    with OXEN_API_KEY set, against the provider (SEEDQ_PROVIDER_URL), its state kept in a
+    private redis-server under DIR/.seedq so that running it again resumes, never paying
+    twice; without a key, a demo against the built-in simulator (no cost).
     """
     settings = load_settings()
     if out_dir is not None:
         settings = settings.model_copy(update={"output": str(out_dir)})
     embedded = embedded_mode(settings)
+    paid_local = embedded and settings.oxen_api_key is not None
+    if paid_local:
+        check_local_output(settings)
     with ExitStack() as stack:
         spool = stack.enter_context(Spool())
         result, catalog, _ = run_check(
-            manifests, settings, sets, model, offline=embedded, spool=spool
+            manifests, settings, sets, model, offline=embedded and not paid_local, spool=spool
         )
         if result.errors:
             err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
             raise typer.Exit(EXIT_INVALID)
         print_plan(result, catalog)
-        if embedded:
+        jobs: Iterable[JobSpec] = spool
+        resume_id: str | None = None
+        skipped = SkipCount()
+        if paid_local:
+            from seedq.embedded import local_stack
+
+            emb = stack.enter_context(local_stack(settings, settings.output_dir))
+            store, app = emb.store, emb.app
+            out.print(
+                f"paid run on {emb.provider_url}: state kept in "
+                f"{settings.output_dir.resolve() / '.seedq'} (a private redis-server)"
+            )
+            resume_id = resumable_run(store, manifests)
+            if resume_id is not None:
+                out.print(f"resuming run {resume_id} in this folder")
+            if emb.redriven:
+                out.print(
+                    f"{emb.redriven} job(s) were in flight when the last run stopped: picked "
+                    "up where they were (an unanswered enqueue is looked up, never resent)"
+                )
+            if not force:
+                jobs = skip_delivered(spool, settings, emb.provider_url, skipped)
+        elif embedded:
             from seedq.embedded import embedded_stack
 
+            out.print("no OXEN_API_KEY: demo run on the local simulator, nothing is paid")
             out.print("embedded run: in-process worker, in-memory broker, provider simulator")
             emb = stack.enter_context(embedded_stack(settings))
             store, app = emb.store, emb.app
         else:
             store, app = JobStore(redis_client(settings)), make_celery(settings)
         done = submit_spooled(
-            spool,
+            jobs,
             store,
             app,
             settings,
@@ -96,7 +126,13 @@ def run_command(
             priority=priority,
             budget=budget,
             force=force,
+            run_id=resume_id,
         )
+        done.counts[Decision.DONE] += skipped.n
+        # Resuming its own run, a job still moving is this run's, not another's.
+        elsewhere = 0 if resume_id else done.counts[Decision.ACTIVE]
+        if resume_id:
+            done.counts[Decision.ACTIVE] = 0
         print_submitted(done)
         info = follow(store, done.run_id, out, timeout_s=timeout)
         summarize(store, info, settings)
@@ -107,7 +143,54 @@ def run_command(
             write_report(store, settings, done.run_id, "html", report)
             out.print(f"report written to {report}")
     all_delivered = info.counts.get("delivered", 0) == info.total
-    raise typer.Exit(0 if all_delivered and not done.counts[Decision.ACTIVE] else 1)
+    raise typer.Exit(0 if all_delivered and not elsewhere else 1)
+
+
+def check_local_output(settings: Settings) -> None:
+    """A paid run on one machine keeps its state beside its videos: it needs a folder,
+    and a redis-server (said before any validation or provider call)."""
+    from seedq.localredis import find_server
+
+    if settings.output_is_s3:
+        raise ConfigError(
+            "a paid run without SEEDQ_BROKER_URL/SEEDQ_REDIS_URL keeps its state beside its "
+            "videos: --out must be a local directory"
+        )
+    find_server()
+
+
+def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:
+    """The latest run in this folder's store, when it was of the same manifests: its
+    jobs that are still moving are followed to the end instead of being left behind."""
+    latest = store.runs(limit=1)
+    if latest and latest[0].meta.get("manifests") == [str(p) for p in manifests]:
+        return latest[0].id
+    return None
+
+
+@dataclasses.dataclass
+class SkipCount:
+    n: int = 0
+
+
+def skip_delivered(
+    jobs: Iterable[JobSpec], settings: Settings, provider_url: str, skipped: SkipCount
+) -> Iterator[JobSpec]:
+    """``jobs`` without those whose clip and sidecar in the output folder prove them
+    delivered by this provider (counted in ``skipped``): those are never sent again."""
+    from producer.resume import sidecar_proves_delivered
+    from worker.delivery import sidecar_key
+    from worker.storage import make_storage
+
+    storage = make_storage(settings)
+    for job in jobs:
+        video = storage.stat(job.output_key)
+        sidecar = storage.get_json(sidecar_key(job.output_key)) if video else None
+        size = video.size if video else None
+        if sidecar_proves_delivered(job, sidecar, video_bytes=size, provider_url=provider_url):
+            skipped.n += 1
+        else:
+            yield job
 
 
 def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
