@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from seedq.errors import LocalStoreError
 
@@ -132,7 +134,9 @@ def _client(paths: LocalRedisPaths) -> redis.Redis:
 def _answers(paths: LocalRedisPaths) -> bool:
     if not paths.socket.exists():
         return False
-    probe = redis.Redis(unix_socket_path=str(paths.socket), socket_timeout=2)
+    probe = redis.Redis(
+        unix_socket_path=str(paths.socket), socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
     try:
         return bool(probe.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -143,7 +147,13 @@ def _answers(paths: LocalRedisPaths) -> bool:
 
 def _shutdown(paths: LocalRedisPaths) -> None:
     """Stop the server on the socket, flushing its append-only file; wait until it is gone."""
-    client = redis.Redis(unix_socket_path=str(paths.socket), socket_timeout=STOP_TIMEOUT_S)
+    # No retries: the answer to SHUTDOWN is the connection closing, which redis-py would
+    # otherwise retry with a backoff (seconds of waiting for a server that has gone).
+    client = redis.Redis(
+        unix_socket_path=str(paths.socket),
+        socket_timeout=STOP_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
     with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
         client.shutdown()  # answers by closing the connection once it has stopped
     client.close()
