@@ -61,6 +61,12 @@ def run_command(
     report: Path | None = typer.Option(
         None, "--report", help="Write the run's HTML report here at the end."
     ),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Run the embedded demo on the built-in simulator whatever is configured, "
+        "even with OXEN_API_KEY set: nothing is paid.",
+    ),
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
@@ -72,8 +78,8 @@ def run_command(
     settings = load_settings()
     if out_dir is not None:
         settings = settings.model_copy(update={"output": str(out_dir)})
-    embedded = embedded_mode(settings)
-    paid_local = embedded and settings.oxen_api_key is not None
+    embedded = demo or embedded_mode(settings)
+    paid_local = embedded and not demo and settings.oxen_api_key is not None
     if paid_local:
         check_local_output(settings)
     with ExitStack() as stack:
@@ -110,7 +116,8 @@ def run_command(
         elif embedded:
             from seedq.embedded import embedded_stack
 
-            out.print("no OXEN_API_KEY: demo run on the local simulator, nothing is paid")
+            why = "--demo" if demo else "no OXEN_API_KEY"
+            out.print(f"{why}: demo run on the local simulator, nothing is paid")
             out.print("embedded run: in-process worker, in-memory broker, provider simulator")
             emb = stack.enter_context(embedded_stack(settings))
             store, app = emb.store, emb.app

@@ -220,3 +220,18 @@ def test_without_redis_server_nothing_is_paid_and_one_line_says_how_to_install_i
     assert "brew install redis" in lines[0]
     assert provider.stats()["enqueued"] == 0
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(120)
+def test_demo_flag_pays_nothing_even_with_a_key(
+    tmp_path: Path, paid_env: dict[str, str], provider: SimHandle, images: str
+) -> None:
+    """`python3 dev.py run` passes --demo: the main job stays free where a key is set."""
+    manifest = write_manifest(tmp_path / "clips.csv", images, 1)
+    out = tmp_path / "out"
+    done = seedq_cli("run", "--demo", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--demo: demo run on the local simulator, nothing is paid" in done.stdout
+    assert clips(out) == ["clip-0"]
+    assert provider.stats()["requests"].get("POST /api/ai/queue", 0) == 0
+    assert not (out / ".seedq").exists()
