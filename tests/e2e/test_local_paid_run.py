@@ -235,3 +235,42 @@ def test_demo_flag_pays_nothing_even_with_a_key(
     assert clips(out) == ["clip-0"]
     assert provider.stats()["requests"].get("POST /api/ai/queue", 0) == 0
     assert not (out / ".seedq").exists()
+
+
+@pytest.mark.timeout(300)
+def test_killed_with_enqueues_unanswered_reconciles_instead_of_resending(
+    tmp_path: Path, paid_env: dict[str, str], provider: SimHandle, images: str
+) -> None:
+    """The worst moment to die: enqueues sent, their answers lost, jobs `submitting`.
+
+    Every /api answer is lost (handled, then the connection closed) until the run is
+    killed: each enqueue reaches the provider and creates a generation, and seedq never
+    learns its id. The next run must find those generations, not pay for new ones."""
+    manifest = write_manifest(tmp_path / "clips.csv", images, 3)
+    out = tmp_path / "out"
+    provider.configure(drop_after_rate=1.0)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "seedq.cli", "run", str(manifest), "--out", str(out)],
+        env=paid_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: provider.stats()["enqueued"] == 3, 120, "three unanswered enqueues")
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert clips(out) == []
+    provider.configure(drop_after_rate=0.0)
+
+    again = seedq_cli("run", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "3 job(s) were in flight when the last run stopped" in again.stdout
+    assert clips(out) == ["clip-0", "clip-1", "clip-2"]
+    stats = provider.stats()
+    assert stats["enqueued"] == 3 and stats["duplicate_enqueues"] == 0
