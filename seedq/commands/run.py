@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -91,40 +92,10 @@ def run_command(
             err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
             raise typer.Exit(EXIT_INVALID)
         print_plan(result, catalog)
-        jobs: Iterable[JobSpec] = spool
-        resume_id: str | None = None
-        skipped = SkipCount()
-        if paid_local:
-            from seedq.embedded import local_stack
-
-            emb = stack.enter_context(local_stack(settings, settings.output_dir))
-            store, app = emb.store, emb.app
-            out.print(
-                f"paid run on {emb.provider_url}: state kept in "
-                f"{settings.output_dir.resolve() / '.seedq'} (a private redis-server)"
-            )
-            resume_id = resumable_run(store, manifests)
-            if resume_id is not None:
-                out.print(f"resuming run {resume_id} in this folder")
-            if emb.redriven:
-                out.print(
-                    f"{emb.redriven} job(s) were in flight when the last run stopped: picked "
-                    "up where they were (an unanswered enqueue is looked up, never resent)"
-                )
-            if not force:
-                jobs = skip_delivered(spool, settings, emb.provider_url, skipped)
-        elif embedded:
-            from seedq.embedded import embedded_stack
-
-            why = "--demo" if demo else "no OXEN_API_KEY"
-            out.print(f"{why}: demo run on the local simulator, nothing is paid")
-            out.print("embedded run: in-process worker, in-memory broker, provider simulator")
-            emb = stack.enter_context(embedded_stack(settings))
-            store, app = emb.store, emb.app
-        else:
-            store, app = JobStore(redis_client(settings)), make_celery(settings)
+        target = open_target(stack, settings, manifests, spool, demo=demo, force=force)
+        store, app = target.store, target.app
         done = submit_spooled(
-            jobs,
+            target.jobs,
             store,
             app,
             settings,
@@ -133,15 +104,20 @@ def run_command(
             priority=priority,
             budget=budget,
             force=force,
-            run_id=resume_id,
+            run_id=target.resume_id,
         )
-        done.counts[Decision.DONE] += skipped.n
+        done.counts[Decision.DONE] += target.skipped.n
         # Resuming its own run, a job still moving is this run's, not another's.
-        elsewhere = 0 if resume_id else done.counts[Decision.ACTIVE]
-        if resume_id:
+        elsewhere = 0 if target.resume_id else done.counts[Decision.ACTIVE]
+        if target.resume_id:
             done.counts[Decision.ACTIVE] = 0
         print_submitted(done)
-        info = follow(store, done.run_id, out, timeout_s=timeout)
+        try:
+            info = follow(store, done.run_id, out, timeout_s=timeout)
+        except KeyboardInterrupt:
+            if paid_local:
+                err.print("stopping; the same command resumes this run, and pays for nothing twice")
+            raise
         summarize(store, info, settings)
         if report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
@@ -151,6 +127,62 @@ def run_command(
             out.print(f"report written to {report}")
     all_delivered = info.counts.get("delivered", 0) == info.total
     raise typer.Exit(0 if all_delivered and not elsewhere else 1)
+
+
+@dataclasses.dataclass
+class SkipCount:
+    n: int = 0
+
+
+@dataclasses.dataclass
+class Target:
+    """Where a run goes: its store and Celery app, the jobs to register (delivered ones
+    left out), and the run it resumes, if any."""
+
+    store: JobStore
+    app: Any
+    jobs: Iterable[JobSpec]
+    resume_id: str | None = None
+    skipped: SkipCount = dataclasses.field(default_factory=SkipCount)
+
+
+def open_target(
+    stack: ExitStack,
+    settings: Settings,
+    manifests: list[Path],
+    spool: Spool,
+    *,
+    demo: bool,
+    force: bool,
+) -> Target:
+    """The cluster, or a stack in this process (entered on ``stack``): the paid one with
+    a key, the demo without one or with ``--demo``."""
+    if not demo and not embedded_mode(settings):
+        return Target(JobStore(redis_client(settings)), make_celery(settings), spool)
+    from seedq.embedded import embedded_stack, local_stack
+
+    if demo or settings.oxen_api_key is None:
+        why = "--demo" if demo else "no OXEN_API_KEY"
+        out.print(f"{why}: demo run on the local simulator, nothing is paid")
+        out.print("embedded run: in-process worker, in-memory broker, provider simulator")
+        emb = stack.enter_context(embedded_stack(settings))
+        return Target(emb.store, emb.app, spool)
+    emb = stack.enter_context(local_stack(settings, settings.output_dir))
+    out.print(
+        f"paid run on {emb.provider_url}: state kept in "
+        f"{settings.output_dir.resolve() / '.seedq'} (a private redis-server)"
+    )
+    target = Target(emb.store, emb.app, spool, resumable_run(emb.store, manifests))
+    if target.resume_id is not None:
+        out.print(f"resuming run {target.resume_id} in this folder")
+    if emb.redriven:
+        out.print(
+            f"{emb.redriven} job(s) were in flight when the last run stopped: picked "
+            "up where they were (an unanswered enqueue is looked up, never resent)"
+        )
+    if not force:
+        target.jobs = skip_delivered(spool, settings, emb.provider_url, target.skipped)
+    return target
 
 
 def check_local_output(settings: Settings) -> None:
@@ -173,11 +205,6 @@ def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:
     if latest and latest[0].meta.get("manifests") == [str(p) for p in manifests]:
         return latest[0].id
     return None
-
-
-@dataclasses.dataclass
-class SkipCount:
-    n: int = 0
 
 
 def skip_delivered(
