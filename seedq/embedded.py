@@ -82,15 +82,16 @@ def embedded_stack(
 
 
 @contextmanager
-def local_stack(settings: Settings, out_dir: Path) -> Iterator[Stack]:
-    """A paid run on this machine: the configured provider, durable state in ``out_dir``.
+def local_stack(settings: Settings, root: Path) -> Iterator[Stack]:
+    """A paid run on this machine: the configured provider, durable state in
+    ``root/.seedq`` (the output folder, or the current one for an S3 output).
 
     Raises :class:`~seedq.errors.LocalStoreError` when no ``redis-server`` is installed
-    or another run holds ``out_dir``; then nothing has been sent."""
+    or another run holds ``root``; then nothing has been sent."""
     from seedq.localredis import private_redis
     from worker.inputs import make_publisher
 
-    with private_redis(out_dir) as client:
+    with private_redis(root) as client:
         store = JobStore(client)
         redriven = admission_for(client, settings).expire_all()
         publisher = make_publisher(settings)

@@ -167,10 +167,11 @@ def open_target(
         out.print("embedded run: in-process worker, in-memory broker, provider simulator")
         emb = stack.enter_context(embedded_stack(settings))
         return Target(emb.store, emb.app, spool)
-    emb = stack.enter_context(local_stack(settings, settings.output_dir))
+    root = state_root(settings)
+    emb = stack.enter_context(local_stack(settings, root))
     out.print(
         f"paid run on {emb.provider_url}: state kept in "
-        f"{settings.output_dir.resolve() / '.seedq'} (a private redis-server)"
+        f"{root.resolve() / '.seedq'} (a private redis-server)"
     )
     target = Target(emb.store, emb.app, spool, resumable_run(emb.store, manifests))
     if target.resume_id is not None:
@@ -186,16 +187,18 @@ def open_target(
 
 
 def check_local_output(settings: Settings) -> None:
-    """A paid run on one machine keeps its state beside its videos: it needs a folder,
-    and a redis-server (said before any validation or provider call)."""
+    """A paid run on one machine keeps its state in a private redis-server: say at once,
+    before any validation or provider call, when there is none."""
     from seedq.localredis import find_server
 
-    if settings.output_is_s3:
-        raise ConfigError(
-            "a paid run without SEEDQ_BROKER_URL/SEEDQ_REDIS_URL keeps its state beside its "
-            "videos: --out must be a local directory"
-        )
     find_server()
+
+
+def state_root(settings: Settings) -> Path:
+    """The folder whose ``.seedq/`` holds a paid local run's state: the output folder,
+    or the current one when the videos go to S3 (where local input images must go too,
+    for a remote provider to fetch them)."""
+    return Path.cwd() if settings.output_is_s3 else settings.output_dir
 
 
 def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:

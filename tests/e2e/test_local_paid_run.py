@@ -274,3 +274,48 @@ def test_killed_with_enqueues_unanswered_reconciles_instead_of_resending(
     assert clips(out) == ["clip-0", "clip-1", "clip-2"]
     stats = provider.stats()
     assert stats["enqueued"] == 3 and stats["duplicate_enqueues"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_s3_output_keeps_state_in_the_current_folder_and_local_images_go_to_s3(
+    tmp_path: Path,
+    paid_env: dict[str, str],
+    provider: SimHandle,
+    s3_server: str,
+    s3_credentials: dict[str, str],
+) -> None:
+    """A remote provider cannot fetch local images: with the videos in S3 they are
+    uploaded there and presigned; the run's state is in ./.seedq, and the sidecars in S3
+    prove what a rerun must skip."""
+    import boto3
+
+    bucket = "local-paid-" + os.urandom(4).hex()
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket=bucket)
+    shutil.copy(REPO / "manifests" / "images" / "lamp.jpg", tmp_path / "lamp.jpg")
+    manifest = write_manifest(tmp_path / "clips.csv", "", 2)
+    manifest.write_text(manifest.read_text().replace("/lamp.jpg", "lamp.jpg"))
+    env = {
+        **paid_env,
+        **s3_credentials,
+        "SEEDQ_OUTPUT": f"s3://{bucket}/clips",
+        "SEEDQ_S3_ENDPOINT_URL": s3_server,
+    }
+    done = seedq_cli("run", str(manifest), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"state kept in {tmp_path.resolve() / '.seedq'}" in done.stdout
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="clips/")
+    names = sorted(o["Key"] for o in listed.get("Contents", []))
+    assert {
+        "clips/clip-0.mp4",
+        "clips/clip-0.json",
+        "clips/clip-1.mp4",
+        "clips/clip-1.json",
+    } <= set(names)
+    assert provider.stats()["enqueued"] == 2
+
+    shutil.rmtree(tmp_path / ".seedq")
+    again = seedq_cli("run", str(manifest), env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skipped 2: already delivered" in again.stdout
+    assert provider.stats()["enqueued"] == 2
