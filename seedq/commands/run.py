@@ -167,6 +167,7 @@ def open_target(
         out.print("embedded run: in-process worker, in-memory broker, provider simulator")
         emb = stack.enter_context(embedded_stack(settings))
         return Target(emb.store, emb.app, spool)
+    refuse_unreachable_inputs(settings, spool)
     root = state_root(settings)
     emb = stack.enter_context(local_stack(settings, root))
     out.print(
@@ -192,6 +193,27 @@ def check_local_output(settings: Settings) -> None:
     from seedq.localredis import find_server
 
     find_server()
+
+
+def refuse_unreachable_inputs(settings: Settings, jobs: Iterable[JobSpec]) -> None:
+    """Before anything is sent: a local image the provider could never fetch (a remote
+    provider, videos in a local folder, so nowhere to publish it) stops the run, instead
+    of failing every job one by one."""
+    from urllib.parse import urlsplit
+
+    from worker.inputs import IMAGE_FIELDS, NoInputPublisher, make_publisher
+
+    if not isinstance(make_publisher(settings), NoInputPublisher):
+        return
+    for job in jobs:
+        for name in IMAGE_FIELDS:
+            value = job.params.get(name)
+            if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
+                raise ConfigError(
+                    f"{job.source}:{job.line}: {name}: {value} is not a URL the provider can "
+                    "fetch; use https:// images, or --out s3://bucket/prefix (local images "
+                    "are uploaded there); nothing was sent"
+                )
 
 
 def state_root(settings: Settings) -> Path:
