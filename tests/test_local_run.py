@@ -104,3 +104,28 @@ def test_a_local_image_is_fine_where_it_can_be_published(
 ) -> None:
     settings = Settings(output=str(tmp_path), provider_url=PROVIDER).model_copy(update=update)
     refuse_unreachable_inputs(settings, [job(0, image="/m/images/mug.png")])
+
+
+def test_paid_generations_of_an_earlier_interrupted_run_are_waited_for() -> None:
+    from seedq.commands.run import finish_earlier_runs
+    from seedq.contract import JobState
+
+    store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    for run_id, jobs in (("r-old", ["a", "b"]), ("r-new", ["c"])):
+        store.create_run(run_id, run_id, {})
+        for _ in store.register(run_id, [(j, f"fp-{j}", {"params": {}}) for j in jobs]):
+            pass
+        store.activate_run(run_id)
+    path = [JobState.SUBMITTING, JobState.SUBMITTED, JobState.GENERATED]
+    for before, after in zip([JobState.REGISTERED, *path], path, strict=False):
+        assert store.move("a", "r-old", after, expect=[before]).ok
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the worker delivers "a" while the command waits
+        naps.append(seconds)
+        store.move("a", "r-old", JobState.DELIVERED, expect=[JobState.GENERATED])
+
+    finish_earlier_runs(store, "r-new", timeout_s=None, sleep=sleep)
+    assert naps == [0.5]
+    assert store.job_state("a") is JobState.DELIVERED
+    assert store.job_state("b") is JobState.REGISTERED  # never started: nothing to wait for

@@ -7,7 +7,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from seedq.commands.produce import (
     run_check,
     submit_spooled,
 )
-from seedq.commands.progress import breakdown, follow, runs_table
+from seedq.commands.progress import breakdown, follow, in_flight, runs_table
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
@@ -114,6 +114,8 @@ def run_command(
         print_submitted(done)
         try:
             info = follow(store, done.run_id, out, timeout_s=timeout)
+            if paid_local:
+                finish_earlier_runs(store, done.run_id, timeout_s=timeout)
         except KeyboardInterrupt:
             if paid_local:
                 err.print("stopping; the same command resumes this run, and pays for nothing twice")
@@ -185,6 +187,27 @@ def open_target(
     if not force:
         target.jobs = skip_delivered(spool, settings, emb.provider_url, target.skipped)
     return target
+
+
+def finish_earlier_runs(
+    store: JobStore,
+    run_id: str,
+    *,
+    timeout_s: float | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Generations of an earlier, interrupted run in this folder's store (of other
+    manifests) are paid for: wait until they are delivered too, rather than leave them
+    to a later run."""
+    started = time.monotonic()
+    for other in store.runs():
+        if other.id == run_id or not in_flight(other):
+            continue
+        out.print(f"finishing {in_flight(other)} job(s) in flight of earlier run {other.id}")
+        while (info := store.run(other.id)) is not None and in_flight(info):
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                return
+            sleep(0.5)
 
 
 def check_local_output(settings: Settings) -> None:
