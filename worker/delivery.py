@@ -160,6 +160,9 @@ def sidecar(
         "job_id": job.id,
         "run_id": job.run_id,
         "model": job.model,
+        # Whose clip this is: a rerun into the same folder skips it only for the same
+        # provider (producer.resume), never taking a simulator's clip for a paid one.
+        "provider": rt.settings.provider_url.rstrip("/"),
         "params": job.params,
         "source": {"manifest": job.spec.get("source"), "line": job.spec.get("line")},
         "generation_id": job.generation_id,
