@@ -20,6 +20,9 @@ from seedq import keys
 from seedq.contract import JobState
 
 REGISTER_BATCH = 500
+# Tallies in a run's hash, each counted by the move that makes it (``count=...``).
+STUCK_RETRIES = "stuck_retries"  # jobs whose stuck generation was killed and retried
+STUCK_FAILURES = "stuck_failures"  # jobs failed because the retry got stuck too
 
 # Registers one job into a run, atomically. Returns the decision:
 #   "new"       first time seen, or failed/cancelled before (or --force): now registered here
@@ -85,12 +88,19 @@ return decision
 # step safe to repeat (a redelivered message finds the job already moved and stops).
 # The run's counters, the job's in-flight slot, its delivery lease and the run's budget
 # move with it.
-# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering.
+# Three field names are not stored but act with the move (see JobStore.move):
+#   reserve_more   grow the job's estimate and its reservation against the run's budget
+#                  by this amount (a stuck generation's retry is one more generation)
+#   spend_reserved '1': a move to failed or cancelled charges the reservation instead of
+#                  returning it (generations killed after running may be billed)
+#   count          add one to this field of the run's hash (a per-run tally)
+# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering,
+#       run hash.
 # ARGV: run_id, new state, now, job_id, n_from, from states..., field/value pairs.
 # Returns {verdict, state before}.
 _TRANSITION = """
-local job_key, counts, inflight, run_inflight, budget, delivering =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job_key, counts, inflight, run_inflight, budget, delivering, run_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local run_id, new, now, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', job_key, 'state')
 if not state then return {'missing', ''} end
@@ -102,8 +112,23 @@ for i = 6, 5 + n_from do
 end
 if not allowed then return {'refused', state} end
 redis.call('HSET', job_key, 'state', new, 'updated_at', now)
+local spend_reserved = false
 for i = 6 + n_from, #ARGV, 2 do
-  redis.call('HSET', job_key, ARGV[i], ARGV[i + 1])
+  local name, value = ARGV[i], ARGV[i + 1]
+  if name == 'reserve_more' then
+    local more = tonumber(value) or 0
+    if more ~= 0 then
+      redis.call('HINCRBYFLOAT', job_key, 'est_cost', more)
+      redis.call('HINCRBYFLOAT', job_key, 'reserved_cost', more)
+      redis.call('HINCRBYFLOAT', budget, 'reserved', more)
+    end
+  elseif name == 'spend_reserved' then
+    spend_reserved = value == '1'
+  elseif name == 'count' then
+    redis.call('HINCRBY', run_key, value, 1)
+  else
+    redis.call('HSET', job_key, name, value)
+  end
 end
 if state ~= new then
   redis.call('HINCRBY', counts, state, -1)
@@ -134,7 +159,7 @@ local reserved = tonumber(redis.call('HGET', job_key, 'reserved_cost') or '0') o
 if reserved > 0 and (new == 'generated' or new == 'failed' or new == 'cancelled') then
   redis.call('HINCRBYFLOAT', budget, 'reserved', -reserved)
   redis.call('HSET', job_key, 'reserved_cost', 0)
-  if new == 'generated' then
+  if new == 'generated' or spend_reserved then
     redis.call('HINCRBYFLOAT', budget, 'spent', reserved)
     redis.call('HSET', job_key, 'charged', reserved)
   end
@@ -194,6 +219,10 @@ class RunInfo:
     counts: dict[str, int]
     meta: dict[str, Any]
     reason: str = ""  # why the run is paused, for the operator
+    # Jobs whose generation was killed and retried for being stuck, and those that then
+    # failed for being stuck again (tallied by the moves themselves: ``count``).
+    stuck_retries: int = 0
+    stuck_failures: int = 0
 
     @property
     def shown_status(self) -> str:
@@ -318,7 +347,9 @@ class JobStore:
         expect: Iterable[JobState],
         **fields: str | int | float,
     ) -> Moved:
-        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it."""
+        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it;
+        ``reserve_more``, ``spend_reserved`` and ``count`` are not stored but act on the
+        job's reservation and the run's tallies in the same step (see ``_TRANSITION``)."""
         expected = [str(s) for s in expect]
         args: list[str | int | float] = [
             run_id,
@@ -338,6 +369,7 @@ class JobStore:
                 keys.run_in_flight(run_id),
                 keys.run_budget(run_id),
                 keys.DELIVERING,
+                keys.run(run_id),
             ],
             args=args,
         )
@@ -405,6 +437,8 @@ class JobStore:
             counts=counts,
             meta=json.loads(data.get("meta", "{}")),
             reason=data.get("reason", ""),
+            stuck_retries=int(data.get(STUCK_RETRIES, 0)),
+            stuck_failures=int(data.get(STUCK_FAILURES, 0)),
         )
 
     def runs(self, limit: int = 50) -> list[RunInfo]:
