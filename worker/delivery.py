@@ -37,7 +37,7 @@ def deliver_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         info = verify_video(path, job.sent_params, tolerance_s=rt.settings.verify_tolerance_s)
         digest = sha256_file(path)
         stored = rt.storage.put_file(job.output_key, path, sha256=digest, content_type=VIDEO_TYPE)
-        cost = job_cost(rt, job, info)
+        cost = round(job_cost(rt, job, info) + killed_cost(job), 6)
         rt.storage.put_json(sidecar_key(job.output_key), sidecar(rt, job, info, digest, cost))
     rt.store.move(
         job.id,
@@ -84,6 +84,12 @@ def job_cost(rt: Runtime, job: Job, info: VideoInfo) -> float:
     )
 
 
+def killed_cost(job: Job) -> float:
+    """What the generation killed for being stuck is taken to have cost (its estimate):
+    the job paid for it too (worker.unsticking)."""
+    return job.number("stuck_est_cost") if job.raw.get("stuck_generation_id") else 0.0
+
+
 def sidecar(rt: Runtime, job: Job, info: VideoInfo, digest: str, cost: float) -> dict[str, Any]:
     """What an operator wants beside each clip: never a secret, never a presigned URL."""
     raw = job.raw
@@ -110,6 +116,12 @@ def sidecar(rt: Runtime, job: Job, info: VideoInfo, digest: str, cost: float) ->
             "codec": info.video_codec,
         },
         "cost": {"amount": cost, "currency": rt.catalog(job.model).pricing.currency},
+        # A stuck generation killed and retried (worker.unsticking): its cost is in "cost".
+        "stuck_retry": (
+            {"killed_generation_id": job.raw["stuck_generation_id"], "retries": 1}
+            if job.raw.get("stuck_generation_id")
+            else None
+        ),
         # Read afresh: ``job`` was loaded before the download (and the GET and second
         # download of an expired link) were counted.
         "provider_calls": int(float(rt.store.job(job.id).get("provider_calls", 0))),

@@ -5,7 +5,9 @@ delivering), and sweeps the provider's list of active generations.
 The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
 serves every job in flight, renewing the leases of those still running; only a job
 whose generation has left the active list gets a ``seedq.track`` task (one GET for its
-result). Completion events (``seedq events``) usually get there first.
+result), or one whose generation it lists as processing for ``stuck_after_s`` (the track
+step kills and retries it, worker.unsticking). Completion events (``seedq events``)
+usually get there first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from seedq import contract, keys
 from seedq.contract import JobState
 from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
+from worker.stuck import is_stuck, worth_tracking
+from worker.submitting import ACTIVE_RUN
 from worker.throttle import reported
 from worker.timekeeper import apply_timing
 
@@ -35,6 +39,7 @@ REDRIVE = {
     JobState.REGISTERED: contract.TASK_SUBMIT,
     JobState.SUBMITTING: contract.TASK_SUBMIT,
     JobState.SUBMITTED: contract.TASK_TRACK,
+    JobState.RETRYING: contract.TASK_TRACK,  # resolves the retry, never sends it again
 }
 
 _UNLOCK = """
@@ -50,6 +55,7 @@ class TickReport:
     released: int = 0
     swept: bool = False
     finished: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)  # tracked for being stuck processing
 
 
 def _send(app: Any, task: str, run_id: str, job_id: str) -> None:
@@ -108,14 +114,42 @@ def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
     if not jobs or rt.poll_throttle.acquire() > 0:
         return
     listed = reported(rt.poll_throttle, rt.provider.list)
-    active = {g.generation_id for g in listed.generations}
+    active = {g.generation_id: g for g in listed.generations}
     report.swept = True
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
     rt.admission.renew(running)
+    now, stuck_after_s = rt.now(), rt.settings.stuck_after_s
+    stuck = []
     for job_id, run_id, _state, gen in jobs:
         if gen and gen not in active:
             _send(app, contract.TASK_TRACK, run_id, job_id)
             report.finished.append(job_id)
+        elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
+            stuck.append((job_id, run_id))
+    for job_id, run_id in _stuck_to_track(rt, stuck):
+        _send(app, contract.TASK_TRACK, run_id, job_id)  # its GET confirms, then retries
+        report.stuck.append(job_id)
+
+
+def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The stuck jobs the track step would act on now (worker.stuck.worth_tracking): a
+    retry waits while its run admits nothing, giving up after one never waits."""
+    if not stuck:
+        return []
+    with rt.store.redis.pipeline(transaction=False) as pipe:
+        for job_id, run_id in stuck:
+            pipe.hget(keys.job(job_id), "stuck_generation_id")
+            pipe.hget(keys.run(run_id), "status")
+        rows = pipe.execute()
+    return [
+        (job_id, run_id)
+        for n, (job_id, run_id) in enumerate(stuck)
+        if worth_tracking(retried=bool(rows[2 * n]), may_retry=_text(rows[2 * n + 1]) in ACTIVE_RUN)
+    ]
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def tick(rt: Runtime, app: Any) -> TickReport:

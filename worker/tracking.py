@@ -1,6 +1,7 @@
 """The track step: one status check of a generation that the sweep (worker.ticker)
-saw leave the provider's active list, and the completion handling shared with the
-events listener. No task ever waits on a generation."""
+saw leave the provider's active list, or stay in it stuck (worker.unsticking), and the
+completion handling shared with the events listener. No task ever waits on a
+generation."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from worker.provider.classify import classify_generation_failure
 from worker.provider.errors import InsufficientCredits
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
+from worker.stuck import CANCELLED_FOR_STUCK
 from worker.submitting import load
 from worker.throttle import reported, wait_turn
+from worker.unsticking import fail_stuck, handle_stuck, resolve_retry
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,8 @@ RUNNING = frozenset({"queued", "processing"})
 
 def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     job = load(rt, run_id, job_id)
+    if job is not None and job.state is JobState.RETRYING:
+        return resolve_retry(rt, job)  # a stuck generation's retry may have been sent
     if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
         return DONE  # delivered by the events listener already, or not ours any more
     wait = wait_turn(rt.poll_throttle)
@@ -30,6 +35,10 @@ def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     rt.store.count_calls(job_id, 1)
     generation_id = job.generation_id
     gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id))
+    if gen.status in RUNNING and job.raw.get("stuck_cancel_of") != generation_id:
+        stuck = handle_stuck(rt, job, gen)  # the sweep sends running ones here when stuck
+        if stuck is not None:
+            return stuck
     return complete(rt, job, gen.status, result_url=gen.result_url, error=gen.error_message)
 
 
@@ -37,6 +46,9 @@ def complete(
     rt: Runtime, job: Job, status: str, *, result_url: str | None, error: str | None
 ) -> Next:
     """Apply a generation's status to its job; safe to call twice (polling and events)."""
+    cancelled_of = job.raw.get("stuck_cancel_of")
+    if cancelled_of and cancelled_of == job.generation_id and status in CANCELLED_FOR_STUCK:
+        return fail_stuck(rt, job)  # cancelled by seedq itself for being stuck
     if status == "succeeded" and result_url:
         moved = rt.store.move(
             job.id,

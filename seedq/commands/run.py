@@ -23,7 +23,7 @@ from seedq.commands.produce import (
     run_check,
     submit_spooled,
 )
-from seedq.commands.progress import breakdown, follow, runs_table
+from seedq.commands.progress import breakdown, follow, runs_table, stuck_line
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
@@ -120,10 +120,14 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
         job = store.job(job_id)
         key = json.loads(job["spec"]).get("output_key", "") if job.get("spec") else ""
         where = key if job.get("output_uri") else job.get("error") or job.get("last_error", "")
+        if job.get("stuck_retries") and job.get("output_uri"):
+            where += " (generation stuck: killed and retried once)"
         table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""))
     out.print(table)
     if info.total > MAX_ROWS:
         out.print(f"... {info.total - MAX_ROWS} more job(s): `seedq report {info.id}`")
+    if (line := stuck_line(info)) is not None:
+        out.print(line)
     if info.status == "paused":
         reason = store.redis.hget(f"seedq:run:{info.id}", "reason")
         err.print(
@@ -156,6 +160,8 @@ def status_command(
             out.print_json(json.dumps([dataclasses.asdict(r) for r in found]))
         else:
             out.print(runs_table(found))
+            for line in filter(None, map(stuck_line, found)):
+                out.print(line)
         if not watch:
             return
         time.sleep(2)
