@@ -20,9 +20,7 @@ from worker.provider.models import Generation
 from worker.reconcile import SKEW_S, Reconciled, Verdict
 
 PROCESSING = "processing"
-# Statuses of a generation this job asked the provider to cancel for being stuck that
-# end the job as failed for being stuck (a cancel may take a moment to show).
-CANCELLED_FOR_STUCK = frozenset({"queued", "processing", "cancelled"})
+STILL_RUNNING = frozenset({"queued", PROCESSING})
 
 
 class Stuck(StrEnum):
@@ -86,13 +84,16 @@ def find_retry(
     sent_at: float,
     now: float,
     grace_s: float,
+    settled: bool = False,
     taken: frozenset[str] = frozenset(),
 ) -> Reconciled:
     """Decide a retry whose answer was lost from the account's history: the rows whose
     ``retried_from_id`` is ``retried_id``, other jobs' generations (``taken``) aside.
 
     ``now`` is when the history was first read: absence proves the retry never arrived
-    only once that read began more than ``grace_s`` after the retry was sent."""
+    only once that read began more than ``grace_s`` after the retry was sent, or when
+    the call was ``settled`` (the origin answered, even with an error: anything it made
+    is in the history already)."""
     found: dict[str, Generation] = {}
     for row in rows:
         if retried_from(row) == retried_id and row.generation_id not in taken:
@@ -101,7 +102,7 @@ def find_retry(
         return Reconciled(Verdict.FOUND, tuple(found.values()))
     if len(found) > 1:
         return Reconciled(Verdict.AMBIGUOUS, tuple(found.values()))
-    return Reconciled(Verdict.ABSENT if now - sent_at > grace_s else Verdict.WAIT)
+    return Reconciled(Verdict.ABSENT if settled or now - sent_at > grace_s else Verdict.WAIT)
 
 
 def reaches_before(rows: Iterable[Generation], sent_at: float) -> bool:

@@ -13,10 +13,9 @@ from worker.provider.classify import classify_generation_failure
 from worker.provider.errors import InsufficientCredits
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
-from worker.stuck import CANCELLED_FOR_STUCK
 from worker.submitting import load
 from worker.throttle import reported, wait_turn
-from worker.unsticking import fail_stuck, handle_stuck, resolve_retry
+from worker.unsticking import cancelled_for_stuck, fail_stuck, handle_stuck, resolve_retry
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,10 @@ RUNNING = frozenset({"queued", "processing"})
 
 def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     job = load(rt, run_id, job_id)
-    if job is not None and job.state is JobState.RETRYING:
+    if job is not None and (
+        job.state is JobState.RETRYING
+        or (job.state is JobState.CANCELLED and job.raw.get("retry_of"))
+    ):
         return resolve_retry(rt, job)  # a stuck generation's retry may have been sent
     if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
         return DONE  # delivered by the events listener already, or not ours any more
@@ -35,7 +37,7 @@ def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     rt.store.count_calls(job_id, 1)
     generation_id = job.generation_id
     gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id))
-    if gen.status in RUNNING and job.raw.get("stuck_cancel_of") != generation_id:
+    if gen.status in RUNNING and job.raw.get("stuck_cancelled") != generation_id:
         stuck = handle_stuck(rt, job, gen)  # the sweep sends running ones here when stuck
         if stuck is not None:
             return stuck
@@ -46,8 +48,7 @@ def complete(
     rt: Runtime, job: Job, status: str, *, result_url: str | None, error: str | None
 ) -> Next:
     """Apply a generation's status to its job; safe to call twice (polling and events)."""
-    cancelled_of = job.raw.get("stuck_cancel_of")
-    if cancelled_of and cancelled_of == job.generation_id and status in CANCELLED_FOR_STUCK:
+    if cancelled_for_stuck(job, status):
         return fail_stuck(rt, job)  # cancelled by seedq itself for being stuck
     if status == "succeeded" and result_url:
         moved = rt.store.move(

@@ -19,7 +19,8 @@ and comes here.
    retry's send) is searched for the row whose ``retried_from_id`` is the killed id: one
    is adopted as in 2; none, once the grace time of an unanswered call is over, proves
    the retry never arrived (back to ``submitted``, reservation returned: the next sweep
-   decides again); several are left to an operator.
+   decides again); several are left to an operator. A job an operator cancelled
+   meanwhile has what its retry made cancelled too.
 4. Refused before anything was made (429, connection refused, 401/402): back to
    ``submitted``, reservation returned, tried again later. Refused for good (400, 404:
    for one, it succeeded meanwhile): noted, and tracked again at once, so a clip that
@@ -44,10 +45,18 @@ from seedq.store import STUCK_FAILURES, STUCK_RETRIES
 from worker.errors import RunPaused, TransientError
 from worker.provider import errors as pe
 from worker.provider.models import Generation
-from worker.reconcile import Verdict
+from worker.reconcile import Reconciled, Verdict
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
-from worker.stuck import Stuck, find_retry, is_stuck, judge, reaches_before, stuck_reason
+from worker.stuck import (
+    STILL_RUNNING,
+    Stuck,
+    find_retry,
+    is_stuck,
+    judge,
+    reaches_before,
+    stuck_reason,
+)
 from worker.submitting import ACTIVE_RUN, RECHECK_S, SETTLED_STATUSES, grace_s
 from worker.throttle import reported, wait_turn
 
@@ -197,15 +206,17 @@ def resolve_retry(rt: Runtime, job: Job) -> Next:
         for r in rows
         if rt.store.job_for_generation(r.generation_id) not in (None, job.id)
     )
-    settled = job.raw.get("retry_settled") == "1"
     decided = find_retry(
         rows,
         retried_id=killed,
         sent_at=sent_at,
         now=first_read_at,
-        grace_s=0.0 if settled else grace_s(rt),
+        grace_s=grace_s(rt),
+        settled=job.raw.get("retry_settled") == "1",
         taken=taken,
     )
+    if job.state is JobState.CANCELLED:
+        return _cancel_retried(rt, job, decided)
     if decided.verdict is Verdict.FOUND:
         return adopt_retry(rt, job, decided.matches[0].generation_id, reconciled=True)
     if decided.verdict is Verdict.AMBIGUOUS:
@@ -217,6 +228,17 @@ def resolve_retry(rt: Runtime, job: Job) -> Next:
     log.info("job %s: the retry of %s never arrived; back to tracking it", job.id, killed)
     _undo(rt, job)
     return Next(TASK_TRACK, 0.0)
+
+
+def _cancel_retried(rt: Runtime, job: Job, decided: Reconciled) -> Next:
+    """An operator cancelled the job while its retry was unanswered: what the retry made
+    is cancelled too, rather than left running unowned."""
+    if decided.verdict is Verdict.WAIT:
+        return Next(TASK_TRACK, RECHECK_S)
+    for made in decided.matches:
+        _cancel(rt, job, made.generation_id)
+    rt.store.update_job(job.id, retry_of="")
+    return DONE
 
 
 def _history_since(rt: Runtime, job: Job, sent_at: float) -> tuple[list[Generation], float] | float:
@@ -241,10 +263,27 @@ def _history_since(rt: Runtime, job: Job, sent_at: float) -> tuple[list[Generati
 
 
 def give_up(rt: Runtime, job: Job, generation_id: str) -> Next:
-    """Step 5: cancel the generation, then let the track step see how it ended."""
-    rt.store.update_job(job.id, stuck_cancel_of=generation_id)  # before: a crash resumes
+    """Step 5: cancel the generation, then let the track step see how it ended.
+
+    The intent is recorded before the ``DELETE`` (a generation then seen cancelled was
+    cancelled by seedq, even if the worker died before hearing the answer), and the
+    answer after it (a generation seen still running then is only slow to stop; before
+    it, the ``DELETE`` is sent again)."""
+    rt.store.update_job(job.id, stuck_cancel_of=generation_id)
     _cancel(rt, job, generation_id, tolerate=False)
+    rt.store.update_job(job.id, stuck_cancelled=generation_id)
     return Next(TASK_TRACK, 0.0)
+
+
+def cancelled_for_stuck(job: Job, status: str) -> bool:
+    """Whether the job's generation, in ``status``, is one seedq gave up on and
+    cancelled: the job then fails for being stuck (:func:`fail_stuck`)."""
+    intent = job.raw.get("stuck_cancel_of")
+    if not intent or intent != job.generation_id:
+        return False
+    return status == "cancelled" or (
+        status in STILL_RUNNING and job.raw.get("stuck_cancelled") == intent
+    )
 
 
 def fail_stuck(rt: Runtime, job: Job) -> Next:

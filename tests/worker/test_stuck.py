@@ -126,6 +126,7 @@ def row(
         ([row("g-9", "g-8"), row("g-7", None)], NOW, set(), Verdict.ABSENT, []),
         ([], SENT + GRACE + 0.5, set(), Verdict.ABSENT, []),
         ([], SENT + GRACE, set(), Verdict.WAIT, []),  # the send may still be under way
+        ([], SENT, {"settled"}, Verdict.ABSENT, []),  # the origin answered: absent is absent
         ([row("g-2", "g-1")], SENT + 1, set(), Verdict.FOUND, ["g-2"]),  # found at once
     ],
 )
@@ -133,7 +134,13 @@ def test_find_retry_by_retried_from_id(
     rows: list[Generation], now: float, taken: set[str], verdict: Verdict, found: list[str]
 ) -> None:
     got = find_retry(
-        rows, retried_id="g-1", sent_at=SENT, now=now, grace_s=GRACE, taken=frozenset(taken)
+        rows,
+        retried_id="g-1",
+        sent_at=SENT,
+        now=now,
+        grace_s=GRACE,
+        settled="settled" in taken,
+        taken=frozenset(taken - {"settled"}),
     )
     assert got.verdict is verdict
     assert sorted(g.generation_id for g in got.matches) == found
