@@ -268,3 +268,28 @@ def test_failed_stuck_job_charges_its_reservation_others_return_it(
     info = store.run("run")
     assert info is not None and info.stuck_failures == int(spend)
     assert "spend_reserved" not in store.job("j")
+
+
+def test_status_says_which_jobs_were_retried_for_being_stuck(
+    real_redis: redis.Redis, real_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from seedq.cli import app
+
+    store = JobStore(real_redis)
+    submitted_job(store)
+    monkeypatch.setenv("SEEDQ_REDIS_URL", real_redis_url)
+    quiet = CliRunner().invoke(app, ["status", "run"])
+    assert quiet.exit_code == 0 and "stuck" not in quiet.output
+
+    store.move("j", "run", JobState.RETRYING, expect=[JobState.SUBMITTED], reserve_more=0.5)
+    store.move("j", "run", JobState.SUBMITTED, expect=[JobState.RETRYING], count=STUCK_RETRIES)
+    shown = CliRunner().invoke(app, ["status", "run"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "run run: 1 job(s) had a generation stuck processing, killed and retried once" in (
+        shown.output
+    )
+    store.move("j", "run", JobState.FAILED, expect=[JobState.SUBMITTED], count=STUCK_FAILURES)
+    failed = CliRunner().invoke(app, ["status", "run", "--json"])
+    assert '"stuck_retries": 1' in failed.output and '"stuck_failures": 1' in failed.output

@@ -34,7 +34,7 @@ from worker.runtime import Runtime, poll_throttle, submit_throttle
 from worker.steps import DONE, Next
 from worker.storage.local import LocalStorage
 from worker.submitting import RECHECK_S, grace_s
-from worker.ticker import TickReport, sweep
+from worker.ticker import TickReport, redrive_expired, sweep
 from worker.tracking import track_job
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
@@ -630,3 +630,20 @@ def test_sidecar_cost_counts_the_killed_generation(world: World) -> None:
     plain = Job.parse("j", {**w.job(), "stuck_generation_id": ""})
     assert plain is not None and killed_cost(plain) == 0.0
     assert json.loads(w.job()["spec"])["est_cost"] == EST  # the plan's estimate is kept
+
+
+def test_retrying_job_whose_lease_expired_is_redriven_to_resolve_not_resend(
+    world: World,
+) -> None:
+    w = world
+    killed = w.submitted()
+    w.stuck()
+    w.oxen.retry_mode = "lost"
+    w.track()  # the worker died after sending: its recheck message is lost too
+    w.store.redis.zadd(keys.IN_FLIGHT, {"j": 0})  # its lease long expired
+    app, report = FakeApp(), TickReport()
+    redrive_expired(w.rt, app, report)
+    assert app.sent == [(TASK_TRACK, "j")] and report.redriven == 1
+    w.oxen.retry_mode = "ok"
+    assert w.track() is DONE
+    assert_retried_once(w, killed)
