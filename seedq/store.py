@@ -88,11 +88,9 @@ return decision
 # step safe to repeat (a redelivered message finds the job already moved and stops).
 # The run's counters, the job's in-flight slot, its delivery lease and the run's budget
 # move with it.
-# Three field names are not stored but act with the move (see JobStore.move):
+# Two field names are not stored but act with the move (see JobStore.move):
 #   reserve_more   grow the job's estimate and its reservation against the run's budget
 #                  by this amount (a stuck generation's retry is one more generation)
-#   spend_reserved '1': a move to failed or cancelled charges the reservation instead of
-#                  returning it (generations killed after running may be billed)
 #   count          add one to this field of the run's hash (a per-run tally)
 # KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering,
 #       run hash.
@@ -112,7 +110,6 @@ for i = 6, 5 + n_from do
 end
 if not allowed then return {'refused', state} end
 redis.call('HSET', job_key, 'state', new, 'updated_at', now)
-local spend_reserved = false
 for i = 6 + n_from, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if name == 'reserve_more' then
@@ -122,8 +119,6 @@ for i = 6 + n_from, #ARGV, 2 do
       redis.call('HINCRBYFLOAT', job_key, 'reserved_cost', more)
       redis.call('HINCRBYFLOAT', budget, 'reserved', more)
     end
-  elseif name == 'spend_reserved' then
-    spend_reserved = value == '1'
   elseif name == 'count' then
     redis.call('HINCRBY', run_key, value, 1)
   else
@@ -159,7 +154,7 @@ local reserved = tonumber(redis.call('HGET', job_key, 'reserved_cost') or '0') o
 if reserved > 0 and (new == 'generated' or new == 'failed' or new == 'cancelled') then
   redis.call('HINCRBYFLOAT', budget, 'reserved', -reserved)
   redis.call('HSET', job_key, 'reserved_cost', 0)
-  if new == 'generated' or spend_reserved then
+  if new == 'generated' then
     redis.call('HINCRBYFLOAT', budget, 'spent', reserved)
     redis.call('HSET', job_key, 'charged', reserved)
   end
@@ -348,8 +343,8 @@ class JobStore:
         **fields: str | int | float,
     ) -> Moved:
         """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it;
-        ``reserve_more``, ``spend_reserved`` and ``count`` are not stored but act on the
-        job's reservation and the run's tallies in the same step (see ``_TRANSITION``)."""
+        ``reserve_more`` and ``count`` are not stored but act on the job's reservation
+        and the run's tallies in the same step (see ``_TRANSITION``)."""
         expected = [str(s) for s in expect]
         args: list[str | int | float] = [
             run_id,

@@ -28,7 +28,8 @@ and comes here.
 5. Given up (the retry stuck too, or the retry was refused): ``stuck_cancel_of`` is
    recorded, then the generation is cancelled (``DELETE``) so it stops costing. The
    track step (or a completion event) that then sees it cancelled, or still running,
-   fails the job with the reason; one that succeeded meanwhile is delivered as usual.
+   fails the job with the reason (its reservation returned, as for any job that made no
+   clip); one that succeeded meanwhile is delivered as usual.
 
 What a crash costs: between 1 and the send, the history proves the retry absent after
 the grace time and it is sent then; after the send, step 3 finds it. Nothing is lost
@@ -287,8 +288,9 @@ def cancelled_for_stuck(job: Job, status: str) -> bool:
 
 
 def fail_stuck(rt: Runtime, job: Job) -> Next:
-    """The generation given up on is cancelled (or going): the job fails, with why. Its
-    reservation is charged, not returned: the generations killed ran for long."""
+    """The generation given up on is cancelled (or going): the job fails, with why. Like
+    any job that made no clip, its reservation is returned: the provider charges for
+    what it made (the billed cost, when learned, says otherwise if it did not)."""
     generation_id = job.generation_id or ""
     reason = stuck_reason(
         stuck_after_s=rt.settings.stuck_after_s,
@@ -304,7 +306,6 @@ def fail_stuck(rt: Runtime, job: Job) -> Next:
         error=reason,
         failed_step="generate",
         stuck_failed=1,
-        spend_reserved=1,
         count=STUCK_FAILURES,
     )
     if moved.ok:
