@@ -67,7 +67,8 @@ def judge(
 
 def worth_tracking(*, retried: bool, may_retry: bool) -> bool:
     """Whether the sweep sends a track task for a job whose generation is stuck: when
-    the track step would act on it (see :func:`judge`)."""
+    the track step would act on it (see :func:`judge`; ``retried`` stands for
+    ``retried or refused`` there)."""
     return retried or may_retry
 
 

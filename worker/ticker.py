@@ -125,27 +125,30 @@ def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
             _send(app, contract.TASK_TRACK, run_id, job_id)
             report.finished.append(job_id)
         elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
-            stuck.append((job_id, run_id))
+            stuck.append((job_id, run_id, gen))
     for job_id, run_id in _stuck_to_track(rt, stuck):
         _send(app, contract.TASK_TRACK, run_id, job_id)  # its GET confirms, then retries
         report.stuck.append(job_id)
 
 
-def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The stuck jobs the track step would act on now (worker.stuck.worth_tracking): a
-    retry waits while its run admits nothing, giving up after one never waits."""
+def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The stuck jobs (job, run, generation) the track step would act on now
+    (worker.stuck.worth_tracking): a retry waits while its run admits nothing; giving up
+    (after the retry, or after the provider refused one) never waits."""
     if not stuck:
         return []
     with rt.store.redis.pipeline(transaction=False) as pipe:
-        for job_id, run_id in stuck:
-            pipe.hget(keys.job(job_id), "stuck_generation_id")
+        for job_id, run_id, _gen in stuck:
+            pipe.hmget(keys.job(job_id), "stuck_generation_id", "retry_refused_of")
             pipe.hget(keys.run(run_id), "status")
         rows = pipe.execute()
-    return [
-        (job_id, run_id)
-        for n, (job_id, run_id) in enumerate(stuck)
-        if worth_tracking(retried=bool(rows[2 * n]), may_retry=_text(rows[2 * n + 1]) in ACTIVE_RUN)
-    ]
+    chosen = []
+    for n, (job_id, run_id, gen) in enumerate(stuck):
+        killed, refused_of = (_text(v) for v in rows[2 * n])
+        admitting = _text(rows[2 * n + 1]) in ACTIVE_RUN
+        if worth_tracking(retried=bool(killed) or refused_of == gen, may_retry=admitting):
+            chosen.append((job_id, run_id))
+    return chosen
 
 
 def _text(value: bytes | str | None) -> str:

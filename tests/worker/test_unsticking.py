@@ -297,9 +297,15 @@ def test_sweep_holds_a_retry_while_the_run_is_paused_but_not_a_give_up(world: Wo
     # The track step agrees: it renews the job's lease and leaves it running.
     assert w.track() is DONE and w.oxen.calls["retry"] == 0 and w.state() is JobState.SUBMITTED
 
-    w.store.update_job("j", stuck_generation_id="g-0")  # this one is a retry already
+    w.store.update_job("j", retry_refused_of="g-0")  # another generation's refusal
+    sweep(w.rt, app, TickReport())
+    assert app.sent == []
+    w.store.update_job("j", retry_refused_of="g-1")  # this one cannot be retried
     sweep(w.rt, app, TickReport())
     assert app.sent == [(TASK_TRACK, "j")]
+    w.store.update_job("j", retry_refused_of="", stuck_generation_id="g-0")  # a retry already
+    sweep(w.rt, app, TickReport())
+    assert app.sent == [(TASK_TRACK, "j")] * 2
 
 
 # -- stuck once: killed and retried ----------------------------------------------------------
