@@ -163,13 +163,19 @@ def shipped_model_ids() -> list[str]:
     )
 
 
-def load_shipped_model(model_id: str) -> ModelInfo:
-    """The offline copy of a model object shipped inside the package."""
+def shipped_model_object(model_id: str) -> dict[str, Any]:
+    """The offline copy of a model object shipped inside the package, as published JSON."""
     ref = resources.files("seedq") / "models" / f"{model_id}.json"
     if not ref.is_file():
         known = ", ".join(shipped_model_ids())
         raise UnknownModelError(f"unknown model {model_id!r} (known offline: {known})")
-    return ModelInfo.model_validate(json.loads(ref.read_text(encoding="utf-8")))
+    data: dict[str, Any] = json.loads(ref.read_text(encoding="utf-8"))
+    return data
+
+
+def load_shipped_model(model_id: str) -> ModelInfo:
+    """The offline copy of a model object shipped inside the package."""
+    return ModelInfo.model_validate(shipped_model_object(model_id))
 
 
 def billed_seconds(duration: int, auto_estimate_s: int) -> int:

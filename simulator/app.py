@@ -3,13 +3,19 @@ presigned result files and the ``/_sim/*`` control endpoints.
 
 Choices where the contract is silent (also in the README of the simulator's CLI help):
 - Enqueue answers 200. An unknown model is 404 ``resource_not_found``; a body that is
-  not a JSON object, a missing ``model`` or ``num_generations`` outside 1-4 is 400
-  ``invalid_params``. Insufficient credits is **402** with ``{"error": {"message":
-  "Insufficient credits"}}`` (the untyped documented shape; no type name is documented).
+  not a JSON object, a missing ``model`` or ``num_generations`` outside 1-12 (the
+  OpenAPI's range) is 400 ``invalid_params``. Insufficient credits is **402** with
+  ``{"error": {"message": "Insufficient credits"}}`` (the untyped documented shape; no
+  type name is documented).
 - ``POST /api/ai/videos/generate`` takes the enqueue body, answers 400 ``invalid_params``
   for schema problems, makes one generation (also visible through the queue endpoints)
   and answers 200 with its object once it is finished, ``failed`` ones included.
 - The list is in enqueue order; an unknown ``status=`` value is 400 ``invalid_params``.
+- ``GET /api/ai/generations``: newest first; ``page`` below 1 or ``page_size`` outside
+  1-1000 is 400 ``invalid_params``.
+- ``DELETE`` of a finished generation changes nothing and answers success too.
+- ``POST /api/ai/queue/{id}/retry`` (API 0.257) answers the new generation's object with
+  ``retried_from_id``; retrying a succeeded generation is 409 ``invalid_params``.
 - Unknown routes are 404 ``resource_not_found``.
 """
 
@@ -30,7 +36,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from seedq.modelinfo import UnknownModelError, check_params, load_shipped_model
+from seedq.modelinfo import ModelInfo, UnknownModelError, check_params
+from simulator.catalog import served_model, served_object
 from simulator.config import SimConfig
 from simulator.errors import ApiError, SimConfigError
 from simulator.events import stream
@@ -38,18 +45,23 @@ from simulator.faults import FaultMiddleware
 from simulator.files import FILES_PREFIX, LinkCheck, check_link
 from simulator.runner import INSUFFICIENT_CREDITS, SimCore
 from simulator.state import (
+    DEFAULT_PAGE_SIZE,
     LIST_FILTERS,
+    MAX_PAGE_SIZE,
     QUEUE_KEYS,
     STATUSES,
     Generation,
+    Target,
+    billed_object,
     generation_object,
-    matches,
+    money,
 )
 
-MAX_GENERATIONS = 4
+MAX_GENERATIONS = 12
 MODEL_TYPES = frozenset({"video", "image"})
 ENDPOINTS = (
     ("/api/ai/queue/", "/api/ai/queue/{generation_id}"),
+    ("/api/ai/generations/", "/api/ai/generations/{generation_id}"),
     ("/api/ai/models/", "/api/ai/models/{id}"),
     (FILES_PREFIX, FILES_PREFIX + "{file}"),
 )
@@ -68,7 +80,8 @@ def endpoint_key(method: str, path: str) -> str:
     """``"GET /api/ai/queue/{generation_id}"`` for any id: the key of the request counters."""
     for prefix, template in ENDPOINTS:
         if path.startswith(prefix) and len(path) > len(prefix):
-            return f"{method} {template}"
+            suffix = "/retry" if template.endswith("}") and path.endswith("/retry") else ""
+            return f"{method} {template}{suffix}"
     return f"{method} {path}"
 
 
@@ -129,46 +142,56 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _parse_enqueue(request: Request) -> tuple[str, dict[str, Any], str | None, int]:
-    """Model, model parameters, namespace and count: the checks documented for enqueue."""
-    body = await _json_object(request)
-    model_id = body.get("model")
-    if not isinstance(model_id, str) or not model_id:
-        raise _invalid("model is required")
+def _known_model(request: Request, model_id: str) -> ModelInfo:
     try:
-        model = load_shipped_model(model_id)
+        return served_model(model_id, _core(request).config.price_factor)
     except UnknownModelError:
         raise ApiError(
             404, "resource_not_found", "Not found", f"Unknown model {model_id}"
         ) from None
+
+
+def _target(body: dict[str, Any]) -> Target:
+    values = {k: body.get(k) for k in ("target_namespace", "target_repo", "target_directory")}
+    for name, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise _invalid(f"{name} must be a string")
+    return Target(values["target_namespace"], values["target_repo"], values["target_directory"])
+
+
+async def _parse_enqueue(request: Request) -> tuple[str, dict[str, Any], Target, int]:
+    """Model, model parameters, target and count: the checks documented for enqueue."""
+    body = await _json_object(request)
+    model_id = body.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        raise _invalid("model is required")
+    model = _known_model(request, model_id)
     if not model.outputs & MODEL_TYPES:
         raise _invalid(f"Model {model_id} makes neither images nor videos")
     count = body.get("num_generations", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_GENERATIONS:
         raise _invalid(f"num_generations must be an integer from 1 to {MAX_GENERATIONS}")
-    namespace = body.get("target_namespace")
-    if namespace is not None and not isinstance(namespace, str):
-        raise _invalid("target_namespace must be a string")
+    target = _target(body)
     if _core(request).config.insufficient_credits:
         raise ApiError(402, "", "", INSUFFICIENT_CREDITS)
     params = {k: v for k, v in body.items() if k not in QUEUE_KEYS}
-    return model_id, params, namespace, count
+    return model_id, params, target, count
 
 
 async def enqueue(request: Request) -> Response:
-    model_id, params, namespace, count = await _parse_enqueue(request)
-    gens = _core(request).enqueue(model_id, params, namespace, count)
+    model_id, params, target, count = await _parse_enqueue(request)
+    gens = _core(request).enqueue(model_id, params, target, count)
     return JSONResponse(
         {"generations": [{"generation_id": g.generation_id, "status": g.status} for g in gens]}
     )
 
 
 async def generate_sync(request: Request) -> Response:
-    model_id, params, namespace, _count = await _parse_enqueue(request)
-    problems = check_params(load_shipped_model(model_id), params)
+    model_id, params, target, _count = await _parse_enqueue(request)
+    problems = check_params(_known_model(request, model_id), params)
     if problems:
         raise _invalid("; ".join(f"{name} {why}" for name, why in sorted(problems.items())))
-    gen = _core(request).create(model_id, params, namespace)
+    gen = _core(request).create(model_id, params, target)
     await gen.done.wait()
     return JSONResponse(_object(request, gen))
 
@@ -188,32 +211,83 @@ async def get_generation(request: Request) -> Response:
 async def cancel_generation(request: Request) -> Response:
     gen = _generation(request)
     _core(request).cancel(gen)
-    return JSONResponse(_object(request, gen))
+    return JSONResponse({"status": "success", "generation_id": gen.generation_id})
+
+
+async def retry_generation(request: Request) -> Response:
+    fresh = _core(request).retry(_generation(request))
+    return JSONResponse(_object(request, fresh))
 
 
 async def list_generations(request: Request) -> Response:
-    filters = {k: v for k in LIST_FILTERS if (v := request.query_params.get(k))}
-    if "status" in filters and filters["status"] not in STATUSES:
-        raise _invalid("status must be one of " + ", ".join(sorted(STATUSES)))
-    found = [
-        _object(request, g)
-        for g in _core(request).store.generations.values()
-        if matches(g, filters)
-    ]
+    filters = _filters(request)
+    found = [_object(request, g) for g in _core(request).store.listed(filters)]
     return JSONResponse({"count": len(found), "generations": found})
 
 
-async def get_model(request: Request) -> Response:
-    model_id = request.path_params["model_id"]
+def _filters(request: Request) -> dict[str, str]:
+    filters = {k: v for k in LIST_FILTERS if (v := request.query_params.get(k))}
+    if "status" in filters and filters["status"] not in STATUSES:
+        raise _invalid("status must be one of " + ", ".join(sorted(STATUSES)))
+    return filters
+
+
+async def list_history(request: Request) -> Response:
+    """``GET /api/ai/generations``: the account's generations, every status unless
+    filtered, newest first, paginated, with ``cost`` per row and the filter's totals."""
+    filters = _filters(request)
+    page = _page_number(request, "page", 1, None)
+    page_size = _page_number(request, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    core = _core(request)
+    found = core.store.page(filters, page, page_size)
+    base = _base(request)
+    return JSONResponse(
+        {
+            "count": len(found.rows),
+            "generations": [billed_object(g, core.url_for(g, base)) for g in found.rows],
+            "page_number": page,
+            "page_size": page_size,
+            "total_entries": found.total_entries,
+            "total_pages": -(-found.total_entries // page_size),
+            "total_cost": money(found.total_cost) if found.total_cost is not None else None,
+        }
+    )
+
+
+def _page_number(request: Request, name: str, default: int, maximum: int | None) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
     try:
-        model = load_shipped_model(model_id)
+        value = int(text)
+    except ValueError:
+        raise _invalid(f"{name} must be an integer") from None
+    if value < 1 or (maximum is not None and value > maximum):
+        bound = f"from 1 to {maximum}" if maximum is not None else "at least 1"
+        raise _invalid(f"{name} must be {bound}")
+    return value
+
+
+async def get_billed(request: Request) -> Response:
+    """``GET /api/ai/generations/{id}``: one row with its ``cost``, wrapped."""
+    gen = _generation(request)
+    row = billed_object(gen, _core(request).url_for(gen, _base(request)))
+    return JSONResponse(
+        {"status": "success", "status_message": "resource_found", "generation": row}
+    )
+
+
+async def get_model(request: Request) -> Response:
+    """The published model object (``?deployment_status=live`` changes nothing here)."""
+    model_id = request.path_params["model_id"]
+    core = _core(request)
+    try:
+        body = served_object(model_id, core.config.price_factor)
     except UnknownModelError:
         raise ApiError(
             404, "resource_not_found", "Not found", f"Unknown model {model_id}"
         ) from None
-    body = model.model_dump(mode="json")
-    field = _core(request).config.schema_field
-    body[field] = body.pop("request_schema")
+    body[core.config.schema_field] = body.pop("request_schema")
     return JSONResponse(body)
 
 
@@ -287,7 +361,10 @@ ROUTES = [
     Route("/api/ai/queue", list_generations, methods=["GET"]),
     Route("/api/ai/queue/{generation_id}", get_generation, methods=["GET"]),
     Route("/api/ai/queue/{generation_id}", cancel_generation, methods=["DELETE"]),
+    Route("/api/ai/queue/{generation_id}/retry", retry_generation, methods=["POST"]),
     Route("/api/ai/videos/generate", generate_sync, methods=["POST"]),
+    Route("/api/ai/generations", list_history, methods=["GET"]),
+    Route("/api/ai/generations/{generation_id}", get_billed, methods=["GET"]),
     Route("/api/ai/models/{model_id}", get_model, methods=["GET"]),
     Route("/api/events", events, methods=["GET"]),
     Route(FILES_PREFIX + "{file}", download, methods=["GET"]),

@@ -43,6 +43,18 @@ def simulator_command(
         False, help="Refuse enqueues (402), fail in-flight ones."
     ),
     unrelated_event_rate: float = typer.Option(0.2, help="Chance of an unrelated SSE event."),
+    history: int = typer.Option(
+        0, help="Past generations the account starts with (GET /api/ai/generations)."
+    ),
+    price_factor: float = typer.Option(
+        1.0, help="Served (and billed) prices are the shipped copy's times this."
+    ),
+    stuck_rate: float = typer.Option(
+        0.0, help="Share of generations stuck processing until cancelled or retried."
+    ),
+    stuck_retry_rate: float = typer.Option(
+        0.0, help="The same, for generations made by POST /api/ai/queue/{id}/retry."
+    ),
 ) -> None:
     """Run the provider simulator (a real HTTP server following the provider's contract)."""
     from simulator.config import SimConfig, parse_latency, updated_config
@@ -69,6 +81,10 @@ def simulator_command(
                 "failure_rate": failure_rate,
                 "insufficient_credits": insufficient_credits,
                 "unrelated_event_rate": unrelated_event_rate,
+                "history": history,
+                "price_factor": price_factor,
+                "stuck_rate": stuck_rate,
+                "stuck_retry_rate": stuck_retry_rate,
             },
         )
     except SimConfigError as exc:

@@ -36,6 +36,18 @@ class SimConfig(BaseModel):
         default="request_schema", description="Name of the schema field in model objects."
     )
     fps: int = Field(default=6, ge=1, le=30, description="Frame rate of rendered videos.")
+    history: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Past generations the account starts with (and after a reset).",
+    )
+    price_factor: float = Field(
+        default=1.0,
+        gt=0,
+        description="Every price the model objects serve (and billing uses) is the shipped "
+        "copy's times this: other than 1, the live prices differ from seedq's copy.",
+    )
     # Faults on /api/* requests.
     error_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of 5xx answers.")
     rate_limit_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of 429 answers.")
@@ -58,6 +70,15 @@ class SimConfig(BaseModel):
     )
     # Faults of generations.
     failure_rate: Rate = Field(default=0.0, ge=0, le=1, description="Share of failed generations.")
+    stuck_rate: Rate = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of new generations stuck processing until cancelled or retried.",
+    )
+    stuck_retry_rate: Rate = Field(
+        default=0.0, ge=0, le=1, description="The same, for generations made by a retry."
+    )
     insufficient_credits: bool = Field(
         default=False, description="Refuse enqueues (402) and fail in-flight generations."
     )

@@ -23,11 +23,13 @@ from typing import Any
 
 import httpx
 
-from seedq.modelinfo import AUTO_DURATION, check_params, load_shipped_model
+from seedq.modelinfo import AUTO_DURATION, check_params
+from simulator.catalog import charge, served_model
 from simulator.config import SimConfig, updated_config
-from simulator.errors import GenerationFailed
+from simulator.errors import ApiError, GenerationFailed
 from simulator.events import COMPLETED, Event, EventBus, unrelated_event
 from simulator.files import result_url
+from simulator.history import past_generations
 from simulator.inputs import content_filter_reason, fetch_image
 from simulator.render import (
     VideoSpec,
@@ -45,6 +47,7 @@ from simulator.state import (
     SUCCEEDED,
     Generation,
     Store,
+    Target,
 )
 
 INSUFFICIENT_CREDITS = "Insufficient credits"
@@ -85,6 +88,7 @@ class SimCore:
         self.store = Store()
         self.bus = EventBus()
         self._reseed()
+        self._load_history()
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
@@ -130,13 +134,32 @@ class SimCore:
                 gen.task.cancel()
         self.store = Store()
         self._reseed()
+        self._load_history()
 
     def stats(self) -> dict[str, Any]:
         return self.store.stats(self.bus.subscribers)
 
+    def _load_history(self) -> None:
+        """The account's past (``config.history`` rows): listed, never counted as work."""
+        rng = _seeded(self.config.seed, "history")
+        for gen in past_generations(
+            self.config.history,
+            now=int(time.time()),
+            rng=rng,
+            price_factor=self.config.price_factor,
+        ):
+            self.store.add_past(gen)
+
     # --- enqueue, cancel -------------------------------------------------------------
 
-    def create(self, model: str, params: dict[str, Any], namespace: str | None) -> Generation:
+    def create(
+        self,
+        model: str,
+        params: dict[str, Any],
+        target: Target,
+        *,
+        retried_from_id: str | None = None,
+    ) -> Generation:
         seq = self.store.generations_created
         gen = Generation(
             generation_id=str(uuid.UUID(int=self._id_rng.getrandbits(128), version=4)),
@@ -144,17 +167,18 @@ class SimCore:
             params=params,
             seq=seq,
             enqueued_at=int(time.time()),
-            namespace=namespace,
+            target=target,
+            retried_from_id=retried_from_id,
         )
         self.store.add(gen)
         self._wake.set()
         return gen
 
     def enqueue(
-        self, model: str, params: dict[str, Any], namespace: str | None, count: int
+        self, model: str, params: dict[str, Any], target: Target, count: int
     ) -> list[Generation]:
         self.store.note_enqueue(model, params)
-        return [self.create(model, params, namespace) for _ in range(count)]
+        return [self.create(model, params, target) for _ in range(count)]
 
     def cancel(self, gen: Generation) -> None:
         """Cancel an active generation; a finished one is left as it is. No event fires."""
@@ -162,9 +186,25 @@ class SimCore:
             return
         if gen.task is not None:
             gen.task.cancel()
-        gen.status, gen.completed_at = CANCELLED, int(time.time())
+        self.store.set_status(gen, CANCELLED)
+        gen.completed_at = int(time.time())
         gen.done.set()
         self._wake.set()
+
+    def retry(self, gen: Generation) -> Generation:
+        """Kill and retry (API 0.257): cancel ``gen`` if it is still active and enqueue a
+        fresh generation with the same parameters, linked back by ``retried_from_id``.
+        A generation that succeeded cannot be retried (its video exists, and is paid)."""
+        if gen.status == SUCCEEDED:
+            raise ApiError(
+                409,
+                "invalid_params",
+                "Cannot retry",
+                f"Generation {gen.generation_id} already succeeded and cannot be retried",
+            )
+        self.cancel(gen)
+        self.store.retried += 1
+        return self.create(gen.model, gen.params, gen.target, retried_from_id=gen.generation_id)
 
     def url_for(self, gen: Generation, base_url: str) -> str | None:
         """A fresh presigned link (each call extends the expiry), for succeeded only."""
@@ -189,13 +229,18 @@ class SimCore:
             gen = self.store.next_queued()
             if gen is None:
                 return
-            gen.status, gen.started_at = PROCESSING, int(time.time())
+            self.store.set_status(gen, PROCESSING)
+            gen.started_at = int(time.time())
             self.store.note_started()
             gen.task = asyncio.create_task(self._run(gen))
 
     async def _run(self, gen: Generation) -> None:
         rng = _seeded(self.config.seed, f"gen:{gen.seq}")
         latency_s, failure_draw = rng.uniform(*self.config.latency_s), rng.random()
+        stuck_rate = self.config.stuck_retry_rate if gen.retried_from_id else self.config.stuck_rate
+        if rng.random() < stuck_rate:
+            # Stuck: processing until cancelled or retried (the task is cancelled then).
+            await asyncio.Event().wait()
         began = time.monotonic()
         video: bytes | None = None
         error: str | None = None
@@ -213,7 +258,7 @@ class SimCore:
         self._finish(gen, video, error)
 
     async def _work(self, gen: Generation, failure_draw: float) -> bytes:
-        model = load_shipped_model(gen.model)
+        model = served_model(gen.model, self.config.price_factor)
         problems = check_params(model, gen.params)
         if problems:
             detail = "; ".join(f"{name} {why}" for name, why in sorted(problems.items()))
@@ -229,8 +274,10 @@ class SimCore:
             if "default" in spec
         }
         fps = self.config.fps
+        planned = video_spec(gen.params, defaults, FAST_IMAGE_SIZE, fps)
+        gen.cost = charge(model, gen.params, planned.duration_s)  # charged on success
         if self.config.fast:
-            return await self._fast_clip(video_spec(gen.params, defaults, FAST_IMAGE_SIZE, fps))
+            return await self._fast_clip(planned)
         assert self._http is not None
         start_bytes = await fetch_image(self._http, str(gen.params["input_image"]), "input_image")
         tail_url = gen.params.get("tail_image_url")
@@ -259,8 +306,9 @@ class SimCore:
     def _finish(self, gen: Generation, video: bytes | None, error: str | None) -> None:
         if gen.status != PROCESSING:  # cancelled meanwhile: no event, no change
             return
-        gen.status = FAILED if error else SUCCEEDED
         gen.error_message, gen.video, gen.completed_at = error, video, int(time.time())
+        gen.cost = None if error else gen.cost  # only a made video is charged
+        self.store.set_status(gen, FAILED if error else SUCCEEDED)
         gen.done.set()
         self._wake.set()
         self._publish_completion(gen)

@@ -4,14 +4,21 @@ Owned by the server's event loop: only code running on that loop touches a
 :class:`Store`; other threads go through :class:`simulator.server.SimHandle`, which hops
 onto the loop. The rules (what a generation object looks like, which filters match, what
 counts as a duplicate) are pure functions.
+
+A real account holds hundreds of thousands of past generations, so nothing here scans
+them all on a hot path: the active ones have an index of their own (the scheduler and
+the lean ``GET /api/ai/queue`` read only it), and the totals of
+``GET /api/ai/generations`` are kept per model and status as generations change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED = (
@@ -26,8 +33,30 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 STATUSES = ACTIVE | TERMINAL
 MEDIA_TYPE = "video"
 # Body keys of an enqueue that steer the queue rather than the model.
-QUEUE_KEYS = frozenset({"model", "num_generations", "target_namespace"})
+QUEUE_KEYS = frozenset(
+    {"model", "num_generations", "target_namespace", "target_repo", "target_directory"}
+)
 LIST_FILTERS = ("namespace", "model", "status", "media_type", "repo", "folder")
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+# The account the simulator's key belongs to (rows of /api/ai/generations name it).
+ACCOUNT_USER_ID = "5a1d0c1e-0000-4000-8000-00000000005e"
+ACCOUNT_USERNAME = "simulator"
+
+
+def _finished() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
+@dataclass(slots=True)
+class Target:
+    """Where the caller asked results to be stored (echoed on every row; not acted on)."""
+
+    namespace: str | None = None
+    repo: str | None = None
+    directory: str | None = None
 
 
 @dataclass
@@ -39,22 +68,32 @@ class Generation:
     params: dict[str, Any]
     seq: int
     enqueued_at: int
-    namespace: str | None = None
+    target: Target = field(default_factory=Target)
     status: str = QUEUED
     error_message: str | None = None
     started_at: int | None = None
     completed_at: int | None = None
     video: bytes | None = None
+    cost: float | None = None  # what it is charged, set when it succeeds
+    retried_from_id: str | None = None  # made by POST /api/ai/queue/{id}/retry
+    past: bool = False  # a row of the account's history, not made by this simulator run
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def from_history(cls, **fields: Any) -> Generation:
+        """A finished past generation: no event of its own to wait on (100,000 of them)."""
+        return cls(past=True, done=_PAST_DONE, **fields)
+
+
+_PAST_DONE = _finished()
+
 
 def generation_object(gen: Generation, result_url: str | None) -> dict[str, Any]:
-    """The documented status object: parameters echoed, then the always-present fields
-    (which win should a parameter share a name with one of them)."""
-    return {
+    """The documented status object (``QueueGenerationResponse``): parameters echoed,
+    then the always-present fields (which win should a parameter share a name)."""
+    body = {
         **gen.params,
-        **({"target_namespace": gen.namespace} if gen.namespace is not None else {}),
         "generation_id": gen.generation_id,
         "model_name": gen.model,
         "prompt": gen.params.get("prompt"),
@@ -65,26 +104,45 @@ def generation_object(gen: Generation, result_url: str | None) -> dict[str, Any]
         "enqueued_at": gen.enqueued_at,
         "started_at": gen.started_at,
         "completed_at": gen.completed_at,
+        "target_namespace": gen.target.namespace,
+        "target_repo": gen.target.repo,
+        "target_directory": gen.target.directory,
+    }
+    if gen.retried_from_id is not None:
+        body["retried_from_id"] = gen.retried_from_id
+    return body
+
+
+def money(amount: float) -> str:
+    """A charged amount as the API writes it: a decimal string."""
+    return f"{amount:.6f}"
+
+
+def billed_object(gen: Generation, result_url: str | None) -> dict[str, Any]:
+    """A row of ``GET /api/ai/generations``: the status object plus ``cost`` (null until
+    charged: only a succeeded generation is) and the account's user fields."""
+    charged = gen.cost if gen.status == SUCCEEDED else None
+    return {
+        **generation_object(gen, result_url),
+        "cost": money(charged) if charged is not None else None,
+        "user_id": ACCOUNT_USER_ID,
+        "username": ACCOUNT_USERNAME,
+        "user_image": None,
     }
 
 
 def matches(gen: Generation, filters: dict[str, str]) -> bool:
-    """Whether ``gen`` passes the list filters.
+    """Whether ``gen`` passes the filters of either list (a missing filter matches all).
 
-    Without ``status`` only active generations are listed (documented). ``namespace``
-    matches the submitted ``target_namespace``; ``repo`` and ``folder`` match echoed
-    parameters of those names, which this model does not have, so they match nothing.
+    ``namespace``, ``repo`` and ``folder`` match the target the enqueue named.
     """
-    status = filters.get("status")
-    if status is None and gen.status not in ACTIVE:
-        return False
     fields: dict[str, Any] = {
-        "namespace": gen.namespace,
+        "namespace": gen.target.namespace,
         "model": gen.model,
         "status": gen.status,
         "media_type": MEDIA_TYPE,
-        "repo": gen.params.get("repo"),
-        "folder": gen.params.get("folder"),
+        "repo": gen.target.repo,
+        "folder": gen.target.directory,
     }
     return all(fields[name] == value for name, value in filters.items() if name in fields)
 
@@ -94,14 +152,26 @@ def duplicate_key(model: str, params: dict[str, Any]) -> str:
     return json.dumps([model, params], sort_keys=True, default=str)
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[Generation]
+    total_entries: int
+    total_cost: float | None
+
+
 @dataclass
 class Store:
-    """All generations (in enqueue order, which is also the FIFO start order) and counters."""
+    """All generations in enqueue order (also the FIFO start order), an index of the
+    active ones, totals per (model, status), and the counters of ``/_sim/stats``."""
 
     generations: dict[str, Generation] = field(default_factory=dict)
+    active: dict[str, Generation] = field(default_factory=dict)
+    by_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
+    cost_by_model: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     seen_keys: set[str] = field(default_factory=set)
     enqueued: int = 0
     generations_created: int = 0
+    retried: int = 0
     duplicate_enqueues: int = 0
     max_concurrent: int = 0
     max_active: int = 0  # peak of queued + processing: what a client's in-flight cap bounds
@@ -111,10 +181,34 @@ class Store:
     events_sent: Counter[str] = field(default_factory=Counter)
 
     def add(self, gen: Generation) -> None:
-        self.generations[gen.generation_id] = gen
+        """A generation made now (an enqueue or a retry)."""
+        self._insert(gen)
         self.generations_created += 1
-        active = sum(1 for g in self.generations.values() if g.status in ACTIVE)
-        self.max_active = max(self.max_active, active)
+        self.max_active = max(self.max_active, len(self.active))
+
+    def add_past(self, gen: Generation) -> None:
+        """A row of the account's history: listed, never counted as this run's work."""
+        self._insert(gen)
+
+    def _insert(self, gen: Generation) -> None:
+        self.generations[gen.generation_id] = gen
+        self.by_kind[(gen.model, gen.status)] += 1
+        if gen.status in ACTIVE:
+            self.active[gen.generation_id] = gen
+        self._charge(gen)
+
+    def set_status(self, gen: Generation, status: str) -> None:
+        """Every status change goes through here, so the index and totals stay true."""
+        self.by_kind[(gen.model, gen.status)] -= 1
+        gen.status = status
+        self.by_kind[(gen.model, status)] += 1
+        if status not in ACTIVE:
+            self.active.pop(gen.generation_id, None)
+        self._charge(gen)
+
+    def _charge(self, gen: Generation) -> None:
+        if gen.status == SUCCEEDED and gen.cost is not None:
+            self.cost_by_model[gen.model] += gen.cost
 
     def note_enqueue(self, model: str, params: dict[str, Any]) -> None:
         key = duplicate_key(model, params)
@@ -124,25 +218,71 @@ class Store:
         self.seen_keys.add(key)
 
     def processing_count(self) -> int:
-        return sum(1 for g in self.generations.values() if g.status == PROCESSING)
+        return sum(1 for g in self.active.values() if g.status == PROCESSING)
 
     def next_queued(self) -> Generation | None:
-        return next((g for g in self.generations.values() if g.status == QUEUED), None)
+        return next((g for g in self.active.values() if g.status == QUEUED), None)
 
     def note_started(self) -> None:
         self.max_concurrent = max(self.max_concurrent, self.processing_count())
 
+    def listed(self, filters: dict[str, str]) -> Iterator[Generation]:
+        """``GET /api/ai/queue``: the active rows unless a status is asked for (then every
+        row of it, in enqueue order: unbounded, as documented; history is paged)."""
+        rows = self.active.values() if "status" not in filters else self.generations.values()
+        return (g for g in rows if matches(g, filters))
+
+    def page(self, filters: dict[str, str], page: int, page_size: int) -> Page:
+        """One page of ``GET /api/ai/generations``, newest first, with the filter's
+        totals. Reads only as far back as the page reaches."""
+        newest_first = (g for g in reversed(self.generations.values()) if matches(g, filters))
+        start = (page - 1) * page_size
+        rows = list(islice(newest_first, start, start + page_size))
+        total, cost = self._totals(filters)
+        return Page(rows, total, cost)
+
+    def _totals(self, filters: dict[str, str]) -> tuple[int, float | None]:
+        if set(filters) - {"model", "status", "media_type"}:
+            picked = [g for g in self.generations.values() if matches(g, filters)]
+            costs = [g.cost for g in picked if g.status == SUCCEEDED and g.cost is not None]
+            return len(picked), (sum(costs) if costs else None)
+        if filters.get("media_type", MEDIA_TYPE) != MEDIA_TYPE:
+            return 0, None
+        model, status = filters.get("model"), filters.get("status")
+        total = sum(
+            n
+            for (m, s), n in self.by_kind.items()
+            if (model is None or m == model) and (status is None or s == status)
+        )
+        if status not in (None, SUCCEEDED):
+            return total, None
+        cost = sum(c for m, c in self.cost_by_model.items() if model is None or m == model)
+        charged = any(
+            n and s == SUCCEEDED and (model is None or m == model)
+            for (m, s), n in self.by_kind.items()
+        )
+        return total, cost if charged else None
+
     def stats(self, subscribers: int) -> dict[str, Any]:
-        by_status = Counter(g.status for g in self.generations.values())
+        """This run's work; the account's history is not counted (``history``)."""
+        by_status: Counter[str] = Counter()
+        past = 0
+        for g in self.generations.values():
+            if g.past:
+                past += 1
+            else:
+                by_status[g.status] += 1
         return {
             "enqueued": self.enqueued,
             "generations": self.generations_created,
+            "retried": self.retried,
             "duplicate_enqueues": self.duplicate_enqueues,
             "max_concurrent": self.max_concurrent,
             "max_active": self.max_active,
             "processing": by_status[PROCESSING],
             "queued": by_status[QUEUED],
             "by_status": {s: by_status[s] for s in sorted(STATUSES)},
+            "history": past,
             "requests": dict(self.requests),
             "downloads": self.downloads,
             "faults": dict(self.faults),

@@ -231,21 +231,20 @@ def test_list_filters(make: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "expected_status"),
+    "answer",
     [
-        (respond(200, gen(status="cancelled")), "cancelled"),
-        (respond(200, {"generation": gen(status="cancelled")}), "cancelled"),
-        (lambda r: httpx.Response(204), None),
-        (lambda r: httpx.Response(200, content=b""), None),
-        (respond(200, {"success": True}), None),
-        (respond(200, {"status": "cancelled"}), None),  # no id: not a generation
+        respond(200, {"status": "success", "generation_id": "g-1"}),  # the published answer
+        respond(200, gen(status="cancelled")),
+        lambda r: httpx.Response(204),
+        lambda r: httpx.Response(200, content=b""),
+        lambda r: httpx.Response(200, content=b"not json"),
     ],
 )
-def test_cancel_tolerates_bodies(make: Any, answer: Handler, expected_status: str | None) -> None:
+def test_cancel_takes_any_2xx(make: Any, answer: Handler) -> None:
     client, rec = make(answer)
-    got = client.cancel("g-1")
-    assert (got.status if got else None) == expected_status
+    client.cancel("g-1")
     assert rec.requests[0].method == "DELETE" and rec.requests[0].url.path == "/api/ai/queue/g-1"
+    assert client.calls["cancel"] == 1
 
 
 def test_cancel_unknown_is_not_found(make: Any) -> None:

@@ -72,7 +72,7 @@ def test_num_generations_makes_several(client: httpx.Client, params: dict[str, A
     ("change", "status", "error_type"),
     [
         ({"num_generations": 0}, 400, "invalid_params"),
-        ({"num_generations": 5}, 400, "invalid_params"),
+        ({"num_generations": 13}, 400, "invalid_params"),
         ({"num_generations": "2"}, 400, "invalid_params"),
         ({"model": None}, 400, "invalid_params"),
         ({"model": "no-such-model"}, 404, "resource_not_found"),
@@ -223,7 +223,9 @@ def test_cancel_queued_processing_and_finished(
     client: httpx.Client, enqueue: Enqueue, sim: SimHandle, wait_for: WaitFor
 ) -> None:
     done = wait_for(client, enqueue())
-    assert client.delete(f"/api/ai/queue/{done['generation_id']}").json()["status"] == "succeeded"
+    answer = client.delete(f"/api/ai/queue/{done['generation_id']}").json()
+    assert answer == {"status": "success", "generation_id": done["generation_id"]}
+    assert client.get(f"/api/ai/queue/{done['generation_id']}").json()["status"] == "succeeded"
     sim.configure(latency_s=(30.0, 30.0), max_concurrency=1)
     running, waiting = enqueue(prompt="a"), enqueue(prompt="b")
     deadline = time.monotonic() + 5
@@ -233,7 +235,9 @@ def test_cancel_queued_processing_and_finished(
     for gen_id in (waiting, running):
         body = client.delete(f"/api/ai/queue/{gen_id}")
         assert body.status_code == 200
-        assert body.json()["status"] == "cancelled" and body.json()["completed_at"] is not None
+        assert body.json() == {"status": "success", "generation_id": gen_id}
+        row = client.get(f"/api/ai/queue/{gen_id}").json()
+        assert row["status"] == "cancelled" and row["completed_at"] is not None
     assert client.get(f"/api/ai/queue/{running}").json()["status"] == "cancelled"
     assert sim.stats()["processing"] == 0
 

@@ -29,6 +29,11 @@ ENQUEUE_ITEM_FIELDS = {"generation_id", "status"}
 LIST_FIELDS = {"count", "generations"}
 MODEL_FIELDS = {
     "id",
+    "object",
+    "created",
+    "owned_by",
+    "developer",
+    "deployments",
     "display_name",
     "description",
     "model_type",
@@ -38,6 +43,7 @@ MODEL_FIELDS = {
 }
 PRICING_FIELDS = {
     "method",
+    "cost_per_second_by_resolution",
     "cost_per_second",
     "cost_per_second_high_res",
     "cost_per_second_with_audio",
@@ -87,12 +93,14 @@ def test_contract(make_sim: MakeSim, params: dict[str, Any]) -> None:
     assert synced.status_code == 200
     check_generation(synced.json(), params)
     cancelled = api.delete(f"/ai/queue/{gen_id}").json()
-    check_generation(cancelled, params)
+    assert cancelled == {"status": "success", "generation_id": gen_id}
+    check_generation(api.get(f"/ai/queue/{gen_id}").json(), params)
     done = api.get("/ai/queue", params={"status": "succeeded"}).json()
     for gen in done["generations"]:
         check_generation(gen, params)
     model = api.get(f"/ai/models/{params['model']}").json()
     assert set(model) >= MODEL_FIELDS and "request_schema" in model
+    assert set(model["capabilities"]) == {"input", "output"} and model["object"] == "model"
     assert (
         set(model["pricing"]) >= PRICING_FIELDS
         and model["pricing"]["method"] == "per_video_output_second"
@@ -103,7 +111,7 @@ def test_contract(make_sim: MakeSim, params: dict[str, Any]) -> None:
         assert set(spec) <= SCHEMA_PROPERTY_KEYS
     check_error(api.get("/ai/queue/unknown"), 404)
     check_error(api.get("/ai/models/unknown"), 404)
-    check_error(api.post("/ai/queue", json={**params, "num_generations": 9}), 400)
+    check_error(api.post("/ai/queue", json={**params, "num_generations": 13}), 400)
     check_error(api.post("/ai/videos/generate", json={**params, "aspect_ratio": "2:1"}), 400)
     check_error(httpx.get(sim.url + "/api/ai/queue"), 401)
     sim.configure(error_rate=1.0)

@@ -292,19 +292,12 @@ class OxenClient:
                 ) from None
             raise
 
-    def cancel(self, generation_id: str) -> Generation | None:
-        """``DELETE /api/ai/queue/{id}``; the generation when the body is one, else None.
-
-        The contract does not document the response body, so any 2xx counts as done.
-        """
-        response = self._call("cancel", "DELETE", _queue_path(generation_id))
-        data = _unwrap(parse_json(response.content), "generation") if response.content else None
-        if not isinstance(data, dict) or "status" not in data:
-            return None
-        try:
-            return parse_model(Generation, data)
-        except e.MalformedResponse:
-            return None
+    def cancel(self, generation_id: str) -> None:
+        """``DELETE /api/ai/queue/{id}``: cancel a queued or processing generation (a
+        finished one is left as it is). Any 2xx means taken: the documented answer,
+        ``{"status": "success", "generation_id": ...}``, says nothing of the new state,
+        and older answers (the row, or no body) are read the same way; GET tells it."""
+        self._call("cancel", "DELETE", _queue_path(generation_id))
 
     def generate(
         self, model: str, params: Mapping[str, Any], *, timeout_s: float | None = None
