@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -94,7 +94,9 @@ return decision
 #   count          add one to this field of the run's hash (a per-run tally)
 # KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering,
 #       run hash.
-# ARGV: run_id, new state, now, job_id, n_from, from states..., field/value pairs.
+# ARGV: run_id, new state, now, job_id, n_from, from states..., n_when, when
+#       name/value pairs (fields that must hold these values too; absent reads as ''),
+#       field/value pairs.
 # Returns {verdict, state before}.
 _TRANSITION = """
 local job_key, counts, inflight, run_inflight, budget, delivering, run_key =
@@ -109,8 +111,15 @@ for i = 6, 5 + n_from do
   if ARGV[i] == state then allowed = true end
 end
 if not allowed then return {'refused', state} end
+local at = 6 + n_from
+local n_when = tonumber(ARGV[at])
+for i = at + 1, at + 2 * n_when, 2 do
+  if (redis.call('HGET', job_key, ARGV[i]) or '') ~= ARGV[i + 1] then
+    return {'changed', state}
+  end
+end
 redis.call('HSET', job_key, 'state', new, 'updated_at', now)
-for i = 6 + n_from, #ARGV, 2 do
+for i = at + 1 + 2 * n_when, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if name == 'reserve_more' then
     local more = tonumber(value) or 0
@@ -342,10 +351,38 @@ class JobStore:
         expect: Iterable[JobState],
         **fields: str | int | float,
     ) -> Moved:
-        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it;
+        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it.
+
         ``reserve_more`` and ``count`` are not stored but act on the job's reservation
         and the run's tallies in the same step (see ``_TRANSITION``)."""
+        return self._move(job_id, run_id, to, expect, {}, fields)
+
+    def move_when(
+        self,
+        job_id: str,
+        run_id: str,
+        to: JobState,
+        *,
+        expect: Iterable[JobState],
+        when: Mapping[str, str],
+        **fields: str | int | float,
+    ) -> Moved:
+        """:meth:`move`, only if the job's fields ``when`` hold these values too (an
+        absent field reads as ``""``; verdict ``changed`` otherwise): e.g. the
+        generation a step judged, which another worker may have replaced meanwhile."""
+        return self._move(job_id, run_id, to, expect, when, fields)
+
+    def _move(
+        self,
+        job_id: str,
+        run_id: str,
+        to: JobState,
+        expect: Iterable[JobState],
+        when: Mapping[str, str],
+        fields: Mapping[str, str | int | float],
+    ) -> Moved:
         expected = [str(s) for s in expect]
+        conditions = list(when.items())
         args: list[str | int | float] = [
             run_id,
             str(to),
@@ -353,6 +390,8 @@ class JobStore:
             job_id,
             len(expected),
             *expected,
+            len(conditions),
+            *(part for pair in conditions for part in pair),
         ]
         for name, value in fields.items():
             args += [name, value]

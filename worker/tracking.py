@@ -47,26 +47,32 @@ def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
 def complete(
     rt: Runtime, job: Job, status: str, *, result_url: str | None, error: str | None
 ) -> Next:
-    """Apply a generation's status to its job; safe to call twice (polling and events)."""
+    """Apply a generation's status to its job; safe to call twice (polling and events).
+
+    Only while the job still follows that generation: one killed and retried for being
+    stuck ends ``cancelled``, which must not cancel the job that left it."""
+    following = {"generation_id": job.generation_id or ""}
     if cancelled_for_stuck(job, status):
         return fail_stuck(rt, job)  # cancelled by seedq itself for being stuck
     if status == "succeeded" and result_url:
-        moved = rt.store.move(
+        moved = rt.store.move_when(
             job.id,
             job.run_id,
             JobState.GENERATED,
             expect=[JobState.SUBMITTED],
+            when=following,
             result_url=result_url,
             generated_at=rt.now(),
         )
         return Next(TASK_DELIVER) if moved.ok else DONE
     if status == "failed":
         reason = classify_generation_failure(error or "failed without a reason")
-        rt.store.move(
+        rt.store.move_when(
             job.id,
             job.run_id,
             JobState.FAILED,
             expect=[JobState.SUBMITTED],
+            when=following,
             error=f"generation failed: {reason.message}",
             failed_step="generate",
         )
@@ -74,11 +80,12 @@ def complete(
             raise RunPaused(f"provider: {reason.message}")
         return DONE
     if status == "cancelled":
-        rt.store.move(
+        rt.store.move_when(
             job.id,
             job.run_id,
             JobState.CANCELLED,
             expect=[JobState.SUBMITTED],
+            when=following,
             error="cancelled at the provider",
         )
         return DONE

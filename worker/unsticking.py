@@ -100,11 +100,15 @@ def retry_stuck(rt: Runtime, job: Job, generation_id: str) -> Next:
     if wait > 0:
         return Next(TASK_TRACK, wait)
     one_more = job.number("est_cost")  # the admission's estimate of one generation
-    moved = rt.store.move(
+    moved = rt.store.move_when(
         job.id,
         job.run_id,
         JobState.RETRYING,
         expect=[JobState.SUBMITTED],
+        # Still on the generation judged stuck, never retried: two track tasks (the
+        # sweep sends one per poll interval) may both judge it; one retries it, and the
+        # other must not retry the generation it read, killed and replaced by then.
+        when={"generation_id": generation_id, "stuck_generation_id": ""},
         retry_of=generation_id,
         retry_started_at=rt.now(),
         retry_settled=0,
@@ -112,7 +116,7 @@ def retry_stuck(rt: Runtime, job: Job, generation_id: str) -> Next:
         reserve_more=one_more,
     )
     if not moved.ok:
-        return DONE  # moved on meanwhile (finished, cancelled, another worker's retry)
+        return DONE  # moved on meanwhile (finished, cancelled, retried by another worker)
     log.warning(
         "job %s: generation %s stuck processing for %.0f s; killing and retrying it",
         job.id,
@@ -298,11 +302,12 @@ def fail_stuck(rt: Runtime, job: Job) -> Next:
         killed_id=job.raw.get("stuck_generation_id") or None,
         refused=job.raw.get("retry_refused") or None,
     )
-    moved = rt.store.move(
+    moved = rt.store.move_when(
         job.id,
         job.run_id,
         JobState.FAILED,
         expect=[JobState.SUBMITTED],
+        when={"generation_id": generation_id},
         error=reason,
         failed_step="generate",
         stuck_failed=1,

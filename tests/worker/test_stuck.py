@@ -286,3 +286,17 @@ def test_status_says_which_jobs_were_retried_for_being_stuck(
     store.move("j", "run", JobState.FAILED, expect=[JobState.SUBMITTED], count=STUCK_FAILURES)
     failed = CliRunner().invoke(app, ["status", "run", "--json"])
     assert '"stuck_retries": 1' in failed.output and '"stuck_failures": 1' in failed.output
+
+
+def test_move_when_fields_hold_and_not_otherwise(store: JobStore) -> None:
+    submitted_job(store)
+    store.update_job("j", generation_id="g-2")
+    moved = store.move_when(
+        "j", "run", JobState.RETRYING, expect=[JobState.SUBMITTED], when={"generation_id": "g-1"}
+    )
+    assert (moved.ok, moved.verdict, moved.before) == (False, "changed", "submitted")
+    assert store.job_state("j") is JobState.SUBMITTED
+    absent = {"generation_id": "g-2", "stuck_generation_id": ""}  # absent reads as ""
+    assert store.move_when(
+        "j", "run", JobState.RETRYING, expect=[JobState.SUBMITTED], when=absent
+    ).ok

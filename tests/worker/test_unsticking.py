@@ -31,11 +31,12 @@ from worker.provider.client import OxenClient
 from worker.provider.models import CompletionEvent
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
-from worker.steps import DONE, Next
+from worker.steps import DONE, Job, Next
 from worker.storage.local import LocalStorage
 from worker.submitting import RECHECK_S, grace_s
 from worker.ticker import TickReport, redrive_expired, sweep
-from worker.tracking import track_job
+from worker.tracking import complete, track_job
+from worker.unsticking import retry_stuck
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
 STUCK_S = 2700.0  # the production default
@@ -654,3 +655,23 @@ def test_retrying_job_whose_lease_expired_is_redriven_to_resolve_not_resend(
     w.oxen.retry_mode = "ok"
     assert w.track() is DONE
     assert_retried_once(w, killed)
+
+
+def test_two_track_tasks_judging_one_stuck_generation_retry_it_once(world: World) -> None:
+    """The sweep sends a stuck job's track task every poll interval: two may read the
+    job and its generation before either acts. The second must neither retry the
+    generation the first killed, nor cancel the job for its ``cancelled`` status."""
+    w = world
+    killed = w.submitted()
+    w.stuck()
+    stale = Job.parse("j", w.job())  # task A has read the job...
+    assert stale is not None
+    assert w.track() is DONE  # ...task B retries the generation
+    new = assert_retried_once(w, killed)
+
+    assert retry_stuck(w.rt, stale, killed) is DONE  # A's retry, from its stale read
+    killed_now = w.rt.provider.get(killed)
+    assert killed_now.status == "cancelled"
+    assert complete(w.rt, stale, killed_now.status, result_url=None, error=None) is DONE
+    assert_retried_once(w, killed)
+    assert w.job()["generation_id"] == new and w.state() is JobState.SUBMITTED
