@@ -5,10 +5,12 @@ The tick's sweep sees a generation ``processing`` for ``stuck_after_s`` in the l
 makes anyway, and sends the job's track task; the track step confirms it with its GET
 and comes here.
 
-1. The job moves ``submitted → retrying`` by compare-and-set, recording the generation
-   being retried (``retry_of``) and when (``retry_started_at``), and reserving one more
-   generation's estimate against the run's budget (``reserve_more``). Only the worker
-   whose move succeeded sends ``POST /api/ai/queue/{id}/retry``.
+1. The job moves ``submitted → retrying`` by compare-and-set, and only while it still
+   follows the generation judged and was never retried (``JobStore.move_when``),
+   recording the generation being retried (``retry_of``) and when
+   (``retry_started_at``), and reserving one more generation's estimate against the
+   run's budget (``reserve_more``). Only the worker whose move succeeded sends
+   ``POST /api/ai/queue/{id}/retry``.
 2. Answered: the new generation is claimed (``seedq:gen:{id}``) and the job moves back
    to ``submitted`` pointing at it (``generation_id``), the killed one kept in
    ``stuck_generation_id``, ``stuck_retries=1``. The in-flight slot and its lease are
@@ -294,7 +296,7 @@ def cancelled_for_stuck(job: Job, status: str) -> bool:
 def fail_stuck(rt: Runtime, job: Job) -> Next:
     """The generation given up on is cancelled (or going): the job fails, with why. Like
     any job that made no clip, its reservation is returned: the provider charges for
-    what it made (the billed cost, when learned, says otherwise if it did not)."""
+    what it made."""
     generation_id = job.generation_id or ""
     reason = stuck_reason(
         stuck_after_s=rt.settings.stuck_after_s,
