@@ -93,14 +93,14 @@ return decision
 #                  by this amount (a stuck generation's retry is one more generation)
 #   count          add one to this field of the run's hash (a per-run tally)
 # KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering,
-#       run hash.
+#   unbilled zset, run billing hash, run hash.
 # ARGV: run_id, new state, now, job_id, n_from, from states..., n_when, when
 #       name/value pairs (fields that must hold these values too; absent reads as ''),
 #       field/value pairs.
 # Returns {verdict, state before}.
 _TRANSITION = """
-local job_key, counts, inflight, run_inflight, budget, delivering, run_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local job_key, counts, inflight, run_inflight, budget, delivering, unbilled, billing, run_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local run_id, new, now, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', job_key, 'state')
 if not state then return {'missing', ''} end
@@ -168,12 +168,33 @@ if reserved > 0 and (new == 'generated' or new == 'failed' or new == 'cancelled'
     redis.call('HSET', job_key, 'charged', reserved)
   end
 end
-if new == 'delivered' then
+-- Once the provider's bill is known (seedq.billing) it is the charge, never an estimate.
+local billed = redis.call('HEXISTS', job_key, 'billed_cost') == 1
+if new == 'delivered' and not billed then
   local charged = tonumber(redis.call('HGET', job_key, 'charged') or '0') or 0
   local cost = tonumber(redis.call('HGET', job_key, 'cost') or '0') or 0
   if cost ~= charged then
     redis.call('HINCRBYFLOAT', budget, 'spent', cost - charged)
     redis.call('HSET', job_key, 'charged', cost)
+  end
+end
+-- A generation that succeeded was paid for, delivered or not: learn its bill (the tick,
+-- worker.biller). Counted into the run's billing once, however often it is redelivered.
+if new == 'delivered' or (new == 'failed' and state == 'generated') then
+  if redis.call('HSETNX', job_key, 'billing_counted', 1) == 1 then
+    local estimate = tonumber(redis.call('HGET', job_key, 'cost') or '')
+    if new ~= 'delivered' or not estimate then
+      estimate = tonumber(redis.call('HGET', job_key, 'charged') or '0') or 0
+    end
+    redis.call('HINCRBYFLOAT', billing, 'estimated', estimate)
+    redis.call('HINCRBY', billing, 'paid_jobs', 1)
+    local warnings = redis.call('HGET', job_key, 'warnings')
+    if new == 'delivered' and warnings and warnings ~= '[]' then
+      redis.call('HINCRBY', billing, 'warned', 1)
+    end
+    if not billed and not redis.call('HGET', job_key, 'billed_status') then
+      redis.call('ZADD', unbilled, 'NX', now, job_id)
+    end
   end
 end
 return {'ok', state}
@@ -403,6 +424,8 @@ class JobStore:
                 keys.run_in_flight(run_id),
                 keys.run_budget(run_id),
                 keys.DELIVERING,
+                keys.UNBILLED,
+                keys.run_billing(run_id),
                 keys.run(run_id),
             ],
             args=args,

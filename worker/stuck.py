@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from worker.provider.models import Generation
-from worker.reconcile import SKEW_S, Reconciled, Verdict
+from worker.reconcile import Reconciled, Verdict
 
 PROCESSING = "processing"
 STILL_RUNNING = frozenset({"queued", PROCESSING})
@@ -104,12 +104,6 @@ def find_retry(
     if len(found) > 1:
         return Reconciled(Verdict.AMBIGUOUS, tuple(found.values()))
     return Reconciled(Verdict.ABSENT if settled or now - sent_at > grace_s else Verdict.WAIT)
-
-
-def reaches_before(rows: Iterable[Generation], sent_at: float) -> bool:
-    """Whether a history page (newest first) holds a row enqueued before the retry was
-    sent: every later page is older still, so the search stops there."""
-    return any(r.enqueued_at is not None and r.enqueued_at < sent_at - SKEW_S for r in rows)
 
 
 def duration_text(seconds: float) -> str:

@@ -46,29 +46,21 @@ from functools import partial
 from seedq.contract import TASK_TRACK, JobState
 from seedq.store import STUCK_FAILURES, STUCK_RETRIES
 from worker.errors import RunPaused, TransientError
+from worker.history import PAGE_SIZE, read_on, window_start
 from worker.provider import errors as pe
 from worker.provider.models import Generation
 from worker.reconcile import Reconciled, Verdict
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
-from worker.stuck import (
-    STILL_RUNNING,
-    Stuck,
-    find_retry,
-    is_stuck,
-    judge,
-    reaches_before,
-    stuck_reason,
-)
+from worker.stuck import STILL_RUNNING, Stuck, find_retry, is_stuck, judge, stuck_reason
 from worker.submitting import ACTIVE_RUN, RECHECK_S, SETTLED_STATUSES, grace_s
 from worker.throttle import reported, wait_turn
 
 log = logging.getLogger(__name__)
 
-# A lost retry's row is among those enqueued since it was sent: a page or two. A
-# provider that ignores the order would otherwise have the search read all history.
-MAX_HISTORY_PAGES = 20
-HISTORY_PAGE_SIZE = 100
+# A lost retry's row is among those enqueued since it was sent: a page. A provider
+# that ignored the order would otherwise have the search read all of a long history.
+MAX_HISTORY_PAGES = 10
 
 
 def _reload(rt: Runtime, job: Job) -> Job:
@@ -249,20 +241,22 @@ def _cancel_retried(rt: Runtime, job: Job, decided: Reconciled) -> Next:
 
 
 def _history_since(rt: Runtime, job: Job, sent_at: float) -> tuple[list[Generation], float] | float:
-    """The job's model's rows of the account history back to the retry's send, and when
-    the first page was read; or seconds to wait for a turn of the poll budget (the
-    search starts over then: it is a page or two)."""
+    """The job's model's rows of the account history back to the retry's send (where to
+    stop is :mod:`worker.history`'s decision, as for a reconcile), and when the first
+    page was read; or seconds to wait for a turn of the poll budget (the search starts
+    over then: it is a page or two)."""
     first_read_at = rt.now()
+    since = window_start(sent_at)
     rows: list[Generation] = []
     for page in range(1, MAX_HISTORY_PAGES + 1):
         wait = wait_turn(rt.poll_throttle)
         if wait > 0:
             return wait
         rt.store.count_calls(job.id, 1)
-        call = partial(rt.provider.history, page=page, page_size=HISTORY_PAGE_SIZE, model=job.model)
+        call = partial(rt.provider.history, page=page, page_size=PAGE_SIZE, model=job.model)
         listed = reported(rt.poll_throttle, call, "history")
         rows.extend(listed.generations)
-        if listed.is_last or reaches_before(listed.generations, sent_at):
+        if not read_on(listed, since=since):
             return rows, first_read_at
     raise TransientError(
         f"the retry's row is not within {MAX_HISTORY_PAGES} history pages of its send"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from producer.catalog import ModelCatalog, catalog_for
 from producer.errors import Problem, SubmitError
+from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
@@ -116,7 +118,7 @@ def run_check(
 
 
 def submit_spooled(
-    spool: Spool,
+    spool: Iterable[JobSpec],
     store: JobStore,
     app: Any,
     settings: Settings,
@@ -126,8 +128,10 @@ def submit_spooled(
     priority: int | None,
     budget: float | None,
     force: bool,
+    run_id: str | None = None,
 ) -> SubmitResult:
-    """Register the validated jobs of ``spool`` as one run and start what the cap allows."""
+    """Register the validated jobs of ``spool`` as one run (``run_id``: again into that
+    run, resuming it) and start what the cap allows."""
     from producer.submit import celery_sender, submit
     from seedq.admission import admission_for
 
@@ -141,6 +145,7 @@ def submit_spooled(
         priority=priority,
         budget=budget,
         force=force,
+        run_id=run_id,
     )
 
 

@@ -20,7 +20,6 @@ from worker.stuck import (
     find_retry,
     is_stuck,
     judge,
-    reaches_before,
     retried_from,
     stuck_for_s,
     stuck_reason,
@@ -151,23 +150,6 @@ def test_retried_from_reads_the_unknown_field() -> None:
     assert retried_from(row("g-2", None)) is None
     assert retried_from(gen(retried_from_id=None)) is None
     assert retried_from(gen(retried_from_id=7)) is None
-
-
-@pytest.mark.parametrize(
-    ("enqueued", "reaches"),
-    [
-        ([SENT + 10, SENT + 1], False),  # all after the send: the next page may hold it
-        ([SENT + 10, SENT - 1], False),  # within the clock skew
-        ([SENT + 10, SENT - 60], True),  # before the send: older pages cannot hold it
-        ([None, SENT + 3], False),
-        ([], False),
-    ],
-)
-def test_history_search_stops_at_rows_older_than_the_send(
-    enqueued: list[float | None], reaches: bool
-) -> None:
-    rows = [gen("succeeded", None, f"g-{n}", enqueued_at=t) for n, t in enumerate(enqueued)]
-    assert reaches_before(rows, SENT) is reaches
 
 
 # -- what the operator reads ----------------------------------------------------------------
