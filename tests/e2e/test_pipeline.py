@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.e2e.conftest import API_KEY
 from worker.verify import verify_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(300)]
@@ -81,3 +84,44 @@ def test_run_delivers_every_job_once(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "skipped" in again.stdout or "0 job(s) enqueued" in again.stdout
     assert c.sim.stats()["enqueued"] == len(ROWS)
+
+
+def test_estimate_is_within_one_percent_of_the_bill(
+    cluster: Any, manifest: Manifest, tmp_path: Path
+) -> None:
+    """The provider's live prices differ from the copy shipped with seedq (the simulator
+    serves them 37% higher): the plan prices with the live ones, and the run's estimate
+    lands within 1% of what the provider bills for its 12 clips, while the shipped copy's
+    would be far off; the bills seedq records are the provider's to the cent."""
+    c = cluster(price_factor=1.37, fast=True)
+    rows = [
+        {
+            "id": f"priced-{i}",
+            "prompt": f"priced clip {i}",
+            "input_image": "images/red.png",
+            "duration": str(4 + i % 3),
+            "resolution": ("480p", "720p")[i % 2],
+            "generate_audio": ("no", "yes")[i // 6],
+        }
+        for i in range(12)
+    ]
+    done = c.seedq("run", str(manifest(tmp_path, rows)), "--name", "priced")
+    assert done.returncode == 0, done.stdout + done.stderr + c.logs()[-4000:]
+    assert "from the provider" in done.stdout and "WARNING" not in done.stderr
+    ids = [row["id"] for row in rows]
+    deadline = time.monotonic() + 60
+    while not all(j.get("billed_cost") for j in c.jobs(ids).values()):
+        assert time.monotonic() < deadline, c.jobs(ids)
+        time.sleep(0.2)
+    jobs = c.jobs(ids)
+    estimate = sum(float(j["est_cost"]) for j in jobs.values())
+    recorded = sum(float(j["billed_cost"]) for j in jobs.values())
+    charged: dict[str, float] = {}
+    with httpx.Client(base_url=c.sim.url, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
+        page = api.get("/api/ai/generations", params={"status": "succeeded", "page_size": 100})
+        charged |= {g["generation_id"]: float(g["cost"]) for g in page.json()["generations"]}
+    billed = sum(charged[j["generation_id"]] for j in jobs.values())
+    assert abs(estimate - billed) / billed < 0.01, (estimate, billed)
+    assert recorded == pytest.approx(billed)
+    shipped = estimate / 1.37  # what the shipped prices would have said
+    assert abs(shipped - billed) / billed > 0.2
