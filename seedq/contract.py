@@ -33,6 +33,7 @@ class JobState(StrEnum):
     REGISTERED = "registered"
     SUBMITTING = "submitting"
     SUBMITTED = "submitted"
+    RETRYING = "retrying"  # a stuck generation's kill-and-retry may have been sent
     GENERATED = "generated"
     DELIVERED = "delivered"
     FAILED = "failed"

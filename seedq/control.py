@@ -24,7 +24,10 @@ from seedq.store import JobStore, RunInfo
 
 OPERATOR_PAUSE = "paused by an operator"
 ADMITTABLE = frozenset({"active", "registering"})
-AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED)
+AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RETRYING)
+# Jobs whose call to the provider may have made a generation not recorded yet: an
+# enqueue, or a stuck generation's retry (worker.unsticking).
+UNANSWERED = frozenset({JobState.SUBMITTING, JobState.RETRYING})
 READ_BATCH = 500
 SETTLE_POLL_S = 0.2
 
@@ -128,7 +131,7 @@ def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome
     store.pause_run(run_id, reason)
     done = Outcome(run_id)
     done.counts["in flight (will finish and deliver)"] = sum(
-        info.counts.get(s, 0) for s in ("submitting", "submitted", "generated")
+        info.counts.get(s, 0) for s in ("submitting", "submitted", "retrying", "generated")
     )
     return done
 
@@ -204,7 +207,7 @@ def cancel(
                 done.counts["cancelled before start"] += 1
             elif moved.before == JobState.SUBMITTING:
                 enqueuing.append(job_id)  # its worker got past the run's status just now
-        elif state == JobState.SUBMITTING:
+        elif state in UNANSWERED:
             enqueuing.append(job_id)
         elif state == JobState.SUBMITTED:
             _cancel_at_provider(store, provider, run_id, job_id, done)
@@ -237,7 +240,7 @@ def _settle(
         still = []
         for job_id in enqueuing:
             state = store.job_state(job_id)
-            if state is JobState.SUBMITTING:
+            if state in UNANSWERED:
                 still.append(job_id)
             elif state is JobState.SUBMITTED:
                 _cancel_at_provider(store, provider, run_id, job_id, done)

@@ -98,7 +98,9 @@ def _route(
     """deliver | fresh | ambiguous | skip, for one failed job."""
     generation_id = job.get("generation_id", "")
     step = job.get("failed_step", "")
-    if job.get("needs_operator") == "1":
+    if job.get("needs_operator") == "1" or job.get("retry_of"):
+        # retry_of: it failed while a stuck generation's retry was unanswered, so a
+        # generation of it may be running unowned (worker.unsticking).
         return "ambiguous"
     if generation_id and step == "deliver" and job.get("result_url"):
         return "deliver"

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     lease_s: float = Field(
         default=300.0, gt=0, description="A job not heard of for this long is re-driven."
     )
+    stuck_after_s: float = Field(
+        default=2700.0,
+        gt=0,
+        description="A generation still processing this long after it started is killed and "
+        "retried, once per job; stuck again, the job fails.",
+    )
 
     schedules: Path | None = Field(
         default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,6 +20,9 @@ from seedq import keys
 from seedq.contract import JobState
 
 REGISTER_BATCH = 500
+# Tallies in a run's hash, each counted by the move that makes it (``count=...``).
+STUCK_RETRIES = "stuck_retries"  # jobs whose stuck generation was killed and retried
+STUCK_FAILURES = "stuck_failures"  # jobs failed because the retry got stuck too
 
 # Registers one job into a run, atomically. Returns the decision:
 #   "new"       first time seen, or failed/cancelled before (or --force): now registered here
@@ -85,13 +88,19 @@ return decision
 # step safe to repeat (a redelivered message finds the job already moved and stops).
 # The run's counters, the job's in-flight slot, its delivery lease and the run's budget
 # move with it.
+# Two field names are not stored but act with the move (see JobStore.move):
+#   reserve_more   grow the job's estimate and its reservation against the run's budget
+#                  by this amount (a stuck generation's retry is one more generation)
+#   count          add one to this field of the run's hash (a per-run tally)
 # KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering,
-#   unbilled zset, run billing hash.
-# ARGV: run_id, new state, now, job_id, n_from, from states..., field/value pairs.
+#   unbilled zset, run billing hash, run hash.
+# ARGV: run_id, new state, now, job_id, n_from, from states..., n_when, when
+#       name/value pairs (fields that must hold these values too; absent reads as ''),
+#       field/value pairs.
 # Returns {verdict, state before}.
 _TRANSITION = """
-local job_key, counts, inflight, run_inflight, budget, delivering, unbilled, billing =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local job_key, counts, inflight, run_inflight, budget, delivering, unbilled, billing, run_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local run_id, new, now, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', job_key, 'state')
 if not state then return {'missing', ''} end
@@ -102,9 +111,28 @@ for i = 6, 5 + n_from do
   if ARGV[i] == state then allowed = true end
 end
 if not allowed then return {'refused', state} end
+local at = 6 + n_from
+local n_when = tonumber(ARGV[at])
+for i = at + 1, at + 2 * n_when, 2 do
+  if (redis.call('HGET', job_key, ARGV[i]) or '') ~= ARGV[i + 1] then
+    return {'changed', state}
+  end
+end
 redis.call('HSET', job_key, 'state', new, 'updated_at', now)
-for i = 6 + n_from, #ARGV, 2 do
-  redis.call('HSET', job_key, ARGV[i], ARGV[i + 1])
+for i = at + 1 + 2 * n_when, #ARGV, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  if name == 'reserve_more' then
+    local more = tonumber(value) or 0
+    if more ~= 0 then
+      redis.call('HINCRBYFLOAT', job_key, 'est_cost', more)
+      redis.call('HINCRBYFLOAT', job_key, 'reserved_cost', more)
+      redis.call('HINCRBYFLOAT', budget, 'reserved', more)
+    end
+  elseif name == 'count' then
+    redis.call('HINCRBY', run_key, value, 1)
+  else
+    redis.call('HSET', job_key, name, value)
+  end
 end
 if state ~= new then
   redis.call('HINCRBY', counts, state, -1)
@@ -216,6 +244,10 @@ class RunInfo:
     counts: dict[str, int]
     meta: dict[str, Any]
     reason: str = ""  # why the run is paused, for the operator
+    # Jobs whose generation was killed and retried for being stuck, and those that then
+    # failed for being stuck again (tallied by the moves themselves: ``count``).
+    stuck_retries: int = 0
+    stuck_failures: int = 0
 
     @property
     def shown_status(self) -> str:
@@ -340,8 +372,38 @@ class JobStore:
         expect: Iterable[JobState],
         **fields: str | int | float,
     ) -> Moved:
-        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it."""
+        """Compare-and-set a job's state (see ``_TRANSITION``), setting ``fields`` with it.
+
+        ``reserve_more`` and ``count`` are not stored but act on the job's reservation
+        and the run's tallies in the same step (see ``_TRANSITION``)."""
+        return self._move(job_id, run_id, to, expect, {}, fields)
+
+    def move_when(
+        self,
+        job_id: str,
+        run_id: str,
+        to: JobState,
+        *,
+        expect: Iterable[JobState],
+        when: Mapping[str, str],
+        **fields: str | int | float,
+    ) -> Moved:
+        """:meth:`move`, only if the job's fields ``when`` hold these values too (an
+        absent field reads as ``""``; verdict ``changed`` otherwise): e.g. the
+        generation a step judged, which another worker may have replaced meanwhile."""
+        return self._move(job_id, run_id, to, expect, when, fields)
+
+    def _move(
+        self,
+        job_id: str,
+        run_id: str,
+        to: JobState,
+        expect: Iterable[JobState],
+        when: Mapping[str, str],
+        fields: Mapping[str, str | int | float],
+    ) -> Moved:
         expected = [str(s) for s in expect]
+        conditions = list(when.items())
         args: list[str | int | float] = [
             run_id,
             str(to),
@@ -349,6 +411,8 @@ class JobStore:
             job_id,
             len(expected),
             *expected,
+            len(conditions),
+            *(part for pair in conditions for part in pair),
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -362,6 +426,7 @@ class JobStore:
                 keys.DELIVERING,
                 keys.UNBILLED,
                 keys.run_billing(run_id),
+                keys.run(run_id),
             ],
             args=args,
         )
@@ -429,6 +494,8 @@ class JobStore:
             counts=counts,
             meta=json.loads(data.get("meta", "{}")),
             reason=data.get("reason", ""),
+            stuck_retries=int(data.get(STUCK_RETRIES, 0)),
+            stuck_failures=int(data.get(STUCK_FAILURES, 0)),
         )
 
     def runs(self, limit: int = 50) -> list[RunInfo]:

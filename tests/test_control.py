@@ -316,6 +316,29 @@ def test_retry_of_an_unanswered_enqueue_asks_the_provider_list_first() -> None:
     w.assert_counters_right()
 
 
+def test_retry_leaves_a_job_that_failed_mid_stuck_retry_to_an_operator() -> None:
+    """A job that gave up while a stuck generation's retry was unanswered may have a
+    generation running unowned: a fresh attempt could pay twice."""
+    w = world(2, cap=2)
+    w.admission.admit()
+    for job_id in ("j0", "j1"):
+        w.go(job_id, JobState.SUBMITTING)
+        w.go(job_id, JobState.SUBMITTED, generation_id=f"gen-{job_id}")
+    w.go("j0", JobState.RETRYING, retry_of="gen-j0")
+    _fail(w, "j0", "track")
+    w.go("j1", JobState.RETRYING, retry_of="gen-j1")
+    w.go("j1", JobState.SUBMITTED, retry_of="")  # the retry proved absent: undone
+    _fail(w, "j1", "generate")
+    w.provider.statuses = {"gen-j0": "cancelled"}  # killed by the retry
+
+    done = retry(w.store, w.admission, w.provider, w.send, RUN)
+
+    assert w.state("j0") == "failed" and done.counts["needs an operator (skipped)"] == 1
+    assert any(line.startswith("j0:") for line in done.listed)
+    assert w.state("j1") == "registered" and done.counts["fresh attempt"] == 1
+    w.assert_counters_right()
+
+
 def test_retry_of_a_paused_run_queues_without_sending() -> None:
     w = world(1)
     w.admission.admit()

@@ -65,7 +65,7 @@ def deliver_job(rt: Runtime, run_id: str, job_id: str) -> Next:
             log.warning("job %s delivered with warnings: %s", job.id, "; ".join(warnings))
         digest = sha256_file(path)
         stored = rt.storage.put_file(job.output_key, path, sha256=digest, content_type=VIDEO_TYPE)
-        cost = job_cost(rt, job, info)
+        cost = round(job_cost(rt, job, info) + killed_cost(job), 6)
         side = sidecar(rt, job, info, digest, cost, warnings)
         rt.storage.put_json(sidecar_key(job.output_key), side)
     rt.store.move(
@@ -143,6 +143,12 @@ def job_cost(rt: Runtime, job: Job, info: VideoInfo) -> float:
     )
 
 
+def killed_cost(job: Job) -> float:
+    """What the generation killed for being stuck is estimated to have cost (one
+    generation's estimate): the job's estimate counts it too (worker.unsticking)."""
+    return job.number("stuck_est_cost") if job.raw.get("stuck_generation_id") else 0.0
+
+
 def sidecar(
     rt: Runtime,
     job: Job,
@@ -182,6 +188,13 @@ def sidecar(
             "codec": info.video_codec,
         },
         "cost": cost_section(fresh, cost, rt.catalog(job.model).pricing.currency),
+        # A stuck generation killed and retried (worker.unsticking): its estimate is in
+        # the cost's "estimated", its bill in "billed" (billing sums both generations).
+        "stuck_retry": (
+            {"killed_generation_id": job.raw["stuck_generation_id"], "retries": 1}
+            if job.raw.get("stuck_generation_id")
+            else None
+        ),
         "warnings": warnings,
         "provider_calls": int(float(fresh.get("provider_calls", 0))),
     }

@@ -26,6 +26,8 @@ def handle_event(rt: Runtime, app: Any, event: CompletionEvent) -> str | None:
     job = Job.parse(job_id, rt.store.job(job_id))
     if job is None or job.state is not contract.JobState.SUBMITTED:
         return job_id  # polling got there first
+    if job.generation_id != event.generation_id:
+        return job_id  # a generation the job left: killed and retried for being stuck
     try:
         follow = complete(rt, job, str(event.status), result_url=event.url, error=event.error)
     except RunPaused as exc:

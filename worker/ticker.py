@@ -7,7 +7,9 @@ whose bill is due, so many jobs finishing together cost no task and no slot each
 The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
 serves every job in flight, renewing the leases of those still running; only a job
 whose generation has left the active list gets a ``seedq.track`` task (one GET for its
-result). Completion events (``seedq events``) usually get there first.
+result), or one whose generation it lists as processing for ``stuck_after_s`` (the track
+step kills and retries it, worker.unsticking). Completion events (``seedq events``)
+usually get there first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from seedq.contract import JobState
 from worker.biller import bill_due
 from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
+from worker.stuck import is_stuck, worth_tracking
+from worker.submitting import ACTIVE_RUN
 from worker.throttle import reported
 from worker.timekeeper import apply_timing
 
@@ -38,6 +42,7 @@ REDRIVE = {
     JobState.REGISTERED: contract.TASK_SUBMIT,
     JobState.SUBMITTING: contract.TASK_SUBMIT,
     JobState.SUBMITTED: contract.TASK_TRACK,
+    JobState.RETRYING: contract.TASK_TRACK,  # resolves the retry, never sends it again
 }
 
 _UNLOCK = """
@@ -53,6 +58,7 @@ class TickReport:
     released: int = 0
     swept: bool = False
     finished: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)  # tracked for being stuck processing
     billed: list[str] = field(default_factory=list)
 
 
@@ -112,14 +118,45 @@ def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
     if not jobs or rt.poll_throttle.acquire() > 0:
         return
     listed = reported(rt.poll_throttle, rt.provider.list)
-    active = {g.generation_id for g in listed.generations}
+    active = {g.generation_id: g for g in listed.generations}
     report.swept = True
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
     rt.admission.renew(running)
+    now, stuck_after_s = rt.now(), rt.settings.stuck_after_s
+    stuck = []
     for job_id, run_id, _state, gen in jobs:
         if gen and gen not in active:
             _send(app, contract.TASK_TRACK, run_id, job_id)
             report.finished.append(job_id)
+        elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
+            stuck.append((job_id, run_id, gen))
+    for job_id, run_id in _stuck_to_track(rt, stuck):
+        _send(app, contract.TASK_TRACK, run_id, job_id)  # its GET confirms, then retries
+        report.stuck.append(job_id)
+
+
+def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The stuck jobs (job, run, generation) the track step would act on now
+    (worker.stuck.worth_tracking): a retry waits while its run admits nothing; giving up
+    (after the retry, or after the provider refused one) never waits."""
+    if not stuck:
+        return []
+    with rt.store.redis.pipeline(transaction=False) as pipe:
+        for job_id, run_id, _gen in stuck:
+            pipe.hmget(keys.job(job_id), "stuck_generation_id", "retry_refused_of")
+            pipe.hget(keys.run(run_id), "status")
+        rows = pipe.execute()
+    chosen = []
+    for n, (job_id, run_id, gen) in enumerate(stuck):
+        killed, refused_of = (_text(v) for v in rows[2 * n])
+        admitting = _text(rows[2 * n + 1]) in ACTIVE_RUN
+        if worth_tracking(retried=bool(killed) or refused_of == gen, may_retry=admitting):
+            chosen.append((job_id, run_id))
+    return chosen
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def tick(rt: Runtime, app: Any) -> TickReport:

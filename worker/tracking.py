@@ -1,6 +1,7 @@
 """The track step: one status check of a generation that the sweep (worker.ticker)
-saw leave the provider's active list, and the completion handling shared with the
-events listener. No task ever waits on a generation."""
+saw leave the provider's active list, or stay in it stuck (worker.unsticking), and the
+completion handling shared with the events listener. No task ever waits on a
+generation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.submitting import load
 from worker.throttle import reported, wait_turn
+from worker.unsticking import cancelled_for_stuck, fail_stuck, handle_stuck, resolve_retry
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,11 @@ RUNNING = frozenset({"queued", "processing"})
 
 def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     job = load(rt, run_id, job_id)
+    if job is not None and (
+        job.state is JobState.RETRYING
+        or (job.state is JobState.CANCELLED and job.raw.get("retry_of"))
+    ):
+        return resolve_retry(rt, job)  # a stuck generation's retry may have been sent
     if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
         return DONE  # delivered by the events listener already, or not ours any more
     wait = wait_turn(rt.poll_throttle)
@@ -30,30 +37,42 @@ def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     rt.store.count_calls(job_id, 1)
     generation_id = job.generation_id
     gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id))
+    if gen.status in RUNNING and job.raw.get("stuck_cancelled") != generation_id:
+        stuck = handle_stuck(rt, job, gen)  # the sweep sends running ones here when stuck
+        if stuck is not None:
+            return stuck
     return complete(rt, job, gen.status, result_url=gen.result_url, error=gen.error_message)
 
 
 def complete(
     rt: Runtime, job: Job, status: str, *, result_url: str | None, error: str | None
 ) -> Next:
-    """Apply a generation's status to its job; safe to call twice (polling and events)."""
+    """Apply a generation's status to its job; safe to call twice (polling and events).
+
+    Only while the job still follows that generation: one killed and retried for being
+    stuck ends ``cancelled``, which must not cancel the job that left it."""
+    following = {"generation_id": job.generation_id or ""}
+    if cancelled_for_stuck(job, status):
+        return fail_stuck(rt, job)  # cancelled by seedq itself for being stuck
     if status == "succeeded" and result_url:
-        moved = rt.store.move(
+        moved = rt.store.move_when(
             job.id,
             job.run_id,
             JobState.GENERATED,
             expect=[JobState.SUBMITTED],
+            when=following,
             result_url=result_url,
             generated_at=rt.now(),
         )
         return Next(TASK_DELIVER) if moved.ok else DONE
     if status == "failed":
         reason = classify_generation_failure(error or "failed without a reason")
-        rt.store.move(
+        rt.store.move_when(
             job.id,
             job.run_id,
             JobState.FAILED,
             expect=[JobState.SUBMITTED],
+            when=following,
             error=f"generation failed: {reason.message}",
             failed_step="generate",
         )
@@ -61,11 +80,12 @@ def complete(
             raise RunPaused(f"provider: {reason.message}")
         return DONE
     if status == "cancelled":
-        rt.store.move(
+        rt.store.move_when(
             job.id,
             job.run_id,
             JobState.CANCELLED,
             expect=[JobState.SUBMITTED],
+            when=following,
             error="cancelled at the provider",
         )
         return DONE

@@ -14,7 +14,7 @@ from seedq.errors import SeedqError
 from seedq.store import JobStore, RunInfo
 
 ORDER = [s.value for s in JobState]
-IN_FLIGHT = ("submitting", "submitted", "generated")
+IN_FLIGHT = ("submitting", "submitted", "retrying", "generated")
 
 
 def finished(info: RunInfo) -> int:
@@ -87,3 +87,16 @@ def runs_table(runs: list[RunInfo], billing: dict[str, RunBilling] | None = None
             cells += [f"{b.estimated:g}", b.billed_text(), str(b.warned)]
         table.add_row(*cells)
     return table
+
+
+def stuck_line(info: RunInfo) -> str | None:
+    """The run's jobs retried for a stuck generation, for people; None when none was."""
+    if not info.stuck_retries and not info.stuck_failures:
+        return None
+    line = (
+        f"run {info.id}: {info.stuck_retries} job(s) had a generation stuck processing, "
+        "killed and retried once (one more generation paid)"
+    )
+    if info.stuck_failures:
+        line += f"; {info.stuck_failures} failed, stuck again or not retryable"
+    return line

@@ -27,7 +27,7 @@ from seedq.commands.produce import (
     run_check,
     submit_spooled,
 )
-from seedq.commands.progress import breakdown, follow, in_flight, runs_table
+from seedq.commands.progress import breakdown, follow, in_flight, runs_table, stuck_line
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
@@ -299,6 +299,8 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
         job = store.job(job_id)
         key = json.loads(job["spec"]).get("output_key", "") if job.get("spec") else ""
         where = key if job.get("output_uri") else job.get("error") or job.get("last_error", "")
+        if job.get("stuck_retries") and job.get("output_uri"):
+            where += " (generation stuck: killed and retried once)"
         warnings = json.loads(job.get("warnings") or "[]")
         if warnings:
             where += "\nwarning: " + "\nwarning: ".join(warnings)
@@ -312,6 +314,8 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     )
     if info.total > MAX_ROWS:
         out.print(f"... {info.total - MAX_ROWS} more job(s): `seedq report {info.id}`")
+    if (line := stuck_line(info)) is not None:
+        out.print(line)
     if info.status == "paused":
         reason = store.redis.hget(f"seedq:run:{info.id}", "reason")
         err.print(
@@ -352,6 +356,8 @@ def status_command(
             out.print_json(json.dumps(rows))
         else:
             out.print(runs_table(found, money))
+            for line in filter(None, map(stuck_line, found)):
+                out.print(line)
         if not watch:
             return
         time.sleep(2)

@@ -326,6 +326,8 @@ class FakeApp:
 @dataclass
 class Listed:
     generation_id: str
+    status: str = "processing"
+    started_at: float | None = None  # unknown: never judged stuck
 
 
 @dataclass
