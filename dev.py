@@ -112,7 +112,8 @@ def main(argv: list[str]) -> int:
     if cmd == "install":
         return 0
     if cmd == "run":
-        return run([str(BIN / "seedq"), "run", *(rest or ["manifests/example.yaml"])])
+        # The main job is the demo, free even where OXEN_API_KEY is set (.env of compose).
+        return run([str(BIN / "seedq"), "run", "--demo", *(rest or ["manifests/example.yaml"])])
     if cmd == "test":
         ensure_redis()
         if shutil.which("chromium") is None and shutil.which("apt-get") and os.geteuid() == 0:

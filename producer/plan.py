@@ -10,7 +10,7 @@ from pathlib import Path
 from producer.errors import Problem
 from producer.jobs import JobSpec
 from producer.manifest import DuplicateGuard, ModelResolver, ReadOptions, iter_manifest
-from seedq.modelinfo import billed_seconds, estimate_cost
+from seedq.modelinfo import billed_seconds, estimate_cost, price_source, rate_per_second
 
 
 @dataclass(slots=True)
@@ -21,6 +21,21 @@ class Bucket:
     auto_jobs: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PriceKey:
+    model: str
+    resolution: str
+    generate_audio: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PriceUsed:
+    """The price per output second an estimate used, and the published field it is."""
+
+    per_second: float
+    field: str
+
+
 @dataclass(slots=True)
 class Plan:
     """Totals of a valid set of manifests, for the operator to read before paying."""
@@ -29,6 +44,7 @@ class Plan:
     models: set[str] = field(default_factory=set)
     by_resolution: dict[str, Bucket] = field(default_factory=dict)
     auto_estimate_s: int = 10
+    prices: dict[PriceKey, PriceUsed] = field(default_factory=dict)
 
     def add(self, job: JobSpec, cost: float, seconds: int) -> None:
         bucket = self.by_resolution.setdefault(str(job.params.get("resolution")), Bucket())
@@ -99,12 +115,17 @@ def check(
         model = resolve_model(item.model)
         plan.currency = model.pricing.currency
         seconds = billed_seconds(int(item.params.get("duration", -1)), auto_estimate_s)
+        resolution = str(item.params.get("resolution"))
+        audio = bool(item.params.get("generate_audio"))
         cost = estimate_cost(
-            model.pricing,
-            seconds=seconds,
-            resolution=str(item.params.get("resolution")),
-            generate_audio=bool(item.params.get("generate_audio")),
+            model.pricing, seconds=seconds, resolution=resolution, generate_audio=audio
         )
+        key = PriceKey(item.model, resolution, audio)
+        if key not in plan.prices:
+            plan.prices[key] = PriceUsed(
+                rate_per_second(model.pricing, resolution=resolution, generate_audio=audio),
+                price_source(model.pricing, resolution=resolution, generate_audio=audio),
+            )
         plan.add(item, cost, seconds)
         if on_job:
             on_job(replace(item, est_cost=round(cost, 6)))

@@ -123,6 +123,20 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 """
 
+# Every slot lease and delivery lease falls due now: their holders are known to be gone
+# (a private store whose only user was killed). Scores go to 0, which is both an expiry
+# long past and a "last heard of" long ago; members stay, so no slot is given away.
+_EXPIRE_ALL = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    redis.call('ZADD', key, 'XX', 0, member)
+    n = n + 1
+  end
+end
+return n
+"""
+
 # Gives an admitted job's slot back and puts it at the head of its priority in its
 # run's queue (its reservation against the budget is returned too).
 _REQUEUE = """
@@ -167,6 +181,7 @@ class Admission:
         self._expired = client.register_script(_EXPIRED)
         self._requeue = client.register_script(_REQUEUE)
         self._stalled = client.register_script(_STALLED)
+        self._expire_all = client.register_script(_EXPIRE_ALL)
 
     def admit(self, max_batch: int = 500) -> list[Admitted]:
         """Take free slots for the best waiting jobs; the caller sends their messages."""
@@ -186,6 +201,15 @@ class Admission:
 
     def expired(self) -> list[str]:
         return [_s(v) for v in self._expired(keys=[keys.IN_FLIGHT])]
+
+    def expire_all(self) -> int:
+        """Make every slot and delivery lease due at once, for the next tick to re-drive.
+
+        Only for a store whose every worker is known to be dead (the private store of a
+        local run, whose lock the caller holds): anywhere else it would re-drive jobs
+        that live workers are on (harmless, every step being a compare-and-set, but
+        wasteful). Returns how many leases were cut short."""
+        return int(self._expire_all(keys=[keys.IN_FLIGHT, keys.DELIVERING]))
 
     def in_flight(self) -> list[str]:
         return [_s(v) for v in self.redis.zrange(keys.IN_FLIGHT, 0, -1)]

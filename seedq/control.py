@@ -48,6 +48,15 @@ class Provider(Protocol):
 
     def list(self, *, model: str | None = None, status: str | None = None) -> Any: ...
 
+    def history(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 1000,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> Any: ...
+
 
 @dataclass(slots=True)
 class Outcome:

@@ -1,6 +1,25 @@
-"""The whole stack in one process, for ``seedq run`` with no configuration: an
-in-memory broker, fakeredis for state, the provider simulator on a loopback port, and a
-Celery worker in a thread running the very same tasks as production."""
+"""The whole stack in one process, for ``seedq run`` with no broker configured: a Celery
+worker in threads running the very same tasks as production, the events listener and
+the ticker, on Celery's in-memory broker. Two flavours:
+
+- :func:`embedded_stack`, the demo (no ``OXEN_API_KEY``): fakeredis for state and the
+  provider simulator on a loopback port; nothing is paid, nothing outlives the process.
+- :func:`local_stack`, a paid run on one machine (``OXEN_API_KEY`` set): the configured
+  provider, and the state in a private, append-only ``redis-server`` under
+  ``DIR/.seedq/`` (:mod:`seedq.localredis`), so a crash loses nothing.
+
+Why the in-memory broker is enough for the paid run: a message only ever carries ids,
+and every job that a message could be about is also in the durable store with a lease.
+An admitted job holds a slot lease from before its submit message is sent until its
+generation leaves the provider; a generated job holds a delivery lease until delivered;
+a registered job waits in its run's queue. When messages die with the process, the next
+run's tick finds those leases expired and sends each job's current step again (submit
+for ``registered``/``submitting``, which reconciles an enqueue that may have been sent
+instead of sending it again; track for ``submitted``, delivery for ``generated``), and
+every step is a compare-and-set. The only cost of a crash is time, and even that is cut:
+the private store's lock proves its old workers dead, so their leases are made due at
+start (:meth:`seedq.admission.Admission.expire_all`) instead of running out.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +28,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import fakeredis
 from pydantic import SecretStr
@@ -18,6 +38,9 @@ from seedq.admission import admission_for
 from seedq.queueing import make_celery
 from seedq.settings import Settings
 from seedq.store import JobStore
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 EMBEDDED_KEY = "embedded-simulator"
 WORKER_THREADS = 8
@@ -28,25 +51,18 @@ class Stack:
     app: Any
     store: JobStore
     settings: Settings
-    simulator_url: str
+    provider_url: str
+    redriven: int = 0  # leases of a killed run made due at start (local_stack only)
 
 
 @contextmanager
 def embedded_stack(
     settings: Settings, *, latency_s: tuple[float, float] = (1.0, 3.0)
 ) -> Iterator[Stack]:
-    from celery.contrib.testing.worker import start_worker
-
-    import worker.tasks  # noqa: F401 - registers the shared tasks on the embedded app
+    """The demo: the simulator stands in for the provider, fakeredis for Redis."""
     from simulator.config import SimConfig
     from simulator.server import running_simulator
-    from worker.events import listen
     from worker.inputs import LoopbackInputPublisher
-    from worker.provider.client import OxenClient
-    from worker.retry import RetryPolicy
-    from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throttle
-    from worker.storage import make_storage
-    from worker.ticker import run_ticker
 
     sim_config = SimConfig(latency_s=latency_s, max_concurrency=4, keepalive_s=1.0)
     with running_simulator(sim_config) as sim, LoopbackInputPublisher() as publisher:
@@ -60,44 +76,94 @@ def embedded_stack(
             }
         )
         store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
-        runtime = Runtime(
-            settings=local,
-            store=store,
-            provider=OxenClient.from_settings(local),
-            storage=make_storage(local),
-            publisher=publisher,
-            policy=RetryPolicy.from_settings(local),
-            admission=admission_for(store.redis, local),
-            submit_throttle=submit_throttle(store, local),
-            poll_throttle=poll_throttle(store, local),
-        )
-        install_runtime(runtime)
-        app = make_celery(local)
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=listen, args=(runtime, app, stop), name="seedq-events"),
-            threading.Thread(
-                target=run_ticker, args=(lambda: runtime, app, stop), name="seedq-ticker"
-            ),
-        ]
-        logging.getLogger("celery").setLevel(logging.WARNING)
+        runtime = _runtime(local, store, publisher)
+        with _serving(runtime) as app:
+            yield Stack(app, store, local, sim.url)
+
+
+@contextmanager
+def local_stack(settings: Settings, root: Path) -> Iterator[Stack]:
+    """A paid run on this machine: the configured provider, durable state in
+    ``root/.seedq`` (the output folder, or the current one for an S3 output).
+
+    Raises :class:`~seedq.errors.LocalStoreError` when no ``redis-server`` is installed
+    or another run holds ``root``; then nothing has been sent."""
+    from seedq.localredis import private_redis
+    from worker.inputs import make_publisher
+
+    with private_redis(root) as client:
+        store = JobStore(client)
+        redriven = admission_for(client, settings).expire_all()
+        publisher = make_publisher(settings)
         try:
-            with start_worker(
-                app,
-                pool="threads",
-                concurrency=WORKER_THREADS,
-                perform_ping_check=False,
-                loglevel="WARNING",
-                shutdown_timeout=30.0,
-            ):
-                for thread in threads:
-                    thread.daemon = True
-                    thread.start()
-                yield Stack(app, store, local, sim.url)
+            runtime = _runtime(settings, store, publisher, live_catalog=True)
+            with _serving(runtime) as app:
+                yield Stack(app, store, settings, settings.provider_url, redriven)
         finally:
-            stop.set()
+            close = getattr(publisher, "close", None)
+            if close is not None:
+                close()
+
+
+def _runtime(
+    settings: Settings, store: JobStore, publisher: Any, *, live_catalog: bool = False
+) -> Runtime:
+    from producer.catalog import ModelCatalog, catalog_for
+    from worker.provider.client import OxenClient
+    from worker.retry import RetryPolicy
+    from worker.runtime import Runtime, poll_throttle, submit_throttle
+    from worker.storage import make_storage
+
+    return Runtime(
+        settings=settings,
+        store=store,
+        provider=OxenClient.from_settings(settings),
+        storage=make_storage(settings),
+        publisher=publisher,
+        policy=RetryPolicy.from_settings(settings),
+        admission=admission_for(store.redis, settings),
+        submit_throttle=submit_throttle(store, settings),
+        poll_throttle=poll_throttle(store, settings),
+        # A paid run prices deliveries with the provider's live object, as a worker does.
+        catalog=catalog_for(settings) if live_catalog else ModelCatalog(),
+    )
+
+
+@contextmanager
+def _serving(runtime: Runtime) -> Iterator[Any]:
+    """The worker threads, the events listener and the ticker around ``runtime``."""
+    from celery.contrib.testing.worker import start_worker
+
+    import worker.tasks  # noqa: F401 - registers the shared tasks on the embedded app
+    from worker.events import listen
+    from worker.runtime import install_runtime
+    from worker.ticker import run_ticker
+
+    install_runtime(runtime)
+    app = make_celery(runtime.settings)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=listen, args=(runtime, app, stop), name="seedq-events"),
+        threading.Thread(target=run_ticker, args=(lambda: runtime, app, stop), name="seedq-ticker"),
+    ]
+    logging.getLogger("celery").setLevel(logging.WARNING)
+    try:
+        with start_worker(
+            app,
+            pool="threads",
+            concurrency=WORKER_THREADS,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=30.0,
+        ):
             for thread in threads:
-                if thread.is_alive():
-                    thread.join(timeout=10)
-            install_runtime(None)
-            runtime.provider.close()
+                thread.daemon = True
+                thread.start()
+            yield app
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=10)
+        install_runtime(None)
+        runtime.provider.close()

@@ -7,6 +7,7 @@ purpose, so anything else reaching the top is a bug, not bad input.
 
     SeedqError
     ├── ConfigError           settings that cannot work together
+    │   └── LocalStoreError   the private redis-server of a local paid run cannot run
     └── (package trees)
 """
 
@@ -17,3 +18,7 @@ class SeedqError(Exception):
 
 class ConfigError(SeedqError):
     """The settings are invalid or contradict each other."""
+
+
+class LocalStoreError(ConfigError):
+    """The private redis-server of a local paid run is missing, busy or will not start."""

@@ -73,6 +73,22 @@ def run_budget(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:budget"
 
 
+# zset job_id -> when to next ask the provider what the job was billed (runtime clock,
+# seconds): jobs whose generation succeeded (delivered, or failed in delivery) and whose
+# billed cost is not known yet. Entered in the move's Lua script (seedq.store), left
+# when the cost is recorded or given up on (seedq.billing). No TTL: it is a ledger.
+UNBILLED = PREFIX + "billing:unbilled"
+
+
+def run_billing(run_id: str) -> str:
+    """Hash: a run's money as billed (seedq.billing): ``paid_jobs`` (jobs whose generation
+    succeeded), ``estimated`` (the sum of their estimates), ``billed`` (sum of known
+    bills), ``billed_jobs``,
+    ``unknown_jobs`` (bills that never showed), ``warned`` (jobs delivered with
+    warnings). No TTL."""
+    return f"{PREFIX}run:{run_id}:billing"
+
+
 LAST_SWEEP = PREFIX + "tick:last_sweep"  # string: server seconds of the last provider sweep
 
 # set of run ids with a submission window or a delayed start (seedq/windows.py): the

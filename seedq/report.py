@@ -3,6 +3,11 @@
 Rows come from the job store only and carry no secret and no presigned URL (the
 provider's ``result_url`` is left out on purpose): JSON lines and CSV files get mailed
 around. The HTML page (``seedq.report_html``) adds poster frames and player links.
+
+Money is shown twice, kept apart: ``cost`` is seedq's estimate (at delivery, else what
+the budget charged), ``billed_cost`` what the provider billed (``seedq.billing``), with
+``billed_status`` saying ``pending`` or ``unknown`` while there is none. ``warnings``
+lists how a delivered clip differs from the request (``worker.verify``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from seedq.billing import BILLED, PENDING, UNKNOWN, billing_status
 from seedq.contract import JobState
 from seedq.store import JobStore, RunInfo
 
@@ -34,7 +40,10 @@ class ReportRow:
     generation_id: str
     output_s: float | None
     size_bytes: int | None
-    cost: float | None
+    cost: float | None  # estimated
+    billed_cost: float | None  # what the provider billed, once known
+    billed_status: str  # billed | pending | unknown; empty when nothing was generated
+    warnings: list[str]
     created_at: float | None
     submitted_at: float | None
     generated_at: float | None
@@ -51,9 +60,14 @@ class ReportRow:
 class Totals:
     jobs: int
     by_state: dict[str, int]
-    spend: float
+    spend: float  # estimated
     output_s: float
     wall_s: float | None
+    billed: float = 0.0  # the sum of the bills known
+    billed_jobs: int = 0
+    billed_pending: int = 0
+    billed_unknown: int = 0
+    warned: int = 0  # delivered jobs with warnings
 
 
 def _num(raw: dict[str, str], name: str) -> float | None:
@@ -71,8 +85,9 @@ def row_of(job_id: str, raw: dict[str, str]) -> ReportRow:
         spec = {}
     size = _num(raw, "size_bytes")
     cost = _num(raw, "cost")
-    if cost is None:
-        cost = _num(raw, "charged") or None
+    if cost is None and not raw.get("billed_cost"):
+        cost = _num(raw, "charged") or None  # charged is the bill once one is known
+    paid = bool(raw.get("generated_at") or raw.get("billed_cost") or raw.get("billed_status"))
     return ReportRow(
         id=job_id,
         status=raw.get("state", "?"),
@@ -82,6 +97,9 @@ def row_of(job_id: str, raw: dict[str, str]) -> ReportRow:
         output_s=_num(raw, "duration_s"),
         size_bytes=int(size) if size is not None else None,
         cost=cost,
+        billed_cost=_num(raw, "billed_cost"),
+        billed_status=billing_status(raw) if paid else "",
+        warnings=_warnings(raw.get("warnings")),
         created_at=_num(raw, "created_at"),
         submitted_at=_num(raw, "submitted_at"),
         generated_at=_num(raw, "generated_at"),
@@ -89,6 +107,14 @@ def row_of(job_id: str, raw: dict[str, str]) -> ReportRow:
         error=raw.get("error") or raw.get("last_error", ""),
         prompt=str(dict(spec.get("params") or {}).get("prompt", "")),
     )
+
+
+def _warnings(text: str | None) -> list[str]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return [text or ""]
+    return [str(w) for w in value] if isinstance(value, list) else [str(value)]
 
 
 def report_rows(store: JobStore, run_id: str) -> list[ReportRow]:
@@ -106,7 +132,22 @@ def totals(rows: list[ReportRow]) -> Totals:
         spend=round(sum(r.cost or 0.0 for r in rows), 6),
         output_s=round(sum(r.output_s or 0.0 for r in rows if r.status == "delivered"), 3),
         wall_s=round(max(ends) - min(starts), 3) if starts and ends else None,
+        billed=round(sum(r.billed_cost or 0.0 for r in rows), 6),
+        billed_jobs=sum(1 for r in rows if r.billed_status == BILLED),
+        billed_pending=sum(1 for r in rows if r.billed_status == PENDING),
+        billed_unknown=sum(1 for r in rows if r.billed_status == UNKNOWN),
+        warned=sum(1 for r in rows if r.warnings),
     )
+
+
+def billed_summary(t: Totals) -> str:
+    """The billed total for people, never passing an estimate off as a bill."""
+    text = f"{t.billed:g} ({t.billed_jobs} job(s) billed"
+    if t.billed_pending:
+        text += f", {t.billed_pending} pending"
+    if t.billed_unknown:
+        text += f", {t.billed_unknown} billed unknown"
+    return text + ")"
 
 
 def to_jsonl(rows: list[ReportRow]) -> str:
@@ -114,6 +155,8 @@ def to_jsonl(rows: list[ReportRow]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        value = "; ".join(str(v) for v in value)
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(FORMULA_START) else text
 

@@ -19,7 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from seedq.report import ReportRow, Totals
+from seedq.report import ReportRow, Totals, billed_summary
 from seedq.store import RunInfo
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ margin-top:16px}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;color:#fff;
 background:#6b7280}.badge.delivered{background:#15803d}.badge.failed{background:#b91c1c}
 .badge.cancelled{background:#a16207}.prompt{color:#374151;margin:6px 0}
-.err{color:#b91c1c;word-break:break-word}.small{color:#5b6474;font-size:12px}
+.err{color:#b91c1c;word-break:break-word}.warn{color:#a16207;font-size:12px}.small{color:#5b6474;font-size:12px}
 .card > .small{padding:4px 12px 0}
 body.only-failed .card:not(.failed){display:none}
 """
@@ -164,6 +164,7 @@ def _card(row: ReportRow, media: Media | None) -> str:
         if getattr(row, name)
     )
     error = f'<div class="err">{e(row.error)}</div>' if row.error else ""
+    warnings = "".join(f'<div class="warn">warning: {e(w)}</div>' for w in row.warnings)
     classes = "card failed" if row.failed else "card"
     return (
         f'<div class="{classes}" data-status="{e(row.status)}">{player}<div class="meta">'
@@ -172,9 +173,15 @@ def _card(row: ReportRow, media: Media | None) -> str:
         f'<div class="small">{e(row.output_uri or row.output_key)}</div>'
         f'<div class="small">generation {e(row.generation_id or "-")} · '
         f"{e(_num(row.output_s, ' s'))} · {e(_num(row.size_bytes, ' B'))} · "
-        f"cost {e(_num(row.cost))}</div>"
-        f'<div class="small">{e(timings)}</div>{error}</div></div>'
+        f"estimated {e(_num(row.cost))} · billed {e(_billed(row))}</div>"
+        f'<div class="small">{e(timings)}</div>{warnings}{error}</div></div>'
     )
+
+
+def _billed(row: ReportRow) -> str:
+    if row.billed_cost is not None:
+        return _num(row.billed_cost)
+    return {"pending": "pending", "unknown": "unknown"}.get(row.billed_status, "-")
 
 
 def render_html(
@@ -186,7 +193,9 @@ def render_html(
     boxes = [
         ("jobs", str(totals.jobs)),
         ("by state", states),
-        ("spend", f"{totals.spend:g}"),
+        ("estimated", f"{totals.spend:g}"),
+        ("billed", billed_summary(totals)),
+        ("with warnings", str(totals.warned)),
         ("output seconds", f"{totals.output_s:g}"),
         ("wall time", "-" if totals.wall_s is None else f"{totals.wall_s:.1f} s"),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from seedq import contract, keys
@@ -33,7 +34,6 @@ from seedq.store import JobStore
 STEPS = ("submit", "track", "deliver")
 # Generation statuses that prove a generation produced nothing (a fresh attempt is safe).
 NOTHING_MADE = frozenset({"failed", "cancelled"})
-LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 
 
 def retry(
@@ -134,17 +134,24 @@ def _ask_provider(
 def _reconcile(
     store: JobStore, job_id: str, job: dict[str, str], provider: Provider, done: Outcome
 ) -> str:
-    """Whether a failed enqueue created a generation, from the provider's list (as the
-    submit step reconciles, see worker.reconcile), before anything is sent again."""
+    """Whether a failed enqueue created a generation, from the provider's lists as the
+    submit step reconciles (worker.submitting, worker.reconcile): the active rows, then
+    the model's history back to the send, never the account's whole history; before
+    anything is sent again."""
+    from worker.history import history_since, window_start
     from worker.reconcile import Verdict, reconcile
 
     spec = json.loads(job.get("spec") or "{}")
+    model = str(spec.get("model"))
+    # Written with sent_params; the registration time bounds the walk if it were not.
+    since = window_start(float(job.get("submit_started_at") or job.get("created_at") or 0.0))
     found: dict[str, Any] = {}
     try:
-        for status in LIST_STATUSES:
-            done.provider_calls += 1
-            for gen in provider.list(model=spec.get("model"), status=status).generations:
-                found[gen.generation_id] = gen
+        done.provider_calls += 1
+        for gen in provider.list(model=model).generations:
+            found[gen.generation_id] = gen
+        for gen in history_since(_Counted(provider, done), model=model, status=None, since=since):
+            found[gen.generation_id] = gen
     except SeedqError as exc:  # unknown: the job stays as it is
         done.counts["provider unreachable (skipped)"] += 1
         done.listed.append(f"{job_id}: the provider's list is unavailable: {exc}")
@@ -166,6 +173,18 @@ def _reconcile(
     if not store.claim_generation(generation_id, job_id):
         return "ambiguous"  # another job took it meanwhile
     return _ask_provider(job_id, job, generation_id, provider, done)
+
+
+@dataclass(slots=True)
+class _Counted:
+    """The provider's history pages, each call counted in the outcome."""
+
+    provider: Provider
+    done: Outcome
+
+    def history(self, **query: Any) -> Any:
+        self.done.provider_calls += 1
+        return self.provider.history(**query)
 
 
 def _reset_attempts(store: JobStore, job_id: str) -> None:

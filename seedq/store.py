@@ -85,12 +85,13 @@ return decision
 # step safe to repeat (a redelivered message finds the job already moved and stops).
 # The run's counters, the job's in-flight slot, its delivery lease and the run's budget
 # move with it.
-# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering.
+# KEYS: job hash, run counts, in-flight zset, run in-flight set, run budget, delivering,
+#   unbilled zset, run billing hash.
 # ARGV: run_id, new state, now, job_id, n_from, from states..., field/value pairs.
 # Returns {verdict, state before}.
 _TRANSITION = """
-local job_key, counts, inflight, run_inflight, budget, delivering =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job_key, counts, inflight, run_inflight, budget, delivering, unbilled, billing =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local run_id, new, now, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', job_key, 'state')
 if not state then return {'missing', ''} end
@@ -139,12 +140,33 @@ if reserved > 0 and (new == 'generated' or new == 'failed' or new == 'cancelled'
     redis.call('HSET', job_key, 'charged', reserved)
   end
 end
-if new == 'delivered' then
+-- Once the provider's bill is known (seedq.billing) it is the charge, never an estimate.
+local billed = redis.call('HEXISTS', job_key, 'billed_cost') == 1
+if new == 'delivered' and not billed then
   local charged = tonumber(redis.call('HGET', job_key, 'charged') or '0') or 0
   local cost = tonumber(redis.call('HGET', job_key, 'cost') or '0') or 0
   if cost ~= charged then
     redis.call('HINCRBYFLOAT', budget, 'spent', cost - charged)
     redis.call('HSET', job_key, 'charged', cost)
+  end
+end
+-- A generation that succeeded was paid for, delivered or not: learn its bill (the tick,
+-- worker.biller). Counted into the run's billing once, however often it is redelivered.
+if new == 'delivered' or (new == 'failed' and state == 'generated') then
+  if redis.call('HSETNX', job_key, 'billing_counted', 1) == 1 then
+    local estimate = tonumber(redis.call('HGET', job_key, 'cost') or '')
+    if new ~= 'delivered' or not estimate then
+      estimate = tonumber(redis.call('HGET', job_key, 'charged') or '0') or 0
+    end
+    redis.call('HINCRBYFLOAT', billing, 'estimated', estimate)
+    redis.call('HINCRBY', billing, 'paid_jobs', 1)
+    local warnings = redis.call('HGET', job_key, 'warnings')
+    if new == 'delivered' and warnings and warnings ~= '[]' then
+      redis.call('HINCRBY', billing, 'warned', 1)
+    end
+    if not billed and not redis.call('HGET', job_key, 'billed_status') then
+      redis.call('ZADD', unbilled, 'NX', now, job_id)
+    end
   end
 end
 return {'ok', state}
@@ -338,6 +360,8 @@ class JobStore:
                 keys.run_in_flight(run_id),
                 keys.run_budget(run_id),
                 keys.DELIVERING,
+                keys.UNBILLED,
+                keys.run_billing(run_id),
             ],
             args=args,
         )

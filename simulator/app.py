@@ -287,12 +287,13 @@ async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     core = _core(request)
     try:
-        body = served_object(model_id, core.config.price_factor)
+        body = served_object(model_id, core.config.price_factor, core.config.model_patch)
     except UnknownModelError:
         raise ApiError(
             404, "resource_not_found", "Not found", f"Unknown model {model_id}"
         ) from None
-    body[core.config.schema_field] = body.pop("request_schema")
+    if "request_schema" in body:
+        body[core.config.schema_field] = body.pop("request_schema")
     return JSONResponse(body)
 
 

@@ -16,8 +16,11 @@ from seedq.modelinfo import ModelInfo, rate_per_second, shipped_model_object
 PRICE_FIELDS = ("cost_per_second", "cost_per_second_high_res", "cost_per_second_with_audio")
 
 
-def served_object(model_id: str, price_factor: float) -> dict[str, Any]:
-    """The model object as ``GET /api/ai/models/{id}`` answers it (UnknownModelError)."""
+def served_object(
+    model_id: str, price_factor: float, patch: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The model object as ``GET /api/ai/models/{id}`` answers it (UnknownModelError);
+    ``patch`` (the ``model_patch`` knob) is merged in last, over the prices too."""
     body = copy.deepcopy(shipped_model_object(model_id))
     pricing = body.get("pricing")
     if isinstance(pricing, dict) and price_factor != 1.0:
@@ -29,7 +32,7 @@ def served_object(model_id: str, price_factor: float) -> dict[str, Any]:
             pricing["cost_per_second_by_resolution"] = {
                 res: round(price * price_factor, 6) for res, price in by_resolution.items()
             }
-    return body
+    return {**body, **(patch or {})}
 
 
 def served_model(model_id: str, price_factor: float) -> ModelInfo:

@@ -42,6 +42,11 @@ class SimConfig(BaseModel):
         le=1_000_000,
         description="Past generations the account starts with (and after a reset).",
     )
+    model_patch: dict[str, Any] | None = Field(
+        default=None,
+        description="Top-level fields merged into every served model object (a field set "
+        "to null replaces it): a provider whose model object changed shape, for tests.",
+    )
     price_factor: float = Field(
         default=1.0,
         gt=0,

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 from seedq.modelinfo import shipped_model_ids
+from seedq.settings import DEFAULT_MODEL
 from simulator.catalog import charge, served_model
 from simulator.state import CANCELLED, FAILED, SUCCEEDED, Generation, Target
 
@@ -26,12 +27,12 @@ def past_generations(
     count: int, *, now: int, rng: random.Random, price_factor: float
 ) -> Iterator[Generation]:
     """``count`` past generations, oldest first (the order they were enqueued in)."""
-    models = shipped_model_ids()
+    models = sorted(shipped_model_ids(), key=lambda m: m != DEFAULT_MODEL)  # default first
     served = {m: served_model(m, price_factor) for m in models}
     newest = now - 60
     for k in range(count):
         at = newest - (count - 1 - k) * SPACING_S
-        model = models[k % 7 % len(models)]  # uneven: the first model is the busiest
+        model = models[k % 7 % len(models)]  # uneven: the default model is the busiest
         seconds = 4 + k % 7
         params: dict[str, object] = {
             "prompt": f"past generation {k}",

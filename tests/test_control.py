@@ -21,7 +21,7 @@ from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
 from seedq.retrying import retry
 from seedq.store import JobStore, RunInfo
 from worker.provider.errors import ServerError
-from worker.provider.models import Generation, GenerationList
+from worker.provider.models import Generation, GenerationList, GenerationPage
 
 RUN = "run-a"
 EST = 0.5
@@ -35,6 +35,7 @@ class FakeProvider:
     got: list[str] = field(default_factory=list)
     listed: list[Generation] = field(default_factory=list)
     list_calls: int = 0
+    history_calls: int = 0
 
     def cancel(self, generation_id: str) -> None:
         self.cancelled.append(generation_id)
@@ -49,8 +50,29 @@ class FakeProvider:
 
     def list(self, *, model: str | None = None, status: str | None = None) -> GenerationList:
         self.list_calls += 1
-        found = [g for g in self.listed if g.status == status and g.model_name == model]
+        active = ("queued", "processing") if status is None else (status,)
+        found = [g for g in self.listed if g.status in active and g.model_name == model]
         return GenerationList(count=len(found), generations=found)
+
+    def history(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 1000,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> GenerationPage:
+        """One page of every status, newest first (the whole of ``listed`` fits)."""
+        self.history_calls += 1
+        found = [
+            g.model_dump()
+            for g in sorted(self.listed, key=lambda g: -(g.enqueued_at or 0.0))
+            if g.model_name == model and status in (None, g.status)
+        ]
+        rows = found[(page - 1) * page_size : page * page_size]
+        return GenerationPage.model_validate(
+            {"generations": rows, "page_number": page, "page_size": page_size}
+        )
 
 
 @dataclass
@@ -288,7 +310,9 @@ def test_retry_of_an_unanswered_enqueue_asks_the_provider_list_first() -> None:
     assert w.store.job_for_generation("gen-x") == "j0"
     assert w.state("j1") == "registered"
     assert sorted(w.send.sent) == [(TASK_DELIVER, "j0"), (TASK_SUBMIT, "j1")]
-    assert w.provider.list_calls == 10 and done.counts["delivery again"] == 1
+    # Per job: the active rows and one page of the model's history, never five lists.
+    assert (w.provider.list_calls, w.provider.history_calls) == (2, 2)
+    assert done.provider_calls == 4 + 1 and done.counts["delivery again"] == 1  # + j0's GET
     w.assert_counters_right()
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from producer.jobs import JobSpec
 from seedq import report_html
+from seedq.billing import Billing
 from seedq.contract import JobState
 from seedq.report import FORMATS, ReportRow, render, report_rows, row_of, to_csv, totals
 from seedq.report_html import poster_frame
@@ -169,6 +170,39 @@ def test_totals() -> None:
     assert got.by_state == {"delivered": 1, "failed": 1}
     assert (got.spend, got.output_s, got.wall_s) == (0.75, 4.0, 40.0)
     assert totals([]).wall_s is None
+
+
+def test_estimated_and_billed_are_apart_with_warnings(rw: ReportWorld) -> None:
+    """clip-0's bill is known, clip-1's is pending and it was delivered with a warning;
+    clip-2 never generated (nothing billed), clip-3 waits."""
+    Billing(rw.store.redis).record("clip-0", RUN, 0.3, 1_700_000_100.0)
+    rw.store.update_job("clip-1", warnings=json.dumps(["has an audio track, but ..."]))
+    rows = report_rows(rw.store, RUN)
+    by_id = {r.id: r for r in rows}
+    assert (by_id["clip-0"].cost, by_id["clip-0"].billed_cost) == (0.25, 0.3)
+    assert [r.billed_status for r in rows] == ["billed", "pending", "", ""]
+    assert by_id["clip-1"].billed_cost is None and by_id["clip-1"].warnings
+    got = totals(rows)
+    assert (got.spend, got.billed, got.billed_jobs, got.billed_pending) == (0.5, 0.3, 1, 1)
+    assert (got.billed_unknown, got.warned) == (0, 1)
+
+    table = {r["id"]: r for r in csv.DictReader(io.StringIO(render("csv", rw.info, rows)))}
+    assert (table["clip-0"]["cost"], table["clip-0"]["billed_cost"]) == ("0.25", "0.3")
+    assert table["clip-1"]["billed_status"] == "pending"
+    assert table["clip-1"]["warnings"].startswith("has an audio track")
+    lines = [json.loads(line) for line in render("jsonl", rw.info, rows).splitlines()]
+    assert lines[1]["warnings"] == ["has an audio track, but ..."]
+    page = render("html", rw.info, rows)
+    assert "estimated 0.25 · billed 0.3" in page and "billed pending" in page
+    assert "0.3 (1 job(s) billed, 1 pending)" in page
+    assert "warning: has an audio track" in page
+
+
+def test_a_bill_that_never_showed_is_said_as_such() -> None:
+    row = row_of("a", {"state": "delivered", "cost": "0.5", "generated_at": "1",
+                       "billed_status": "unknown"})  # fmt: skip
+    assert (row.billed_status, row.billed_cost) == ("unknown", None)
+    assert totals([row]).billed_unknown == 1
 
 
 def test_poster_frame_is_a_jpeg_of_the_clip(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""The audit of a run, as pure decisions: what the job store, the provider's list of
-succeeded generations and the output store say together.
+"""The audit of a run, as pure decisions: what the job store, the provider's history
+of succeeded generations and the output store say together.
 
 Three ledgers should agree: every succeeded generation (paid for) belongs to one job
-that is delivered, and every delivered job has its video and sidecar stored as its
-record says. :func:`audit` takes facts gathered elsewhere (``worker.auditor`` reads
+that is delivered, every delivered job has its video and sidecar stored as its record
+says, and what the run recorded as billed is what the provider charged for the run's
+generations. :func:`audit` takes facts gathered elsewhere (``worker.auditor`` reads
 them and repairs) and returns the findings, each with what ``--repair`` would do.
 
 Which generation is whose: a job's own ``generation_id``, a generation whose
@@ -17,6 +18,7 @@ twins (identical parameters) are interchangeable, so any one-to-one choice is ri
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ class Kind(StrEnum):
     DUPLICATE_GENERATION = "duplicate_generation"
     SHARED_GENERATION = "shared_generation"
     DUPLICATE_OUTPUT = "duplicate_output"
+    BILLED_MISMATCH = "billed_mismatch"
 
 
 class Repair(StrEnum):
@@ -71,6 +74,13 @@ class JobFacts:
     size_bytes: int | None = None
     sha256: str | None = None
     output_uri: str = ""  # where the delivery stored it
+    billed_cost: float | None = None  # what the run recorded as charged; None: not known
+    stuck_generation_id: str | None = None  # killed and retried: charged to this job too
+
+    @property
+    def owned(self) -> tuple[str, ...]:
+        """The generations charged to this job: the stuck one it retried, and its own."""
+        return tuple(g for g in (self.stuck_generation_id, self.generation_id) if g)
 
 
 def job_facts(job_id: str, raw: Mapping[str, str]) -> JobFacts:
@@ -88,6 +98,8 @@ def job_facts(job_id: str, raw: Mapping[str, str]) -> JobFacts:
         size_bytes=_int(raw.get("size_bytes")),
         sha256=raw.get("sha256") or None,
         output_uri=raw.get("output_uri", ""),
+        billed_cost=_number(raw.get("billed_cost")),
+        stuck_generation_id=raw.get("stuck_generation_id") or None,
     )
 
 
@@ -101,9 +113,10 @@ def _json(text: str | None) -> dict[str, Any]:
 
 def _number(text: str | None) -> float | None:
     try:
-        return float(text) if text else None
+        value = float(text) if text else None
     except ValueError:
         return None
+    return value if value is None or math.isfinite(value) else None
 
 
 def _int(text: str | None) -> int | None:
@@ -129,15 +142,22 @@ class Finding:
     generation_id: str
     reason: str
     repair: Repair = Repair.NONE
+    recorded: float | None = None  # billed_mismatch: the run's recorded billed total
+    reported: float | None = None  # billed_mismatch: the provider's for the same generations
 
-    def as_dict(self) -> dict[str, str]:
-        return {
+    def as_dict(self) -> dict[str, str | float]:
+        row: dict[str, str | float] = {
             "kind": str(self.kind),
             "job_id": self.job_id,
             "generation_id": self.generation_id,
             "reason": self.reason,
             "repair": str(self.repair),
         }
+        if self.recorded is not None:
+            row["recorded_billed"] = self.recorded
+        if self.reported is not None:
+            row["provider_billed"] = self.reported
+        return row
 
 
 def audit(
@@ -147,12 +167,16 @@ def audit(
     outputs: Mapping[str, OutputFacts],
     *,
     now: float,
+    costs: Mapping[str, float | None] | None = None,
 ) -> list[Finding]:
     """Every finding for one run's jobs.
 
-    ``succeeded``: the provider's succeeded generations of the run's models (any run's);
-    ``owners``: generation id → the job its ``seedq:gen`` key names, for every id known
-    (absent: claimed by none); ``outputs``: facts of each delivered job's objects.
+    ``succeeded``: the provider's succeeded generations of the run's models (any run's)
+    enqueued since the run began; ``owners``: generation id → the job its ``seedq:gen``
+    key names, for every id known (absent: claimed by none); ``outputs``: facts of each
+    delivered job's objects; ``costs``: generation id → what the provider charged for
+    it (None: not charged yet), for the generations the jobs own; without it the billed
+    totals are not compared.
     """
     gens = {g.generation_id: g for g in succeeded if g.status == "succeeded"}
     findings = _shared_generations(jobs, owners)
@@ -166,6 +190,8 @@ def audit(
         if job.state == DELIVERED:
             facts = outputs.get(job.id, OutputFacts(None, None))
             findings += _output_findings(job, facts, shared=job.id in shared_keys)
+    if costs is not None:
+        findings += billed_findings(jobs, costs)
     order = {job.id: n for n, job in enumerate(jobs)}
     return sorted(findings, key=lambda f: order.get(f.job_id, len(order)))  # manifest order
 
@@ -358,3 +384,59 @@ def _mismatches(job: JobFacts, video: StoredObject, sidecar: dict[str, Any] | No
         if side.get("size_bytes") is not None and side.get("size_bytes") != video.size:
             problems.append(f"stored size {video.size} != sidecar {side.get('size_bytes')}")
     return problems
+
+
+# Charged amounts are decimal strings summed as floats: differences below this are the
+# sums' rounding, not money (a cent is 10,000 times more).
+BILLED_TOLERANCE = 1e-6
+NAMED_JOBS = 5  # jobs a billed_mismatch names; the rest are counted
+
+
+def billed_findings(jobs: Sequence[JobFacts], costs: Mapping[str, float | None]) -> list[Finding]:
+    """The run's recorded billed total against what the provider charged for the same
+    generations (each job's own and the stuck one it retried, each counted once); one
+    run-wide finding when they differ, naming the jobs whose figures disagree.
+
+    Only jobs that recorded a billed cost are compared: the workers learn a cost some
+    time after delivery, so a job without one yet is not a difference (the finding
+    counts them when there is one). A generation the provider has not charged (cost
+    None, or not found) counts as nothing on its side."""
+    counted: set[str] = set()
+    recorded = reported = 0.0
+    differing: list[str] = []
+    unrecorded = 0
+    for job in jobs:
+        if job.billed_cost is None:
+            unrecorded += 1
+            continue
+        charged = 0.0
+        for gid in job.owned:
+            cost = costs.get(gid)
+            if gid not in counted and cost is not None:
+                charged += cost
+            counted.add(gid)
+        recorded += job.billed_cost
+        reported += charged
+        if abs(job.billed_cost - charged) > BILLED_TOLERANCE:
+            differing.append(f"{job.id} (recorded ${job.billed_cost:.4f}, provider ${charged:.4f})")
+    if abs(recorded - reported) <= BILLED_TOLERANCE and not differing:
+        return []
+    named = "; ".join(differing[:NAMED_JOBS])
+    if len(differing) > NAMED_JOBS:
+        named += f"; and {len(differing) - NAMED_JOBS} more"
+    why = (
+        f"the run recorded ${recorded:.4f} billed, the provider reports ${reported:.4f} "
+        f"for the same {len(counted)} generation(s): {named}"
+    )
+    if unrecorded:
+        why += f" ({unrecorded} job(s) with no billed cost recorded yet are not compared)"
+    return [
+        Finding(
+            Kind.BILLED_MISMATCH,
+            "",
+            "",
+            why,
+            recorded=round(recorded, 6),
+            reported=round(reported, 6),
+        )
+    ]

@@ -1,9 +1,14 @@
 """The audit's edges: read a run's facts from the job store, the provider and the output
 store, and repair what can be repaired through the normal delivery step.
 
-Reading costs one provider list call per model of the run (succeeded generations),
-one Redis round trip per batch of jobs, and a HEAD (plus a sidecar GET) per delivered
-job; ``--verify`` also downloads each stored video and decodes it with PyAV.
+Reading costs, per model of the run, the pages of its succeeded generations enqueued
+since the run began (``GET /api/ai/generations``, 1000 rows a page, newest first,
+stopping at the first older row: never the account's whole history), a
+``GET /api/ai/generations/{id}`` for each generation a job owns that those pages do not
+hold (a killed stuck one, a failed one) when its job recorded a bill, one Redis round
+trip per batch of jobs, and a HEAD (plus a sidecar GET) per delivered job; ``--verify``
+also downloads each stored video and decodes it with PyAV. Every provider call takes a
+turn of the cluster's status-call budget (:class:`Budgeted`), as a worker's would.
 
 Repairs never enqueue anything at the provider. Each moves the job by compare-and-set
 into ``generated`` with the paid generation and runs ``worker.delivery.deliver_job``,
@@ -15,10 +20,10 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from seedq import keys
 from seedq.contract import JobState
@@ -37,8 +42,9 @@ from worker.audit import (
 )
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, TransientError
-from worker.provider.errors import TransientProviderError
-from worker.provider.models import Generation, GenerationList
+from worker.history import PAGE_SIZE, Pages, history_since, window_start
+from worker.provider.errors import NotFound, TransientProviderError
+from worker.provider.models import BilledGeneration, Generation, GenerationPage
 from worker.runtime import Runtime
 from worker.storage.base import Storage
 from worker.submitting import load
@@ -46,12 +52,13 @@ from worker.throttle import reported, wait_turn
 from worker.verify import verify_video
 
 OWNER_BATCH = 500
+T = TypeVar("T")
 
 
-class Lister(Protocol):
-    """What reading needs of the provider (``OxenClient``)."""
+class History(Pages, Protocol):
+    """What reading needs of the provider (``OxenClient``): history pages, billed rows."""
 
-    def list(self, *, model: str | None = None, status: str | None = None) -> GenerationList: ...
+    def billed(self, generation_id: str) -> BilledGeneration: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,7 @@ class Facts:
     succeeded: list[Generation]
     owners: dict[str, str]
     outputs: dict[str, OutputFacts]
+    costs: dict[str, float | None]  # what the provider charged for each generation owned
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,7 @@ class Repaired:
 
 def gather(
     store: JobStore,
-    provider: Lister,
+    provider: History,
     storage: Storage,
     run_id: str,
     *,
@@ -84,20 +92,38 @@ def gather(
     tolerance_s: float = 1.0,
 ) -> Facts:
     """Read the run's facts; ControlError for an unknown run."""
-    require_run(store, run_id)
+    info = require_run(store, run_id)
     # A job id registered again by a later run belongs to that run's audit now.
     found = [job_facts(jid, raw) for jid, raw in jobs(store, run_id) if raw.get("run_id") == run_id]
-    succeeded: dict[str, Generation] = {}
+    # Nothing of this run was enqueued before it was created (nor a job registered).
+    since = window_start(min([info.created_at] + [job.created_at for job in found]))
+    succeeded: dict[str, BilledGeneration] = {}
     for model in sorted({job.model for job in found if job.model}):
-        for gen in provider.list(model=model, status="succeeded").generations:
+        for gen in history_since(provider, model=model, status="succeeded", since=since):
             succeeded[gen.generation_id] = gen
-    ids = set(succeeded) | {job.generation_id for job in found if job.generation_id}
+    owned = {gid for job in found for gid in job.owned}
+    # Only jobs that recorded a bill are compared (worker.audit.billed_findings): a row
+    # the pages lack is asked for by id for those alone (a killed stuck generation, a
+    # failed one), never for every job still in flight.
+    billed = {gid for job in found if job.billed_cost is not None for gid in job.owned}
+    costs = {gid: gen.cost for gid, gen in succeeded.items() if gid in billed}
+    costs |= {gid: _billed(provider, gid) for gid in sorted(billed - set(succeeded))}
+    ids = set(succeeded) | owned
     outputs = {
         job.id: _output(storage, job, verify=verify, tolerance_s=tolerance_s)
         for job in found
         if job.state == JobState.DELIVERED
     }
-    return Facts(run_id, found, list(succeeded.values()), owners(store, ids), outputs)
+    return Facts(run_id, found, list(succeeded.values()), owners(store, ids), outputs, costs)
+
+
+def _billed(provider: History, generation_id: str) -> float | None:
+    """What the provider charged for one generation; None when it is not charged yet
+    or the provider no longer knows it."""
+    try:
+        return provider.billed(generation_id).cost
+    except NotFound:
+        return None
 
 
 def findings(facts: Facts, *, now: float | None = None) -> list[Finding]:
@@ -107,6 +133,7 @@ def findings(facts: Facts, *, now: float | None = None) -> list[Finding]:
         facts.owners,
         facts.outputs,
         now=time.time() if now is None else now,
+        costs=facts.costs,
     )
 
 
@@ -157,14 +184,14 @@ class Audited:
     repaired: list[Repaired]
     remaining: list[Finding]
 
-    def rows(self, *, with_repairs: bool) -> list[dict[str, str | bool]]:
+    def rows(self, *, with_repairs: bool) -> list[dict[str, str | bool | float]]:
         """One plain row per finding, with its repair's outcome when repairs ran."""
         done = {
             (r.finding.kind, r.finding.job_id, r.finding.generation_id): r for r in self.repaired
         }
-        rows: list[dict[str, str | bool]] = []
+        rows: list[dict[str, str | bool | float]] = []
         for finding in self.found:
-            row: dict[str, str | bool] = dict(finding.as_dict())
+            row: dict[str, str | bool | float] = dict(finding.as_dict())
             if with_repairs:
                 result = done.get((finding.kind, finding.job_id, finding.generation_id))
                 row["repaired"] = result.ok if result else False
@@ -179,7 +206,7 @@ def audit_run(rt: Runtime, run_id: str, *, fix: bool = False, verify: bool = Fal
     def look() -> list[Finding]:
         facts = gather(
             rt.store,
-            rt.provider,
+            Budgeted(rt),
             rt.storage,
             run_id,
             verify=verify,
@@ -215,15 +242,44 @@ def repair(rt: Runtime, run_id: str, found: Iterable[Finding]) -> list[Repaired]
     return results
 
 
-def _fresh_url(rt: Runtime, job_id: str, generation_id: str) -> str | None:
-    """A new presigned result URL from a GET of the generation; None when it has none.
-
-    The GET takes a turn of the cluster's status-call budget and reports to its breaker,
-    as a worker's would: a repair of many jobs must not push the provider into 429s."""
+def _turn(rt: Runtime, call: Callable[[], T], endpoint: str) -> T:
+    """One provider call on a turn of the cluster's status-call budget, reported to its
+    breaker, as a worker's would be: an audit or a repair of a large run beside a
+    running cluster must not push the provider into 429s."""
     while (wait := wait_turn(rt.poll_throttle)) > 0:
         time.sleep(wait)
+    return reported(rt.poll_throttle, call, endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class Budgeted:
+    """The runtime's provider as the audit reads it, each call on a turn of the budget."""
+
+    rt: Runtime
+
+    def history(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = PAGE_SIZE,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> GenerationPage:
+        provider = self.rt.provider
+        return _turn(
+            self.rt,
+            lambda: provider.history(page=page, page_size=page_size, model=model, status=status),
+            "history",
+        )
+
+    def billed(self, generation_id: str) -> BilledGeneration:
+        return _turn(self.rt, lambda: self.rt.provider.billed(generation_id), "billed")
+
+
+def _fresh_url(rt: Runtime, job_id: str, generation_id: str) -> str | None:
+    """A new presigned result URL from a GET of the generation; None when it has none."""
     rt.store.count_calls(job_id, 1)
-    gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id), "status")
+    gen = _turn(rt, lambda: rt.provider.get(generation_id), "status")
     return gen.result_url if gen.status == "succeeded" and gen.result_url else None
 
 

@@ -5,7 +5,7 @@
         ├── TransientError        retry the step later, with backoff
         │   └── StorageUnavailable   the output store did not answer or is full
         ├── JobFailed             fail this job now, with the reason; never retried
-        │   ├── InvalidVideo         the downloaded file is not the video that was asked for
+        │   ├── InvalidVideo         the download is not a playable video (kept in quarantine)
         │   └── InputUnavailable     an input image cannot be made fetchable
         └── RunPaused             stop submitting for the whole run (401, no credits)
 
@@ -35,7 +35,8 @@ class JobFailed(WorkerError):
 
 
 class InvalidVideo(JobFailed):
-    """The file does not decode, or its duration, size or audio is not what was asked."""
+    """The file is not a playable video. A playable one that differs from the request
+    (duration, size, audio) is delivered with warnings instead (``worker.verify``)."""
 
 
 class InputUnavailable(JobFailed):

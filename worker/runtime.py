@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.catalog import ModelCatalog
+from producer.catalog import ModelCatalog, catalog_for
 from seedq.admission import Admission, admission_for
 from seedq.queueing import redis_client
 from seedq.settings import Settings, load_settings
@@ -58,6 +58,9 @@ def build_runtime(settings: Settings) -> Runtime:
         admission=admission_for(store.redis, settings),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
+        # The provider's live prices, as the producer estimated with (shipped copy when
+        # the live object cannot be used); fetched once per model per process.
+        catalog=catalog_for(settings),
     )
 
 

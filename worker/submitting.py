@@ -1,20 +1,22 @@
 """The submit step, at most once: a job is enqueued at the provider only from
 ``registered``, after an atomic move to ``submitting`` that records what is sent and
 when. A job found still ``submitting`` (a crash, a lost answer) is reconciled against
-the provider's list, and sent again only once the list proves it never arrived.
+the provider's lists (the active rows, then the newest pages of the model's history),
+and sent again only once they prove it never arrived.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 from seedq import keys
 from seedq.contract import TASK_SUBMIT, JobState
 from worker.errors import RunPaused
+from worker.history import PAGE_SIZE, read_on, window_start
 from worker.inputs import publish_inputs
 from worker.provider import errors as pe
 from worker.provider.models import Generation
@@ -25,8 +27,8 @@ from worker.throttle import reported, wait_turn
 
 log = logging.getLogger(__name__)
 
-LIST_STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
-LIST_TRIES = 3  # tries of each list call in one reconcile pass (see _list_status)
+ACTIVE_STEP = 0  # a pass's first call lists the active rows; step n ≥ 1 reads history page n
+LIST_TRIES = 3  # tries of each list call in one reconcile pass (see _list_step)
 RECONCILE_FIELD = "reconcile_pass"  # a job's unfinished reconcile pass (see ListPass)
 RECHECK_S = 5.0
 SETTLED_STATUSES = frozenset({500, 501, 503, 505})
@@ -153,28 +155,30 @@ def _cancel_orphan(rt: Runtime, job: Job, generation_id: str) -> None:
 
 @dataclass
 class ListPass:
-    """A reconcile pass: the statuses listed so far and the generations matching the
-    job among them. Kept in the job's record (``reconcile_pass``) under the send it
-    belongs to, so a pass cut short by a wait for a turn or a failed call resumes where
-    it stopped: started over each time, it would rarely finish when the poll budget is
-    contended (five turns in a row), and each failed pass would spend a retry."""
+    """A reconcile pass: the next list call to make and the generations matching the
+    job so far. Kept in the job's record (``reconcile_pass``) under the send it belongs
+    to, so a pass cut short by a wait for a turn or a failed call resumes where it
+    stopped: started over each time, it would rarely finish when the poll budget is
+    contended (a turn per call), and each failed pass would spend a retry."""
 
     send: str  # submit_started_at of the send being reconciled
     since: float  # when its first list was made
-    done: list[str] = field(default_factory=list)
+    step: int = ACTIVE_STEP  # the next call: the active rows, then history page ``step``
     found: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fails: int = 0  # failed tries of the status being listed, across waits for a turn
+    fails: int = 0  # failed tries of the call being made, across waits for a turn
 
     @classmethod
     def of(cls, rt: Runtime, job: Job) -> ListPass:
         send = job.raw.get("submit_started_at", "")
         kept = json.loads(job.raw.get(RECONCILE_FIELD) or "{}")
-        if kept.get("send") != send:
+        if kept.get("send") != send or "step" not in kept:
+            # Another send's pass, or one kept by an older seedq (five status lists):
+            # a fresh pass, whose later start only makes absence harder to prove.
             return cls(send, rt.now())
         return cls(
             send,
             float(kept["since"]),
-            list(kept["done"]),
+            int(kept["step"]),
             dict(kept["found"]),
             int(kept.get("fails", 0)),
         )
@@ -183,36 +187,60 @@ class ListPass:
         rt.store.update_job(job_id, **{RECONCILE_FIELD: json.dumps(asdict(self), sort_keys=True)})
 
 
+Listed = tuple[list[Generation], bool]  # rows of one call, and whether another must follow
+
+
 def list_candidates(rt: Runtime, job: Job) -> tuple[list[Generation], float] | float:
     """The provider's generations matching the job and when the pass began listing
     them, or seconds to wait for a turn (the pass resumes then; see :class:`ListPass`).
 
+    Never one unbounded list: the active rows (``GET /api/ai/queue``, bounded by what
+    is in flight), then pages of the model's history (``GET /api/ai/generations``,
+    newest first, every status) down to the first row enqueued before the send began
+    (:mod:`worker.history`): a page or two however long the account's history. The
+    browse view holds in-flight rows too; the active list first costs one bounded call
+    and covers a browse view that lags behind the queue, where a generation just
+    created is most likely to be. A generation seen in both is one candidate, not an
+    ambiguity for an operator.
+
     Every list call takes its own turn of the poll budget and reports its outcome, so
     reconciling respects the global rate and a breaker probe granted here is answered."""
-    # One list per status, in lifecycle order, so a generation that moves on while we
-    # read is seen at least once, even across interruptions, since statuses only move
-    # forward; it can also be seen twice (queued, then processing), and the same id
-    # twice is one candidate, not an ambiguity for an operator.
     progress = ListPass.of(rt, job)
     started_at = job.number("submit_started_at")
+    since = window_start(started_at)
+    finished = False
     try:
-        for status in LIST_STATUSES:
-            if status in progress.done:
-                continue
-            listed = _list_status(rt, job, status, progress)
+        while True:
+            listed = _list_step(rt, job, _step_call(rt, job, progress.step, since), progress)
             if isinstance(listed, float):
                 return listed
-            for gen in listed:
+            rows, more = listed
+            for gen in rows:
                 if matches(
                     gen, model=job.model, sent=job.sent_params, started_at=started_at, now=rt.now()
                 ):
                     progress.found[gen.generation_id] = kept_generation(gen)
-            progress.done.append(status)
+            if not more:
+                finished = True
+                break
+            progress.step += 1
     finally:
-        if len(progress.done) < len(LIST_STATUSES):
+        if not finished:
             progress.save(rt, job.id)
     rt.store.redis.hdel(keys.job(job.id), RECONCILE_FIELD)
     return [Generation.model_validate(g) for g in progress.found.values()], progress.since
+
+
+def _step_call(rt: Runtime, job: Job, step: int, since: float) -> tuple[str, Callable[[], Listed]]:
+    """The provider call of one step of a pass, and its endpoint name for the metrics."""
+    if step == ACTIVE_STEP:
+        return "list", lambda: (rt.provider.list(model=job.model).generations, True)
+
+    def page() -> Listed:
+        got = rt.provider.history(page=step, page_size=PAGE_SIZE, model=job.model)
+        return list(got.generations), read_on(got, since=since)
+
+    return "history", page
 
 
 def kept_generation(gen: Generation) -> dict[str, Any]:
@@ -222,20 +250,21 @@ def kept_generation(gen: Generation) -> dict[str, Any]:
     return kept_params(gen.model_dump(mode="json"))
 
 
-def _list_status(
-    rt: Runtime, job: Job, status: str, progress: ListPass
-) -> list[Generation] | float:
-    """One status's generations, a transient failure tried again at once.
+def _list_step(
+    rt: Runtime, job: Job, call: tuple[str, Callable[[], Listed]], progress: ListPass
+) -> Listed | float:
+    """One list call of the pass, a transient failure tried again at once.
 
-    A reconcile needs all five lists in one pass. Were one failed call to end the pass,
-    a provider failing a call in three would let a pass through one time in nine, each
-    failed pass would spend one of the job's retries, and a job whose generation may
-    exist would fail on noise, its clip paid for and never delivered. Each try takes its
-    own turn, and a turn that must wait ends the pass as a wait (the job comes back
-    then), unless the breaker opened: then the failure ends it and spends a retry, so an
-    outage stays bounded. The tries are counted across such waits (``progress.fails``),
-    so a list that keeps failing spends the job's retries however the turns fall.
+    A reconcile needs every call of its pass. Were one failed call to end the pass, a
+    provider failing a call in three would rarely let a pass through, each failed pass
+    would spend one of the job's retries, and a job whose generation may exist would
+    fail on noise, its clip paid for and never delivered. Each try takes its own turn,
+    and a turn that must wait ends the pass as a wait (the job comes back then), unless
+    the breaker opened: then the failure ends it and spends a retry, so an outage stays
+    bounded. The tries are counted across such waits (``progress.fails``), so a call
+    that keeps failing spends the job's retries however the turns fall.
     """
+    endpoint, request = call
     failure: pe.TransientProviderError | None = None
     while True:
         wait = wait_turn(rt.poll_throttle)
@@ -245,9 +274,8 @@ def _list_status(
                 raise failure
             return wait
         rt.store.count_calls(job.id, 1)
-        call = partial(rt.provider.list, model=job.model, status=status)
         try:
-            listed = reported(rt.poll_throttle, call, "list").generations
+            listed = reported(rt.poll_throttle, request, endpoint)
         except pe.TransientProviderError as exc:
             failure = exc
             progress.fails += 1

@@ -1,6 +1,8 @@
 """The worker's heartbeat: once a second, one worker (whichever holds the tick lock)
 admits waiting jobs into free slots, re-drives jobs whose lease expired (in flight, or
-delivering), and sweeps the provider's list of active generations.
+delivering), sweeps the provider's list of active generations, and asks what the
+delivered jobs were billed (``worker.biller``: a few calls per tick serve every job
+whose bill is due, so many jobs finishing together cost no task and no slot each).
 
 The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
 serves every job in flight, renewing the leases of those still running; only a job
@@ -21,6 +23,7 @@ from celery import bootsteps
 
 from seedq import contract, keys
 from seedq.contract import JobState
+from worker.biller import bill_due
 from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
 from worker.throttle import reported
@@ -50,6 +53,7 @@ class TickReport:
     released: int = 0
     swept: bool = False
     finished: list[str] = field(default_factory=list)
+    billed: list[str] = field(default_factory=list)
 
 
 def _send(app: Any, task: str, run_id: str, job_id: str) -> None:
@@ -131,6 +135,8 @@ def tick(rt: Runtime, app: Any) -> TickReport:
     if now - last >= rt.settings.poll_interval_s:
         rt.store.redis.set(keys.LAST_SWEEP, now)
         sweep(rt, app, report)
+    # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
+    report.billed = bill_due(rt, now=now).billed
     return report
 
 

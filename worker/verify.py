@@ -1,9 +1,15 @@
-"""Is the downloaded file the video that was asked for?
+"""Is the downloaded file a playable video, and how does it differ from the request?
 
 Two halves: :func:`probe_video` opens the file with PyAV and decodes every video frame
 (the impure edge; any decoder failure is :class:`~worker.errors.InvalidVideo`), and
-:func:`check_video_facts` compares what was found with the request (pure, and where the
-rules live). A video failing either is never stored: the job fails with the reason.
+:func:`video_warnings` compares what was found with the request (pure, and where the
+rules live).
+
+The clip was paid for when the provider made it, so only a file that is not a playable
+video fails (and even that one is kept, in quarantine: ``worker.delivery``). Every
+difference from the request (duration, resolution, aspect ratio, an audio track asked
+for or not) is a *warning*: the clip is delivered, and the warning is recorded in the
+job, its sidecar and the reports. Nothing here ever turns a difference into a failure.
 
 Resolution rule: the short side equals the class (480/720/1080/2160 px), or the pixel
 count is within :data:`AREA_TOLERANCE` of the class's 16:9 frame. The second arm is for
@@ -43,20 +49,31 @@ class VideoInfo:
     size_bytes: int
 
 
-def verify_video(path: Path, params: dict[str, Any], *, tolerance_s: float = 1.0) -> VideoInfo:
-    """The file's facts when it decodes and matches ``params``; InvalidVideo otherwise,
-    its message listing every mismatch."""
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A playable video's facts, and every way it differs from the request."""
+
+    info: VideoInfo
+    warnings: list[str]
+
+
+def inspect_video(path: Path, params: dict[str, Any], *, tolerance_s: float = 1.0) -> Verified:
+    """The facts and warnings of a file that decodes; InvalidVideo only when it is not a
+    playable video (never for a difference from ``params``)."""
     info = probe_video(path)
-    reasons = check_video_facts(info, params, tolerance_s=tolerance_s)
-    if reasons:
-        raise InvalidVideo("; ".join(reasons))
-    return info
+    return Verified(info, video_warnings(info, params, tolerance_s=tolerance_s))
 
 
-def check_video_facts(
+def verify_video(path: Path, params: dict[str, Any], *, tolerance_s: float = 1.0) -> VideoInfo:
+    """The facts of a playable video (:func:`inspect_video` without its warnings)."""
+    return inspect_video(path, params, tolerance_s=tolerance_s).info
+
+
+def video_warnings(
     facts: VideoInfo, params: dict[str, Any], *, tolerance_s: float = 1.0
 ) -> list[str]:
-    """Every way the video differs from the request; empty when it matches.
+    """Every way the video differs from the request; empty when it matches. Each is a
+    warning, never a reason to fail: the clip plays and was paid for.
 
     A parameter missing from ``params`` is not checked (the provider chose it).
     """

@@ -1,6 +1,7 @@
 """``seedq audit RUN [--repair] [--verify]``: compare the job store, the provider's
-succeeded generations and the stored objects; report what disagrees and, with
-``--repair``, deliver what was paid for and is missing. The decisions are in
+succeeded generations and billed costs, and the stored objects; report what disagrees
+(jsonl rows of a ``billed_mismatch`` carry ``recorded_billed`` and ``provider_billed``)
+and, with ``--repair``, deliver what was paid for and is missing. The decisions are in
 :mod:`worker.audit`, the reading and repairing in :mod:`worker.auditor`.
 
 Exit status: 0 nothing found (or everything found was repaired), 1 findings remain,
@@ -68,13 +69,14 @@ def audit_command(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _table(run_id: str, rows: list[dict[str, str | bool]], repair: bool) -> Table:
+def _table(run_id: str, rows: list[dict[str, str | bool | float]], repair: bool) -> Table:
     table = Table(title=f"Audit of {run_id}", title_justify="left")
     columns = ["kind", "job", "generation", "reason", "repair"] + (["result"] if repair else [])
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        cells = [row["kind"], row["job_id"], row["generation_id"], row["reason"], row["repair"]]
+        job = row["job_id"] or "(run)"  # a run-wide finding (billed_mismatch)
+        cells = [row["kind"], job, row["generation_id"], row["reason"], row["repair"]]
         if repair:
             mark = "ok" if row["repaired"] else "not repaired"
             cells.append(f"{mark}: {row['detail']}")

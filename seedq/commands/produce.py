@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from producer.catalog import ModelCatalog, catalog_for
 from producer.errors import Problem, SubmitError
+from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
@@ -69,8 +71,28 @@ def print_plan(result: CheckResult, catalog: ModelCatalog) -> None:
             f"{total.auto_jobs} job(s) with duration auto (-1) counted at "
             f"{plan.auto_estimate_s} s each (SEEDQ_AUTO_DURATION_ESTIMATE_S)."
         )
+    print_prices(result, catalog)
     for note in catalog.notes:
         out.print(f"model {note}")
+
+
+def print_prices(result: CheckResult, catalog: ModelCatalog) -> None:
+    """Which published price each estimate used, and whose model object it came from."""
+    plan = result.plan
+    for key, used in sorted(plan.prices.items(), key=lambda kv: str(kv[0])):
+        source = catalog.sources.get(key.model)
+        audio = ", with audio" if key.generate_audio else ""
+        origin = f", from {source.origin}" if source else ""
+        out.print(
+            f"price {key.model} {key.resolution}{audio}: {used.per_second:g} {plan.currency}/s "
+            f"({used.field}{origin})",
+            markup=False,
+        )
+
+
+def print_catalog_warnings(catalog: ModelCatalog) -> None:
+    for warning in catalog.warnings:
+        err.print(f"WARNING: {warning}", style="bold yellow", markup=False)
 
 
 def run_check(
@@ -91,11 +113,12 @@ def run_check(
         on_job=spool.write if spool else None,
     )
     print_problems(result.problems)
+    print_catalog_warnings(catalog)
     return result, catalog, opts
 
 
 def submit_spooled(
-    spool: Spool,
+    spool: Iterable[JobSpec],
     store: JobStore,
     app: Any,
     settings: Settings,
@@ -105,8 +128,10 @@ def submit_spooled(
     priority: int | None,
     budget: float | None,
     force: bool,
+    run_id: str | None = None,
 ) -> SubmitResult:
-    """Register the validated jobs of ``spool`` as one run and start what the cap allows."""
+    """Register the validated jobs of ``spool`` as one run (``run_id``: again into that
+    run, resuming it) and start what the cap allows."""
     from producer.submit import celery_sender, submit
     from seedq.admission import admission_for
 
@@ -120,6 +145,7 @@ def submit_spooled(
         priority=priority,
         budget=budget,
         force=force,
+        run_id=run_id,
     )
 
 

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from seedq.billing import RunBilling
 from seedq.contract import JobState
 from seedq.errors import SeedqError
 from seedq.store import JobStore, RunInfo
@@ -64,17 +65,25 @@ def follow(store: JobStore, run_id: str, console: Console, *, timeout_s: float |
             time.sleep(0.5)
 
 
-def runs_table(runs: list[RunInfo]) -> Table:
+def runs_table(runs: list[RunInfo], billing: dict[str, RunBilling] | None = None) -> Table:
+    """The runs, and with ``billing`` their money: seedq's estimate for the clips the
+    provider made, what it billed (with the bills still pending or never shown), and
+    how many clips were delivered with warnings."""
     table = Table(title="Runs", title_justify="left")
-    for col in ("run", "name", "status", "done", "jobs", "states"):
+    money = ("estimated", "billed", "warnings") if billing is not None else ()
+    for col in ("run", "name", "status", "done", "jobs", "states", *money):
         table.add_column(col)
     for info in runs:
-        table.add_row(
+        cells = [
             info.id,
             info.name,
             info.shown_status,
             str(finished(info)),
             str(info.total),
             breakdown(info),
-        )
+        ]
+        if billing is not None:
+            b = billing.get(info.id, RunBilling())
+            cells += [f"{b.estimated:g}", b.billed_text(), str(b.warned)]
+        table.add_row(*cells)
     return table

@@ -7,15 +7,19 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from producer.errors import SubmitError
+from producer.jobs import JobSpec
 from producer.spool import Spool
+from seedq.billing import Billing, billing_status
 from seedq.commands.produce import (
     EXIT_INVALID,
     print_plan,
@@ -23,7 +27,7 @@ from seedq.commands.produce import (
     run_check,
     submit_spooled,
 )
-from seedq.commands.progress import breakdown, follow, runs_table
+from seedq.commands.progress import breakdown, follow, in_flight, runs_table
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
@@ -32,6 +36,7 @@ from seedq.store import Decision, JobStore, RunInfo
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_ROWS = 40
+BILL_WAIT_S = 10.0  # at most, after the last delivery: a pass asks every tick
 
 
 def embedded_mode(settings: Settings) -> bool:
@@ -59,35 +64,40 @@ def run_command(
     report: Path | None = typer.Option(
         None, "--report", help="Write the run's HTML report here at the end."
     ),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Run the embedded demo on the built-in simulator whatever is configured, "
+        "even with OXEN_API_KEY set: nothing is paid.",
+    ),
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
-    With no SEEDQ_BROKER_URL/SEEDQ_REDIS_URL the whole pipeline runs in this process
-    against the built-in provider simulator (no services, no key, no cost).
+    With no SEEDQ_BROKER_URL/SEEDQ_REDIS_URL the whole pipeline runs in this process:
+    with OXEN_API_KEY set, against the provider (SEEDQ_PROVIDER_URL), its state kept in a
+    private redis-server under DIR/.seedq so that running it again resumes, never paying
+    twice; without a key, a demo against the built-in simulator (no cost).
     """
     settings = load_settings()
     if out_dir is not None:
         settings = settings.model_copy(update={"output": str(out_dir)})
-    embedded = embedded_mode(settings)
+    embedded = demo or embedded_mode(settings)
+    paid_local = embedded and not demo and settings.oxen_api_key is not None
+    if paid_local:
+        check_local_output(settings)
     with ExitStack() as stack:
         spool = stack.enter_context(Spool())
         result, catalog, _ = run_check(
-            manifests, settings, sets, model, offline=embedded, spool=spool
+            manifests, settings, sets, model, offline=embedded and not paid_local, spool=spool
         )
         if result.errors:
             err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
             raise typer.Exit(EXIT_INVALID)
         print_plan(result, catalog)
-        if embedded:
-            from seedq.embedded import embedded_stack
-
-            out.print("embedded run: in-process worker, in-memory broker, provider simulator")
-            emb = stack.enter_context(embedded_stack(settings))
-            store, app = emb.store, emb.app
-        else:
-            store, app = JobStore(redis_client(settings)), make_celery(settings)
+        target = open_target(stack, settings, manifests, spool, demo=demo, force=force)
+        store, app = target.store, target.app
         done = submit_spooled(
-            spool,
+            target.jobs,
             store,
             app,
             settings,
@@ -96,9 +106,23 @@ def run_command(
             priority=priority,
             budget=budget,
             force=force,
+            run_id=target.resume_id,
         )
+        done.counts[Decision.DONE] += target.skipped.n
+        # Resuming its own run, a job still moving is this run's, not another's.
+        elsewhere = 0 if target.resume_id else done.counts[Decision.ACTIVE]
+        if target.resume_id:
+            done.counts[Decision.ACTIVE] = 0
         print_submitted(done)
-        info = follow(store, done.run_id, out, timeout_s=timeout)
+        try:
+            info = follow(store, done.run_id, out, timeout_s=timeout)
+            if paid_local:
+                finish_earlier_runs(store, done.run_id, timeout_s=timeout)
+            wait_for_bills(store, done.run_id)
+        except KeyboardInterrupt:
+            if paid_local:
+                err.print("stopping; the same command resumes this run, and pays for nothing twice")
+            raise
         summarize(store, info, settings)
         if report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
@@ -107,7 +131,161 @@ def run_command(
             write_report(store, settings, done.run_id, "html", report)
             out.print(f"report written to {report}")
     all_delivered = info.counts.get("delivered", 0) == info.total
-    raise typer.Exit(0 if all_delivered and not done.counts[Decision.ACTIVE] else 1)
+    raise typer.Exit(0 if all_delivered and not elsewhere else 1)
+
+
+@dataclasses.dataclass
+class SkipCount:
+    n: int = 0
+
+
+@dataclasses.dataclass
+class Target:
+    """Where a run goes: its store and Celery app, the jobs to register (delivered ones
+    left out), and the run it resumes, if any."""
+
+    store: JobStore
+    app: Any
+    jobs: Iterable[JobSpec]
+    resume_id: str | None = None
+    skipped: SkipCount = dataclasses.field(default_factory=SkipCount)
+
+
+def open_target(
+    stack: ExitStack,
+    settings: Settings,
+    manifests: list[Path],
+    spool: Spool,
+    *,
+    demo: bool,
+    force: bool,
+) -> Target:
+    """The cluster, or a stack in this process (entered on ``stack``): the paid one with
+    a key, the demo without one or with ``--demo``."""
+    if not demo and not embedded_mode(settings):
+        return Target(JobStore(redis_client(settings)), make_celery(settings), spool)
+    from seedq.embedded import embedded_stack, local_stack
+
+    if demo or settings.oxen_api_key is None:
+        why = "--demo" if demo else "no OXEN_API_KEY"
+        out.print(f"{why}: demo run on the local simulator, nothing is paid")
+        out.print("embedded run: in-process worker, in-memory broker, provider simulator")
+        emb = stack.enter_context(embedded_stack(settings))
+        return Target(emb.store, emb.app, spool)
+    refuse_unreachable_inputs(settings, spool)
+    root = state_root(settings)
+    emb = stack.enter_context(local_stack(settings, root))
+    out.print(
+        f"paid run on {emb.provider_url}: state kept in "
+        f"{root.resolve() / '.seedq'} (a private redis-server)"
+    )
+    target = Target(emb.store, emb.app, spool, resumable_run(emb.store, manifests))
+    if target.resume_id is not None:
+        out.print(f"resuming run {target.resume_id} in this folder")
+    if emb.redriven:
+        out.print(
+            f"{emb.redriven} job(s) were in flight when the last run stopped: picked "
+            "up where they were (an unanswered enqueue is looked up, never resent)"
+        )
+    if not force:
+        target.jobs = skip_delivered(spool, settings, emb.provider_url, target.skipped)
+    return target
+
+
+def finish_earlier_runs(
+    store: JobStore,
+    run_id: str,
+    *,
+    timeout_s: float | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Generations of an earlier, interrupted run in this folder's store (of other
+    manifests) are paid for: wait until they are delivered too, rather than leave them
+    to a later run."""
+    started = time.monotonic()
+    for other in store.runs():
+        if other.id == run_id or not in_flight(other):
+            continue
+        out.print(f"finishing {in_flight(other)} job(s) in flight of earlier run {other.id}")
+        while (info := store.run(other.id)) is not None and in_flight(info):
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                return
+            sleep(0.5)
+
+
+def check_local_output(settings: Settings) -> None:
+    """A paid run on one machine keeps its state in a private redis-server: say at once,
+    before any validation or provider call, when there is none."""
+    from seedq.localredis import find_server
+
+    find_server()
+
+
+def refuse_unreachable_inputs(settings: Settings, jobs: Iterable[JobSpec]) -> None:
+    """Before anything is sent: a local image the provider could never fetch (a remote
+    provider, videos in a local folder, so nowhere to publish it) stops the run, instead
+    of failing every job one by one."""
+    from urllib.parse import urlsplit
+
+    from worker.inputs import IMAGE_FIELDS, NoInputPublisher, make_publisher
+
+    if not isinstance(make_publisher(settings), NoInputPublisher):
+        return
+    for job in jobs:
+        for name in IMAGE_FIELDS:
+            value = job.params.get(name)
+            if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
+                raise ConfigError(
+                    f"{job.source}:{job.line}: {name}: {value} is not a URL the provider can "
+                    "fetch; use https:// images, or --out s3://bucket/prefix (local images "
+                    "are uploaded there); nothing was sent"
+                )
+
+
+def state_root(settings: Settings) -> Path:
+    """The folder whose ``.seedq/`` holds a paid local run's state: the output folder,
+    or the current one when the videos go to S3 (where local input images must go too,
+    for a remote provider to fetch them)."""
+    return Path.cwd() if settings.output_is_s3 else settings.output_dir
+
+
+def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:
+    """The latest run in this folder's store, when it was of the same manifests: its
+    jobs that are still moving are followed to the end instead of being left behind."""
+    latest = store.runs(limit=1)
+    if latest and latest[0].meta.get("manifests") == [str(p) for p in manifests]:
+        return latest[0].id
+    return None
+
+
+def skip_delivered(
+    jobs: Iterable[JobSpec], settings: Settings, provider_url: str, skipped: SkipCount
+) -> Iterator[JobSpec]:
+    """``jobs`` without those whose clip and sidecar in the output folder prove them
+    delivered by this provider (counted in ``skipped``): those are never sent again."""
+    from producer.resume import sidecar_proves_delivered
+    from worker.delivery import sidecar_key
+    from worker.storage import make_storage
+
+    storage = make_storage(settings)
+    for job in jobs:
+        video = storage.stat(job.output_key)
+        sidecar = storage.get_json(sidecar_key(job.output_key)) if video else None
+        size = video.size if video else None
+        if sidecar_proves_delivered(job, sidecar, video_bytes=size, provider_url=provider_url):
+            skipped.n += 1
+        else:
+            yield job
+
+
+def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT_S) -> None:
+    """Give the workers' billing pass a moment to ask for the bills of the clips just
+    delivered, so the summary shows them; a bill not charged yet is left pending (the
+    workers keep asking; ``seedq status`` and ``seedq report`` show it later)."""
+    ledger = Billing(store.redis)
+    deadline = time.monotonic() + timeout_s
+    while ledger.asking_now(run_id, time.time()) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
@@ -115,13 +293,23 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     table.add_column("job", overflow="fold")
     table.add_column("state")
     table.add_column("output key / reason", overflow="fold")
-    table.add_column("cost", justify="right")
+    table.add_column("estimated", justify="right")
+    table.add_column("billed", justify="right")
     for job_id in store.run_job_ids(info.id, 0, MAX_ROWS - 1):
         job = store.job(job_id)
         key = json.loads(job["spec"]).get("output_key", "") if job.get("spec") else ""
         where = key if job.get("output_uri") else job.get("error") or job.get("last_error", "")
-        table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""))
+        warnings = json.loads(job.get("warnings") or "[]")
+        if warnings:
+            where += "\nwarning: " + "\nwarning: ".join(warnings)
+        billed = job.get("billed_cost") or (billing_status(job) if job.get("generated_at") else "")
+        table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""), billed)
     out.print(table)
+    money = Billing(store.redis).run(info.id)
+    out.print(
+        f"estimated {money.estimated:g}, billed {money.billed_text()}"
+        + (f"; {money.warned} clip(s) delivered with warnings" if money.warned else "")
+    )
     if info.total > MAX_ROWS:
         out.print(f"... {info.total - MAX_ROWS} more job(s): `seedq report {info.id}`")
     if info.status == "paused":
@@ -152,10 +340,18 @@ def status_command(
     while True:
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)
         found = [r for r in runs if r is not None]
+        ledger = Billing(store.redis)
+        money = {r.id: ledger.run(r.id) for r in found}
         if as_json:
-            out.print_json(json.dumps([dataclasses.asdict(r) for r in found]))
+            rows = [
+                dataclasses.asdict(r)
+                | {"billing": dataclasses.asdict(money[r.id])}
+                | {"billing_pending_jobs": money[r.id].pending_jobs}
+                for r in found
+            ]
+            out.print_json(json.dumps(rows))
         else:
-            out.print(runs_table(found))
+            out.print(runs_table(found, money))
         if not watch:
             return
         time.sleep(2)

@@ -406,7 +406,14 @@ def assert_every_job_accounted(
     expected = {r["output_uri"].removeprefix(f"s3://{c.bucket}/"): j for j, r in delivered.items()}
     listed = c.s3.list_objects_v2(Bucket=c.bucket, Prefix="out/")
     assert not listed.get("IsTruncated")
-    stored = [o["Key"] for o in listed.get("Contents", []) if "/_inputs/" not in o["Key"]]
+    keys_in_s3 = [o["Key"] for o in listed.get("Contents", []) if "/_inputs/" not in o["Key"]]
+    # An unplayable download is kept under quarantine/ by the failed job that names it.
+    quarantined = {k for k in keys_in_s3 if k.startswith("out/quarantine/")}
+    named = {r.get("quarantine_uri", "") for r in records.values() if r["state"] == "failed"}
+    for key in quarantined:
+        video = key.removesuffix(".json").removesuffix(".mp4") + ".mp4"
+        assert f"s3://{c.bucket}/{video}" in named, f"{key}: kept, yet no failed job names it"
+    stored = [k for k in keys_in_s3 if k not in quarantined]
     videos = sorted(k for k in stored if k.endswith(".mp4"))
     assert videos == sorted(expected), "the videos in S3 are not those of the delivered jobs"
     assert sorted(k for k in stored if not k.endswith(".mp4")) == sorted(

@@ -26,6 +26,8 @@ def test_embedded_main_job(tmp_path: Path, no_config_env: dict[str, str]) -> Non
         timeout=200,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no OXEN_API_KEY: demo run on the local simulator, nothing is paid" in done.stdout
+    assert not (out / ".seedq").exists()  # the demo keeps no state, starts no redis-server
     assert "4 delivered" in done.stdout
     assert str(out) in done.stdout
     assert "Traceback" not in done.stderr

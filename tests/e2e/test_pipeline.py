@@ -50,7 +50,9 @@ def check_delivered(c: Any, rows: list[dict[str, str]]) -> None:
         assert sidecar["job_id"] == row["id"] and sidecar["generation_id"]
         assert sidecar["params"]["prompt"] == row["prompt"]
         assert sidecar["video"]["size_bytes"] == objects[key]
-        assert sidecar["cost"]["amount"] > 0
+        assert sidecar["cost"]["estimated"] > 0 and sidecar["warnings"] == []
+        # seedq run waits for the workers' billing pass: the bill is in the sidecar.
+        assert sidecar["cost"]["billed_status"] == "billed" and sidecar["cost"]["billed"] > 0
         with tempfile.NamedTemporaryFile(suffix=".mp4") as fh:
             fh.write(c.s3.get_object(Bucket=c.bucket, Key=key)["Body"].read())
             fh.flush()

@@ -297,6 +297,24 @@ def test_leases_extended_for_a_countdown_are_never_cut_short(store: JobStore) ->
     assert store.redis.zscore(keys.DELIVERING, "not-delivering") is None
 
 
+def test_expire_all_makes_every_lease_due_and_keeps_every_slot(store: JobStore) -> None:
+    """A killed local run's leases: due at once for the next tick, no slot given away."""
+    adm = Admission(store.redis, max_in_flight=2, lease_s=3600.0)
+    make_run(store, "run", ["j1", "j2", "j3"])
+    assert ids(adm.admit()) == ["j1", "j2"]
+    now = float(store.redis.time()[0])
+    store.redis.zadd(keys.DELIVERING, {"j0": now})  # a generated job, heard of just now
+    assert adm.expired() == [] and adm.stalled_deliveries() == []
+
+    assert adm.expire_all() == 3
+
+    assert sorted(adm.expired()) == ["j1", "j2"]
+    assert adm.stalled_deliveries() == ["j0"]
+    assert sorted(adm.in_flight()) == ["j1", "j2"]
+    assert adm.admit() == []  # j3 still waits: the cap is still taken
+    assert store.redis.zscore(keys.IN_FLIGHT, "j3") is None
+
+
 @dataclass
 class FakeApp:
     sent: list[tuple[str, str, str]] = field(default_factory=list)

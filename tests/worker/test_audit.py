@@ -286,3 +286,89 @@ def test_job_facts_from_a_record() -> None:
         None,
         None,
     )
+
+
+# -- the billed total ---------------------------------------------------------------------
+
+
+def billed(jid: str, gid: str | None, cost: float | None, stuck: str | None = None) -> JobFacts:
+    return job(jid, "delivered", gid, billed_cost=cost, stuck_generation_id=stuck)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "costs", "figures"),
+    [
+        ([billed("a", "g1", 0.384)], {"g1": 0.384}, None),  # agrees
+        ([billed("a", "g1", 0.384), billed("b", "g2", 0.2)], {"g1": 0.384, "g2": 0.2}, None),
+        ([billed("a", "g1", 0.1 + 0.2)], {"g1": 0.3}, None),  # float sums are not money
+        ([billed("a", "g1", 0.384)], {"g1": 0.4}, (0.384, 0.4)),  # charged more
+        ([billed("a", "g1", 0.384)], {"g1": None}, (0.384, 0.0)),  # not charged (yet)
+        ([billed("a", "g1", 0.384)], {}, (0.384, 0.0)),  # the provider does not know it
+        ([billed("a", "g1", None)], {"g1": 0.384}, None),  # not learned yet: not compared
+        ([billed("a", None, 0.0)], {}, None),  # nothing made, nothing charged
+        ([billed("a", "g2", 0.5, "g1")], {"g1": 0.1, "g2": 0.4}, None),  # stuck + retry
+        ([billed("a", "g2", 0.4, "g1")], {"g1": 0.1, "g2": 0.4}, (0.4, 0.5)),  # retry forgotten
+        # Two jobs recording one generation: charged once, so the totals differ.
+        ([billed("a", "g1", 0.384), billed("b", "g1", 0.384)], {"g1": 0.384}, (0.768, 0.384)),
+        # Figures swapped between two jobs: the totals agree, each job does not.
+        (
+            [billed("a", "g1", 0.2), billed("b", "g2", 0.384)],
+            {"g1": 0.384, "g2": 0.2},
+            (0.584, 0.584),
+        ),
+    ],
+)
+def test_billed_total_against_the_provider(
+    jobs: list[JobFacts],
+    costs: dict[str, float | None],
+    figures: tuple[float, float] | None,
+) -> None:
+    found = [
+        f for f in audit(jobs, [], {}, {}, now=NOW, costs=costs) if f.kind is Kind.BILLED_MISMATCH
+    ]
+    if figures is None:
+        assert found == []
+        return
+    [mismatch] = found
+    assert (mismatch.recorded, mismatch.reported) == pytest.approx(figures)
+    assert (mismatch.job_id, mismatch.generation_id, mismatch.repair) == ("", "", Repair.NONE)
+    row = mismatch.as_dict()
+    assert (row["recorded_billed"], row["provider_billed"]) == pytest.approx(figures)
+    assert f"${figures[0]:.4f}" in mismatch.reason and f"${figures[1]:.4f}" in mismatch.reason
+
+
+def test_billed_mismatch_names_a_few_jobs_and_counts_the_rest() -> None:
+    jobs = [billed(f"j{n}", f"g{n}", 1.0) for n in range(8)] + [billed("late", "gl", None)]
+    costs: dict[str, float | None] = {f"g{n}": 2.0 for n in range(8)}
+    costs["gl"] = 1.0
+    [mismatch] = [
+        f for f in audit(jobs, [], {}, {}, now=NOW, costs=costs) if f.kind is Kind.BILLED_MISMATCH
+    ]
+    assert "j0 (recorded $1.0000, provider $2.0000)" in mismatch.reason
+    assert "j5" not in mismatch.reason and "and 3 more" in mismatch.reason
+    assert "1 job(s) with no billed cost recorded yet" in mismatch.reason
+
+
+def test_without_costs_the_billed_totals_are_not_compared() -> None:
+    jobs = [billed("a", "g1", 0.384)]
+    assert Kind.BILLED_MISMATCH in {f.kind for f in audit(jobs, [], {}, {}, now=NOW, costs={})}
+    assert Kind.BILLED_MISMATCH not in {f.kind for f in audit(jobs, [], {}, {}, now=NOW)}
+
+
+@pytest.mark.parametrize(
+    ("raw", "cost", "stuck"),
+    [
+        ({"billed_cost": "0.384"}, 0.384, None),
+        ({"billed_cost": ""}, None, None),
+        ({"billed_cost": "n/a"}, None, None),
+        ({"billed_cost": "nan"}, None, None),
+        ({"stuck_generation_id": "g0"}, None, "g0"),
+        ({}, None, None),
+    ],
+)
+def test_job_facts_read_the_billed_fields(
+    raw: dict[str, str], cost: float | None, stuck: str | None
+) -> None:
+    facts = job_facts("a", {"state": "delivered", "generation_id": "g1", **raw})
+    assert (facts.billed_cost, facts.stuck_generation_id) == (cost, stuck)
+    assert facts.owned == tuple(g for g in (stuck, "g1") if g)

@@ -241,3 +241,75 @@ def test_repair_whose_delivery_meets_a_full_store_leaves_the_orphan_to_the_worke
     p.storage.full = False
     deliver_job(p.rt, run_id, "clip-2")  # what the tick's re-drive runs
     assert p.state("clip-2") is JobState.DELIVERED
+
+
+# -- a long history and the billed total ------------------------------------------------------
+
+
+@pytest.fixture
+def long_history(tmp_path: Path) -> Iterator[Pipeline]:
+    """The simulator's account holds 3,000 older generations of the run's model."""
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    with pipeline_on(client, tmp_path, seed=7, history=3_000) as p:
+        yield p
+
+
+def test_audit_reads_the_runs_window_of_a_long_history(long_history: Pipeline) -> None:
+    """One page of succeeded generations (it reaches back before the run), not the 3,000
+    before it; every generation of the run is in it, so the findings are as always."""
+    p = long_history
+    run_id, ids = broken_run(p)
+    before = p.stats()["requests"]
+    found = audit_run(p.rt, run_id).found
+    requests = p.stats()["requests"]
+    listed = {
+        k: requests.get(k, 0) - before.get(k, 0)
+        for k in ("GET /api/ai/generations", "GET /api/ai/queue")
+    }
+    assert listed == {"GET /api/ai/generations": 1, "GET /api/ai/queue": 0}
+    assert {(str(f.kind), f.job_id, f.generation_id) for f in found} == {
+        (str(Kind.MISSING_OUTPUT), "clip-1", ids["lost"]),
+        (str(Kind.PAID_NOT_DELIVERED), "clip-2", ids["orphan"]),
+        (str(Kind.DUPLICATE_GENERATION), "clip-3", ids["twice"]),
+    }
+
+
+def test_cli_shows_a_billed_total_that_differs_with_both_figures(
+    real_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job recorded a billed cost the provider did not charge: the table shows the
+    run-wide finding with both figures, the jsonl row carries them as numbers."""
+    with pipeline_on(real_redis, tmp_path, seed=7) as p:
+        run_id = p.one_job()
+        gid = delivered(p, run_id, "clip-1")
+        charged = p.rt.provider.billed(gid).cost
+        assert charged is not None and charged > 0
+        p.rt.store.update_job("clip-1", billed_cost=charged)
+        assert audit_run(p.rt, run_id).found == []  # recorded what was charged
+
+        p.rt.store.update_job("clip-1", billed_cost=charged + 0.25)
+        settings = {
+            "SEEDQ_REDIS_URL": TEST_REDIS_URL,
+            "SEEDQ_PROVIDER_URL": p.sim.url,
+            "OXEN_API_KEY": API_KEY,
+            "SEEDQ_OUTPUT": str(tmp_path / "out"),
+            "SEEDQ_ALLOW_PRIVATE_URLS": "true",
+        }
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        runner = CliRunner()
+
+        rows = runner.invoke(app, ["audit", run_id, "--format", "jsonl"])
+        assert rows.exit_code == 1, rows.output
+        [row] = [json.loads(line) for line in rows.stdout.splitlines()]
+        assert (row["kind"], row["job_id"], row["repair"]) == ("billed_mismatch", "", "none")
+        assert row["recorded_billed"] == pytest.approx(charged + 0.25)
+        assert row["provider_billed"] == pytest.approx(charged)
+
+        table = runner.invoke(app, ["audit", run_id])
+        assert table.exit_code == 1, table.output
+        text = " ".join(table.stdout.split())
+        assert "billed_mismatch" in text and "(run)" in text
+        assert f"${charged + 0.25:.4f}" in text and f"${charged:.4f}" in text
+        for result in (rows, table):
+            assert API_KEY not in result.output and "Traceback" not in result.output

@@ -4,8 +4,9 @@ from typing import Any
 
 import pytest
 
-from worker.provider.models import Generation
-from worker.reconcile import Verdict, kept_params, matches, reconcile
+from worker.history import reached_older, read_on, window_start
+from worker.provider.models import Generation, GenerationPage
+from worker.reconcile import SKEW_S, Verdict, kept_params, matches, reconcile
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
 SENT = {"prompt": "a mug", "input_image": "https://x/a.png", "duration": 5, "generate_audio": False}
@@ -138,3 +139,56 @@ def test_a_generation_kept_by_an_unfinished_pass_holds_no_credentials() -> None:
     assert matches(
         again, model=MODEL, sent=SENT | {"input_image": PRESIGNED}, started_at=1000.0, now=1500.0
     )
+
+
+# -- reading a long history: when to stop paging (worker.history) ---------------------------
+
+
+def page(
+    ats: list[float | None], *, number: int = 1, size: int = 3, pages: int = 0
+) -> GenerationPage:
+    rows = [
+        {"generation_id": f"g{number}-{n}", "status": "succeeded", "enqueued_at": at}
+        for n, at in enumerate(ats)
+    ]
+    return GenerationPage.model_validate(
+        {"generations": rows, "page_number": number, "page_size": size, "total_pages": pages}
+    )
+
+
+@pytest.mark.parametrize(
+    ("ats", "pages", "more"),
+    [
+        ([1030.0, 1020.0, 1010.0], 0, True),  # all in the window, a full page: read on
+        ([1030.0, 1020.0, 996.0], 0, True),  # within the skew allowance of 1000
+        ([1030.0, 1020.0, 990.0], 0, False),  # a row before the window: nothing older matters
+        ([990.0, 980.0, 970.0], 0, False),  # the first page is older already
+        ([1030.0, 1020.0], 0, False),  # a short page is the last
+        ([], 0, False),  # an empty page is the last
+        ([1030.0, 1020.0, 1010.0], 1, False),  # the totals say it was the last page
+        ([1030.0, None, 1010.0], 0, True),  # a row without a time proves nothing
+        ([None, None, None], 0, True),  # nor do three
+        ([None, 990.0, None], 0, False),  # one older row is enough
+    ],
+)
+def test_read_on_stops_at_the_first_row_before_the_window(
+    ats: list[float | None], pages: int, more: bool
+) -> None:
+    since = window_start(1000.0)
+    assert read_on(page(ats, pages=pages), since=since) is more
+
+
+@pytest.mark.parametrize(
+    ("ats", "older"),
+    [
+        ([], False),
+        ([None], False),
+        ([995.0], False),  # the window's first second is still in it
+        ([994.9], True),
+        ([2000.0, 994.0], True),
+    ],
+)
+def test_reached_older(ats: list[float | None], older: bool) -> None:
+    rows = page(ats).generations
+    assert reached_older(rows, since=window_start(1000.0)) is older
+    assert window_start(1000.0) == 1000.0 - SKEW_S

@@ -255,10 +255,13 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline_on(client: redis.Redis, tmp_path: Path, *, seed: int = 11) -> Iterator[Pipeline]:
+def pipeline_on(
+    client: redis.Redis, tmp_path: Path, *, seed: int = 11, **sim_options: Any
+) -> Iterator[Pipeline]:
     """The pipeline on the given Redis (fakeredis, or the real one), with its own
-    simulator, publisher and output directory."""
-    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8)
+    simulator (``sim_options``: more of its SimConfig, e.g. ``history`` past
+    generations), publisher and output directory."""
+    config = SimConfig(latency_s=LATENCY_S, seed=seed, max_concurrency=8, **sim_options)
     with running_simulator(config) as sim, LoopbackInputPublisher() as publisher:
         settings = Settings(
             provider_url=sim.url,
@@ -362,7 +365,11 @@ def test_happy_path_delivers_video_and_sidecar_once(pipeline: Pipeline) -> None:
     assert side["video"]["sha256"] == job["sha256"]
     assert side["video"]["size_bytes"] == video.stat().st_size
     assert side["video"]["duration_s"] == pytest.approx(4.0, abs=1.0)
-    assert side["cost"]["amount"] == float(job["cost"]) > 0
+    assert side["cost"]["estimated"] == float(job["cost"]) > 0
+    assert (side["cost"]["billed"], side["cost"]["billed_status"]) == (None, "pending")
+    assert side["warnings"] == [] and json.loads(job["warnings"]) == []
+    # Its bill is due: the tick's biller asks the provider (worker.biller).
+    assert p.rt.store.redis.zscore(keys.UNBILLED, "clip-1") is not None
     assert side["provider_calls"] == int(job["provider_calls"])
     assert {"created_at", "submit_started_at", "submitted_at", "generated_at"} <= set(
         side["timings"]
@@ -407,7 +414,7 @@ def test_crash_before_enqueue_is_absent_after_grace_and_sent_once(pipeline: Pipe
 
     job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")  # the resend
     assert job["reconciled"] == "0"
-    assert int(job["provider_calls"]) == 5 + 1  # one list per status, then the enqueue
+    assert int(job["provider_calls"]) == 2 + 1  # the active rows, a history page, the enqueue
     p.assert_at_most_once(1)
 
 
@@ -442,7 +449,8 @@ def test_crash_after_enqueue_adopts_the_generation(pipeline: Pipeline) -> None:
     job = p.assert_adopted(follow, "clip-1")
     assert job["generation_id"] == created.generation_id and job["reconciled"] == "1"
     assert p.rt.store.job_for_generation(created.generation_id) == "clip-1"
-    assert int(job["provider_calls"]) == 5  # the lists of the reconcile, no enqueue
+    # The reconcile's lists, no enqueue: the active rows and one page of the history.
+    assert int(job["provider_calls"]) == 2
     p.assert_at_most_once(1)
 
     # The adopted generation is delivered like any other.
@@ -452,24 +460,19 @@ def test_crash_after_enqueue_adopts_the_generation(pipeline: Pipeline) -> None:
     p.assert_at_most_once(1)
 
 
-def test_generation_moving_on_during_the_lists_is_one_candidate(pipeline: Pipeline) -> None:
-    """Regression: the reconcile lists each status in turn, so a generation that starts
-    between the ``queued`` and the ``processing`` list is listed twice. It is still one
-    generation: adopt it, do not fail the job for an operator."""
+def test_generation_in_both_lists_is_one_candidate(pipeline: Pipeline) -> None:
+    """A generation still in flight is in the active rows and in the history page the
+    reconcile reads after them. It is still one generation: adopt it, do not fail the
+    job for an operator."""
     p = pipeline
     run_id = p.one_job()
     sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
     p.sim.configure(latency_s=(1.0, 1.0))  # it stays processing while we look
     [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)
     assert wait_for_status(p, created.generation_id, "processing") is None
-    real = p.rt.provider.list
-
-    def list_while_it_starts(**filters: Any) -> Any:
-        if filters.get("status") == "queued":  # read just before it started
-            return real(model=filters["model"])  # every active one, so it is in both
-        return real(**filters)
-
-    p.rt.provider.list = list_while_it_starts  # type: ignore[method-assign]
+    assert [g.generation_id for g in p.rt.provider.list(model=DEFAULT_MODEL).generations] == [
+        created.generation_id
+    ]
     job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
     assert job["reconciled"] == "1"
     assert job["generation_id"] == created.generation_id
@@ -495,29 +498,22 @@ def test_lost_enqueue_answer_is_reconciled_not_resent(pipeline: Pipeline) -> Non
     follow = submit_job(p.rt, run_id, "clip-1")  # the recheck
     job = p.assert_adopted(follow, "clip-1")
     assert job["reconciled"] == "1"
-    assert int(job["provider_calls"]) == 1 + 5
+    assert int(job["provider_calls"]) == 1 + 2
     p.assert_at_most_once(1)
 
 
 def test_reconcile_tries_a_failed_list_call_again_at_once(pipeline: Pipeline) -> None:
-    """A reconcile lists five statuses in one pass. With every other list call failing,
-    it still decides in one pass: a failed pass would spend one of the job's retries,
-    and a job whose generation may exist must not fail on a provider's noise."""
+    """A reconcile makes several list calls in one pass (the active rows, then history
+    pages). With every other call failing, it still decides in one pass: a failed pass
+    would spend one of the job's retries, and a job whose generation may exist must not
+    fail on a provider's noise."""
     p = pipeline
     run_id = p.one_job()
     faulty_enqueue(p, drop_after_rate=1.0)
     assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, RECHECK_S)
-    real_list, calls = p.rt.provider.list, Counter[str]()
-
-    def every_other_fails(**kw: Any) -> Any:
-        calls["list"] += 1
-        if calls["list"] % 2:
-            raise pe.ServerError("Simulated failure (HTTP 503)", status_code=503)
-        return real_list(**kw)
-
-    p.rt.provider.list = every_other_fails  # type: ignore[method-assign]
+    calls = failing_lists(p, failing={1, 3, 5, 7})
     job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
-    assert calls["list"] == 2 * 5 and job["reconciled"] == "1"
+    assert calls == {"list": 2, "history": 2} and job["reconciled"] == "1"
     assert "submit_attempts" not in job  # no retry was spent
     p.assert_at_most_once(1)
 
@@ -539,35 +535,40 @@ def test_reconcile_gives_up_a_pass_when_a_list_call_keeps_failing(pipeline: Pipe
 
 
 def failing_lists(p: Pipeline, *, failing: set[int]) -> Counter[str]:
-    """Make the list calls numbered in ``failing`` (from 1) answer 503; counts calls."""
-    real_list, calls = p.rt.provider.list, Counter[str]()
+    """Make the list calls (active rows and history pages) numbered in ``failing`` (from
+    1, both kinds in one sequence) answer 503; counts the calls of each kind."""
+    calls = Counter[str]()
 
-    def listing(**kw: Any) -> Any:
-        calls["list"] += 1
-        if calls["list"] in failing:
-            raise pe.ServerError("Simulated failure (HTTP 503)", status_code=503)
-        return real_list(**kw)
+    def failing_call(kind: str, real: Any) -> Any:
+        def call(**kw: Any) -> Any:
+            calls[kind] += 1
+            if calls.total() in failing:
+                raise pe.ServerError("Simulated failure (HTTP 503)", status_code=503)
+            return real(**kw)
 
-    p.rt.provider.list = listing  # type: ignore[method-assign]
+        return call
+
+    p.rt.provider.list = failing_call("list", p.rt.provider.list)  # type: ignore[method-assign]
+    p.rt.provider.history = failing_call("history", p.rt.provider.history)  # type: ignore[method-assign]
     return calls
 
 
 def test_interrupted_reconcile_resumes_where_it_stopped(pipeline: Pipeline) -> None:
-    """A pass cut short (here every try of its third list failed) resumes at that list:
-    started over each time, a pass of five turns would rarely finish on a contended
-    budget, and each failed pass spends a retry."""
+    """A pass cut short (here every try of its history page failed) resumes at that
+    page: started over each time, a pass of several turns would rarely finish on a
+    contended budget, and each failed pass spends a retry."""
     p = pipeline
     run_id = p.one_job()
     faulty_enqueue(p, drop_after_rate=1.0)
     submit_job(p.rt, run_id, "clip-1")
-    calls = failing_lists(p, failing={3, 4, 5})
+    calls = failing_lists(p, failing=set(range(2, 2 + LIST_TRIES)))
     with pytest.raises(pe.ServerError):
         submit_job(p.rt, run_id, "clip-1")
     kept = json.loads(p.job("clip-1")["reconcile_pass"])
-    assert kept["done"] == ["queued", "processing"] and calls["list"] == 2 + LIST_TRIES
+    assert kept["step"] == 1 and calls == {"list": 1, "history": LIST_TRIES}
 
     job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
-    assert calls["list"] == 2 + LIST_TRIES + 3  # succeeded, failed, cancelled
+    assert calls == {"list": 1, "history": LIST_TRIES + 1}  # the page, not the active rows
     assert job["reconciled"] == "1" and "reconcile_pass" not in job
     p.assert_at_most_once(1)
 
@@ -589,7 +590,7 @@ def test_list_failures_count_across_waits_for_a_turn(
         assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 5.0)
     with pytest.raises(pe.ServerError):
         submit_job(p.rt, run_id, "clip-1")
-    assert calls["list"] == LIST_TRIES and p.state("clip-1") is JobState.SUBMITTING
+    assert calls == {"list": LIST_TRIES} and p.state("clip-1") is JobState.SUBMITTING
     p.assert_at_most_once(1)
 
 
@@ -600,9 +601,9 @@ def test_resumed_pass_begun_within_grace_proves_nothing_absent(pipeline: Pipelin
     p = pipeline
     run_id = p.one_job()
     p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())  # crashed: nothing sent
-    failing_lists(p, failing={2, 3, 4})
+    failing_lists(p, failing=set(range(2, 2 + LIST_TRIES)))
     with pytest.raises(pe.ServerError):
-        submit_job(p.rt, run_id, "clip-1")  # listed "queued" within the grace time
+        submit_job(p.rt, run_id, "clip-1")  # listed the active rows within the grace time
     p.clock.offset_s = grace_s(p.rt) + 1
     assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, RECHECK_S)
     assert p.state("clip-1") is JobState.SUBMITTING
@@ -637,6 +638,72 @@ def test_enqueue_outcome_unknown_is_raised_by_the_client(pipeline: Pipeline) -> 
     with pytest.raises(pe.EnqueueOutcomeUnknown):
         p.rt.provider.enqueue(DEFAULT_MODEL, params)
     assert p.stats()["enqueued"] == 1
+
+
+# -- 5b. an account with a long history -----------------------------------------------------
+
+HISTORY = 3_000  # past generations of the job's model: three full pages of the history
+
+
+@pytest.fixture
+def long_history(tmp_path: Path) -> Iterator[Pipeline]:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    with pipeline_on(client, tmp_path, history=HISTORY) as p:
+        yield p
+
+
+def list_requests(p: Pipeline, before: dict[str, int]) -> dict[str, int]:
+    """The simulator's list requests since ``before`` (its request counters)."""
+    now = p.stats()["requests"]
+    names = ("GET /api/ai/queue", "GET /api/ai/generations")
+    return {name: now.get(name, 0) - before.get(name, 0) for name in names}
+
+
+def test_reconcile_reads_one_history_page_however_long_the_history(
+    long_history: Pipeline,
+) -> None:
+    """3,000 past generations (over 1,000 of this model): the reconcile lists the active rows and
+    the history's first page, which reaches before the send, and adopts."""
+    p = long_history
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)  # then the worker died
+    before = p.stats()["requests"]
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert job["generation_id"] == created.generation_id
+    assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 1}
+    # More of the model's generations than one page holds: one page was a choice.
+    assert p.rt.provider.history(model=DEFAULT_MODEL).total_entries > 1000
+    p.assert_at_most_once(1)
+
+
+def test_absence_is_proved_with_one_history_page(long_history: Pipeline) -> None:
+    p = long_history
+    run_id = p.one_job()
+    p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())  # crashed: nothing sent
+    p.clock.offset_s = grace_s(p.rt) + 1
+    before = p.stats()["requests"]
+    assert submit_job(p.rt, run_id, "clip-1") == Next(TASK_SUBMIT, 0.0)
+    assert p.state("clip-1") is JobState.REGISTERED
+    assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 1}
+    p.assert_at_most_once(0)
+
+
+def test_reconcile_pages_on_past_a_busy_window(long_history: Pipeline) -> None:
+    """1,100 generations of the model enqueued after the job's send fill the history's
+    first page: the reconcile reads the second, finds the job's generation there, and
+    stops, since that page reaches before the send."""
+    p = long_history
+    run_id = p.one_job()
+    sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
+    [created] = p.rt.provider.enqueue(DEFAULT_MODEL, sent)
+    p.sim.configure(max_concurrency=1, latency_s=(5.0, 5.0))  # the others stay queued
+    for n in range(1_100):
+        p.rt.provider.enqueue(DEFAULT_MODEL, {**sent, "prompt": f"another clip {n}"})
+    before = p.stats()["requests"]
+    job = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")
+    assert job["generation_id"] == created.generation_id
+    assert list_requests(p, before) == {"GET /api/ai/queue": 1, "GET /api/ai/generations": 2}
 
 
 # -- 6. several candidates ----------------------------------------------------------------
@@ -737,7 +804,7 @@ def test_server_error_on_enqueue_goes_back_to_registered(pipeline: Pipeline) -> 
         submit_job(p.rt, run_id, "clip-1")
     assert isinstance(raised.value, pe.TransientProviderError)
     assert p.state("clip-1") is JobState.REGISTERED
-    assert p.calls("clip-1") == 1 + 5  # the enqueue, then the list that proved it absent
+    assert p.calls("clip-1") == 1 + 2  # the enqueue, then the lists that proved it absent
     stats = p.stats()
     assert stats["faults"] == {"server_error": 1} and stats["generations"] == 0
     p.assert_at_most_once(0)
@@ -891,9 +958,11 @@ def test_expired_result_url_is_refreshed(pipeline: Pipeline) -> None:
     assert side is not None and side["provider_calls"] == int(job["provider_calls"])
 
 
-def test_corrupt_video_is_invalid_and_not_stored(
+def test_corrupt_video_fails_but_is_kept_in_quarantine(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Only an unplayable file fails, and even then the paid download is kept, with its
+    reason, under the quarantine prefix; the failure says where (worker.delivery)."""
     p = pipeline
     run_id = p.one_job()
     assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
@@ -903,12 +972,14 @@ def test_corrupt_video_is_invalid_and_not_stored(
         return dest.stat().st_size
 
     monkeypatch.setattr(p.rt.provider, "download", junk)
-    with pytest.raises(InvalidVideo):
+    with pytest.raises(InvalidVideo, match=r"kept at .*quarantine/clip-1") as raised:
         deliver_job(p.rt, run_id, "clip-1")
     assert p.state("clip-1") is JobState.GENERATED  # the task layer fails it
     assert p.storage.stat("clip-1.mp4") is None
     assert p.storage.get_json(sidecar_key("clip-1.mp4")) is None
-    assert sum(p.storage.calls.values()) == 0
+    assert dict(p.storage.calls) == {"put_file": 1, "put_json": 1}
+    kept = p.job("clip-1")["quarantine_uri"]
+    assert kept in str(raised.value) and Path(kept).read_bytes().startswith(b"\x00\x00\x00\x18")
 
 
 def test_storage_full_is_transient_and_loses_nothing(pipeline: Pipeline) -> None:
@@ -1096,6 +1167,7 @@ def test_task_fails_job_on_invalid_video(
     run_step(task, "deliver", deliver_job, run_id, "clip-1")
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "deliver"
+    assert job["quarantine_uri"] in job["error"] and "/quarantine/" in job["error"]
     assert task.app.sent == []
     assert p.storage.stat("clip-1.mp4") is None
 
