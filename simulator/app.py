@@ -146,7 +146,8 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 def _known_model(request: Request, model_id: str) -> ModelInfo:
     try:
-        return served_model(model_id, _core(request).config.price_factor)
+        config = _core(request).config
+        return served_model(model_id, config.price_factor, config.model_patch)
     except UnknownModelError:
         raise ApiError(
             404, "resource_not_found", "Not found", f"Unknown model {model_id}"
