@@ -9,7 +9,9 @@ Choices where the contract is silent (also in the README of the simulator's CLI 
   type name is documented).
 - ``POST /api/ai/videos/generate`` takes the enqueue body, answers 400 ``invalid_params``
   for schema problems, makes one generation (also visible through the queue endpoints)
-  and answers 200 with its object once it is finished, ``failed`` ones included.
+  and answers 200 once it is finished, ``failed`` ones included: the published
+  ``VideoGenerateResponse`` (``created``, ``model``, ``videos: [{url}]``, empty unless it
+  succeeded) plus the generation's queue row (the schema allows more fields).
 - The list is in enqueue order; an unknown ``status=`` value is 400 ``invalid_params``.
 - ``GET /api/ai/generations``: newest first; ``page`` below 1 or ``page_size`` outside
   1-1000 is 400 ``invalid_params``.
@@ -144,7 +146,8 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 def _known_model(request: Request, model_id: str) -> ModelInfo:
     try:
-        return served_model(model_id, _core(request).config.price_factor)
+        config = _core(request).config
+        return served_model(model_id, config.price_factor, config.model_patch)
     except UnknownModelError:
         raise ApiError(
             404, "resource_not_found", "Not found", f"Unknown model {model_id}"
@@ -193,7 +196,10 @@ async def generate_sync(request: Request) -> Response:
         raise _invalid("; ".join(f"{name} {why}" for name, why in sorted(problems.items())))
     gen = _core(request).create(model_id, params, target)
     await gen.done.wait()
-    return JSONResponse(_object(request, gen))
+    row = _object(request, gen)
+    videos = [{"url": row["result_url"]}] if row["result_url"] else []
+    # The row (which seedq's client reads), then the published VideoGenerateResponse.
+    return JSONResponse({**row, "created": gen.completed_at, "model": model_id, "videos": videos})
 
 
 def _generation(request: Request) -> Generation:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pydantic import ValidationError
+
 from seedq.modelinfo import ModelInfo, rate_per_second, shipped_model_object
 
 PRICE_FIELDS = ("cost_per_second", "cost_per_second_high_res", "cost_per_second_with_audio")
@@ -35,8 +37,20 @@ def served_object(
     return {**body, **(patch or {})}
 
 
-def served_model(model_id: str, price_factor: float) -> ModelInfo:
-    return ModelInfo.model_validate(served_object(model_id, price_factor))
+def served_model(
+    model_id: str, price_factor: float, patch: dict[str, Any] | None = None
+) -> ModelInfo:
+    """The served object as the simulated service itself reads it (its checks, its
+    charges). A ``patch`` that leaves it unusable (the shape tests of clients) is a
+    change of the published document only: the service keeps its unpatched rules."""
+    unpatched = ModelInfo.model_validate(served_object(model_id, price_factor))
+    if not patch:
+        return unpatched
+    try:
+        patched = ModelInfo.model_validate(served_object(model_id, price_factor, patch))
+    except ValidationError:
+        return unpatched
+    return unpatched if patched.unusable_because() else patched
 
 
 def charge(model: ModelInfo, params: dict[str, Any], seconds: int) -> float:

@@ -55,11 +55,17 @@ def simulator_command(
     stuck_retry_rate: float = typer.Option(
         0.0, help="The same, for generations made by POST /api/ai/queue/{id}/retry."
     ),
+    model_patch: str | None = typer.Option(
+        None,
+        help="JSON object of top-level fields merged into every served model object "
+        "(e.g. '{\"pricing\": null}'): a provider whose model object changed shape.",
+    ),
 ) -> None:
     """Run the provider simulator (a real HTTP server following the provider's contract)."""
-    from simulator.config import SimConfig, parse_latency, updated_config
+    from simulator.config import SimConfig, parse_latency, parse_model_patch, updated_config
 
     try:
+        patch = parse_model_patch(model_patch) if model_patch is not None else None
         config = updated_config(
             SimConfig(),
             {
@@ -85,6 +91,7 @@ def simulator_command(
                 "price_factor": price_factor,
                 "stuck_rate": stuck_rate,
                 "stuck_retry_rate": stuck_retry_rate,
+                "model_patch": patch,
             },
         )
     except SimConfigError as exc:

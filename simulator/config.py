@@ -7,6 +7,7 @@ a running simulator never holds an impossible configuration.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -124,6 +125,17 @@ def parse_latency(text: str) -> tuple[float, float]:
     if len(values) != 2 or values[0] < 0 or values[1] < values[0]:
         raise SimConfigError(f"latency must be MIN:MAX seconds with 0 <= MIN <= MAX, got {text!r}")
     return values[0], values[1]
+
+
+def parse_model_patch(text: str) -> dict[str, Any]:
+    """``'{"pricing": null}'`` -> ``{"pricing": None}``: a JSON object, nothing else."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise SimConfigError(f"model patch must be a JSON object, got {text!r}") from None
+    if not isinstance(value, dict):
+        raise SimConfigError(f"model patch must be a JSON object, got {text!r}")
+    return value
 
 
 def _describe(exc: ValidationError) -> str:

@@ -55,6 +55,6 @@ def past_generations(
             status=status,
             error_message=PAST_FAILURE if status == FAILED else None,
             started_at=at + 2,
-            completed_at=at + 300 if status != CANCELLED else at + 30,
+            completed_at=min(at + (30 if status == CANCELLED else 300), now),  # all past
             cost=charge(served[model], params, seconds) if status == SUCCEEDED else None,
         )

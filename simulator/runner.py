@@ -258,7 +258,7 @@ class SimCore:
         self._finish(gen, video, error)
 
     async def _work(self, gen: Generation, failure_draw: float) -> bytes:
-        model = served_model(gen.model, self.config.price_factor)
+        model = served_model(gen.model, self.config.price_factor, self.config.model_patch)
         problems = check_params(model, gen.params)
         if problems:
             detail = "; ".join(f"{name} {why}" for name, why in sorted(problems.items()))

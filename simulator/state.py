@@ -6,17 +6,20 @@ onto the loop. The rules (what a generation object looks like, which filters mat
 counts as a duplicate) are pure functions.
 
 A real account holds hundreds of thousands of past generations, so nothing here scans
-them all on a hot path: the active ones have an index of their own (the scheduler and
-the lean ``GET /api/ai/queue`` read only it), and the totals of
-``GET /api/ai/generations`` are kept per model and status as generations change.
+them all on a hot path: the active and the queued ones have indexes of their own (the
+scheduler and the lean ``GET /api/ai/queue`` read only them), every filter value keeps
+the positions of the rows it matches (a page walks back the narrowest of them), and the
+totals of ``GET /api/ai/generations`` are kept per model and status as generations
+change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from bisect import bisect_left, insort
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -59,7 +62,7 @@ class Target:
     directory: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Generation:
     """One generation; ``params`` are the submitted model parameters, echoed verbatim."""
 
@@ -77,6 +80,7 @@ class Generation:
     cost: float | None = None  # what it is charged, set when it succeeds
     retried_from_id: str | None = None  # made by POST /api/ai/queue/{id}/retry
     past: bool = False  # a row of the account's history, not made by this simulator run
+    pos: int = -1  # place in the store's enqueue order, set when it is stored
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -131,19 +135,38 @@ def billed_object(gen: Generation, result_url: str | None) -> dict[str, Any]:
     }
 
 
+def _kind_key(model: str, status: str) -> tuple[str, str]:
+    return ("model+status", f"{model}\n{status}")
+
+
+def _status_keys(model: str, status: str) -> tuple[tuple[str, str], ...]:
+    """The index keys that change with a row's status."""
+    return (("status", status), _kind_key(model, status))
+
+
+def _index_keys(gen: Generation) -> list[tuple[str, str]]:
+    """Every index a row belongs to (``media_type`` is always video: none)."""
+    keys = [(name, value) for name, value in _indexed_values(gen).items() if value is not None]
+    return [*keys, _kind_key(gen.model, gen.status)]
+
+
+def _indexed_values(gen: Generation) -> dict[str, str | None]:
+    """The values of a row that its filters compare (``media_type`` is always video)."""
+    return {
+        "status": gen.status,
+        "model": gen.model,
+        "namespace": gen.target.namespace,
+        "repo": gen.target.repo,
+        "folder": gen.target.directory,
+    }
+
+
 def matches(gen: Generation, filters: dict[str, str]) -> bool:
     """Whether ``gen`` passes the filters of either list (a missing filter matches all).
 
     ``namespace``, ``repo`` and ``folder`` match the target the enqueue named.
     """
-    fields: dict[str, Any] = {
-        "namespace": gen.target.namespace,
-        "model": gen.model,
-        "status": gen.status,
-        "media_type": MEDIA_TYPE,
-        "repo": gen.target.repo,
-        "folder": gen.target.directory,
-    }
+    fields: dict[str, str | None] = {**_indexed_values(gen), "media_type": MEDIA_TYPE}
     return all(fields[name] == value for name, value in filters.items() if name in fields)
 
 
@@ -159,14 +182,28 @@ class Page:
     total_cost: float | None
 
 
+# Filters with an index of their own (the positions of the rows they match); model and
+# status together have one too (a reconcile pages one model, an audit its successes).
+INDEXED = ("status", "model", "namespace", "repo", "folder")
+
+
 @dataclass
 class Store:
-    """All generations in enqueue order (also the FIFO start order), an index of the
-    active ones, totals per (model, status), and the counters of ``/_sim/stats``."""
+    """All generations in enqueue order (also the FIFO start order), indexes of the
+    active and queued ones and of the rows each filter value matches, totals per
+    (model, status), and the counters of ``/_sim/stats``."""
 
     generations: dict[str, Generation] = field(default_factory=dict)
+    ordered: list[Generation] = field(default_factory=list)  # a row's place is its ``pos``
     active: dict[str, Generation] = field(default_factory=dict)
+    queued: dict[str, Generation] = field(default_factory=dict)
+    # (filter, value) -> positions in ``ordered``, ascending. Only the status of a row
+    # changes, so only the status lists are ever re-sorted (a row near their end).
+    index: defaultdict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     by_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
+    past_by_status: Counter[str] = field(default_factory=Counter)
     cost_by_model: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     seen_keys: set[str] = field(default_factory=set)
     enqueued: int = 0
@@ -187,21 +224,36 @@ class Store:
         self.max_active = max(self.max_active, len(self.active))
 
     def add_past(self, gen: Generation) -> None:
-        """A row of the account's history: listed, never counted as this run's work."""
+        """A row of the account's history: listed, never counted as this run's work.
+        It is finished, so its status never changes."""
         self._insert(gen)
+        self.past_by_status[gen.status] += 1
 
     def _insert(self, gen: Generation) -> None:
+        gen.pos = len(self.ordered)
+        self.ordered.append(gen)
         self.generations[gen.generation_id] = gen
+        for key in _index_keys(gen):
+            self.index[key].append(gen.pos)
         self.by_kind[(gen.model, gen.status)] += 1
         if gen.status in ACTIVE:
             self.active[gen.generation_id] = gen
+        if gen.status == QUEUED:
+            self.queued[gen.generation_id] = gen
         self._charge(gen)
 
     def set_status(self, gen: Generation, status: str) -> None:
-        """Every status change goes through here, so the index and totals stay true."""
+        """Every status change goes through here, so the indexes and totals stay true."""
+        for key in _status_keys(gen.model, gen.status):
+            old = self.index[key]
+            del old[bisect_left(old, gen.pos)]
         self.by_kind[(gen.model, gen.status)] -= 1
         gen.status = status
         self.by_kind[(gen.model, status)] += 1
+        for key in _status_keys(gen.model, status):
+            insort(self.index[key], gen.pos)
+        if status != QUEUED:
+            self.queued.pop(gen.generation_id, None)
         if status not in ACTIVE:
             self.active.pop(gen.generation_id, None)
         self._charge(gen)
@@ -218,10 +270,10 @@ class Store:
         self.seen_keys.add(key)
 
     def processing_count(self) -> int:
-        return sum(1 for g in self.active.values() if g.status == PROCESSING)
+        return len(self.active) - len(self.queued)
 
     def next_queued(self) -> Generation | None:
-        return next((g for g in self.active.values() if g.status == QUEUED), None)
+        return next(iter(self.queued.values()), None)
 
     def note_started(self) -> None:
         self.max_concurrent = max(self.max_concurrent, self.processing_count())
@@ -229,24 +281,51 @@ class Store:
     def listed(self, filters: dict[str, str]) -> Iterator[Generation]:
         """``GET /api/ai/queue``: the active rows unless a status is asked for (then every
         row of it, in enqueue order: unbounded, as documented; history is paged)."""
-        rows = self.active.values() if "status" not in filters else self.generations.values()
-        return (g for g in rows if matches(g, filters))
+        if "status" not in filters:
+            return (g for g in self.active.values() if matches(g, filters))
+        positions, _exact = self._candidates(filters)
+        return (g for g in map(self.ordered.__getitem__, positions) if matches(g, filters))
 
     def page(self, filters: dict[str, str], page: int, page_size: int) -> Page:
         """One page of ``GET /api/ai/generations``, newest first, with the filter's
-        totals. Reads only as far back as the page reaches."""
-        newest_first = (g for g in reversed(self.generations.values()) if matches(g, filters))
-        start = (page - 1) * page_size
-        rows = list(islice(newest_first, start, start + page_size))
-        total, cost = self._totals(filters)
+        totals. A filter with an index of its own (any one filter, or model and status)
+        is a slice of it; otherwise the narrowest index is walked back only as far as
+        the page reaches."""
+        positions, exact = self._candidates(filters)
+        skip = (page - 1) * page_size
+        if exact:
+            end = max(len(positions) - skip, 0)
+            picked = positions[max(end - page_size, 0) : end]
+            rows = [self.ordered[p] for p in reversed(picked)]
+        else:
+            newest_first = (
+                g for g in map(self.ordered.__getitem__, reversed(positions)) if matches(g, filters)
+            )
+            rows = list(islice(newest_first, skip, skip + page_size))
+        total, cost = self._totals(filters, positions)
         return Page(rows, total, cost)
 
-    def _totals(self, filters: dict[str, str]) -> tuple[int, float | None]:
+    def _candidates(self, filters: dict[str, str]) -> tuple[Sequence[int], bool]:
+        """Positions (ascending) of every row the filters can match, and whether exactly
+        those rows match: the narrowest index the filters name, or every row."""
+        if filters.get("media_type", MEDIA_TYPE) != MEDIA_TYPE:
+            return (), True
+        named = [name for name in INDEXED if name in filters]
+        if not named:
+            return range(len(self.ordered)), True
+        if set(named) == {"model", "status"}:
+            return self.index.get(_kind_key(filters["model"], filters["status"]), []), True
+        lists = [self.index.get((name, filters[name]), []) for name in named]
+        return min(lists, key=len), len(named) == 1
+
+    def _totals(
+        self, filters: dict[str, str], candidates: Sequence[int]
+    ) -> tuple[int, float | None]:
         if set(filters) - {"model", "status", "media_type"}:
-            picked = [g for g in self.generations.values() if matches(g, filters)]
+            picked = [g for g in map(self.ordered.__getitem__, candidates) if matches(g, filters)]
             costs = [g.cost for g in picked if g.status == SUCCEEDED and g.cost is not None]
             return len(picked), (sum(costs) if costs else None)
-        if filters.get("media_type", MEDIA_TYPE) != MEDIA_TYPE:
+        if not candidates:
             return 0, None
         model, status = filters.get("model"), filters.get("status")
         total = sum(
@@ -266,12 +345,9 @@ class Store:
     def stats(self, subscribers: int) -> dict[str, Any]:
         """This run's work; the account's history is not counted (``history``)."""
         by_status: Counter[str] = Counter()
-        past = 0
-        for g in self.generations.values():
-            if g.past:
-                past += 1
-            else:
-                by_status[g.status] += 1
+        for (_model, status), n in self.by_kind.items():
+            by_status[status] += n
+        by_status.subtract(self.past_by_status)
         return {
             "enqueued": self.enqueued,
             "generations": self.generations_created,
@@ -282,7 +358,7 @@ class Store:
             "processing": by_status[PROCESSING],
             "queued": by_status[QUEUED],
             "by_status": {s: by_status[s] for s in sorted(STATUSES)},
-            "history": past,
+            "history": self.past_by_status.total(),
             "requests": dict(self.requests),
             "downloads": self.downloads,
             "faults": dict(self.faults),

@@ -1,4 +1,7 @@
-"""Every response held to the field sets and values of docs/provider-api.md (as data)."""
+"""Every response held to the field sets and values of the published OpenAPI
+(``tests/data/oxen-ai-queue-openapi.json``) and docs/provider-api.md, as data: the
+fields each row always carries, beyond what the schemas require (test_openapi.py holds
+every answer to the schemas themselves)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from simulator.server import SimHandle
 
@@ -24,7 +28,22 @@ GENERATION_FIELDS = {
     "enqueued_at",
     "started_at",
     "completed_at",
+    "target_namespace",
+    "target_repo",
+    "target_directory",
 }
+BILLED_FIELDS = GENERATION_FIELDS | {"cost", "user_id", "username", "user_image"}
+PAGE_FIELDS = {
+    "count",
+    "generations",
+    "page_number",
+    "page_size",
+    "total_pages",
+    "total_entries",
+    "total_cost",
+}
+SHOW_FIELDS = {"status", "status_message", "generation"}
+SYNC_FIELDS = {"created", "model", "videos"}
 ENQUEUE_ITEM_FIELDS = {"generation_id", "status"}
 LIST_FIELDS = {"count", "generations"}
 MODEL_FIELDS = {
@@ -40,6 +59,12 @@ MODEL_FIELDS = {
     "endpoint",
     "capabilities",
     "pricing",
+    "summary",
+    "fine_tuning",
+    "showcase",
+    "released_at",
+    "source_model",
+    "image_url",
 }
 PRICING_FIELDS = {
     "method",
@@ -47,6 +72,10 @@ PRICING_FIELDS = {
     "cost_per_second",
     "cost_per_second_high_res",
     "cost_per_second_with_audio",
+    "cost_per_image",
+    "cost_per_image_grid",
+    "input_cost_per_token",
+    "output_cost_per_token",
 }
 SCHEMA_PROPERTY_KEYS = {"type", "default", "enum", "minimum", "maximum", "format", "description"}
 TYPED_ERROR_FIELDS = {"error", "status", "status_message"}
@@ -64,6 +93,16 @@ def check_generation(body: dict[str, Any], submitted: dict[str, Any]) -> None:
     for name, value in submitted.items():
         if name != "model":
             assert body[name] == value
+
+
+def check_billed(body: dict[str, Any], submitted: dict[str, Any]) -> None:
+    assert set(body) >= BILLED_FIELDS
+    check_generation(body, submitted)
+    if body["status"] != "succeeded":
+        assert body["cost"] is None
+    elif body["cost"] is not None:
+        assert float(body["cost"]) > 0 and "." in body["cost"]  # a decimal string
+    assert body["username"] and body["user_id"]
 
 
 def check_error(response: httpx.Response, status: int) -> None:
@@ -90,8 +129,21 @@ def test_contract(make_sim: MakeSim, params: dict[str, Any]) -> None:
     assert set(listed) == LIST_FIELDS and listed["count"] == len(listed["generations"]) == 1
     check_generation(listed["generations"][0], params)
     synced = api.post("/ai/videos/generate", json=params)
-    assert synced.status_code == 200
+    assert synced.status_code == 200 and set(synced.json()) >= SYNC_FIELDS
     check_generation(synced.json(), params)
+    assert synced.json()["model"] == params["model"] and isinstance(synced.json()["created"], int)
+    assert synced.json()["videos"] == [{"url": synced.json()["result_url"]}]
+    page = api.get("/ai/generations").json()
+    assert set(page) == PAGE_FIELDS and page["count"] == len(page["generations"]) == 2
+    for row in page["generations"]:
+        check_billed(row, params)
+    assert (page["page_number"], page["page_size"], page["total_pages"]) == (1, 50, 1)
+    charged = [float(row["cost"]) for row in page["generations"] if row["cost"] is not None]
+    assert page["generations"][0]["cost"] is not None  # the synced one, newest
+    assert float(page["total_cost"]) == pytest.approx(sum(charged))
+    shown = api.get(f"/ai/generations/{gen_id}").json()
+    assert set(shown) == SHOW_FIELDS and shown["status_message"] == "resource_found"
+    check_billed(shown["generation"], params)
     cancelled = api.delete(f"/ai/queue/{gen_id}").json()
     assert cancelled == {"status": "success", "generation_id": gen_id}
     check_generation(api.get(f"/ai/queue/{gen_id}").json(), params)

@@ -173,8 +173,17 @@ def test_model_and_sync_operations_conform(checked: Checked, params: dict[str, A
     live = c.call("GET", pattern, f"/api/ai/models/{MODEL}", params={"deployment_status": "live"})
     assert live["pricing"]["cost_per_second_by_resolution"]["480p"] == pytest.approx(0.12)
     c.call("GET", pattern, "/api/ai/models/no-such-model", expect=404)
+    c.sim.configure(schema_field="json_request_schema")
+    renamed = c.call("GET", pattern, f"/api/ai/models/{MODEL}")
+    assert "json_request_schema" in renamed and "request_schema" not in renamed
     route = "/api/ai/videos/generate"
-    c.call("POST", route, route, body={**params, "prompt": "sync"})
+    made = c.call("POST", route, route, body={**params, "prompt": "sync"})
+    # VideoGenerateResponse requires nothing: its fields are checked here.
+    assert made["model"] == MODEL and isinstance(made["created"], int)
+    assert [video["url"] for video in made["videos"]] == [made["result_url"]]
+    c.sim.configure(failure_rate=1.0)
+    failed = c.call("POST", route, route, body={**params, "prompt": "sync, failing"})
+    assert failed["videos"] == [] and failed["status"] == "failed"
     c.call("POST", route, route, body={**params, "aspect_ratio": "2:1"}, expect=400)
 
 

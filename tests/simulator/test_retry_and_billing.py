@@ -118,6 +118,8 @@ def test_history_is_listed_but_never_counted_as_work(make_sim: MakeSim) -> None:
         assert everything["total_entries"] == everything["count"] == 500
         stamps = [g["enqueued_at"] for g in everything["generations"]]
         assert stamps == sorted(stamps, reverse=True) and stamps[0] < time.time()
+        for row in everything["generations"]:  # every one of them over and done
+            assert row["enqueued_at"] < row["started_at"] < row["completed_at"] <= time.time()
         statuses = {g["status"] for g in everything["generations"]}
         assert statuses == {"succeeded", "failed", "cancelled"}
         assert len({g["model_name"] for g in everything["generations"]}) > 1
@@ -126,3 +128,22 @@ def test_history_is_listed_but_never_counted_as_work(make_sim: MakeSim) -> None:
     stats = sim.stats()
     assert (stats["enqueued"], stats["generations"], stats["history"]) == (0, 0, 500)
     assert sum(stats["by_status"].values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("patch", "per_second"),
+    [
+        ({"pricing": {"cost_per_second_by_resolution": {"480p": 0.5}}}, 0.5),
+        ({"pricing": None}, 0.096 * 2),  # unusable: a change of the document only
+        ({"request_schema": None}, 0.096 * 2),
+    ],
+)
+def test_billing_follows_the_served_prices_when_they_can_be_read(
+    make_sim: MakeSim, params: dict[str, Any], patch: dict[str, Any], per_second: float
+) -> None:
+    sim = make_sim(fast=True, price_factor=2.0, model_patch=patch)
+    with api(sim) as client:
+        gen_id = enqueue(client, params)
+        assert wait_finished(client, gen_id)["status"] == "succeeded"
+        cost = client.get(f"/api/ai/generations/{gen_id}").json()["generation"]["cost"]
+        assert float(cost) == pytest.approx(per_second * params["duration"])
