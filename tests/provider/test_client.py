@@ -258,17 +258,23 @@ def test_generate_uses_long_read_timeout(make: Any) -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         seen.update(request.extensions["timeout"])
-        return httpx.Response(200, json=gen(status="succeeded", result_url="https://f/x.mp4"))
+        published = {"created": 1, "model": MODEL, "videos": [{"url": "https://f/x.mp4"}]}
+        return httpx.Response(200, json=published)
 
     client, rec = make(answer)
     got = client.generate(MODEL, {"prompt": "p"})
-    assert got.result_url == "https://f/x.mp4"
+    assert got.url == "https://f/x.mp4" and got.model == MODEL
     assert rec.requests[0].url.path == "/api/ai/videos/generate"
     assert json.loads(rec.requests[0].content) == {"model": MODEL, "prompt": "p"}
     assert seen["read"] == 20 * 60.0 and seen["connect"] == 5.0
     client.generate(MODEL, {"prompt": "p"}, timeout_s=99)
     assert seen["read"] == 99
     assert client.calls["generate"] == 2
+
+
+def test_generate_reads_a_row_shaped_answer_too(make: Any) -> None:
+    client, _ = make(respond(200, gen(status="succeeded", result_url="https://f/y.mp4")))
+    assert client.generate(MODEL, {"prompt": "p"}).url == "https://f/y.mp4"
 
 
 def test_generate_invalid_params_is_permanent(make: Any) -> None:

@@ -296,8 +296,8 @@ def test_failed_generation_is_permanent(client: OxenClient, image_url: str) -> N
 
 
 def test_generate_sync(client: OxenClient, image_url: str) -> None:
-    gen = client.generate(MODEL, params(image_url), timeout_s=30)
-    assert gen.status == "succeeded" and gen.result_url
+    made = client.generate(MODEL, params(image_url), timeout_s=30)
+    assert made.model == MODEL and made.url and len(made.videos) == 1
     with pytest.raises(e.InvalidRequest) as info:
         client.generate(MODEL, params(image_url, duration=99))
     assert info.value.error_type == "invalid_params" and "duration" in info.value.message

@@ -36,6 +36,7 @@ from worker.provider.models import (
     CompletionEvent,
     EnqueuedGeneration,
     EnqueueResponse,
+    GeneratedVideos,
     Generation,
     GenerationList,
     GenerationPage,
@@ -301,7 +302,7 @@ class OxenClient:
 
     def generate(
         self, model: str, params: Mapping[str, Any], *, timeout_s: float | None = None
-    ) -> Generation:
+    ) -> GeneratedVideos:
         """``POST /api/ai/videos/generate``: blocks until the video exists (minutes)."""
         timeout = self.generate_timeout
         if timeout_s is not None:
@@ -313,7 +314,7 @@ class OxenClient:
             json={**params, "model": model},
             timeout=timeout,
         )
-        return parse_model(Generation, _unwrap(parse_json(response.content), "generation"))
+        return parse_model(GeneratedVideos, _unwrap(parse_json(response.content), "generation"))
 
     def model(self, model_id: str) -> ModelInfo:
         """``GET /api/ai/models/{id}``: parameter schema and pricing."""

@@ -174,6 +174,32 @@ class GenerationList(_Tolerant):
         return data
 
 
+class GeneratedVideo(_Tolerant):
+    url: str | None = None
+
+
+class GeneratedVideos(_Tolerant):
+    """``POST /api/ai/videos/generate``'s answer (``VideoGenerateResponse``): the videos
+    made, each with its URL. An answer shaped as a queue row (older services) is read
+    too: its ``result_url`` is the one video."""
+
+    created: float | None = None
+    model: str | None = None
+    videos: list[GeneratedVideo] = Field(default_factory=list)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "videos" not in data and data.get("result_url"):
+            return {**data, "videos": [{"url": data["result_url"]}]}
+        return data
+
+    @property
+    def url(self) -> str | None:
+        """The first video's URL (one generation makes one video)."""
+        return next((v.url for v in self.videos if v.url), None)
+
+
 class CompletionEvent(_Tolerant):
     """The data of one ``media_generation_completed`` server-sent event."""
 
