@@ -92,6 +92,23 @@ def retry(
     return done
 
 
+def retry_for_resume(
+    store: JobStore, admission: Admission, provider: Provider, send: Sender, run_id: str
+) -> tuple[Outcome, set[str]]:
+    """A resumed run's failed jobs, re-driven as :func:`retry` does before the manifest
+    registers its jobs again: registering a failed job starts it afresh, which would
+    generate (and pay for) a clip its paid generation can still deliver. Returns the
+    outcome and the jobs still failed (they need an operator, or the provider could not
+    say): those must not be registered again."""
+    done = retry(store, admission, provider, send, run_id)
+    still = {
+        job_id
+        for job_id, job in jobs(store, run_id)
+        if job.get("state") == JobState.FAILED and job.get("run_id") == run_id
+    }
+    return done, still
+
+
 def _route(
     store: JobStore, job_id: str, job: dict[str, str], provider: Provider, done: Outcome
 ) -> str:

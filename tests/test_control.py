@@ -18,7 +18,7 @@ from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, JobState
 from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
-from seedq.retrying import retry
+from seedq.retrying import retry, retry_for_resume
 from seedq.store import JobStore, RunInfo
 from worker.provider.errors import ServerError
 from worker.provider.models import Generation, GenerationList, GenerationPage
@@ -336,6 +336,28 @@ def test_retry_leaves_a_job_that_failed_mid_stuck_retry_to_an_operator() -> None
     assert w.state("j0") == "failed" and done.counts["needs an operator (skipped)"] == 1
     assert any(line.startswith("j0:") for line in done.listed)
     assert w.state("j1") == "registered" and done.counts["fresh attempt"] == 1
+    w.assert_counters_right()
+
+
+def test_a_resumed_run_retries_its_failed_jobs_and_holds_back_what_an_operator_decides() -> None:
+    """A paid local run resumed: a failed job whose clip was paid for is delivered again
+    from its generation (registering it anew would generate and pay again), one that
+    needs an operator is held back from registration."""
+    w = world(3, cap=3)
+    w.admission.admit()
+    for i in range(3):
+        w.go(f"j{i}", JobState.SUBMITTING)
+    w.go("j0", JobState.SUBMITTED, generation_id="gen-0")
+    w.go("j0", JobState.GENERATED, result_url="https://r/0")
+    _fail(w, "j0", "deliver")
+    _fail(w, "j1", "submit", needs_operator=1)
+    w.go("j2", JobState.SUBMITTED, generation_id="gen-2")
+
+    done, held = retry_for_resume(w.store, w.admission, w.provider, w.send, RUN)
+
+    assert w.state("j0") == "generated" and (TASK_DELIVER, "j0") in w.send.sent
+    assert held == {"j1"} and done.counts["delivery again"] == 1
+    assert w.state("j2") == "submitted"  # not failed: left to its worker
     w.assert_counters_right()
 
 

@@ -182,6 +182,8 @@ def open_target(
     target = Target(emb.store, emb.app, spool, resumable_run(emb.store, manifests))
     if target.resume_id is not None:
         out.print(f"resuming run {target.resume_id} in this folder")
+        held = retry_failed(emb.store, emb.app, settings, target.resume_id)
+        target.jobs = (job for job in target.jobs if job.id not in held)
     if emb.redriven:
         out.print(
             f"{emb.redriven} job(s) were in flight when the last run stopped: picked "
@@ -247,6 +249,31 @@ def state_root(settings: Settings) -> Path:
     or the current one when the videos go to S3 (where local input images must go too,
     for a remote provider to fetch them)."""
     return Path.cwd() if settings.output_is_s3 else settings.output_dir
+
+
+def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> set[str]:
+    """Re-drive the resumed run's failed jobs without paying twice (``seedq retry``'s
+    rules); the ids still failed, which are left out of registration and listed."""
+    from seedq.admission import admission_for
+    from seedq.commands.control import celery_task_sender
+    from seedq.retrying import retry_for_resume
+    from worker.provider.client import OxenClient
+
+    with OxenClient.from_settings(settings) as provider:
+        done, held = retry_for_resume(
+            store, admission_for(store.redis, settings), provider, celery_task_sender(app), run_id
+        )
+    again = {k: v for k, v in done.counts.items() if v and k != "sent now"}
+    if again:
+        out.print("failed jobs of the last run: " + ", ".join(f"{v} {k}" for k, v in again.items()))
+    for line in done.listed:
+        out.print(f"  {line}", markup=False)
+    if held:
+        out.print(
+            f"{len(held)} failed job(s) left as they are (an operator decides: "
+            f"`seedq retry {run_id} --include-ambiguous` with SEEDQ_REDIS_URL set)"
+        )
+    return held
 
 
 def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:
