@@ -29,13 +29,13 @@ from worker.bills import (
     job_bill,
     next_look_s,
     page_size_for,
-    past_window,
     plan,
     row_charge,
     window_start,
 )
 from worker.delivery import sidecar_key
 from worker.errors import TransientError
+from worker.history import reached_older
 from worker.provider.errors import MalformedResponse, PermanentJobError, ProviderError
 from worker.provider.models import BilledGeneration
 from worker.runtime import Runtime
@@ -210,7 +210,7 @@ def _from_pages(
                 found[row.generation_id] = row
         if len(found) == len(wanted) or page.is_last:
             break
-        if past_window((row.enqueued_at for row in page.generations), start):
+        if start is not None and reached_older(page.generations, since=start):
             break
     return found, True
 

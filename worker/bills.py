@@ -97,14 +97,6 @@ def window_start(jobs: Iterable[DueJob]) -> float | None:
     return min(t for t in times if t is not None) - WINDOW_SLACK_S
 
 
-def past_window(enqueued_at: Iterable[float | None], start: float | None) -> bool:
-    """A page (newest first) reached rows older than the window: no need for the next."""
-    if start is None:
-        return False
-    known = [t for t in enqueued_at if t is not None]
-    return bool(known) and min(known) < start
-
-
 def row_charge(status: str, cost: float | None) -> float | None:
     """What one generation was charged; None when not known yet."""
     if cost is not None:

@@ -205,17 +205,9 @@ class OxenClient:
             body["num_generations"] = num_generations
         if target_namespace is not None:
             body["target_namespace"] = target_namespace
-        try:
+        with _may_have_created("enqueue"):
             response = self._call("enqueue", "POST", "/api/ai/queue", json=body)
             return parse_model(EnqueueResponse, parse_json(response.content)).generations
-        except (e.ProviderTimeout, e.ProviderConnectionError, e.MalformedResponse) as exc:
-            if isinstance(exc, e.MalformedResponse) or isinstance(exc.__context__, _SENT_MAYBE):
-                raise e.EnqueueOutcomeUnknown(
-                    f"enqueue outcome unknown, list before retrying: {exc.message}",
-                    status_code=exc.status_code,
-                    error_type=exc.error_type,
-                ) from None
-            raise
 
     def get(self, generation_id: str) -> Generation:
         """``GET /api/ai/queue/{id}``: status, result URL and echoed parameters."""
@@ -278,20 +270,12 @@ class OxenClient:
         EnqueueOutcomeUnknown: look for a row retried from ``generation_id`` first.
         """
         path = _queue_path(generation_id) + "/retry"
-        try:
+        with _may_have_created("retry"):
             response = self._call("retry", "POST", path)
             data = parse_json(response.content)
             if isinstance(data, dict) and isinstance(data.get("generations"), list):
                 return parse_model(EnqueueResponse, data).generations[0]
             return parse_model(EnqueuedGeneration, _unwrap(data, "generation"))
-        except (e.ProviderTimeout, e.ProviderConnectionError, e.MalformedResponse) as exc:
-            if isinstance(exc, e.MalformedResponse) or isinstance(exc.__context__, _SENT_MAYBE):
-                raise e.EnqueueOutcomeUnknown(
-                    f"retry outcome unknown, list before retrying: {exc.message}",
-                    status_code=exc.status_code,
-                    error_type=exc.error_type,
-                ) from None
-            raise
 
     def cancel(self, generation_id: str) -> None:
         """``DELETE /api/ai/queue/{id}``: cancel a queued or processing generation (a
@@ -418,6 +402,24 @@ class OxenClient:
             if isinstance(exc, httpx.HTTPError | OSError):
                 raise classify_exception(exc, secrets=self._secrets()) from None
             raise
+
+
+@contextlib.contextmanager
+def _may_have_created(what: str) -> Iterator[None]:
+    """Around a call that creates a paid generation (an enqueue, a retry): an answer lost
+    after the request may have reached the server (read timeout, dropped connection,
+    unreadable 2xx body) is EnqueueOutcomeUnknown, so the caller looks before it sends
+    again; a failure before anything was sent stays what it was."""
+    try:
+        yield
+    except (e.ProviderTimeout, e.ProviderConnectionError, e.MalformedResponse) as exc:
+        if isinstance(exc, e.MalformedResponse) or isinstance(exc.__context__, _SENT_MAYBE):
+            raise e.EnqueueOutcomeUnknown(
+                f"{what} outcome unknown, list before retrying: {exc.message}",
+                status_code=exc.status_code,
+                error_type=exc.error_type,
+            ) from None
+        raise
 
 
 def _checked_id(generation_id: str) -> str:
