@@ -59,6 +59,11 @@ if decision == 'new' then
   if old_run ~= run_id then
     redis.call('RPUSH', run_jobs, job_id)
     redis.call('HINCRBY', run_counts, 'registered', 1)
+  elseif state then
+    -- Registered again into its own run (a resumed run, --force): its tally moves with
+    -- it, or the run would read as ended while the job is sent again.
+    redis.call('HINCRBY', run_counts, state, -1)
+    redis.call('HINCRBY', run_counts, 'registered', 1)
   end
 end
 if decision == 'new' or decision == 'pending' then

@@ -129,3 +129,43 @@ def test_paid_generations_of_an_earlier_interrupted_run_are_waited_for() -> None
     assert naps == [0.5]
     assert store.job_state("a") is JobState.DELIVERED
     assert store.job_state("b") is JobState.REGISTERED  # never started: nothing to wait for
+
+
+def test_a_resumed_run_registers_neither_held_nor_delivered_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_target's wiring: jobs the resumed run's retry holds back (an operator must
+    decide: registering them again could pay twice) and jobs whose sidecars prove them
+    delivered are both left out; the rest are registered."""
+    import contextlib
+    from collections.abc import Iterator
+    from contextlib import ExitStack
+
+    from pydantic import SecretStr
+
+    import seedq.embedded
+    from producer.spool import Spool
+    from seedq.commands import run as run_command
+    from seedq.embedded import Stack
+
+    store = JobStore(fakeredis.FakeRedis())
+    store.create_run("r-old", "clips", {"manifests": ["m.csv"]})
+    settings = Settings(output=str(tmp_path), provider_url=PROVIDER, oxen_api_key=SecretStr("k"))
+
+    @contextlib.contextmanager
+    def fake_stack(_settings: Settings, _root: Path) -> Iterator[Stack]:
+        yield Stack(object(), store, settings, PROVIDER)
+
+    monkeypatch.setattr(seedq.embedded, "local_stack", fake_stack)
+    monkeypatch.setattr(run_command, "retry_failed", lambda *_a: {"clip-1"})
+    jobs = [job(i) for i in range(4)]
+    deliver(tmp_path, jobs[2])
+    with Spool() as spool, ExitStack() as stack:
+        for spec in jobs:
+            spool.write(spec)
+        target = run_command.open_target(
+            stack, settings, [Path("m.csv")], spool, demo=False, force=False
+        )
+        assert target.resume_id == "r-old"
+        assert [j.id for j in target.jobs] == ["clip-0", "clip-3"]
+        assert target.skipped.n == 1

@@ -190,7 +190,7 @@ def open_target(
             "up where they were (an unanswered enqueue is looked up, never resent)"
         )
     if not force:
-        target.jobs = skip_delivered(spool, settings, emb.provider_url, target.skipped)
+        target.jobs = skip_delivered(target.jobs, settings, emb.provider_url, target.skipped)
     return target
 
 

@@ -119,6 +119,23 @@ def test_force_redoes_delivered(write: Write, store: JobStore) -> None:
     assert "job-0" in [m["job_id"] for m in sender.sent]
 
 
+@pytest.mark.parametrize(("ended", "force"), [(JobState.DELIVERED, True), (JobState.FAILED, False)])
+def test_registering_again_into_its_own_run_moves_its_tally(
+    store: JobStore, ended: JobState, force: bool
+) -> None:
+    """A resumed run (or --force) registers a job into the run that already counts it:
+    its old state's tally moves to registered, so the run does not read as over."""
+    specs = [("job-0", "fp", {"prompt": "p"}), ("job-1", "fp1", {"prompt": "q"})]
+    store.create_run("r1", "run", {})
+    list(store.register("r1", specs))
+    store.move("job-0", "r1", ended, expect=[JobState.REGISTERED])
+    list(store.register("r1", specs, force=force))
+    info = store.run("r1")
+    assert info is not None
+    assert {k: v for k, v in info.counts.items() if v} == {"registered": 2}
+    assert store.run_job_ids("r1") == ["job-0", "job-1"]
+
+
 def test_changed_parameters_of_delivered_id_are_reported(write: Write, store: JobStore) -> None:
     submit_([write("m.csv", MANIFEST)], OPTS, ModelCatalog(), store, ListSender())
     store.redis.hset(keys.job("job-0"), "state", "delivered")
