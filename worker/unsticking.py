@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 # A lost retry's row is among those enqueued since it was sent: a page. A provider
 # that ignored the order would otherwise have the search read all of a long history.
 MAX_HISTORY_PAGES = 10
+# A retry proven applied (its killed generation cancelled) whose new row the history has
+# not shown for this long goes to an operator rather than waiting for ever.
+LAGGING_RETRY_S = 30 * 60.0
 
 
 def _reload(rt: Runtime, job: Job) -> Job:
@@ -224,9 +227,38 @@ def resolve_retry(rt: Runtime, job: Job) -> Next:
         return DONE
     if decided.verdict is Verdict.WAIT:
         return Next(TASK_TRACK, RECHECK_S)
+    lagging = _killed_by_a_retry(rt, job, killed)
+    if lagging is not None:
+        return lagging
     log.info("job %s: the retry of %s never arrived; back to tracking it", job.id, killed)
     _undo(rt, job)
     return Next(TASK_TRACK, 0.0)
+
+
+def _killed_by_a_retry(rt: Runtime, job: Job, killed: str) -> Next | None:
+    """Before a retry is judged never arrived: the provider cancels the generation it
+    retries, so the killed one seen ``cancelled`` (not by seedq's own give-up) proves the
+    retry landed, whatever a lagging history shows yet; undoing then would leave the
+    retry's paid generation unowned. Waits for the row, and hands the job to an
+    operator if it never shows. None when the killed generation says nothing of it."""
+    if job.raw.get("stuck_cancel_of") == killed:
+        return None
+    wait = wait_turn(rt.poll_throttle)
+    if wait > 0:
+        return Next(TASK_TRACK, wait)
+    rt.store.count_calls(job.id, 1)
+    status = reported(rt.poll_throttle, partial(rt.provider.get, killed), "get").status
+    if status != "cancelled":
+        return None
+    if rt.now() - job.number("retry_started_at") <= LAGGING_RETRY_S:
+        return Next(TASK_TRACK, RECHECK_S)
+    _needs_operator(
+        rt,
+        job,
+        f"{killed} was cancelled by its retry, but no generation retried from it has "
+        f"appeared in the history in {LAGGING_RETRY_S / 60:.0f} min",
+    )
+    return DONE
 
 
 def _cancel_retried(rt: Runtime, job: Job, decided: Reconciled) -> Next:

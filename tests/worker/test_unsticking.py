@@ -36,7 +36,7 @@ from worker.storage.local import LocalStorage
 from worker.submitting import RECHECK_S, grace_s
 from worker.ticker import TickReport, redrive_expired, sweep
 from worker.tracking import complete, track_job
-from worker.unsticking import retry_stuck
+from worker.unsticking import LAGGING_RETRY_S, retry_stuck
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
 STUCK_S = 2700.0  # the production default
@@ -385,6 +385,55 @@ def test_retry_that_never_arrived_is_sent_again_only_after_the_grace_time(world:
     new = w.job()["generation_id"]
     assert w.oxen.gens[new]["retried_from_id"] == killed
     assert float(w.job()["est_cost"]) == pytest.approx(2 * EST)
+
+
+def test_a_retry_the_history_has_not_shown_yet_is_waited_for_never_undone(
+    world: World,
+) -> None:
+    """The browse view lags: the retry landed (the provider cancelled the killed
+    generation) but its new row is not in the history yet. Undoing would leave the
+    retry's paid generation unowned: the job waits, then goes to an operator."""
+    w = world
+    killed = w.submitted()
+    w.stuck()
+    w.oxen.retry_mode = "lost"
+    lagging = {"on": True}
+
+    def hide_retried_rows(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path != "/api/ai/generations" or not lagging["on"]:
+            return None
+        rows = [g for g in w.oxen.gens.values() if not g.get("retried_from_id")]
+        body = {"generations": rows, "page_number": 1, "page_size": 1000, "total_pages": 1}
+        return httpx.Response(200, json=body)
+
+    w.oxen.override = hide_retried_rows
+    assert w.track() == Next(TASK_TRACK, RECHECK_S)
+    w.clock.t += grace_s(w.rt) + 1
+    assert w.track() == Next(TASK_TRACK, RECHECK_S)  # absent from the history, yet applied
+    assert w.state() is JobState.RETRYING and w.oxen.calls["retry"] == 1
+    assert w.oxen.gens[killed]["status"] == "cancelled"
+
+    lagging["on"] = False
+    assert w.track() is DONE  # the row shows at last: adopted, nothing resent
+    assert_retried_once(w, killed)
+
+
+def test_a_retry_whose_row_never_shows_goes_to_an_operator(world: World) -> None:
+    w = world
+    killed = w.submitted()
+    w.stuck()
+    w.oxen.retry_mode = "lost"
+    w.oxen.override = lambda r: (
+        httpx.Response(200, json={"generations": [], "total_pages": 1})
+        if r.url.path == "/api/ai/generations"
+        else None
+    )
+    w.track()
+    w.clock.t += LAGGING_RETRY_S + 1
+    assert w.track() is DONE
+    job = w.job()
+    assert job["state"] == JobState.FAILED and job["needs_operator"] == "1"
+    assert killed in job["error"] and w.oxen.calls["retry"] == 1
 
 
 def test_crash_between_recording_and_sending_resends_after_the_grace_time(
