@@ -32,6 +32,22 @@ from seedq.errors import SeedqError
 from seedq.store import JobStore
 
 STEPS = ("submit", "track", "deliver")
+# What a stuck generation's kill-and-retry left on a job (worker.unsticking): a fresh
+# attempt starts without them, so it has its own one stuck retry and its own bill.
+STUCK_FIELDS = (
+    "stuck_generation_id",
+    "stuck_retries",
+    "stuck_failed",
+    "stuck_est_cost",
+    "stuck_cancel_of",
+    "stuck_cancelled",
+    "retry_of",
+    "retry_started_at",
+    "retry_settled",
+    "retry_refused_of",
+    "retry_reconciled",
+    "retried_at",
+)
 # Generation statuses that prove a generation produced nothing (a fresh attempt is safe).
 NOTHING_MADE = frozenset({"failed", "cancelled"})
 
@@ -78,10 +94,19 @@ def retry(
                 deliver.append({"run_id": run_id, "job_id": job_id})
                 done.counts["delivery again"] += 1
             continue
-        fields = {"error": "", "failed_step": "", "generation_id": "", "result_url": ""}
+        fields: dict[str, str | float] = {
+            "error": "",
+            "failed_step": "",
+            "generation_id": "",
+            "result_url": "",
+        }
+        if job.get("stuck_est_cost"):
+            # Its stuck retry's extra generation belonged to the attempt that failed.
+            est = float(job.get("est_cost") or 0) - float(job["stuck_est_cost"])
+            fields["est_cost"] = max(0.0, est)
         moved = store.move(job_id, run_id, JobState.REGISTERED, expect=[JobState.FAILED], **fields)
         if moved.ok:
-            store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled")
+            store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled", *STUCK_FIELDS)
             wait(store, run_id, job_id, job_priority(job), run_priority(info))
             done.counts["fresh attempt"] += 1
     if deliver:

@@ -339,6 +339,30 @@ def test_retry_leaves_a_job_that_failed_mid_stuck_retry_to_an_operator() -> None
     w.assert_counters_right()
 
 
+def test_a_fresh_attempt_after_a_stuck_failure_starts_clean() -> None:
+    """Failed for being stuck twice: the fresh attempt gets its own one stuck retry, its
+    estimate back to one generation, and no killed generation to be billed for."""
+    w = world(1, cap=1)
+    w.admission.admit()
+    w.go("j0", JobState.SUBMITTING)
+    w.go("j0", JobState.SUBMITTED, generation_id="gen-new")
+    stuck: dict[str, str | int | float] = {
+        "stuck_generation_id": "gen-old",
+        "stuck_retries": 1,
+        "stuck_est_cost": EST,
+    }
+    w.store.update_job("j0", est_cost=2 * EST, stuck_cancel_of="gen-new", **stuck)
+    _fail(w, "j0", "generate", stuck_failed=1)
+
+    done = retry(w.store, w.admission, w.provider, w.send, RUN)
+
+    job = w.store.job("j0")
+    assert done.counts["fresh attempt"] == 1 and job["state"] == "registered"
+    assert float(job["est_cost"]) == pytest.approx(EST)
+    assert not {k for k in job if k.startswith(("stuck_", "retry_"))}
+    w.assert_counters_right()
+
+
 def test_a_resumed_run_retries_its_failed_jobs_and_holds_back_what_an_operator_decides() -> None:
     """A paid local run resumed: a failed job whose clip was paid for is delivered again
     from its generation (registering it anew would generate and pay again), one that
