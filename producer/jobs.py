@@ -51,7 +51,11 @@ class JobRow(BaseModel):
     generate_audio: Bool = None
     watermark: Bool = None
     output: Text | None = None
-    priority: Annotated[int | None, BeforeValidator(to_int), Field(ge=-1000, le=1000)] = None
+    # The bounds sit on the int alone: on the union, pydantic 2.14 applies them to None
+    # too and raises a TypeError instead of a validation error.
+    priority: Annotated[
+        Annotated[int, Field(ge=-1000, le=1000)] | None, BeforeValidator(to_int)
+    ] = None
 
 
 @dataclass(frozen=True, slots=True)

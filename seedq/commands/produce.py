@@ -90,6 +90,31 @@ def print_prices(result: CheckResult, catalog: ModelCatalog) -> None:
         )
 
 
+def unpriced(result: CheckResult) -> list[str]:
+    """The (model, resolution) classes of the plan no published price covers: estimated
+    at zero, which a budget could not hold."""
+    return sorted(
+        {
+            f"{key.model} {key.resolution}"
+            for key, used in result.plan.prices.items()
+            if used.field == "none"
+        }
+    )
+
+
+def check_priced(result: CheckResult, budget: float | None) -> None:
+    """Say loudly when a class has no price; refuse a budget that could not hold it."""
+    missing = unpriced(result)
+    if not missing:
+        return
+    if budget is not None:
+        raise SubmitError(
+            "--budget cannot be held: the model object publishes no price for " + ", ".join(missing)
+        )
+    for item in missing:
+        err.print(f"WARNING: no published price for {item}: estimated at 0", style="bold yellow")
+
+
 def print_catalog_warnings(catalog: ModelCatalog) -> None:
     for warning in catalog.warnings:
         err.print(f"WARNING: {warning}", style="bold yellow", markup=False)
@@ -178,6 +203,7 @@ def validate_command(
         err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
         raise typer.Exit(EXIT_INVALID)
     print_plan(result, catalog)
+    check_priced(result, None)
     out.print(f"valid: {result.plan.total.jobs} job(s)", style="green")
 
 
@@ -220,6 +246,7 @@ def submit_command(
             err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
             raise typer.Exit(EXIT_INVALID)
         print_plan(result, catalog)
+        check_priced(result, budget)
         if dry_run:
             out.print("dry run: nothing was sent.")
             return

@@ -22,6 +22,7 @@ from producer.spool import Spool
 from seedq.billing import Billing, billing_status
 from seedq.commands.produce import (
     EXIT_INVALID,
+    check_priced,
     print_plan,
     print_submitted,
     run_check,
@@ -94,6 +95,7 @@ def run_command(
             err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
             raise typer.Exit(EXIT_INVALID)
         print_plan(result, catalog)
+        check_priced(result, budget)
         target = open_target(stack, settings, manifests, spool, demo=demo, force=force)
         store, app = target.store, target.app
         done = submit_spooled(

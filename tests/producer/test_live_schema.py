@@ -138,3 +138,20 @@ def test_an_unusable_live_object_is_said_loudly_over_http(
     assert "from the copy shipped with seedq" in result.output
     assert "1.00" in result.output  # 5 s at the shipped 0.20/s
     assert "sk-live" not in result.output
+
+
+def test_a_class_without_a_published_price_is_said_and_refuses_a_budget(
+    write: Callable[[str, str | bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live object prices 480p only: a 720p job would be estimated at zero."""
+    path = write("m.csv", "prompt,input_image,resolution,duration\np,images/a.png,720p,5\n")
+    only_480p = {"method": "per_video_output_second", "cost_per_second_by_resolution": {"480p": 1}}
+    with running_simulator(SimConfig(model_patch={"pricing": only_480p})) as sim:
+        monkeypatch.setenv("SEEDQ_PROVIDER_URL", sim.url)
+        monkeypatch.setenv("OXEN_API_KEY", "sk-live-schema-test")
+        checked = runner.invoke(app, ["validate", str(path)])
+        budgeted = runner.invoke(app, ["submit", "--dry-run", "--budget", "5", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert f"WARNING: no published price for {MODEL} 720p: estimated at 0" in checked.output
+    assert budgeted.exit_code == 2, budgeted.output
+    assert "--budget cannot be held" in budgeted.output and "Traceback" not in budgeted.output
