@@ -72,6 +72,8 @@ def test_the_latest_run_is_resumed_only_for_the_same_manifests() -> None:
     assert resumable_run(store, [Path("clips.csv")]) == "r2"
     assert resumable_run(store, [Path("clips.csv"), Path("more.csv")]) is None
     assert resumable_run(store, [Path("other.csv")]) is None  # not the latest
+    assert resumable_run(store, [Path("./clips.csv")]) == "r2"  # the same file, written so
+    assert resumable_run(store, [Path("clips.csv").resolve()]) == "r2"
 
 
 def test_state_lives_beside_the_videos_or_here_when_they_go_to_s3(

@@ -282,7 +282,13 @@ def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:
     """The latest run in this folder's store, when it was of the same manifests: its
     jobs that are still moving are followed to the end instead of being left behind."""
     latest = store.runs(limit=1)
-    if latest and latest[0].meta.get("manifests") == [str(p) for p in manifests]:
+    if not latest:
+        return None
+    known = latest[0].meta.get("manifests")
+    if not isinstance(known, list):
+        return None
+    # The same files however they were written (``./m.csv``, ``m.csv``, an absolute path).
+    if [Path(str(p)).resolve() for p in known] == [p.resolve() for p in manifests]:
         return latest[0].id
     return None
 
