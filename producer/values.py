@@ -9,10 +9,6 @@ FALSE_WORDS = frozenset({"false", "no", "n", "0", "off"})
 AUTO_WORDS = frozenset({"auto", "-1"})
 
 
-def is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
 def to_bool(value: Any) -> Any:
     """true/false/yes/no/1/0/on/off in any case; other values pass through for pydantic."""
     if isinstance(value, str):

@@ -37,7 +37,7 @@ def generation(generation_id: str) -> str:
     return f"{PREFIX}gen:{generation_id}"
 
 
-# -- throughput control (worker/throttle.py, worker/admission.py) -------------------
+# -- throughput control (worker/throttle.py, seedq/admission.py) -------------------
 
 ADMISSION_RUNS = PREFIX + "admission:runs"  # zset run_id -> run priority; runs with waiting jobs
 IN_FLIGHT = PREFIX + "inflight"  # zset job_id -> lease expiry (server seconds); the global cap

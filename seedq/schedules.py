@@ -192,13 +192,3 @@ def run_name(schedule: Schedule, when: datetime) -> str:
     """``"<schedule> <date>"``: the date of ``when`` in the schedule's zone."""
     base = schedule.run_name or schedule.name
     return f"{base} {when.astimezone(zone(schedule.timezone)):%Y-%m-%d}"
-
-
-def lookahead(schedule: Schedule, now: datetime, horizon: timedelta) -> list[datetime]:
-    """Every firing of ``schedule`` within ``horizon`` of ``now`` (for docs and checks)."""
-    out: list[datetime] = []
-    for when in next_runs(schedule.cron, schedule.timezone, now, 1000):
-        if when - now > horizon:
-            break
-        out.append(when)
-    return out

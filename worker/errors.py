@@ -10,7 +10,7 @@
         └── RunPaused             stop submitting for the whole run (401, no credits)
 
 Provider errors (``worker.provider.errors``) keep their own tree with the same three
-branches; :func:`worker.pipeline.outcome` maps both onto one decision.
+branches; :func:`worker.tasks._run_step` maps both onto one decision.
 """
 
 from __future__ import annotations

@@ -120,7 +120,6 @@ def cancel_command(run_id: str = typer.Argument(..., help="The run to cancel."))
 
 def retry_command(
     run_id: str = typer.Argument(..., help="The run whose failed jobs to re-drive."),
-    failed: bool = typer.Option(True, "--failed", help="Failed jobs (the only kind retried)."),
     include_ambiguous: bool = typer.Option(
         False,
         "--include-ambiguous",

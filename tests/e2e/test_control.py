@@ -107,7 +107,7 @@ def test_pause_resume_cancel_retry_and_report(
         failing = submit(c, manifest(third, clip_rows("f", 1, image=f"{base}/face-photo.png")))
         wait_for(c, "the failure", lambda: states(c, failing) == {"f-0": "failed"})
         before = c.sim.stats()["enqueued"]
-        retried = ok(c.seedq("retry", failing, "--failed"))
+        retried = ok(c.seedq("retry", failing))
         assert "fresh attempt" in retried
         wait_for(c, "a second enqueue", lambda: c.sim.stats()["enqueued"] == before + 1)
         wait_for(c, "the second failure", lambda: states(c, failing) == {"f-0": "failed"})
