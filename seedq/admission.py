@@ -33,6 +33,7 @@ import redis
 
 from seedq import keys
 from seedq.settings import Settings
+from seedq.store import decoded
 
 # Picks up to min(free slots, max_batch) jobs; returns {run, job, run, job, ...}.
 # Run hashes and queues are reached by name from the prefix (one Redis, not a cluster).
@@ -165,10 +166,6 @@ class Admitted:
     job_id: str
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Admission:
     """The in-flight cap and the waiting queues; every decision is one Lua call."""
 
@@ -189,7 +186,7 @@ class Admission:
             keys=[keys.ADMISSION_RUNS, keys.IN_FLIGHT],
             args=[self.max_in_flight, self.lease_s, max_batch, keys.run(""), keys.job("")],
         )
-        flat = [_s(v) for v in raw]
+        flat = [decoded(v) for v in raw]
         return [Admitted(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def renew(self, job_ids: Iterable[str], ahead_s: float = 0.0) -> None:
@@ -200,7 +197,7 @@ class Admission:
             self._extend(keys=[keys.IN_FLIGHT], args=[self.lease_s + ahead_s, *ids])
 
     def expired(self) -> list[str]:
-        return [_s(v) for v in self._expired(keys=[keys.IN_FLIGHT])]
+        return [decoded(v) for v in self._expired(keys=[keys.IN_FLIGHT])]
 
     def expire_all(self) -> int:
         """Make every slot and delivery lease due at once, for the next tick to re-drive.
@@ -212,7 +209,7 @@ class Admission:
         return int(self._expire_all(keys=[keys.IN_FLIGHT, keys.DELIVERING]))
 
     def in_flight(self) -> list[str]:
-        return [_s(v) for v in self.redis.zrange(keys.IN_FLIGHT, 0, -1)]
+        return [decoded(v) for v in self.redis.zrange(keys.IN_FLIGHT, 0, -1)]
 
     def release(self, run_id: str, job_id: str) -> None:
         """Free a slot held by a job that has left the provider (cleanup after a crash)."""
@@ -239,7 +236,7 @@ class Admission:
 
     def stalled_deliveries(self) -> list[str]:
         """Generated jobs whose delivery nobody has touched for ``lease_s``."""
-        return [_s(v) for v in self._stalled(keys=[keys.DELIVERING], args=[self.lease_s])]
+        return [decoded(v) for v in self._stalled(keys=[keys.DELIVERING], args=[self.lease_s])]
 
     def touch_deliveries(self, job_ids: Iterable[str], ahead_s: float = 0.0) -> None:
         """Renew the delivery leases of these jobs, as if heard of ``ahead_s`` from now
@@ -260,7 +257,7 @@ class Admission:
 
     def budget(self, run_id: str) -> dict[str, float]:
         raw: dict[Any, Any] = self.redis.hgetall(keys.run_budget(run_id))
-        return {_s(k): float(v) for k, v in raw.items()}
+        return {decoded(k): float(v) for k, v in raw.items()}
 
 
 def admission_for(client: redis.Redis, settings: Settings | None = None) -> Admission:

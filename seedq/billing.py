@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from seedq import keys
+from seedq.store import decoded
 
 BILLED = "billed"
 PENDING = "pending"
@@ -104,10 +105,6 @@ class RunBilling:
         return parts[0] + (f" (+{', '.join(parts[1:])})" if len(parts) > 1 else "")
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Billing:
     """Records bills; every change is one Lua call (see the module docstring)."""
 
@@ -119,7 +116,7 @@ class Billing:
     def due(self, now: float, limit: int) -> list[str]:
         """Jobs whose bill is due to be asked for, the longest waiting first."""
         raw: list[Any] = self.redis.zrangebyscore(keys.UNBILLED, "-inf", now, start=0, num=limit)
-        return [_s(v) for v in raw]
+        return [decoded(v) for v in raw]
 
     def unbilled(self) -> int:
         return int(self.redis.zcard(keys.UNBILLED))
@@ -128,7 +125,7 @@ class Billing:
         """Whether a job of this run is due to be asked for its bill (the next pass will
         ask); False once every bill is known or waits for a later look."""
         for job_id in self.due(now, limit):
-            if _s(self.redis.hget(keys.job(job_id), "run_id") or "") == run_id:
+            if decoded(self.redis.hget(keys.job(job_id), "run_id") or "") == run_id:
                 return True
         return False
 
@@ -169,7 +166,7 @@ class Billing:
 
     def run(self, run_id: str) -> RunBilling:
         raw: dict[Any, Any] = self.redis.hgetall(keys.run_billing(run_id))
-        data = {_s(k): _s(v) for k, v in raw.items()}
+        data = {decoded(k): decoded(v) for k, v in raw.items()}
 
         def num(name: str) -> float:
             try:

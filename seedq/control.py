@@ -20,7 +20,7 @@ from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.contract import JobState
 from seedq.errors import SeedqError
-from seedq.store import JobStore, RunInfo
+from seedq.store import JobStore, RunInfo, decoded
 
 OPERATOR_PAUSE = "paused by an operator"
 ADMITTABLE = frozenset({"active", "registering"})
@@ -97,11 +97,7 @@ def jobs(store: JobStore, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
                 pipe.hgetall(keys.job(job_id))
             raws = pipe.execute()
         for job_id, raw in zip(chunk, raws, strict=True):
-            yield job_id, {_s(k): _s(v) for k, v in raw.items()}
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+            yield job_id, {decoded(k): decoded(v) for k, v in raw.items()}
 
 
 def wait(store: JobStore, run_id: str, job_id: str, job_priority: int, priority: int) -> None:

@@ -266,7 +266,11 @@ class RunInfo:
         return f"{status} ({self.reason})" if self.reason else status
 
 
-def _s(value: Any) -> str:
+def decoded(value: Any) -> str:
+    """A value read from Redis as text (redis-py answers bytes unless told otherwise);
+    a missing one (None) reads as ``""``."""
+    if value is None:
+        return ""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -360,7 +364,7 @@ class JobStore:
             answers = pipe.execute()
         result = RegisterResult()
         for (job_id, _fp, _rec), raw in zip(batch, answers, strict=True):
-            decision = Decision(_s(raw))
+            decision = Decision(decoded(raw))
             result.counts[decision] += 1
             if decision in (Decision.NEW, Decision.PENDING):
                 result.to_enqueue.append(job_id)
@@ -435,7 +439,7 @@ class JobStore:
             ],
             args=args,
         )
-        return Moved(_s(verdict) == "ok", _s(verdict), _s(before))
+        return Moved(decoded(verdict) == "ok", decoded(verdict), decoded(before))
 
     def update_job(self, job_id: str, **fields: str | int | float) -> None:
         """Set fields that are not part of the state machine (timings, counters)."""
@@ -453,7 +457,7 @@ class JobStore:
 
     def job_for_generation(self, generation_id: str) -> str | None:
         raw = self.redis.get(keys.generation(generation_id))
-        return _s(raw) if raw else None
+        return decoded(raw) if raw else None
 
     def activate_run(self, run_id: str, **fields: str | int | float) -> bool:
         """``registering`` -> ``active`` (other fields set either way); False when the run
@@ -465,7 +469,7 @@ class JobStore:
 
     def run_status(self, run_id: str) -> str | None:
         raw = self.redis.hget(keys.run(run_id), "status")
-        return _s(raw) if raw else None
+        return decoded(raw) if raw else None
 
     def pause_run(self, run_id: str, reason: str) -> None:
         """Stop admitting the run's jobs until resumed; the reason is for the operator."""
@@ -473,23 +477,23 @@ class JobStore:
 
     def job(self, job_id: str) -> dict[str, str]:
         raw: dict[Any, Any] = self.redis.hgetall(keys.job(job_id))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {decoded(k): decoded(v) for k, v in raw.items()}
 
     def job_state(self, job_id: str) -> JobState | None:
         raw = self.redis.hget(keys.job(job_id), "state")
-        return JobState(_s(raw)) if raw else None
+        return JobState(decoded(raw)) if raw else None
 
     def run_job_ids(self, run_id: str, start: int = 0, end: int = -1) -> list[str]:
         values: list[Any] = self.redis.lrange(keys.run_jobs(run_id), start, end)
-        return [_s(v) for v in values]
+        return [decoded(v) for v in values]
 
     def run(self, run_id: str) -> RunInfo | None:
         raw: dict[Any, Any] = self.redis.hgetall(keys.run(run_id))
         if not raw:
             return None
-        data = {_s(k): _s(v) for k, v in raw.items()}
+        data = {decoded(k): decoded(v) for k, v in raw.items()}
         raw_counts: dict[Any, Any] = self.redis.hgetall(keys.run_counts(run_id))
-        counts = {_s(k): int(v) for k, v in raw_counts.items()}
+        counts = {decoded(k): int(v) for k, v in raw_counts.items()}
         return RunInfo(
             id=run_id,
             name=data.get("name", ""),
@@ -505,5 +509,5 @@ class JobStore:
 
     def runs(self, limit: int = 50) -> list[RunInfo]:
         values: list[Any] = self.redis.zrange(keys.RUNS, -limit, -1)
-        ids = [_s(v) for v in values]
+        ids = [decoded(v) for v in values]
         return [info for rid in ids if (info := self.run(rid)) is not None]

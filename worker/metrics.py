@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from seedq import keys
+from seedq.store import decoded
 
 log = logging.getLogger(__name__)
 RECENT_RUNS = 1000  # the aggregates cover this many most recent runs
@@ -67,10 +68,6 @@ def observe_wait(limiter: str, seconds: float) -> None:
         LIMITER_WAIT_SECONDS.labels(limiter).observe(seconds)
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class StoreCollector(Collector):
     """Jobs by state, generations in flight and spend, read from Redis on each scrape."""
 
@@ -79,7 +76,7 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         client = self._client()
-        run_ids = [_s(v) for v in client.zrange(keys.RUNS, -RECENT_RUNS, -1)]
+        run_ids = [decoded(v) for v in client.zrange(keys.RUNS, -RECENT_RUNS, -1)]
         with client.pipeline(transaction=False) as pipe:
             pipe.zcard(keys.IN_FLIGHT)
             for run_id in run_ids:
@@ -90,8 +87,8 @@ class StoreCollector(Collector):
         money = {"spent": 0.0, "reserved": 0.0}
         for i in range(len(run_ids)):
             for state, n in rows[1 + 2 * i].items():
-                states[_s(state)] = states.get(_s(state), 0) + int(n)
-            budget = {_s(k): float(v) for k, v in rows[2 + 2 * i].items()}
+                states[decoded(state)] = states.get(decoded(state), 0) + int(n)
+            budget = {decoded(k): float(v) for k, v in rows[2 + 2 * i].items()}
             for kind in money:
                 money[kind] += budget.get(kind, 0.0)
         jobs = GaugeMetricFamily(

@@ -25,6 +25,7 @@ from celery import bootsteps
 
 from seedq import contract, keys
 from seedq.contract import JobState
+from seedq.store import decoded
 from worker.biller import bill_due
 from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
@@ -148,15 +149,11 @@ def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tupl
         rows = pipe.execute()
     chosen = []
     for n, (job_id, run_id, gen) in enumerate(stuck):
-        killed, refused_of = (_text(v) for v in rows[2 * n])
-        admitting = _text(rows[2 * n + 1]) in ACTIVE_RUN
+        killed, refused_of = (decoded(v) for v in rows[2 * n])
+        admitting = decoded(rows[2 * n + 1]) in ACTIVE_RUN
         if worth_tracking(retried=bool(killed) or refused_of == gen, may_retry=admitting):
             chosen.append((job_id, run_id))
     return chosen
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def tick(rt: Runtime, app: Any) -> TickReport:

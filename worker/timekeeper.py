@@ -9,12 +9,12 @@ reason, so an operator's pause or cancel made meanwhile is never overwritten.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 
 from seedq import keys
 from seedq.contract import TERMINAL_STATES
+from seedq.store import decoded
 from seedq.windows import REGISTERING, SCHEDULED, Change, TimedRun, decide
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,6 @@ if status ~= ARGV[1] or reason ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'reason', ARGV[4], 'paused_by', ARGV[5])
 return 1
 """
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _timed_run(data: dict[str, str]) -> TimedRun:
@@ -56,7 +52,7 @@ def finished(status: str, counts: dict[str, int], total: int) -> bool:
 
 def apply_timing(client: redis.Redis, now_s: float) -> list[tuple[str, Change]]:
     """Decide and apply the time step for every timed run; returns what changed."""
-    run_ids = sorted(_s(v) for v in client.smembers(keys.TIMED_RUNS))
+    run_ids = sorted(decoded(v) for v in client.smembers(keys.TIMED_RUNS))
     if not run_ids:
         return []
     with client.pipeline(transaction=False) as pipe:
@@ -69,8 +65,8 @@ def apply_timing(client: redis.Redis, now_s: float) -> list[tuple[str, Change]]:
     changed: list[tuple[str, Change]] = []
     for i, run_id in enumerate(run_ids):
         raw, raw_counts, total = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
-        data = {_s(k): _s(v) for k, v in raw.items()}
-        counts = {_s(k): int(v) for k, v in raw_counts.items()}
+        data = {decoded(k): decoded(v) for k, v in raw.items()}
+        counts = {decoded(k): int(v) for k, v in raw_counts.items()}
         run = _timed_run(data)
         if not data or finished(run.status, counts, int(total)):
             client.srem(keys.TIMED_RUNS, run_id)
