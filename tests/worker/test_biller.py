@@ -24,6 +24,7 @@ from seedq.billing import Billing
 from seedq.contract import JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
+from tests.worker.fake_history import history_page
 from worker.biller import MAX_CALLS_PER_PASS, bill_due
 from worker.bills import (
     LOOK_DELAYS_S,
@@ -143,28 +144,7 @@ class History:
             if row is None:
                 return httpx.Response(404, json={"error": {"type": "resource_not_found"}})
             return httpx.Response(200, json={"status": "success", "generation": row})
-        q = request.url.params
-        found = [
-            r
-            for r in self.rows.values()
-            if r["model_name"] == q.get("model", r["model_name"])
-            and r["status"] == q.get("status", r["status"])
-        ]
-        found.sort(key=lambda r: -float(r["enqueued_at"]))
-        page, size = int(q.get("page", "1")), int(q.get("page_size", "100"))
-        chunk = found[(page - 1) * size : page * size]
-        pages = max(1, -(-len(found) // size))
-        return httpx.Response(
-            200,
-            json={
-                "generations": chunk,
-                "page_number": page,
-                "page_size": size,
-                "total_pages": pages,
-                "total_entries": len(found),
-                "total_cost": None,
-            },
-        )
+        return httpx.Response(200, json=history_page(self.rows.values(), request.url.params))
 
 
 @dataclass

@@ -11,7 +11,6 @@ it looks for exactly where it wants (behind 1,500 newer rows, on the last page, 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from seedq.admission import admission_for
 from seedq.contract import TASK_SUBMIT, JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
+from tests.worker.fake_history import history_page
 from worker.audit import Kind
 from worker.auditor import audit_run, gather
 from worker.auditor import findings as audit_findings
@@ -104,16 +104,7 @@ class Account:
             body: dict[str, Any] = {"count": len(picked), "generations": picked}
         elif request.url.path == "/api/ai/generations":
             self.calls["history"] += 1
-            number, size = int(query.get("page", "1")), int(query.get("page_size", "50"))
-            chunk = picked[(number - 1) * size : number * size]
-            body = {
-                "generations": chunk,
-                "page_number": number,
-                "page_size": size,
-                "total_entries": len(picked),
-                "total_pages": math.ceil(len(picked) / size),
-                "total_cost": f"{sum(float(r['cost'] or 0) for r in picked):.4f}",
-            }
+            body = history_page(self.rows, query)
         elif request.url.path.startswith("/api/ai/generations/"):
             self.calls["billed"] += 1
             gid = request.url.path.rsplit("/", 1)[1]

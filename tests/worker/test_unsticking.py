@@ -23,6 +23,7 @@ from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
 from seedq.control import cancel
 from seedq.settings import Settings
 from seedq.store import JobStore
+from tests.worker.fake_history import history_page
 from worker.errors import RunPaused
 from worker.events import handle_event
 from worker.inputs import NoInputPublisher
@@ -142,21 +143,7 @@ class FakeOxen:
         )
 
     def _history(self, request: httpx.Request) -> httpx.Response:
-        size = int(request.url.params.get("page_size", "100"))
-        page = int(request.url.params.get("page", "1"))
-        rows = sorted(self.gens.values(), key=lambda g: g["enqueued_at"], reverse=True)
-        chunk = rows[(page - 1) * size : page * size]
-        pages = max(1, -(-len(rows) // size))
-        return httpx.Response(
-            200,
-            json={
-                "generations": chunk,
-                "page_number": page,
-                "page_size": size,
-                "total_pages": pages,
-                "total_entries": len(rows),
-            },
-        )
+        return httpx.Response(200, json=history_page(self.gens.values(), request.url.params))
 
 
 @dataclass
