@@ -96,10 +96,11 @@ def ensure_redis() -> None:
 
 
 def lint() -> int:
-    say("ruff and mypy")
+    say("ruff, mypy and the import layers")
     rc = run([str(PY), "-m", "ruff", "check", "--quiet", "."])
     rc |= run([str(PY), "-m", "ruff", "format", "--check", "--quiet", "."])
-    return rc | run([str(PY), "-m", "mypy"])
+    rc |= run([str(PY), "-m", "mypy"])
+    return rc | run([str(BIN / "lint-imports"), "--no-cache"])
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from worker.provider.client import OxenClient
+from provider.client import OxenClient
 
 app = Celery("naive", broker=os.environ.get("NAIVE_BROKER_URL", "memory://localhost/"))
 app.conf.update(

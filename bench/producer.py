@@ -31,9 +31,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import redis  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from producer.catalog import ModelCatalog  # noqa: E402
 from producer.manifest import ReadOptions  # noqa: E402
 from producer.submit import celery_sender, validate_and_submit  # noqa: E402
+from seedq.catalog import ModelCatalog  # noqa: E402
 from seedq.queueing import make_celery  # noqa: E402
 from seedq.settings import Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402

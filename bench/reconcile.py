@@ -46,6 +46,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"
 sys.path.insert(0, str(REPO))
 
 from producer.jobs import JobSpec  # noqa: E402
+from provider.client import OxenClient  # noqa: E402
+from provider.models import GenerationPage  # noqa: E402
 from seedq.admission import admission_for  # noqa: E402
 from seedq.contract import JobState  # noqa: E402
 from seedq.modelinfo import estimate_cost, load_shipped_model  # noqa: E402
@@ -53,14 +55,12 @@ from seedq.settings import DEFAULT_MODEL, Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402
 from simulator.config import SimConfig  # noqa: E402
 from simulator.server import running_simulator  # noqa: E402
+from storage.local import LocalStorage  # noqa: E402
 from worker.auditor import findings, gather  # noqa: E402
 from worker.inputs import LoopbackInputPublisher  # noqa: E402
-from worker.provider.client import OxenClient  # noqa: E402
-from worker.provider.models import GenerationPage  # noqa: E402
 from worker.reconcile import reconcile  # noqa: E402
 from worker.retry import RetryPolicy  # noqa: E402
 from worker.runtime import Runtime, poll_throttle, submit_throttle  # noqa: E402
-from worker.storage.local import LocalStorage  # noqa: E402
 from worker.submitting import submit_job  # noqa: E402
 
 KEY = "bench-key"

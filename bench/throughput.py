@@ -36,10 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
-from producer.catalog import ModelCatalog  # noqa: E402
 from producer.manifest import ReadOptions  # noqa: E402
 from producer.submit import celery_sender, validate_and_submit  # noqa: E402
 from seedq.admission import admission_for  # noqa: E402
+from seedq.catalog import ModelCatalog  # noqa: E402
 from seedq.queueing import make_celery  # noqa: E402
 from seedq.settings import Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402
@@ -189,7 +189,7 @@ def run_seedq(
     # The completion-events listener, as deployed beside the workers.
     procs.append(
         subprocess.Popen(
-            [sys.executable, "-m", "seedq.cli", "events"],
+            [sys.executable, "-m", "cli.main", "events"],
             env=env,
             cwd=REPO,
             stdout=(folder / "events.log").open("ab"),

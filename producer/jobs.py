@@ -14,9 +14,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from producer.errors import Problem
 from producer.readers import PROVIDER_FIELDS, Header, RawJob
-from producer.refs import RefError, check_output_key, parse_image_ref, render, template_names
 from producer.values import to_bool, to_duration, to_int, to_text
 from seedq.modelinfo import ModelInfo, check_params
+from seedq.refs import RefError, check_output_key, parse_image_ref, render, template_names
 
 DEFAULT_OUTPUT_TEMPLATE = "{id}.mp4"
 TEMPLATED_FIELDS = ("prompt", "input_image", "tail_image_url", "output")

@@ -1,7 +1,7 @@
 """Run control: pause, resume, cancel and retry a run, each safe to repeat.
 
 Plain functions taking their clients (job store, admission, provider, task sender) as
-arguments; ``seedq.commands.control`` builds them from the settings. Every job moves
+arguments; ``cli.control`` builds them from the settings. Every job moves
 by compare-and-set (``JobStore.move`` with an explicit ``expect``), so a worker racing
 an operator's command either wins (the command leaves that job alone) or loses (the
 worker's own move is refused and it stops): no job is paid for twice or lost.
@@ -43,7 +43,7 @@ class Sender(Protocol):
 
 
 class Provider(Protocol):
-    """What run control asks of the provider (``worker.provider.client.OxenClient``)."""
+    """What run control asks of the provider (``provider.client.OxenClient``)."""
 
     def cancel(self, generation_id: str) -> Any: ...
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from cli.run import wait_for_bills
+from cli.main import app
 from producer.jobs import JobSpec
 from seedq.billing import Billing
-from seedq.cli import app
-from seedq.commands.run import wait_for_bills
 from seedq.contract import JobState
 from seedq.store import JobStore
 from tests.conftest import TEST_REDIS_URL
@@ -85,5 +85,5 @@ def test_run_waits_only_while_a_bill_of_its_own_is_being_asked_for(
     def no_sleep(seconds: float) -> None:
         raise AssertionError("waited although no bill of the run is being asked for")
 
-    monkeypatch.setattr("seedq.commands.run.time.sleep", no_sleep)
+    monkeypatch.setattr("cli.run.time.sleep", no_sleep)
     wait_for_bills(store, RUN, timeout_s=30)

@@ -23,8 +23,8 @@ from celery import Celery
 from celery.bin.base import CLIContext
 from celery.bin.celery import celery as celery_cli
 
+from cli.main import app as seedq_app
 from seedq import contract
-from seedq.cli import app as seedq_app
 from seedq.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,15 +13,15 @@ from typing import Any
 import fakeredis
 import pytest
 
+from cli.retrying import retry, retry_for_resume
 from producer.jobs import JobSpec
+from provider.errors import ServerError
+from provider.models import Generation, GenerationList, GenerationPage
 from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, JobState
 from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
-from seedq.retrying import retry, retry_for_resume
 from seedq.store import JobStore, RunInfo
-from worker.provider.errors import ServerError
-from worker.provider.models import Generation, GenerationList, GenerationPage
 
 RUN = "run-a"
 EST = 0.5

@@ -1,4 +1,4 @@
-"""The choices `seedq run` makes for a paid run on one machine (seedq.commands.run),
+"""The choices `seedq run` makes for a paid run on one machine (cli.run),
 without starting anything: which run it resumes, which jobs the folder already holds,
 where the state lives, and the local images a remote provider could never fetch."""
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from producer.jobs import JobSpec
-from seedq.commands.run import (
+from cli.run import (
     SkipCount,
     refuse_unreachable_inputs,
     resumable_run,
     skip_delivered,
     state_root,
 )
+from producer.jobs import JobSpec
 from seedq.errors import ConfigError
 from seedq.settings import Settings
 from seedq.store import JobStore
@@ -109,7 +109,7 @@ def test_a_local_image_is_fine_where_it_can_be_published(
 
 
 def test_paid_generations_of_an_earlier_interrupted_run_are_waited_for() -> None:
-    from seedq.commands.run import finish_earlier_runs
+    from cli.run import finish_earlier_runs
     from seedq.contract import JobState
 
     store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
@@ -145,10 +145,10 @@ def test_a_resumed_run_registers_neither_held_nor_delivered_jobs(
 
     from pydantic import SecretStr
 
-    import seedq.embedded
+    import cli.embedded
+    from cli import run as run_command
+    from cli.embedded import Stack
     from producer.spool import Spool
-    from seedq.commands import run as run_command
-    from seedq.embedded import Stack
 
     store = JobStore(fakeredis.FakeRedis())
     store.create_run("r-old", "clips", {"manifests": ["m.csv"]})
@@ -158,7 +158,7 @@ def test_a_resumed_run_registers_neither_held_nor_delivered_jobs(
     def fake_stack(_settings: Settings, _root: Path) -> Iterator[Stack]:
         yield Stack(object(), store, settings, PROVIDER)
 
-    monkeypatch.setattr(seedq.embedded, "local_stack", fake_stack)
+    monkeypatch.setattr(cli.embedded, "local_stack", fake_stack)
     monkeypatch.setattr(run_command, "retry_failed", lambda *_a: {"clip-1"})
     jobs = [job(i) for i in range(4)]
     deliver(tmp_path, jobs[2])

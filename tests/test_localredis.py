@@ -1,4 +1,4 @@
-"""The private redis-server of a paid local run (seedq.localredis), on the real binary:
+"""The private redis-server of a paid local run (cli.localredis), on the real binary:
 durable across restarts and across a kill -9 of the server, one run per folder, a stale
 server of a killed run restarted on the same data, never a TCP port, and one line with
 the way to install it when it is missing."""
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from seedq.errors import LocalStoreError
-from seedq.localredis import (
+from cli.localredis import (
     MAX_SOCKET_PATH_BYTES,
     _start,
     find_server,
@@ -22,6 +21,7 @@ from seedq.localredis import (
     private_redis,
     server_config,
 )
+from seedq.errors import LocalStoreError
 
 needs_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from provider.client import OxenClient
+from provider.errors import ProviderError
 from seedq.logs import JsonFormatter, RedactingFormatter, job_context, log_secrets, use_json
 from seedq.settings import load_settings
-from worker.provider.client import OxenClient
-from worker.provider.errors import ProviderError
 
 KEY = "sk-LOGCHECK-0123456789abcdef"
 

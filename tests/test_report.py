@@ -24,8 +24,8 @@ from seedq.report import FORMATS, ReportRow, render, report_rows, row_of, to_csv
 from seedq.report_html import poster_frame
 from seedq.store import JobStore, RunInfo
 from simulator.render import VideoSpec, render_video
-from worker.storage.base import sha256_file
-from worker.storage.local import LocalStorage
+from storage.base import sha256_file
+from storage.local import LocalStorage
 
 RUN = "run-report"
 HOSTILE = "<script>alert(1)</script> & \"quotes\" 'too'"
@@ -243,7 +243,7 @@ def test_unknown_format_on_the_command_line_is_a_usage_error(
 ) -> None:
     from typer.testing import CliRunner
 
-    from seedq.cli import app
+    from cli.main import app
 
     monkeypatch.delenv("SEEDQ_DEBUG", raising=False)
     result = CliRunner().invoke(app, ["report", "some-run", "--format", "xml"])

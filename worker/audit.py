@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from worker.provider.models import Generation
+from provider.models import Generation
+from storage.base import StoredObject
 from worker.reconcile import matches
-from worker.storage.base import StoredObject
 
 DELIVERED = "delivered"
 # States a paid generation may be adopted from: nothing else of the job is at the

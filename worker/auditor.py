@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from provider.errors import NotFound
+from provider.models import BilledGeneration, Generation, GenerationPage
 from seedq import keys
 from seedq.contract import JobState
 from seedq.control import jobs, require_run
-from seedq.errors import SeedqError
+from seedq.errors import SeedqError, TransientError
 from seedq.store import JobStore
+from storage.base import Storage
 from worker.audit import (
     ADOPTABLE,
     IN_FLIGHT,
@@ -41,12 +44,9 @@ from worker.audit import (
     job_facts,
 )
 from worker.delivery import deliver_job, sidecar_key
-from worker.errors import InvalidVideo, TransientError
+from worker.errors import InvalidVideo
 from worker.history import PAGE_SIZE, Pages, history_since, window_start
-from worker.provider.errors import NotFound, TransientProviderError
-from worker.provider.models import BilledGeneration, Generation, GenerationPage
 from worker.runtime import Runtime
-from worker.storage.base import Storage
 from worker.submitting import load
 from worker.throttle import reported, wait_turn
 from worker.verify import verify_video
@@ -348,7 +348,7 @@ def _deliver(rt: Runtime, run_id: str, job_id: str, *, undo: JobState) -> tuple[
         deliver_job(rt, run_id, job_id)
     except SeedqError as exc:  # the operator sees it, nothing is lost
         reason = str(exc)
-        if undo is JobState.FAILED and isinstance(exc, TransientError | TransientProviderError):
+        if undo is JobState.FAILED and isinstance(exc, TransientError):
             # Generated, the job holds a delivery lease: the workers deliver it once the
             # provider or the store is back, as any paid clip. Failing it would drop it.
             return False, f"{reason}; left generated, the workers will deliver it"

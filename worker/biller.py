@@ -20,9 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from provider.errors import MalformedResponse, PermanentJobError, ProviderError
+from provider.models import BilledGeneration
 from seedq import keys
 from seedq.billing import BILLED, UNKNOWN, Billing
 from seedq.contract import JobState
+from seedq.errors import TransientError
 from worker.bills import (
     MAX_PAGES_PER_MODEL,
     DueJob,
@@ -34,10 +37,7 @@ from worker.bills import (
     window_start,
 )
 from worker.delivery import sidecar_key
-from worker.errors import TransientError
 from worker.history import reached_older
-from worker.provider.errors import MalformedResponse, PermanentJobError, ProviderError
-from worker.provider.models import BilledGeneration
 from worker.runtime import Runtime
 from worker.throttle import reported
 

@@ -19,14 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from provider.errors import ResultUrlExpired
 from seedq.billing import billing_status
 from seedq.contract import JobState
 from seedq.modelinfo import billed_seconds, estimate_cost
+from storage.base import sha256_file
 from worker.errors import InvalidVideo
-from worker.provider.errors import ResultUrlExpired
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
-from worker.storage.base import sha256_file
 from worker.submitting import load
 from worker.verify import VideoInfo, inspect_video
 

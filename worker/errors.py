@@ -1,47 +1,29 @@
-"""Errors of the worker pipeline, split by what happens next.
+"""Errors the worker pipeline raises itself, each under its outcome in ``seedq.errors``.
 
-    SeedqError
-    └── WorkerError
-        ├── TransientError        retry the step later, with backoff
-        │   └── StorageUnavailable   the output store did not answer or is full
-        ├── JobFailed             fail this job now, with the reason; never retried
-        │   ├── InvalidVideo         the download is not a playable video (kept in quarantine)
-        │   └── InputUnavailable     an input image cannot be made fetchable
-        └── RunPaused             stop submitting for the whole run (401, no credits)
-
-Provider errors (``worker.provider.errors``) keep their own tree with the same three
-branches; :func:`worker.tasks._run_step` maps both onto one decision.
+SeedqError
+└── WorkerError
+    ├── InvalidVideo       (JobFailed) the download is not a playable video; kept in quarantine
+    ├── InputUnavailable   (JobFailed) an input image cannot be made fetchable
+    └── RunPaused          (RunFatal)  the run is paused: the provider refused the account
 """
 
 from __future__ import annotations
 
-from seedq.errors import SeedqError
+from seedq.errors import JobFailed, RunFatal, SeedqError
 
 
 class WorkerError(SeedqError):
-    """Base of every worker error."""
+    """Base of every error the worker raises itself."""
 
 
-class TransientError(WorkerError):
-    """The step may succeed if tried again later."""
-
-
-class StorageUnavailable(TransientError):
-    """The output store failed (unreachable, refused, or out of space)."""
-
-
-class JobFailed(WorkerError):
-    """The job cannot succeed; ``str(exc)`` is the reason shown to the operator."""
-
-
-class InvalidVideo(JobFailed):
+class InvalidVideo(WorkerError, JobFailed):
     """The file is not a playable video. A playable one that differs from the request
     (duration, size, audio) is delivered with warnings instead (``worker.verify``)."""
 
 
-class InputUnavailable(JobFailed):
+class InputUnavailable(WorkerError, JobFailed):
     """An input image could not be read or published for the provider to fetch."""
 
 
-class RunPaused(WorkerError):
+class RunPaused(WorkerError, RunFatal):
     """Nothing else in this run can succeed until an operator acts (key, credits)."""

@@ -8,9 +8,9 @@ import logging
 import threading
 from typing import Any
 
+from provider.models import CompletionEvent
 from seedq import contract
 from worker.errors import RunPaused
-from worker.provider.models import CompletionEvent
 from worker.runtime import Runtime
 from worker.steps import Job
 from worker.tracking import complete

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from worker.provider.models import BilledGeneration, Generation, GenerationPage
+from provider.models import BilledGeneration, Generation, GenerationPage
 from worker.reconcile import SKEW_S
 
 # The documented maximum: the fewest calls for a window that spans many rows.

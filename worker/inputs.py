@@ -12,7 +12,7 @@ an absolute local path. The provider only fetches http(s), so before submitting,
 - :class:`NoInputPublisher` refuses both, saying what to configure.
 
 Every failure is :class:`~worker.errors.InputUnavailable` (the job fails), except an S3
-outage, which stays :class:`~worker.errors.StorageUnavailable` (retried).
+outage, which stays :class:`~storage.errors.StorageUnavailable` (retried).
 """
 
 from __future__ import annotations
@@ -28,18 +28,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from producer.refs import (
+from seedq.refs import (
     IMAGE_SUFFIXES,
     MAX_IMAGE_BYTES,
     RefError,
     check_url_host,
 )
+from storage.base import sha256_file
 from worker.errors import InputUnavailable
-from worker.storage.base import sha256_file
 
 if TYPE_CHECKING:
     from seedq.settings import Settings
-    from worker.storage.s3 import S3Storage
+    from storage.s3 import S3Storage
 
 IMAGE_FIELDS = ("input_image", "tail_image_url")
 PRESIGN_EXPIRES_S = 24 * 3600  # covers a long provider queue, well under SigV4's 7 days
@@ -273,7 +273,7 @@ def make_publisher(settings: Settings) -> InputPublisher:
     """S3 when the output is S3; loopback when the provider runs on a private address
     (the simulator); otherwise one that refuses local and s3:// inputs clearly."""
     if settings.output_is_s3:
-        from worker.storage.s3 import S3Storage
+        from storage.s3 import S3Storage
 
         return S3InputPublisher(S3Storage.from_settings(settings))
     host = urlsplit(settings.provider_url).hostname or ""

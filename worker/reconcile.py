@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from worker.provider.models import Generation
+from provider.models import Generation
 
 # How far before the recorded start an enqueued_at may lie (clock skew, whole seconds).
 SKEW_S = 5.0

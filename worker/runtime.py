@@ -13,15 +13,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.catalog import ModelCatalog, catalog_for
+from provider.catalog import catalog_for
+from provider.client import OxenClient
 from seedq.admission import Admission, admission_for
+from seedq.catalog import ModelCatalog
 from seedq.queueing import redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore
+from storage.base import Storage
 from worker.inputs import InputPublisher
-from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
-from worker.storage.base import Storage
 from worker.throttle import Throttle
 
 
@@ -44,8 +45,8 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    from storage import make_storage
     from worker.inputs import make_publisher
-    from worker.storage import make_storage
 
     store = JobStore(redis_client(settings))
     return Runtime(

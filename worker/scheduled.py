@@ -20,15 +20,18 @@ import httpx
 import redis
 from celery import Task, shared_task
 
-from producer.catalog import ModelCatalog, catalog_for
 from producer.errors import ManifestError
 from producer.manifest import ReadOptions
 from producer.plan import check
 from producer.spool import Spool
 from producer.submit import SubmitResult, TaskSender, celery_sender, submit
 from producer.timing import RunTiming, TimedStore
+from provider.catalog import catalog_for
+from provider.errors import ProviderError
+from provider.guard import guarded_client
 from seedq import keys
 from seedq.admission import admission_for
+from seedq.catalog import ModelCatalog
 from seedq.errors import ConfigError
 from seedq.schedules import (
     TASK_SCHEDULED_RUN,
@@ -39,8 +42,6 @@ from seedq.schedules import (
     run_name,
 )
 from seedq.settings import Settings, load_settings
-from worker.provider.errors import ProviderError
-from worker.provider.guard import guarded_client
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".yaml", ".yml")
@@ -107,7 +108,7 @@ def fetch_manifest(location: str, workdir: Path, settings: Settings) -> Path:
             fetch_https(location, dest, settings.max_manifest_bytes, client)
         return dest
     if location.startswith("s3://"):
-        from worker.storage.s3 import make_client
+        from storage.s3 import make_client
 
         dest = workdir / f"manifest{_suffix(location)}"
         fetch_s3(location, dest, settings.max_manifest_bytes, make_client(settings.s3_endpoint_url))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from worker.provider.models import Generation
+from provider.models import Generation
 from worker.reconcile import Reconciled, Verdict
 
 PROCESSING = "processing"

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from provider import errors as pe
+from provider.models import Generation
 from seedq import keys
 from seedq.contract import TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
 from worker.inputs import publish_inputs
-from worker.provider import errors as pe
-from worker.provider.models import Generation
 from worker.reconcile import Reconciled, Verdict, kept_params, matches, reconcile
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
@@ -31,7 +31,6 @@ ACTIVE_STEP = 0  # a pass's first call lists the active rows; step n ≥ 1 reads
 LIST_TRIES = 3  # tries of each list call in one reconcile pass (see _list_step)
 RECONCILE_FIELD = "reconcile_pass"  # a job's unfinished reconcile pass (see ListPass)
 RECHECK_S = 5.0
-SETTLED_STATUSES = frozenset({500, 501, 503, 505})
 ACTIVE_RUN = frozenset({"active", "registering"})
 
 
@@ -85,31 +84,33 @@ def _enqueue(rt: Runtime, job: Job, sent: dict[str, object]) -> Next:
     rt.store.count_calls(job.id, 1)
     try:
         created = reported(rt.submit_throttle, lambda: rt.provider.enqueue(job.model, sent))
-    except (pe.EnqueueOutcomeUnknown, pe.ServerError) as exc:
-        if not (isinstance(exc, pe.ServerError) and exc.status_code in SETTLED_STATUSES):
-            # The answer was lost, or a gateway (502, 504) answered for an origin that
-            # may still be working: reconcile once the grace time is over.
-            log.warning("job %s: enqueue outcome unknown (%s); reconciling", job.id, exc)
-            return Next(TASK_SUBMIT, RECHECK_S)
-        # The origin itself answered, so anything it created is listed now.
+    except pe.ProviderError as exc:
+        return _enqueue_failed(rt, job, exc)
+    if not created:
+        _back_to_registered(rt, job)
+        raise pe.MalformedResponse("enqueue answered with no generation")
+    return _adopt(rt, job, created[0].generation_id, reconciled=False)
+
+
+def _enqueue_failed(rt: Runtime, job: Job, exc: pe.ProviderError) -> Next:
+    """A failed enqueue: look for what it may have created, or undo and raise."""
+    made = pe.creation(exc)
+    if made is pe.Creation.UNKNOWN:
+        log.warning("job %s: enqueue outcome unknown (%s); reconciling", job.id, exc)
+        return Next(TASK_SUBMIT, RECHECK_S)
+    if made is pe.Creation.LISTED:
         rt.store.update_job(job.id, send_settled=1)
         after = reconcile_job(rt, _reload(rt, job), grace=0.0, resend=False)
         if _reload(rt, job).state is not JobState.REGISTERED:
             # Adopted, left for an operator, or still undecided (the list had to wait
             # for a turn): the reconcile's own next step, never a job left unscheduled.
             return after
-        raise  # provably not created (now registered again): retry with backoff
-    except (pe.TransientProviderError, pe.InvalidRequest, pe.NotFound, pe.Forbidden):
-        _back_to_registered(rt, job)  # refused before anything was created
-        raise
-    except pe.RunFatalError as exc:
-        _back_to_registered(rt, job)
+        raise exc  # provably not created (now registered again): retry with backoff
+    _back_to_registered(rt, job)
+    if isinstance(exc, pe.RunFatalError):
         rt.admission.requeue(job.run_id, job.id, int(job.spec.get("priority", 0)))
         raise RunPaused(str(exc)) from None
-    if not created:
-        _back_to_registered(rt, job)
-        raise pe.MalformedResponse("enqueue answered with no generation")
-    return _adopt(rt, job, created[0].generation_id, reconciled=False)
+    raise exc
 
 
 def _reload(rt: Runtime, job: Job) -> Job:

@@ -18,10 +18,9 @@ from celery import Task, shared_task
 
 from seedq import contract, keys
 from seedq.contract import TERMINAL_STATES, JobState
+from seedq.errors import JobFailed, RunFatal, TransientError
 from seedq.logs import job_context
 from worker.delivery import deliver_job
-from worker.errors import JobFailed, RunPaused, TransientError
-from worker.provider.errors import PermanentJobError, RunFatalError, TransientProviderError
 from worker.retry import next_delay
 from worker.runtime import Runtime, get_runtime
 from worker.steps import Next
@@ -70,12 +69,12 @@ def _run_step(
     """Run one step; True when the job may have given its in-flight slot back."""
     try:
         follow = step(rt, run_id, job_id)
-    except (TransientProviderError, TransientError) as exc:
+    except TransientError as exc:
         return _retry_later(task, rt, step_name, run_id, job_id, exc)
-    except (PermanentJobError, JobFailed) as exc:
+    except JobFailed as exc:
         fail_job(rt, run_id, job_id, step_name, str(exc))
         return True
-    except (RunFatalError, RunPaused) as exc:
+    except RunFatal as exc:
         rt.store.pause_run(run_id, str(exc))
         log.error("run %s paused: %s", run_id, exc)
         return True
@@ -90,7 +89,7 @@ def _run_step(
 
 
 def _retry_later(
-    task: Task, rt: Runtime, step_name: str, run_id: str, job_id: str, exc: Exception
+    task: Task, rt: Runtime, step_name: str, run_id: str, job_id: str, exc: TransientError
 ) -> bool:
     """Send the step again after a backoff; True when out of retries (the job failed)."""
     key = keys.job(job_id)
@@ -101,7 +100,7 @@ def _retry_later(
         rt.policy,
         attempt=attempts,
         elapsed_s=rt.now() - first,
-        retry_after_s=getattr(exc, "retry_after_s", None),
+        retry_after_s=exc.retry_after_s,
         rand=random.random(),
     )
     if delay is None:

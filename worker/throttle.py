@@ -40,9 +40,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from seedq import keys
-from worker.metrics import observe_call, observe_wait
-from worker.provider.errors import (
+from provider.errors import (
     EnqueueOutcomeUnknown,
     MalformedResponse,
     ProviderConnectionError,
@@ -52,6 +50,8 @@ from worker.provider.errors import (
     ResultWriteError,
     ServerError,
 )
+from seedq import keys
+from worker.metrics import observe_call, observe_wait
 
 IDLE_TTL_S = 3600  # a limiter untouched this long is forgotten: it restarts at full rate
 MAX_BACKOFF_S = 3600.0  # a Retry-After beyond this is taken as this (absurd header guard)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
+from provider.classify import classify_generation_failure
+from provider.errors import InsufficientCredits
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
 from worker.errors import RunPaused
-from worker.provider.classify import classify_generation_failure
-from worker.provider.errors import InsufficientCredits
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.submitting import load

@@ -43,17 +43,18 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from provider import errors as pe
+from provider.models import Generation
 from seedq.contract import TASK_TRACK, JobState
+from seedq.errors import TransientError
 from seedq.store import STUCK_FAILURES, STUCK_RETRIES
-from worker.errors import RunPaused, TransientError
+from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
-from worker.provider import errors as pe
-from worker.provider.models import Generation
 from worker.reconcile import Reconciled, Verdict
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.stuck import STILL_RUNNING, Stuck, find_retry, is_stuck, judge, stuck_reason
-from worker.submitting import ACTIVE_RUN, RECHECK_S, SETTLED_STATUSES, grace_s
+from worker.submitting import ACTIVE_RUN, RECHECK_S, grace_s
 from worker.throttle import reported, wait_turn
 
 log = logging.getLogger(__name__)
@@ -124,29 +125,33 @@ def retry_stuck(rt: Runtime, job: Job, generation_id: str) -> Next:
     rt.store.count_calls(job.id, 1)
     try:
         created = reported(rt.submit_throttle, lambda: rt.provider.retry(generation_id), "retry")
-    except (pe.EnqueueOutcomeUnknown, pe.ServerError) as exc:
-        if not (isinstance(exc, pe.ServerError) and exc.status_code in SETTLED_STATUSES):
-            # The retry may have been applied: find it in the history, never resend.
-            log.warning("job %s: retry outcome unknown (%s); looking for it", job.id, exc)
-            return Next(TASK_TRACK, RECHECK_S)
-        # The origin itself answered, so a generation it made is in the history now.
+    except pe.ProviderError as exc:
+        return _retry_failed(rt, job, generation_id, exc)
+    return adopt_retry(rt, job, created.generation_id, reconciled=False)
+
+
+def _retry_failed(rt: Runtime, job: Job, generation_id: str, exc: pe.ProviderError) -> Next:
+    """A failed retry call: look for what it may have made, or undo it."""
+    made = pe.creation(exc)
+    if made is pe.Creation.UNKNOWN:
+        log.warning("job %s: retry outcome unknown (%s); looking for it", job.id, exc)
+        return Next(TASK_TRACK, RECHECK_S)
+    if made is pe.Creation.LISTED:
         rt.store.update_job(job.id, retry_settled=1)
         after = resolve_retry(rt, _reload(rt, job))
         now = _reload(rt, job)
         if now.state is JobState.SUBMITTED and now.generation_id == generation_id:
-            raise  # provably not applied, the job undone: tried again after a backoff
+            raise exc  # provably not applied, the job undone: tried again after a backoff
         return after  # adopted, left to an operator, or waiting for a turn to look
-    except pe.RunFatalError as exc:
+    if isinstance(exc, pe.RunFatalError):
         _undo(rt, job)
         raise RunPaused(str(exc)) from None
-    except pe.TransientProviderError:
-        _undo(rt, job)  # refused before anything was made
-        raise
-    except pe.PermanentJobError as exc:
+    if isinstance(exc, pe.PermanentJobError):
         log.warning("job %s: retry of %s refused: %s", job.id, generation_id, exc)
         _undo(rt, job, retry_refused_of=generation_id, retry_refused=str(exc)[:300])
         return Next(TASK_TRACK, 0.0)  # look again: succeeded meanwhile, or give up
-    return adopt_retry(rt, job, created.generation_id, reconciled=False)
+    _undo(rt, job)  # refused before anything was made
+    raise exc
 
 
 def _undo(rt: Runtime, job: Job, **fields: str | int | float) -> None:

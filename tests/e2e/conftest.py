@@ -101,7 +101,7 @@ def seedq_cli(
 ) -> subprocess.CompletedProcess[str]:
     """``seedq ARGS`` as an operator runs it, to the end; output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "seedq.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -129,7 +129,7 @@ class Cluster:
     def seedq_background(self, *args: str) -> subprocess.Popen[str]:
         """``seedq ARGS`` left running, output captured (read it with communicate())."""
         return subprocess.Popen(
-            [sys.executable, "-m", "seedq.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             env=self.env,
             cwd=self.folder,
             stdout=subprocess.PIPE,

@@ -134,7 +134,7 @@ def test_killed_mid_run_resumes_without_paying_twice(
     manifest = write_manifest(tmp_path / "clips.csv", images, JOBS)
     out = tmp_path / "out"
     first = subprocess.Popen(
-        [sys.executable, "-m", "seedq.cli", "run", str(manifest), "--out", str(out)],
+        [sys.executable, "-m", "cli.main", "run", str(manifest), "--out", str(out)],
         env=paid_env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -250,7 +250,7 @@ def test_killed_with_enqueues_unanswered_reconciles_instead_of_resending(
     out = tmp_path / "out"
     provider.configure(drop_after_rate=1.0)
     first = subprocess.Popen(
-        [sys.executable, "-m", "seedq.cli", "run", str(manifest), "--out", str(out)],
+        [sys.executable, "-m", "cli.main", "run", str(manifest), "--out", str(out)],
         env=paid_env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -244,10 +244,10 @@ def test_no_secret_anywhere_after_a_real_run(
     assert faults.get("server_error", 0) + faults.get("rate_limited", 0) > 0, faults
 
     # ... and an error built from such a body, in this process, says it without the key.
+    from provider import errors as e
+    from provider.client import OxenClient
     from seedq.settings import load_settings
-    from worker.provider import errors as e
-    from worker.provider.client import OxenClient
-    from worker.storage import make_storage
+    from storage import make_storage
 
     for name, value in {**c.env, **CANARIES}.items():
         monkeypatch.setenv(name, value)

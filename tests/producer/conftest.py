@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from producer.catalog import ModelCatalog
 from producer.errors import Problem
 from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check, iter_jobs
+from seedq.catalog import ModelCatalog
 
 DEFAULT_MODEL = "bytedance-seedance-2-0-image-to-video"
 

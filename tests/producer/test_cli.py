@@ -12,8 +12,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from cli.main import app
 from seedq import contract
-from seedq.cli import app
 
 Write = Callable[[str, str | bytes], Path]
 runner = CliRunner()
@@ -100,7 +100,7 @@ def test_console_script_runs() -> None:
         [
             sys.executable,
             "-c",
-            "from seedq.cli import main; import sys; sys.argv=['seedq','--help']; main()",
+            "from cli.main import main; import sys; sys.argv=['seedq','--help']; main()",
         ],
         capture_output=True,
         text=True,

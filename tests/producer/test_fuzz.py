@@ -13,11 +13,11 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from producer.catalog import ModelCatalog
 from producer.errors import Problem
 from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.plan import iter_jobs
+from seedq.catalog import ModelCatalog
 
 OPTS = ReadOptions(default_model="bytedance-seedance-2-0-image-to-video")
 FIELDS = [

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from producer.catalog import ModelCatalog, Origin
-from seedq.cli import app
+from cli.main import app
+from seedq.catalog import ModelCatalog, Origin
 from seedq.modelinfo import ModelInfo
 from simulator.config import SimConfig
 from simulator.server import running_simulator

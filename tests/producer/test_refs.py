@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from producer.refs import (
+from seedq.refs import (
     RefError,
     check_http_url,
     check_output_key,

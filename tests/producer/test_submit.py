@@ -13,12 +13,12 @@ import fakeredis
 import pytest
 import redis
 
-from producer.catalog import ModelCatalog
 from producer.errors import ManifestError
 from producer.manifest import ReadOptions
 from producer.submit import SubmitResult, celery_sender, validate_and_submit
 from seedq import contract, keys
 from seedq.admission import Admission
+from seedq.catalog import ModelCatalog
 from seedq.contract import JobState
 from seedq.queueing import make_celery
 from seedq.settings import Settings

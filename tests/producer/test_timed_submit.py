@@ -15,18 +15,18 @@ import redis
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from cli.timed import run_timing
+from cli.main import app
 from producer.submit import SubmitResult
 from producer.timing import RunTiming, TimedStore
+from provider.guard import guarded_client
 from seedq import contract, keys
-from seedq.cli import app
-from seedq.commands.timed import run_timing
 from seedq.errors import ConfigError
 from seedq.schedules import parse_schedules
 from seedq.settings import Settings
 from seedq.store import JobStore
 from simulator.config import SimConfig
 from simulator.server import running_simulator
-from worker.provider.guard import guarded_client
 from worker.scheduled import FetchError, fetch_https, run_schedule
 
 Write = Callable[[str, str | bytes], Path]

@@ -9,8 +9,8 @@ import pydantic
 import pytest
 from httpx_sse import SSEError
 
-from worker.provider import errors as e
-from worker.provider.classify import (
+from provider import errors as e
+from provider.classify import (
     classify_exception,
     classify_generation_failure,
     classify_response,

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from provider import errors as e
+from provider.client import MAX_PAGE_SIZE, OxenClient, api_root, backoff_delay_s
 from seedq.errors import ConfigError
 from seedq.settings import Settings
-from worker.provider import errors as e
-from worker.provider.client import MAX_PAGE_SIZE, OxenClient, api_root, backoff_delay_s
 
 KEY = "sk-unit-SECRET-9f8e7d6c5b4a"
 BASE = "https://hub.oxen.ai"

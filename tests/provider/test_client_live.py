@@ -16,12 +16,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from provider import errors as e
+from provider.classify import classify_generation_failure
+from provider.client import OxenClient
+from provider.models import CompletionEvent, Generation
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator, serve_directory
-from worker.provider import errors as e
-from worker.provider.classify import classify_generation_failure
-from worker.provider.client import OxenClient
-from worker.provider.models import CompletionEvent, Generation
 
 pytestmark = pytest.mark.slow
 

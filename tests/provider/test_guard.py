@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.provider import errors as e
-from worker.provider.client import OxenClient
-from worker.provider.guard import (
+from provider import errors as e
+from provider.client import OxenClient
+from provider.guard import (
     GuardedTransport,
     check_url,
     public_addresses,

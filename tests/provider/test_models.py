@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from worker.provider import errors as e
-from worker.provider.models import (
+from provider import errors as e
+from provider.models import (
     CompletionEvent,
     EnqueueResponse,
     Generation,

@@ -16,16 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seedq.modelinfo import ModelInfo, check_params, estimate_cost
-from worker.provider import errors as e
-from worker.provider.classify import (
+from provider import errors as e
+from provider.classify import (
     classify_generation_failure,
     classify_response,
     error_details,
     parse_retry_after,
 )
-from worker.provider.client import OxenClient
-from worker.provider.models import (
+from provider.client import OxenClient
+from provider.models import (
     CompletionEvent,
     EnqueueResponse,
     Generation,
@@ -33,6 +32,7 @@ from worker.provider.models import (
     parse_json,
     parse_model,
 )
+from seedq.modelinfo import ModelInfo, check_params, estimate_cost
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.provider import errors as e
-from worker.provider.client import OxenClient
+from provider import errors as e
+from provider.client import OxenClient
 
 KEY = "sk-LEAKCHECK-0123456789abcdef"
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import simulator.server
-from seedq.cli import app
+from cli.main import app
 from simulator.config import SimConfig
 
 runner = CliRunner()

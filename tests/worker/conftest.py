@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 import redis
 
-from worker.storage.s3 import make_client
+from storage.s3 import make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

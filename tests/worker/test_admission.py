@@ -14,16 +14,16 @@ from typing import Any, cast
 import pytest
 import redis
 
+from provider.client import OxenClient
 from seedq import contract, keys
 from seedq.admission import Admission, Admitted
 from seedq.contract import JobState
 from seedq.settings import Settings
 from seedq.store import JobStore
+from storage.local import LocalStorage
 from worker.inputs import NoInputPublisher
-from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
-from worker.storage.local import LocalStorage
 from worker.ticker import TickReport, redrive_expired, tick, tick_once
 
 LEASE_S = 0.2  # a lease short enough to sleep past

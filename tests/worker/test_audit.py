@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from provider.models import Generation
+from storage.base import StoredObject
 from worker.audit import JobFacts, Kind, OutputFacts, Repair, audit, job_facts
-from worker.provider.models import Generation
-from worker.storage.base import StoredObject
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
 NOW = 1_000.0

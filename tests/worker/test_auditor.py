@@ -18,10 +18,12 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from cli.main import app
+from provider import errors as pe
 from seedq import keys
-from seedq.cli import app
 from seedq.contract import JobState
 from seedq.settings import DEFAULT_MODEL
+from storage.base import sha256_file
 from tests.conftest import TEST_REDIS_URL
 from tests.worker.test_steps import (
     API_KEY,
@@ -33,8 +35,6 @@ from tests.worker.test_steps import (
 from worker.audit import Finding, Kind, Repair
 from worker.auditor import audit_run
 from worker.delivery import deliver_job, sidecar_key
-from worker.provider import errors as pe
-from worker.storage.base import sha256_file
 from worker.verify import verify_video
 
 

@@ -18,12 +18,14 @@ import redis
 from pydantic import SecretStr
 
 from producer.jobs import JobSpec
+from provider.client import OxenClient
 from seedq import keys
 from seedq.admission import admission_for
 from seedq.billing import Billing
 from seedq.contract import JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
+from storage.local import LocalStorage
 from tests.worker.fake_history import history_page
 from worker.biller import MAX_CALLS_PER_PASS, bill_due
 from worker.bills import (
@@ -40,10 +42,8 @@ from worker.bills import (
     window_start,
 )
 from worker.delivery import sidecar_key
-from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, submit_throttle
-from worker.storage.local import LocalStorage
 from worker.throttle import Throttle
 
 T0 = 1_800_000_000.0  # the test's "now" at delivery

@@ -15,13 +15,13 @@ import fakeredis
 import pytest
 
 from seedq.contract import TASK_DELIVER, JobState
+from storage.base import Storage, sha256_file
+from storage.s3 import S3Storage
 from tests.worker.test_steps import FakeTask, Pipeline, pipeline_on
 from worker.delivery import QUARANTINE_PREFIX, deliver_job, quarantine_key, sidecar_key
 from worker.errors import InvalidVideo
 from worker.runtime import install_runtime
 from worker.steps import DONE, Next
-from worker.storage.base import Storage, sha256_file
-from worker.storage.s3 import S3Storage
 from worker.tasks import run_step
 
 if TYPE_CHECKING:

@@ -22,21 +22,21 @@ import pytest
 from pydantic import SecretStr
 
 from producer.jobs import JobSpec
+from provider.client import OxenClient
 from seedq import keys
 from seedq.admission import admission_for
 from seedq.contract import TASK_SUBMIT, JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
+from storage.local import LocalStorage
 from tests.worker.fake_history import history_page
 from worker.audit import Kind
 from worker.auditor import audit_run, gather
 from worker.auditor import findings as audit_findings
 from worker.inputs import LoopbackInputPublisher
-from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
 from worker.steps import DONE, Next
-from worker.storage.local import LocalStorage
 from worker.submitting import RECHECK_S, grace_s, submit_job
 
 OTHER_MODEL = "another-video-model"

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from seedq.settings import load_settings
-from worker.errors import InputUnavailable, StorageUnavailable
+from storage.errors import StorageUnavailable
+from storage.s3 import S3Storage, make_client
+from worker.errors import InputUnavailable
 from worker.inputs import (
     LoopbackInputPublisher,
     NoInputPublisher,
@@ -24,7 +26,6 @@ from worker.inputs import (
     make_publisher,
     publish_inputs,
 )
-from worker.storage.s3 import S3Storage, make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

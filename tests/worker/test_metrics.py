@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from provider.errors import ServerError
 from seedq import keys
 from worker.metrics import start_metrics_server
-from worker.provider.errors import ServerError
 from worker.throttle import Throttle, reported, wait_turn
 
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
+from provider.models import Generation, GenerationPage
 from worker.history import reached_older, read_on, window_start
-from worker.provider.models import Generation, GenerationPage
 from worker.reconcile import SKEW_S, Verdict, kept_params, matches, reconcile
 
 MODEL = "bytedance-seedance-2-0-image-to-video"

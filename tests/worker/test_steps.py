@@ -31,29 +31,30 @@ import redis
 from PIL import Image
 from pydantic import SecretStr
 
-from producer.catalog import ModelCatalog
 from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.submit import validate_and_submit
+from provider import errors as pe
+from provider.client import OxenClient
+from provider.models import CompletionEvent
 from seedq import contract, keys
 from seedq.admission import admission_for
+from seedq.catalog import ModelCatalog
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, TASK_TRACK, JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
+from storage.base import StoredObject, sha256_file
+from storage.errors import StorageUnavailable
+from storage.local import LocalStorage
 from worker.delivery import deliver_job, sidecar_key
-from worker.errors import InvalidVideo, RunPaused, StorageUnavailable
+from worker.errors import InvalidVideo, RunPaused
 from worker.events import handle_event
 from worker.inputs import LoopbackInputPublisher, publish_inputs
-from worker.provider import errors as pe
-from worker.provider.client import OxenClient
-from worker.provider.models import CompletionEvent
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throttle
 from worker.steps import DONE, Next
-from worker.storage.base import StoredObject, sha256_file
-from worker.storage.local import LocalStorage
 from worker.submitting import LIST_TRIES, RECHECK_S, grace_s, submit_job
 from worker.tasks import run_step
 from worker.throttle import Outcome

@@ -21,10 +21,10 @@ from botocore.exceptions import ClientError
 
 from seedq.errors import ConfigError
 from seedq.settings import load_settings
-from worker.errors import StorageUnavailable
-from worker.storage import LocalStorage, Storage, make_storage, sha256_file
-from worker.storage import local as local_module
-from worker.storage.s3 import S3Storage, make_client, parse_s3_output, s3_unavailable
+from storage import LocalStorage, Storage, make_storage, sha256_file
+from storage import local as local_module
+from storage.errors import StorageUnavailable
+from storage.s3 import S3Storage, make_client, parse_s3_output, s3_unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

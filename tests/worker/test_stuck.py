@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import redis
 
+from provider.models import Generation
 from seedq import keys
 from seedq.contract import JobState
 from seedq.store import STUCK_FAILURES, STUCK_RETRIES, JobStore
-from worker.provider.models import Generation
 from worker.reconcile import Verdict
 from worker.stuck import (
     Stuck,
@@ -250,7 +250,7 @@ def test_status_says_which_jobs_were_retried_for_being_stuck(
 ) -> None:
     from typer.testing import CliRunner
 
-    from seedq.cli import app
+    from cli.main import app
 
     store = JobStore(real_redis)
     submitted_job(store)

@@ -19,11 +19,11 @@ from typing import Any
 import fakeredis
 import pytest
 
+from provider import errors as pe
 from seedq.contract import TASK_SUBMIT, TERMINAL_STATES, JobState
 from simulator.config import SimConfig
 from tests.worker.test_steps import POLL_S, STEPS, FakeApp, Pipeline, pipeline_on
 from worker.delivery import sidecar_key
-from worker.provider import errors as pe
 from worker.ticker import TickReport, sweep
 
 # Above a normal generation (0.1 s) plus the simulator's whole-second started_at.

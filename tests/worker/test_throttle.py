@@ -20,8 +20,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seedq import keys
-from worker.provider.errors import (
+from provider.errors import (
     EnqueueOutcomeUnknown,
     InsufficientCredits,
     InvalidRequest,
@@ -30,6 +29,7 @@ from worker.provider.errors import (
     ResultWriteError,
     ServerError,
 )
+from seedq import keys
 from worker.throttle import (
     PROBE_POLL_S,
     Outcome,

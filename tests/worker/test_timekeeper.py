@@ -13,16 +13,16 @@ import pytest
 
 from producer.submit import submit
 from producer.timing import RunTiming, TimedStore
+from provider.client import OxenClient
 from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.settings import Settings
 from seedq.store import JobStore
 from seedq.windows import window_reason
+from storage.local import LocalStorage
 from worker.inputs import NoInputPublisher
-from worker.provider.client import OxenClient
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
-from worker.storage.local import LocalStorage
 from worker.ticker import tick
 from worker.timekeeper import apply_timing, finished
 

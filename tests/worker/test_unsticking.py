@@ -17,23 +17,23 @@ import fakeredis
 import httpx
 import pytest
 
+from provider import errors as pe
+from provider.client import OxenClient
+from provider.models import CompletionEvent
 from seedq import keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
 from seedq.control import cancel
 from seedq.settings import Settings
 from seedq.store import JobStore
+from storage.local import LocalStorage
 from tests.worker.fake_history import history_page
 from worker.errors import RunPaused
 from worker.events import handle_event
 from worker.inputs import NoInputPublisher
-from worker.provider import errors as pe
-from worker.provider.client import OxenClient
-from worker.provider.models import CompletionEvent
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
 from worker.steps import DONE, Job, Next
-from worker.storage.local import LocalStorage
 from worker.submitting import RECHECK_S, grace_s
 from worker.ticker import TickReport, redrive_expired, sweep
 from worker.tracking import complete, track_job

@@ -1,6 +1,9 @@
 """Which parameter schema and pricing a model has: the live copy when the provider can
 be asked, the copy shipped with seedq otherwise.
 
+The live fetch is passed in (:func:`provider.catalog.catalog_for` builds it from the
+client), so this module knows no HTTP.
+
 A live model object that cannot be used is never used in part: seedq falls back to its
 shipped copy for that model and says so loudly (:attr:`ModelCatalog.warnings`), naming
 the field and the reason, since validating against a stale schema and pricing with stale
@@ -15,7 +18,6 @@ from enum import StrEnum
 
 from seedq.errors import SeedqError
 from seedq.modelinfo import ModelInfo, load_shipped_model
-from seedq.settings import Settings
 
 LiveFetch = Callable[[str], ModelInfo]
 
@@ -87,19 +89,3 @@ class ModelCatalog:
             for s in self.sources.values()
             if s.problem is not None
         ]
-
-
-def catalog_for(settings: Settings, offline: bool = False) -> ModelCatalog:
-    """The live schema when a key is set and the provider answers, else the shipped copy
-    (``seedq validate`` and ``submit``, scheduled runs and delivery on the workers)."""
-    if offline or settings.oxen_api_key is None:
-        return ModelCatalog()
-    from worker.provider.client import OxenClient  # the producer needs it only here
-
-    quick = settings.model_copy(update={"http_timeout_s": 5.0})
-
-    def live(model_id: str) -> ModelInfo:
-        with OxenClient.from_settings(quick) as client:
-            return client.model(model_id)
-
-    return ModelCatalog(live=live)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from worker.provider import errors as e
-from worker.provider.classify import classify_response
+from provider import errors as e
+from provider.classify import classify_response
 
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024

@@ -1,4 +1,4 @@
-"""Pure decisions: which :mod:`worker.provider.errors` class a response or exception is.
+"""Pure decisions: which :mod:`provider.errors` class a response or exception is.
 
 Nothing here does I/O or reads the clock unless no ``now_s`` is passed, so every rule
 is table-tested. The client calls these once per response; retrying is the pipeline's.
@@ -18,7 +18,7 @@ import httpx
 import pydantic
 from httpx_sse import SSEError
 
-from worker.provider import errors as e
+from provider import errors as e
 
 MAX_MESSAGE_CHARS = 300
 _BEARER = re.compile(r"(?i)\bbearer\s+\S+")

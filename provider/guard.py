@@ -1,10 +1,10 @@
 """The fetch guard: every URL a worker fetches itself (result files, scheduled
 manifests) goes through :class:`GuardedTransport`, so every redirect hop is checked too.
 
-A request is refused (:class:`~worker.provider.errors.RefusedUrl`) unless its URL is
+A request is refused (:class:`~provider.errors.RefusedUrl`) unless its URL is
 https (plain http only with ``allow_private``, for local simulators and MinIO), carries
 no user name or password, and names a host that neither is nor resolves to a loopback,
-private, link-local, multicast or reserved address (:func:`producer.refs.is_private_address`,
+private, link-local, multicast or reserved address (:func:`seedq.refs.is_private_address`,
 which also reads ``2130706433``, ``0177.0.0.1`` and IPv4 inside IPv6). The connection
 then goes to an address that was checked, with the name kept in the Host header and in
 TLS SNI (so the certificate is still verified against the name): a DNS answer that
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from producer.refs import RefError, check_http_url, is_private_address
-from worker.provider import errors as e
+from provider import errors as e
+from seedq.refs import RefError, check_http_url, is_private_address
 
 Resolver = Callable[[str], list[str]]
 MAX_REDIRECTS = 5

@@ -6,7 +6,7 @@ the ticker, on Celery's in-memory broker. Two flavours:
   provider simulator on a loopback port; nothing is paid, nothing outlives the process.
 - :func:`local_stack`, a paid run on one machine (``OXEN_API_KEY`` set): the configured
   provider, and the state in a private, append-only ``redis-server`` under
-  ``DIR/.seedq/`` (:mod:`seedq.localredis`), so a crash loses nothing.
+  ``DIR/.seedq/`` (:mod:`cli.localredis`), so a crash loses nothing.
 
 Why the in-memory broker is enough for the paid run: a message only ever carries ids,
 and every job that a message could be about is also in the durable store with a lease.
@@ -88,7 +88,7 @@ def local_stack(settings: Settings, root: Path) -> Iterator[Stack]:
 
     Raises :class:`~seedq.errors.LocalStoreError` when no ``redis-server`` is installed
     or another run holds ``root``; then nothing has been sent."""
-    from seedq.localredis import private_redis
+    from cli.localredis import private_redis
     from worker.inputs import make_publisher
 
     with private_redis(root) as client:
@@ -108,11 +108,12 @@ def local_stack(settings: Settings, root: Path) -> Iterator[Stack]:
 def _runtime(
     settings: Settings, store: JobStore, publisher: Any, *, live_catalog: bool = False
 ) -> Runtime:
-    from producer.catalog import ModelCatalog, catalog_for
-    from worker.provider.client import OxenClient
+    from provider.catalog import catalog_for
+    from provider.client import OxenClient
+    from seedq.catalog import ModelCatalog
+    from storage import make_storage
     from worker.retry import RetryPolicy
     from worker.runtime import Runtime, poll_throttle, submit_throttle
-    from worker.storage import make_storage
 
     return Runtime(
         settings=settings,

@@ -1,13 +1,13 @@
 """The provider backend: the Oxen.ai inference API client and its error taxonomy."""
 
-from worker.provider.classify import (
+from provider.classify import (
     classify_exception,
     classify_generation_failure,
     classify_response,
     parse_retry_after,
 )
-from worker.provider.client import OxenClient
-from worker.provider.errors import (
+from provider.client import OxenClient
+from provider.errors import (
     EnqueueOutcomeUnknown,
     Forbidden,
     GenerationFailed,
@@ -29,7 +29,7 @@ from worker.provider.errors import (
     TransientProviderError,
     Unauthenticated,
 )
-from worker.provider.models import (
+from provider.models import (
     CompletionEvent,
     EnqueuedGeneration,
     Generation,

@@ -8,7 +8,7 @@ last leaves the same object.
 The credentials need s3:GetObject, s3:PutObject and s3:ListBucket: without ListBucket,
 S3 answers HEAD of a missing key with 403 instead of 404, which reads as access denied.
 
-Every botocore/boto3 failure becomes :class:`~worker.errors.StorageUnavailable` whose
+Every botocore/boto3 failure becomes :class:`~storage.errors.StorageUnavailable` whose
 message names the operation, the object and the S3 error code, never the request's
 headers or credentials.
 """
@@ -28,8 +28,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from seedq.errors import ConfigError
-from worker.errors import StorageUnavailable
-from worker.storage.base import StoredObject, json_bytes, json_object
+from storage.base import StoredObject, json_bytes, json_object
+from storage.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -104,7 +104,7 @@ def make_client(
 
 
 class S3Storage:
-    """A :class:`~worker.storage.base.Storage` keeping objects under ``s3://bucket/prefix``."""
+    """A :class:`~storage.base.Storage` keeping objects under ``s3://bucket/prefix``."""
 
     def __init__(
         self,

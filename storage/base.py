@@ -1,6 +1,6 @@
 """The output store interface: one protocol, a local-directory and an S3 backend.
 
-Keys are relative, already checked by the producer (``producer.refs.check_output_key``);
+Keys are relative, already checked by the producer (``seedq.refs.check_output_key``);
 a backend places them under its own prefix. Every write is idempotent by content:
 writing a key whose stored object has the same SHA-256 does nothing, so a redelivered
 delivery task never uploads twice and never corrupts a finished clip.
@@ -29,7 +29,7 @@ class StoredObject:
 class Storage(Protocol):
     """What the pipeline needs of an output store.
 
-    Every method raises :class:`worker.errors.StorageUnavailable` (transient) when the
+    Every method raises :class:`storage.errors.StorageUnavailable` (transient) when the
     store cannot be reached, refuses access or is full; never a raw ``OSError`` or
     botocore error, and never with credentials in the message.
     """

@@ -34,7 +34,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Command modules import their heavy dependencies lazily, keeping `seedq --help` fast.
-    from seedq.commands import produce, run, timed
+    from cli import produce, run, timed
 
     app.command("validate")(guarded(produce.validate_command))
     app.command("submit")(guarded(produce.submit_command))
@@ -43,7 +43,7 @@ def _register() -> None:
     app.command("events")(guarded(run.events_command))
     app.command("schedules")(guarded(timed.schedules_command))
 
-    from seedq.commands import audit, control, report
+    from cli import audit, control, report
 
     app.command("runs")(guarded(control.runs_command))
     app.command("pause")(guarded(control.pause_command))

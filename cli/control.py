@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from cli.progress import breakdown, finished
 from seedq.admission import admission_for
-from seedq.commands.progress import breakdown, finished
 from seedq.contract import QUEUE_DELIVER, QUEUE_SUBMIT, QUEUE_TRACK, TASK_DELIVER, TASK_TRACK
 from seedq.control import Outcome, Sender
 from seedq.errors import ConfigError
@@ -108,8 +108,8 @@ def resume_command(run_id: str = typer.Argument(..., help="The run to resume."))
 def cancel_command(run_id: str = typer.Argument(..., help="The run to cancel.")) -> None:
     """Cancel a run: waiting jobs never start, generations in flight are cancelled at the
     provider; generated ones are paid for already and still deliver."""
+    from provider.client import OxenClient
     from seedq.control import cancel
-    from worker.provider.client import OxenClient
 
     settings = load_settings()
     store = cluster_store(settings)
@@ -128,8 +128,8 @@ def retry_command(
 ) -> None:
     """Re-drive a run's failed jobs: failed deliveries deliver again (never paid twice),
     jobs that never generated get a fresh attempt. Delivered jobs are never touched."""
-    from seedq.retrying import retry
-    from worker.provider.client import OxenClient
+    from cli.retrying import retry
+    from provider.client import OxenClient
 
     settings = load_settings()
     store = cluster_store(settings)

@@ -2,7 +2,7 @@
 
     SeedqError
     └── ProviderError                 status_code, error_type, message
-        ├── TransientProviderError    retry later (retry_after_s when the server said)
+        ├── TransientProviderError    (TransientError) retry later, retry_after_s when said
         │   ├── ServerError           5xx, or a 2xx body that says "error"
         │   ├── RateLimited           429
         │   ├── ProviderTimeout       connect/read/write/pool timeout
@@ -10,7 +10,7 @@
         │   ├── MalformedResponse     not the JSON (or file) the contract promises
         │   ├── EnqueueOutcomeUnknown  an enqueue was sent but its answer was lost
         │   └── ResultWriteError      the local file could not be written
-        ├── PermanentJobError         fail this job, do not retry it
+        ├── PermanentJobError         (JobFailed) fail this job, do not retry it
         │   ├── InvalidRequest        400/409/413/422/..., invalid_params
         │   ├── Forbidden             403 on an API call
         │   ├── NotFound              404, resource_not_found
@@ -18,13 +18,17 @@
         │   ├── ResultUrlExpired      401/403/404/410 on a presigned result URL
         │   ├── ResultTooLarge        the result file is above the byte cap
         │   └── RefusedUrl            a URL (or a redirect) the worker must not fetch
-        └── RunFatalError             stop submitting: nothing else will succeed either
+        └── RunFatalError             (RunFatal) stop submitting: nothing else will succeed
             ├── Unauthenticated       401, unauthenticated
             └── InsufficientCredits   "Insufficient credits", 402
 
-Transient errors are raised once; the pipeline owns retries and backoff.
-``EnqueueOutcomeUnknown`` is transient but special: the request reached the server, so
-blindly re-enqueueing may pay twice. Reconcile by listing first (provider-api.md, List).
+The three branches are the outcomes of ``seedq.errors``, so the pipeline handles a
+provider error exactly as it handles its own. Transient errors are raised once; the
+pipeline owns retries and backoff.
+
+Whether a failed enqueue (or retry) may have created a paid generation is decided in one
+place, :func:`creation`: the client marks an answer lost after the request may have
+arrived as ``EnqueueOutcomeUnknown``, and :func:`creation` reads that and the status.
 
 Messages come from the response body, trimmed and with any bearer token scrubbed; the
 API key, request headers and the Authorization value never appear in an exception.
@@ -32,7 +36,13 @@ API key, request headers and the Authorization value never appear in an exceptio
 
 from __future__ import annotations
 
-from seedq.errors import SeedqError
+from enum import Enum
+
+from seedq.errors import JobFailed, RunFatal, SeedqError, TransientError
+
+# 5xx answered by the origin itself: whatever it created is listed by now. A gateway's
+# 502 or 504 answers for an origin that may still be working, so it proves nothing.
+ORIGIN_STATUSES = frozenset({500, 501, 503, 505})
 
 
 class ProviderError(SeedqError):
@@ -63,7 +73,7 @@ class ProviderError(SeedqError):
         )
 
 
-class TransientProviderError(ProviderError):
+class TransientProviderError(ProviderError, TransientError):
     """Retry later: the provider or the network failed, not the job."""
 
     def __init__(
@@ -106,7 +116,7 @@ class ResultWriteError(TransientProviderError):
     """A result file could not be written locally (disk full, permissions)."""
 
 
-class PermanentJobError(ProviderError):
+class PermanentJobError(ProviderError, JobFailed):
     """Fail this job and do not retry it; other jobs may still succeed."""
 
 
@@ -149,7 +159,7 @@ class RefusedUrl(PermanentJobError):
         super().__init__(message, error_type="refused_url")
 
 
-class RunFatalError(ProviderError):
+class RunFatalError(ProviderError, RunFatal):
     """Stop the whole run: every further call would fail the same way."""
 
 
@@ -159,3 +169,20 @@ class Unauthenticated(RunFatalError):
 
 class InsufficientCredits(RunFatalError):
     """The account ran out of credits (any status, or a failed generation saying so)."""
+
+
+class Creation(Enum):
+    """What a failed enqueue (or retry) may have created at the provider."""
+
+    NONE = "refused before anything was created: send again after a backoff"
+    LISTED = "the origin answered: anything it created is listed now, so look at once"
+    UNKNOWN = "the answer was lost: look after the grace time, never send blindly"
+
+
+def creation(exc: ProviderError) -> Creation:
+    """The one answer to "may this failed enqueue have created a generation?"."""
+    if isinstance(exc, EnqueueOutcomeUnknown):
+        return Creation.UNKNOWN
+    if isinstance(exc, ServerError):
+        return Creation.LISTED if exc.status_code in ORIGIN_STATUSES else Creation.UNKNOWN
+    return Creation.NONE

@@ -19,14 +19,14 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from worker.errors import StorageUnavailable
-from worker.storage.base import HASH_CHUNK_BYTES, StoredObject, json_bytes, json_object, sha256_file
+from storage.base import HASH_CHUNK_BYTES, StoredObject, json_bytes, json_object, sha256_file
+from storage.errors import StorageUnavailable
 
 TEMP_SUFFIX = ".part"
 
 
 class LocalStorage:
-    """A :class:`~worker.storage.base.Storage` keeping objects under ``root``."""
+    """A :class:`~storage.base.Storage` keeping objects under ``root``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from seedq.commands.control import cluster_store
+from cli.control import cluster_store
 from seedq.control import require_run
 from seedq.report import FORMATS, render, report_rows
 from seedq.settings import Settings, load_settings
@@ -22,7 +22,7 @@ def write_report(
     rows = report_rows(store, run_id)
     storage = None
     if fmt == "html":
-        from worker.storage import make_storage
+        from storage import make_storage
 
         storage = make_storage(settings)
     text = render(fmt, info, rows, storage)

@@ -16,11 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from producer.errors import SubmitError
-from producer.jobs import JobSpec
-from producer.spool import Spool
-from seedq.billing import Billing, billing_status
-from seedq.commands.produce import (
+from cli.produce import (
     EXIT_INVALID,
     check_priced,
     print_plan,
@@ -28,7 +24,11 @@ from seedq.commands.produce import (
     run_check,
     submit_spooled,
 )
-from seedq.commands.progress import breakdown, follow, in_flight, runs_table, stuck_line
+from cli.progress import breakdown, follow, in_flight, runs_table, stuck_line
+from producer.errors import SubmitError
+from producer.jobs import JobSpec
+from producer.spool import Spool
+from seedq.billing import Billing, billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
@@ -128,7 +128,7 @@ def run_command(
         summarize(store, info, settings)
         if report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
-            from seedq.commands.report import write_report
+            from cli.report import write_report
 
             write_report(store, settings, done.run_id, "html", report)
             out.print(f"report written to {report}")
@@ -166,7 +166,7 @@ def open_target(
     a key, the demo without one or with ``--demo``."""
     if not demo and not embedded_mode(settings):
         return Target(JobStore(redis_client(settings)), make_celery(settings), spool)
-    from seedq.embedded import embedded_stack, local_stack
+    from cli.embedded import embedded_stack, local_stack
 
     if demo or settings.oxen_api_key is None:
         why = "--demo" if demo else "no OXEN_API_KEY"
@@ -220,7 +220,7 @@ def finish_earlier_runs(
 def check_local_output(settings: Settings) -> None:
     """A paid run on one machine keeps its state in a private redis-server: say at once,
     before any validation or provider call, when there is none."""
-    from seedq.localredis import find_server
+    from cli.localredis import find_server
 
     find_server()
 
@@ -256,10 +256,10 @@ def state_root(settings: Settings) -> Path:
 def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> set[str]:
     """Re-drive the resumed run's failed jobs without paying twice (``seedq retry``'s
     rules); the ids still failed, which are left out of registration and listed."""
+    from cli.control import celery_task_sender
+    from cli.retrying import retry_for_resume
+    from provider.client import OxenClient
     from seedq.admission import admission_for
-    from seedq.commands.control import celery_task_sender
-    from seedq.retrying import retry_for_resume
-    from worker.provider.client import OxenClient
 
     with OxenClient.from_settings(settings) as provider:
         done, held = retry_for_resume(
@@ -299,8 +299,8 @@ def skip_delivered(
     """``jobs`` without those whose clip and sidecar in the output folder prove them
     delivered by this provider (counted in ``skipped``): those are never sent again."""
     from producer.resume import sidecar_proves_delivered
+    from storage import make_storage
     from worker.delivery import sidecar_key
-    from worker.storage import make_storage
 
     storage = make_storage(settings)
     for job in jobs:

@@ -10,14 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from producer.catalog import ModelCatalog, catalog_for
+from cli.timed import print_timing, run_timing
 from producer.errors import Problem, SubmitError
 from producer.jobs import JobSpec
 from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
 from producer.submit import SubmitResult
-from seedq.commands.timed import print_timing, run_timing
+from provider.catalog import catalog_for
+from seedq.catalog import ModelCatalog
 from seedq.settings import Settings, load_settings
 from seedq.store import Decision, JobStore
 

@@ -1,10 +1,10 @@
 """The Oxen.ai inference API client (docs/provider-api.md), synchronous, on httpx.
 
 One call, one answer: every failure is raised once as a classified
-:mod:`worker.provider.errors` exception and retrying is the pipeline's job. The API key
+:mod:`provider.errors` exception and retrying is the pipeline's job. The API key
 goes out only as the ``Authorization`` header of API calls, added per request so that
 downloads from presigned URLs (another host) can never carry it. Downloads go through a
-client of their own, guarded hop by hop (:mod:`worker.provider.guard`).
+client of their own, guarded hop by hop (:mod:`provider.guard`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 from pydantic import SecretStr
 
-from seedq.errors import ConfigError
-from seedq.modelinfo import ModelInfo
-from seedq.settings import Settings
-from worker.provider import errors as e
-from worker.provider.classify import classify_exception, classify_response
-from worker.provider.download import check_download, write_capped
-from worker.provider.guard import Resolver, guarded_client, resolve_host
-from worker.provider.models import (
+from provider import errors as e
+from provider.classify import classify_exception, classify_response
+from provider.download import check_download, write_capped
+from provider.guard import Resolver, guarded_client, resolve_host
+from provider.models import (
     COMPLETED_EVENT,
     BilledGeneration,
     CompletionEvent,
@@ -43,6 +40,9 @@ from worker.provider.models import (
     parse_json,
     parse_model,
 )
+from seedq.errors import ConfigError
+from seedq.modelinfo import ModelInfo
+from seedq.settings import Settings
 
 USER_AGENT = "seedq/0.1"
 CONNECT_TIMEOUT_S = 5.0
@@ -380,7 +380,7 @@ class OxenClient:
         Written to a sibling ``.part`` file and renamed, so ``dest`` is never half a
         video. Never sends the API key. Raises ResultUrlExpired (refresh via get()),
         ResultTooLarge above ``max_bytes``, RefusedUrl for a URL or redirect hop the
-        guard refuses (:mod:`worker.provider.guard`), or a transient error.
+        guard refuses (:mod:`provider.guard`), or a transient error.
         """
         if urlsplit(url).scheme not in ("http", "https"):
             raise e.InvalidRequest("result URL is not http(s)", error_type="invalid_result_url")

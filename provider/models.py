@@ -2,7 +2,7 @@
 
 Extra fields are kept (the service echoes parameters and may add fields at any time);
 an unknown ``status`` string is kept as is rather than refused. A body that still does
-not fit raises :class:`~worker.provider.errors.MalformedResponse`, never a pydantic
+not fit raises :class:`~provider.errors.MalformedResponse`, never a pydantic
 traceback.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeVar, get_args
 import pydantic
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from worker.provider import errors as e
-from worker.provider.classify import classify_exception, decode_json
+from provider import errors as e
+from provider.classify import classify_exception, decode_json
 
 GenerationStatus = Literal["queued", "processing", "succeeded", "failed", "cancelled"]
 KNOWN_STATUSES: frozenset[str] = frozenset(get_args(GenerationStatus))

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from seedq.commands.control import cluster_store
+from cli.control import cluster_store
 from seedq.settings import load_settings
 
 

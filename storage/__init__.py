@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from worker.storage.base import Storage, StoredObject, sha256_file
-from worker.storage.local import LocalStorage
+from storage.base import Storage, StoredObject, sha256_file
+from storage.local import LocalStorage
 
 if TYPE_CHECKING:
     from seedq.settings import Settings
@@ -23,7 +23,7 @@ def make_storage(settings: Settings) -> Storage:
     # "s3:/x" or "S3://x" is a typo for S3, not a local folder named "s3:".
     if settings.output.strip().lower().startswith("s3:"):
         # Imported here so a local-only worker never loads boto3.
-        from worker.storage.s3 import S3Storage
+        from storage.s3 import S3Storage
 
         return S3Storage.from_settings(settings)
     return LocalStorage(settings.output_dir)

@@ -1,0 +1,1 @@
+"""The top layer: the seedq command line and embedded mode (``seedq run``)."""
