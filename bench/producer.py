@@ -32,8 +32,9 @@ import redis  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from producer.manifest import ReadOptions  # noqa: E402
-from producer.submit import celery_sender, validate_and_submit  # noqa: E402
+from producer.submit import validate_and_submit  # noqa: E402
 from seedq.catalog import ModelCatalog  # noqa: E402
+from seedq.dispatch import celery_sender  # noqa: E402
 from seedq.queueing import make_celery  # noqa: E402
 from seedq.settings import Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402

@@ -37,9 +37,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"
 sys.path.insert(0, str(REPO))
 
 from producer.manifest import ReadOptions  # noqa: E402
-from producer.submit import celery_sender, validate_and_submit  # noqa: E402
+from producer.submit import validate_and_submit  # noqa: E402
 from seedq.admission import admission_for  # noqa: E402
 from seedq.catalog import ModelCatalog  # noqa: E402
+from seedq.dispatch import celery_sender  # noqa: E402
 from seedq.queueing import make_celery  # noqa: E402
 from seedq.settings import Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402

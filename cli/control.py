@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,15 +14,14 @@ from rich.table import Table
 
 from cli.progress import breakdown, finished
 from seedq.admission import admission_for
-from seedq.contract import QUEUE_DELIVER, QUEUE_SUBMIT, QUEUE_TRACK, TASK_DELIVER, TASK_TRACK
-from seedq.control import Outcome, Sender
+from seedq.control import Outcome
+from seedq.dispatch import Sender, celery_sender
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore, RunInfo
 
 out = Console(highlight=False, soft_wrap=True)
-QUEUES = {TASK_DELIVER: QUEUE_DELIVER, TASK_TRACK: QUEUE_TRACK}
 
 
 def cluster_store(settings: Settings) -> JobStore:
@@ -32,22 +30,10 @@ def cluster_store(settings: Settings) -> JobStore:
     return JobStore(redis_client(settings))
 
 
-def celery_task_sender(app: Any) -> Sender:
-    """Sends messages of any job task on one pooled broker connection."""
-
-    def send(task: str, messages: list[Any]) -> None:
-        with app.producer_or_acquire() as producer:
-            for msg in messages:
-                queue = QUEUES.get(task, QUEUE_SUBMIT)
-                app.send_task(task, kwargs=dict(msg), queue=queue, producer=producer)
-
-    return send
-
-
 def _sender(settings: Settings) -> Sender:
     if settings.broker_url is None:
         raise ConfigError("SEEDQ_BROKER_URL is not set: messages need the cluster's broker")
-    return celery_task_sender(make_celery(settings))
+    return celery_sender(make_celery(settings))
 
 
 def _print(title: str, done: Outcome) -> None:

@@ -158,8 +158,9 @@ def submit_spooled(
 ) -> SubmitResult:
     """Register the validated jobs of ``spool`` as one run (``run_id``: again into that
     run, resuming it) and start what the cap allows."""
-    from producer.submit import celery_sender, submit
+    from producer.submit import submit
     from seedq.admission import admission_for
+    from seedq.dispatch import celery_sender
 
     return submit(
         spool,

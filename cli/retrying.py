@@ -19,8 +19,6 @@ from seedq.control import (
     ADMITTABLE,
     Outcome,
     Provider,
-    Sender,
-    admit_and_send,
     job_priority,
     jobs,
     not_cancelled,
@@ -28,6 +26,7 @@ from seedq.control import (
     run_priority,
     wait,
 )
+from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
 from seedq.store import JobStore
 

@@ -256,14 +256,14 @@ def state_root(settings: Settings) -> Path:
 def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> set[str]:
     """Re-drive the resumed run's failed jobs without paying twice (``seedq retry``'s
     rules); the ids still failed, which are left out of registration and listed."""
-    from cli.control import celery_task_sender
     from cli.retrying import retry_for_resume
     from provider.client import OxenClient
     from seedq.admission import admission_for
+    from seedq.dispatch import celery_sender
 
     with OxenClient.from_settings(settings) as provider:
         done, held = retry_for_resume(
-            store, admission_for(store.redis, settings), provider, celery_task_sender(app), run_id
+            store, admission_for(store.redis, settings), provider, celery_sender(app), run_id
         )
     again = {k: v for k, v in done.counts.items() if v and k != "sent now"}
     if again:
@@ -401,6 +401,7 @@ def status_command(
 
 def events_command() -> None:
     """Listen to the provider's completion events and hand finished videos to delivery."""
+    from seedq.dispatch import celery_sender
     from worker.events import listen
     from worker.runtime import get_runtime
 
@@ -412,5 +413,5 @@ def events_command() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     app = make_celery(settings)
     err.print("listening for completion events (Ctrl-C stops)")
-    handled = listen(get_runtime(), app, stop)
+    handled = listen(get_runtime(), celery_sender(app), stop)
     err.print(f"stopped; {handled} completion(s) handed to delivery")

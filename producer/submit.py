@@ -11,22 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from producer.errors import ManifestError
 from producer.jobs import JobSpec
 from producer.manifest import ModelResolver, ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
-from seedq import contract
 from seedq.admission import Admission, admission_for
+from seedq.dispatch import Sender, admit_and_send
 from seedq.store import Decision, JobStore, new_run_id
-
-
-class TaskSender(Protocol):
-    """Sends job tasks; a Celery-backed one comes from :func:`celery_sender`."""
-
-    def __call__(self, messages: list[contract.JobMessage]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -39,26 +33,10 @@ class SubmitResult:
     changed: list[str] = field(default_factory=list)
 
 
-def celery_sender(app: Any) -> TaskSender:
-    """Sends on one pooled broker connection, instead of acquiring one per message."""
-
-    def send(messages: list[contract.JobMessage]) -> None:
-        with app.producer_or_acquire() as producer:
-            for msg in messages:
-                app.send_task(
-                    contract.TASK_SUBMIT,
-                    kwargs=dict(msg),
-                    queue=contract.QUEUE_SUBMIT,
-                    producer=producer,
-                )
-
-    return send
-
-
 def submit(
     jobs: Iterable[JobSpec],
     store: JobStore,
-    send: TaskSender,
+    send: Sender,
     *,
     admission: Admission,
     name: str,
@@ -100,20 +78,12 @@ def submit(
     return result
 
 
-def admit_and_send(admission: Admission, send: TaskSender) -> int:
-    """Admit what the cap allows now and send those jobs' submit messages."""
-    admitted = admission.admit()
-    if admitted:
-        send([{"run_id": a.run_id, "job_id": a.job_id} for a in admitted])
-    return len(admitted)
-
-
 def validate_and_submit(
     paths: list[Path],
     opts: ReadOptions,
     resolve_model: ModelResolver,
     store: JobStore,
-    send: TaskSender,
+    send: Sender,
     *,
     auto_estimate_s: int = 10,
     name: str | None = None,

@@ -40,6 +40,7 @@ from provider.models import (
     parse_json,
     parse_model,
 )
+from provider.protocol import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from seedq.errors import ConfigError
 from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings
@@ -50,9 +51,6 @@ CONNECT_TIMEOUT_S = 5.0
 GENERATE_TIMEOUT_S = 20 * 60.0
 # Keep-alives come every 15 s; three missed ones mean the stream is dead.
 EVENTS_READ_TIMEOUT_S = 45.0
-# GET /api/ai/generations: the documented maximum page, and the size seedq asks for.
-MAX_PAGE_SIZE = 1000
-HISTORY_PAGE_SIZE = 100
 # Exceptions raised after the request bytes may have reached the server.
 _SENT_MAYBE = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
@@ -247,7 +245,7 @@ class OxenClient:
         self,
         *,
         page: int = 1,
-        page_size: int = HISTORY_PAGE_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
         model: str | None = None,
         status: str | None = None,
         media_type: str | None = None,

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from seedq import contract, keys
+from seedq import keys
 from seedq.admission import Admission
 from seedq.contract import JobState
+from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
 from seedq.store import JobStore, RunInfo, decoded
 
@@ -34,12 +35,6 @@ SETTLE_POLL_S = 0.2
 
 class ControlError(SeedqError):
     """The run cannot take this command (unknown, or cancelled)."""
-
-
-class Sender(Protocol):
-    """Sends job messages of one task (``contract.TASK_*``)."""
-
-    def __call__(self, task: str, messages: list[contract.JobMessage]) -> None: ...
 
 
 class Provider(Protocol):
@@ -110,13 +105,6 @@ def wait(store: JobStore, run_id: str, job_id: str, job_priority: int, priority:
         pipe.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
         pipe.hset(keys.run(run_id), "priority", priority)
         pipe.execute()
-
-
-def admit_and_send(admission: Admission, send: Sender) -> int:
-    admitted = admission.admit()
-    if admitted:
-        send(contract.TASK_SUBMIT, [{"run_id": a.run_id, "job_id": a.job_id} for a in admitted])
-    return len(admitted)
 
 
 def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome:

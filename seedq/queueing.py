@@ -21,6 +21,18 @@ from seedq.settings import Settings
 # waiting for its ETA.
 VISIBILITY_TIMEOUT_S = 6 * 60 * 60
 EMBEDDED_BROKER = "memory://localhost/"
+# The one routing table: which queue each task is sent to (-Q of its worker service).
+ROUTES = {
+    contract.TASK_SUBMIT: contract.QUEUE_SUBMIT,
+    contract.TASK_TRACK: contract.QUEUE_TRACK,
+    contract.TASK_DELIVER: contract.QUEUE_DELIVER,
+    TASK_SCHEDULED_RUN: contract.QUEUE_SUBMIT,
+}
+
+
+def queue_for(task: str) -> str:
+    """The queue ``task`` is sent to; an unknown task goes to the default queue."""
+    return ROUTES.get(task, contract.QUEUE_SUBMIT)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -49,12 +61,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
             for name in contract.ALL_QUEUES
         ],
-        "task_routes": {
-            contract.TASK_SUBMIT: {"queue": contract.QUEUE_SUBMIT},
-            contract.TASK_TRACK: {"queue": contract.QUEUE_TRACK},
-            contract.TASK_DELIVER: {"queue": contract.QUEUE_DELIVER},
-            TASK_SCHEDULED_RUN: {"queue": contract.QUEUE_SUBMIT},
-        },
+        "task_routes": {task: {"queue": queue} for task, queue in ROUTES.items()},
         **_beat(settings),
     }
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from cli.run import wait_for_bills
 from cli.main import app
+from cli.run import wait_for_bills
 from producer.jobs import JobSpec
 from seedq.billing import Billing
 from seedq.contract import JobState

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -79,7 +80,9 @@ class FakeProvider:
 class Sender:
     sent: list[tuple[str, str]] = field(default_factory=list)
 
-    def __call__(self, task: str, messages: list[contract.JobMessage]) -> None:
+    def __call__(
+        self, task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0
+    ) -> None:
         self.sent += [(task, m["job_id"]) for m in messages]
 
 

@@ -27,6 +27,7 @@ from typing import Protocol, TypeVar
 
 from provider.errors import NotFound
 from provider.models import BilledGeneration, Generation, GenerationPage
+from provider.protocol import Pages
 from seedq import keys
 from seedq.contract import JobState
 from seedq.control import jobs, require_run
@@ -45,7 +46,7 @@ from worker.audit import (
 )
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo
-from worker.history import PAGE_SIZE, Pages, history_since, window_start
+from worker.history import PAGE_SIZE, history_since, window_start
 from worker.runtime import Runtime
 from worker.submitting import load
 from worker.throttle import reported, wait_turn

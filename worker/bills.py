@@ -24,13 +24,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from provider.protocol import MAX_PAGE_SIZE
+
 # Seconds before the next look after each look that found no cost (the first look is
 # at delivery); past the last, the bill is unknown.
 LOOK_DELAYS_S: tuple[float, ...] = (15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 PAGE_MIN_JOBS = 3  # a model with fewer due jobs is asked by id: pages cost more then
 MAX_PAGES_PER_MODEL = 3
 MIN_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000  # the documented maximum
 # The provider's clock against the worker's: a row enqueued this long before the job's
 # send is still looked for, so a skewed clock cannot end paging too early.
 WINDOW_SLACK_S = 300.0

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from provider.models import CompletionEvent
 from seedq import contract
+from seedq.dispatch import Sender, admit_and_send
 from worker.errors import RunPaused
 from worker.runtime import Runtime
 from worker.steps import Job
@@ -18,7 +18,7 @@ from worker.tracking import complete
 log = logging.getLogger(__name__)
 
 
-def handle_event(rt: Runtime, app: Any, event: CompletionEvent) -> str | None:
+def handle_event(rt: Runtime, send: Sender, event: CompletionEvent) -> str | None:
     """Apply one completion; returns the job id it concerned, or None if not ours."""
     job_id = rt.store.job_for_generation(event.generation_id)
     if job_id is None:
@@ -34,20 +34,17 @@ def handle_event(rt: Runtime, app: Any, event: CompletionEvent) -> str | None:
         rt.store.pause_run(job.run_id, str(exc))
         return job_id
     if follow.task == contract.TASK_DELIVER:
-        app.send_task(contract.TASK_DELIVER, kwargs={"run_id": job.run_id, "job_id": job_id})
-    for admitted in rt.admission.admit():  # the slot it freed goes to a waiting job now
-        app.send_task(
-            contract.TASK_SUBMIT, kwargs={"run_id": admitted.run_id, "job_id": admitted.job_id}
-        )
+        send(contract.TASK_DELIVER, [{"run_id": job.run_id, "job_id": job_id}])
+    admit_and_send(rt.admission, send)  # the slot it freed goes to a waiting job now
     return job_id
 
 
-def listen(rt: Runtime, app: Any, stop: threading.Event) -> int:
+def listen(rt: Runtime, send: Sender, stop: threading.Event) -> int:
     """Run until ``stop`` is set; returns how many events concerned seedq's jobs."""
     handled = 0
     for event in rt.provider.events(stop=stop):
         try:
-            if handle_event(rt, app, event):
+            if handle_event(rt, send, event):
                 handled += 1
         except Exception:  # one bad event must not end the listener; polling covers it
             log.exception("completion event for %s not handled", event.generation_id)

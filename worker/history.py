@@ -18,13 +18,13 @@ turn of the poll budget, resumable (``worker.submitting``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
 
 from provider.models import BilledGeneration, Generation, GenerationPage
+from provider.protocol import MAX_PAGE_SIZE, Pages
 from worker.reconcile import SKEW_S
 
-# The documented maximum: the fewest calls for a window that spans many rows.
-PAGE_SIZE = 1000
+# A walk reads the largest pages: the fewest calls for a window that spans many rows.
+PAGE_SIZE = MAX_PAGE_SIZE
 
 
 def window_start(started_at: float) -> float:
@@ -43,19 +43,6 @@ def reached_older(rows: Sequence[Generation], *, since: float) -> bool:
 def read_on(page: GenerationPage, *, since: float) -> bool:
     """Whether the page after ``page`` must be read too."""
     return not page.is_last and not reached_older(page.generations, since=since)
-
-
-class Pages(Protocol):
-    """What the walk needs of the provider (``OxenClient.history``)."""
-
-    def history(
-        self,
-        *,
-        page: int = 1,
-        page_size: int = PAGE_SIZE,
-        model: str | None = None,
-        status: str | None = None,
-    ) -> GenerationPage: ...
 
 
 def history_since(

@@ -15,6 +15,7 @@ from typing import Any
 
 from provider.catalog import catalog_for
 from provider.client import OxenClient
+from provider.protocol import Provider
 from seedq.admission import Admission, admission_for
 from seedq.catalog import ModelCatalog
 from seedq.queueing import redis_client
@@ -30,7 +31,7 @@ from worker.throttle import Throttle
 class Runtime:
     settings: Settings
     store: JobStore
-    provider: OxenClient
+    provider: Provider
     storage: Storage
     publisher: InputPublisher
     policy: RetryPolicy

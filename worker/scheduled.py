@@ -24,7 +24,7 @@ from producer.errors import ManifestError
 from producer.manifest import ReadOptions
 from producer.plan import check
 from producer.spool import Spool
-from producer.submit import SubmitResult, TaskSender, celery_sender, submit
+from producer.submit import SubmitResult, submit
 from producer.timing import RunTiming, TimedStore
 from provider.catalog import catalog_for
 from provider.errors import ProviderError
@@ -32,6 +32,7 @@ from provider.guard import guarded_client
 from seedq import keys
 from seedq.admission import admission_for
 from seedq.catalog import ModelCatalog
+from seedq.dispatch import Sender, celery_sender
 from seedq.errors import ConfigError
 from seedq.schedules import (
     TASK_SCHEDULED_RUN,
@@ -120,7 +121,7 @@ def run_schedule(
     schedule: Schedule,
     settings: Settings,
     store_for: Callable[[RunTiming], TimedStore],
-    send: TaskSender,
+    send: Sender,
     *,
     now: datetime,
     catalog: ModelCatalog | None = None,

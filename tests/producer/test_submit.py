@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,12 @@ import redis
 
 from producer.errors import ManifestError
 from producer.manifest import ReadOptions
-from producer.submit import SubmitResult, celery_sender, validate_and_submit
+from producer.submit import SubmitResult, validate_and_submit
 from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.catalog import ModelCatalog
 from seedq.contract import JobState
+from seedq.dispatch import celery_sender
 from seedq.queueing import make_celery
 from seedq.settings import Settings
 from seedq.store import Decision, JobStore
@@ -33,7 +34,10 @@ class ListSender:
     def __init__(self) -> None:
         self.sent: list[contract.JobMessage] = []
 
-    def __call__(self, messages: list[contract.JobMessage]) -> None:
+    def __call__(
+        self, task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0
+    ) -> None:
+        assert task == contract.TASK_SUBMIT
         self.sent.extend(messages)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,8 +15,8 @@ import redis
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from cli.timed import run_timing
 from cli.main import app
+from cli.timed import run_timing
 from producer.submit import SubmitResult
 from producer.timing import RunTiming, TimedStore
 from provider.guard import guarded_client
@@ -91,7 +91,7 @@ def _run(
     (schedule,) = parse_schedules(_schedule(manifest, window))
     sent: list[contract.JobMessage] = []
 
-    def send(messages: list[contract.JobMessage]) -> None:
+    def send(task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0) -> None:
         sent.extend(messages)
 
     done = run_schedule(

@@ -13,7 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from provider import errors as e
-from provider.client import MAX_PAGE_SIZE, OxenClient, api_root, backoff_delay_s
+from provider.client import OxenClient, api_root, backoff_delay_s
+from provider.protocol import MAX_PAGE_SIZE
 from seedq.errors import ConfigError
 from seedq.settings import Settings
 

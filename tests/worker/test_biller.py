@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from producer.jobs import JobSpec
 from provider.client import OxenClient
+from provider.protocol import MAX_PAGE_SIZE
 from seedq import keys
 from seedq.admission import admission_for
 from seedq.billing import Billing
@@ -30,7 +31,6 @@ from tests.worker.fake_history import history_page
 from worker.biller import MAX_CALLS_PER_PASS, bill_due
 from worker.bills import (
     LOOK_DELAYS_S,
-    MAX_PAGE_SIZE,
     PAGE_MIN_JOBS,
     WINDOW_SLACK_S,
     DueJob,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from seedq import contract, keys
 from seedq.admission import admission_for
 from seedq.catalog import ModelCatalog
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, TASK_TRACK, JobState
+from seedq.dispatch import celery_sender
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
 from simulator.config import SimConfig
@@ -48,6 +49,7 @@ from simulator.server import SimHandle, running_simulator
 from storage.base import StoredObject, sha256_file
 from storage.errors import StorageUnavailable
 from storage.local import LocalStorage
+from tests.fakes import FakeApp
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, RunPaused
 from worker.events import handle_event
@@ -105,18 +107,6 @@ class RecordingStorage(LocalStorage):
 
 
 @dataclass
-class FakeApp:
-    """Records what a step or task sends instead of talking to a broker."""
-
-    sent: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
-
-    def send_task(
-        self, name: str, kwargs: dict[str, Any] | None = None, countdown: float | None = None
-    ) -> None:
-        self.sent.append((name, dict(kwargs or {}), countdown))
-
-
-@dataclass
 class FakeTask:
     """What worker.tasks.run_step uses of a bound Celery task."""
 
@@ -151,7 +141,9 @@ class Pipeline:
         )
         return done.run_id
 
-    def send(self, messages: list[contract.JobMessage]) -> None:
+    def send(
+        self, task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0
+    ) -> None:
         """The producer's task sender: the submit messages are kept, not sent."""
         self.messages.extend(messages)
 
@@ -1027,15 +1019,15 @@ def test_completion_event_moves_to_generated_once(pipeline: Pipeline) -> None:
     app = FakeApp()
 
     stranger = CompletionEvent(generation_id="not-ours", status="succeeded", url=url)
-    assert handle_event(p.rt, app, stranger) is None
+    assert handle_event(p.rt, celery_sender(app), stranger) is None
     assert app.sent == []
 
-    assert handle_event(p.rt, app, event) == "clip-1"
+    assert handle_event(p.rt, celery_sender(app), event) == "clip-1"
     job = p.job("clip-1")
     assert job["state"] == JobState.GENERATED and job["result_url"] == url
     assert app.sent == [(TASK_DELIVER, {"run_id": run_id, "job_id": "clip-1"}, None)]
 
-    assert handle_event(p.rt, app, event) == "clip-1"  # a repeated event
+    assert handle_event(p.rt, celery_sender(app), event) == "clip-1"  # a repeated event
     assert len(app.sent) == 1
     assert track_job(p.rt, run_id, "clip-1") is DONE  # and the poll that comes late
 
@@ -1050,7 +1042,7 @@ def test_failed_completion_event_fails_the_job(pipeline: Pipeline) -> None:
     generation = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")["generation_id"]
     app = FakeApp()
     event = CompletionEvent(generation_id=generation, status="failed", error="Bad prompt")
-    assert handle_event(p.rt, app, event) == "clip-1"
+    assert handle_event(p.rt, celery_sender(app), event) == "clip-1"
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and "Bad prompt" in job["error"]
     assert app.sent == []

@@ -22,7 +22,8 @@ import pytest
 from provider import errors as pe
 from seedq.contract import TASK_SUBMIT, TERMINAL_STATES, JobState
 from simulator.config import SimConfig
-from tests.worker.test_steps import POLL_S, STEPS, FakeApp, Pipeline, pipeline_on
+from tests.fakes import FakeApp
+from tests.worker.test_steps import POLL_S, STEPS, Pipeline, pipeline_on
 from worker.delivery import sidecar_key
 from worker.ticker import TickReport, sweep
 

@@ -3,6 +3,7 @@ operator's pause."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -43,7 +44,7 @@ class Job:
 def _submit(client: fakeredis.FakeRedis, timing: RunTiming, now_s: float) -> tuple[str, list[str]]:
     sent: list[contract.JobMessage] = []
 
-    def send(messages: list[contract.JobMessage]) -> None:
+    def send(task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0) -> None:
         sent.extend(messages)
 
     store = TimedStore(client, timing, clock=lambda: now_s)

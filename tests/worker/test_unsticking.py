@@ -24,9 +24,11 @@ from seedq import keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
 from seedq.control import cancel
+from seedq.dispatch import celery_sender
 from seedq.settings import Settings
 from seedq.store import JobStore
 from storage.local import LocalStorage
+from tests.fakes import FakeApp
 from tests.worker.fake_history import history_page
 from worker.errors import RunPaused
 from worker.events import handle_event
@@ -147,14 +149,6 @@ class FakeOxen:
 
 
 @dataclass
-class FakeApp:
-    sent: list[tuple[str, str]] = field(default_factory=list)
-
-    def send_task(self, name: str, kwargs: dict[str, str], **_: Any) -> None:
-        self.sent.append((name, kwargs["job_id"]))
-
-
-@dataclass
 class World:
     rt: Runtime
     oxen: FakeOxen
@@ -257,11 +251,11 @@ def test_sweep_tracks_a_stuck_generation_and_nothing_else(world: World) -> None:
     w.submitted("j")
     app, report = FakeApp(), TickReport()
     sweep(w.rt, app, report)
-    assert app.sent == [] and w.oxen.calls["list"] == 1  # processing, not for long
+    assert app.jobs() == [] and w.oxen.calls["list"] == 1  # processing, not for long
 
     w.stuck()
     sweep(w.rt, app, report)
-    assert app.sent == [(TASK_TRACK, "j")] and report.stuck == ["j"]
+    assert app.jobs() == [(TASK_TRACK, "j")] and report.stuck == ["j"]
     assert w.oxen.calls["get"] == 0  # the list said enough: no per-job polling
 
 
@@ -271,7 +265,7 @@ def test_sweep_leaves_a_long_queued_generation_alone(world: World) -> None:
     w.stuck()
     app = FakeApp()
     sweep(w.rt, app, TickReport())
-    assert app.sent == []
+    assert app.jobs() == []
 
 
 def test_sweep_holds_a_retry_while_the_run_is_paused_but_not_a_give_up(world: World) -> None:
@@ -281,19 +275,19 @@ def test_sweep_holds_a_retry_while_the_run_is_paused_but_not_a_give_up(world: Wo
     w.store.pause_run("run", "paused by an operator")
     app = FakeApp()
     sweep(w.rt, app, TickReport())
-    assert app.sent == []
+    assert app.jobs() == []
     # The track step agrees: it renews the job's lease and leaves it running.
     assert w.track() is DONE and w.oxen.calls["retry"] == 0 and w.state() is JobState.SUBMITTED
 
     w.store.update_job("j", retry_refused_of="g-0")  # another generation's refusal
     sweep(w.rt, app, TickReport())
-    assert app.sent == []
+    assert app.jobs() == []
     w.store.update_job("j", retry_refused_of="g-1")  # this one cannot be retried
     sweep(w.rt, app, TickReport())
-    assert app.sent == [(TASK_TRACK, "j")]
+    assert app.jobs() == [(TASK_TRACK, "j")]
     w.store.update_job("j", retry_refused_of="", stuck_generation_id="g-0")  # a retry already
     sweep(w.rt, app, TickReport())
-    assert app.sent == [(TASK_TRACK, "j")] * 2
+    assert app.jobs() == [(TASK_TRACK, "j")] * 2
 
 
 # -- stuck once: killed and retried ----------------------------------------------------------
@@ -326,7 +320,7 @@ def test_completion_event_of_the_killed_generation_leaves_the_job_alone(world: W
     w.track()
     new = assert_retried_once(w, killed)
     event = CompletionEvent(generation_id=killed, status="cancelled")
-    assert handle_event(w.rt, FakeApp(), event) == "j"
+    assert handle_event(w.rt, celery_sender(FakeApp()), event) == "j"
     assert w.state() is JobState.SUBMITTED and w.job()["generation_id"] == new
 
 
@@ -574,7 +568,7 @@ def test_stuck_twice_fails_with_the_reason_and_cancels_the_retry(world: World) -
     killed, new = stuck_twice(w)
     app, report = FakeApp(), TickReport()
     sweep(w.rt, app, report)
-    assert app.sent == [(TASK_TRACK, "j")]  # the sweep sees the retry stuck too
+    assert app.jobs() == [(TASK_TRACK, "j")]  # the sweep sees the retry stuck too
 
     assert w.track() == Next(TASK_TRACK, 0.0)
     assert w.oxen.gens[new]["status"] == "cancelled" and w.job()["stuck_cancel_of"] == new
@@ -601,7 +595,9 @@ def test_cancelled_event_of_the_given_up_retry_fails_the_job_with_the_reason(
     _killed, new = stuck_twice(w)
     assert w.track() == Next(TASK_TRACK, 0.0)
     # The provider's completion event gets there before the track task.
-    assert handle_event(w.rt, FakeApp(), CompletionEvent(generation_id=new, status="cancelled"))
+    assert handle_event(
+        w.rt, celery_sender(FakeApp()), CompletionEvent(generation_id=new, status="cancelled")
+    )
     job = w.job()
     assert job["state"] == JobState.FAILED and "stuck processing" in job["error"]
     assert w.track() is DONE and w.oxen.calls["cancel"] == 1
@@ -687,7 +683,7 @@ def test_retrying_job_whose_lease_expired_is_redriven_to_resolve_not_resend(
     w.store.redis.zadd(keys.IN_FLIGHT, {"j": 0})  # its lease long expired
     app, report = FakeApp(), TickReport()
     redrive_expired(w.rt, app, report)
-    assert app.sent == [(TASK_TRACK, "j")] and report.redriven == 1
+    assert app.jobs() == [(TASK_TRACK, "j")] and report.redriven == 1
     w.oxen.retry_mode = "ok"
     assert w.track() is DONE
     assert_retried_once(w, killed)
