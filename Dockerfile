@@ -18,6 +18,9 @@ COPY seedq ./seedq
 COPY producer ./producer
 COPY worker ./worker
 COPY simulator ./simulator
+COPY provider ./provider
+COPY storage ./storage
+COPY cli ./cli
 RUN pip install . && rm -rf /src
 
 # The working directory is where Settings looks for an optional .env and where a local
