@@ -401,3 +401,17 @@ def test_image_gets_every_package_and_never_the_env_file() -> None:
     for package in ("seedq", "producer", "worker", "simulator"):
         assert package in sources, f"the image misses {package}/"
     assert {"pyproject.toml", "README.md"} <= sources
+
+
+def test_the_image_copies_every_package_it_installs() -> None:
+    """A package left out of the Dockerfile's COPY lines installs nothing, and every
+    process of the stack then fails on its first import."""
+    import tomllib
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert f"COPY {package} ./{package}\n" in dockerfile, package
