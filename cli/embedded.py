@@ -136,15 +136,18 @@ def _serving(runtime: Runtime) -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     import worker.tasks  # noqa: F401 - registers the shared tasks on the embedded app
+    from seedq.dispatch import celery_sender
     from worker.events import listen
     from worker.runtime import install_runtime
     from worker.ticker import run_ticker
 
     install_runtime(runtime)
     app = make_celery(runtime.settings)
+    send = celery_sender(app)
     stop = threading.Event()
     threads = [
-        threading.Thread(target=listen, args=(runtime, app, stop), name="seedq-events"),
+        # A closure, not Thread(args=...), so mypy checks the call against listen's types.
+        threading.Thread(target=lambda: listen(runtime, send, stop), name="seedq-events"),
         threading.Thread(target=run_ticker, args=(lambda: runtime, app, stop), name="seedq-ticker"),
     ]
     logging.getLogger("celery").setLevel(logging.WARNING)
