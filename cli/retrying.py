@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from seedq import contract, keys
+from seedq import contract
 from seedq.admission import Admission
 from seedq.contract import JobState
 from seedq.control import (
@@ -30,7 +30,6 @@ from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
 from seedq.store import JobStore
 
-STEPS = ("submit", "track", "deliver")
 # What a stuck generation's kill-and-retry left on a job (worker.unsticking): a fresh
 # attempt starts without them, so it has its own one stuck retry and its own bill.
 STUCK_FIELDS = (
@@ -77,7 +76,7 @@ def retry(
             continue
         if route == "skip":
             continue
-        _reset_attempts(store, job_id)
+        store.clear_failures(job_id)  # every step's: the job starts over
         if route == "deliver":
             moved = store.move(
                 job_id,
@@ -105,7 +104,7 @@ def retry(
             fields["est_cost"] = max(0.0, est)
         moved = store.move(job_id, run_id, JobState.REGISTERED, expect=[JobState.FAILED], **fields)
         if moved.ok:
-            store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled", *STUCK_FIELDS)
+            store.clear_job_fields(job_id, "needs_operator", "send_settled", *STUCK_FIELDS)
             wait(store, run_id, job_id, job_priority(job), run_priority(info))
             done.counts["fresh attempt"] += 1
     if deliver:
@@ -228,8 +227,3 @@ class _Counted:
     def history(self, **query: Any) -> Any:
         self.done.provider_calls += 1
         return self.provider.history(**query)
-
-
-def _reset_attempts(store: JobStore, job_id: str) -> None:
-    names = [f"{step}_{what}" for step in STEPS for what in ("attempts", "first_failure_at")]
-    store.redis.hdel(keys.job(job_id), *names)

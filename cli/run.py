@@ -28,7 +28,7 @@ from cli.progress import breakdown, follow, in_flight, runs_table, stuck_line
 from producer.errors import SubmitError
 from producer.jobs import JobSpec
 from producer.spool import Spool
-from seedq.billing import Billing, billing_status
+from seedq.billing import billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
@@ -317,7 +317,7 @@ def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT
     """Give the workers' billing pass a moment to ask for the bills of the clips just
     delivered, so the summary shows them; a bill not charged yet is left pending (the
     workers keep asking; ``seedq status`` and ``seedq report`` show it later)."""
-    ledger = Billing(store.redis)
+    ledger = store.billing
     deadline = time.monotonic() + timeout_s
     while ledger.asking_now(run_id, time.time()) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -342,7 +342,7 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
         billed = job.get("billed_cost") or (billing_status(job) if job.get("generated_at") else "")
         table.add_row(job_id, job.get("state", "?"), where, job.get("cost", ""), billed)
     out.print(table)
-    money = Billing(store.redis).run(info.id)
+    money = store.billing.run(info.id)
     out.print(
         f"estimated {money.estimated:g}, billed {money.billed_text()}"
         + (f"; {money.warned} clip(s) delivered with warnings" if money.warned else "")
@@ -352,11 +352,7 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
     if (line := stuck_line(info)) is not None:
         out.print(line)
     if info.status == "paused":
-        reason = store.redis.hget(f"seedq:run:{info.id}", "reason")
-        err.print(
-            f"run paused: {reason.decode() if isinstance(reason, bytes) else reason}",
-            style="bold red",
-        )
+        err.print(f"run paused: {store.run_reason(info.id)}", style="bold red")
     where = settings.output if settings.output_is_s3 else str(Path(settings.output).resolve())
     out.print(f"videos and their .json sidecars are in {where}")
 
@@ -379,7 +375,7 @@ def status_command(
     while True:
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)
         found = [r for r in runs if r is not None]
-        ledger = Billing(store.redis)
+        ledger = store.billing
         money = {r.id: ledger.run(r.id) for r in found}
         if as_json:
             rows = [

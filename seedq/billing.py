@@ -11,12 +11,13 @@ A job's money fields, kept apart on purpose:
   within the looks :mod:`worker.bills` allows; absent while seedq is still looking
   (``pending``).
 
-A job enters ``keys.UNBILLED`` in the move's Lua script (``seedq.store``) when its
+A job enters ``keys.UNBILLED`` in the move's Lua script (``seedq/lua/transition.lua``) when its
 generation has succeeded and it leaves delivery (delivered, or failed with its file in
 quarantine); the tick's biller (``worker.biller``) asks the provider and records the
 answer here, in one script with the run's budget (``spent`` moves from the estimate to
 the bill) and the run's billing totals (``keys.run_billing``), so a crash can neither
-charge a bill twice nor leave it half recorded.
+charge a bill twice nor leave it half recorded (``seedq/lua/bill_*.lua``). Part of the
+store's gateway to Redis: callers reach it as ``JobStore.billing``.
 """
 
 from __future__ import annotations
@@ -26,51 +27,12 @@ from typing import Any
 
 import redis
 
-from seedq import keys
-from seedq.store import decoded
+from seedq import keys, lua_scripts
+from seedq.records import decoded
 
 BILLED = "billed"
 PENDING = "pending"
 UNKNOWN = "unknown"
-
-# KEYS: job hash, run budget, run billing, unbilled zset. ARGV: job_id, run_id, amount, now.
-# Returns 1 when recorded, 0 when there was nothing to do (already billed, or the job was
-# registered again into another run meanwhile).
-_RECORD = """
-local job, budget, billing, unbilled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local job_id, run_id, amount = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('HGET', job, 'run_id') ~= run_id or redis.call('HEXISTS', job, 'billed_cost') == 1
-then
-  redis.call('ZREM', unbilled, job_id)
-  return 0
-end
-local was_unknown = redis.call('HGET', job, 'billed_status') == 'unknown'
-redis.call('HSET', job, 'billed_cost', ARGV[3], 'billed_status', 'billed', 'billed_at', ARGV[4])
--- The budget charged the estimate so far (seedq.store._TRANSITION); the bill replaces it.
-local charged = tonumber(redis.call('HGET', job, 'charged') or '0') or 0
-if amount ~= charged then
-  redis.call('HINCRBYFLOAT', budget, 'spent', amount - charged)
-end
-redis.call('HSET', job, 'charged', ARGV[3])
-redis.call('HINCRBYFLOAT', billing, 'billed', amount)
-redis.call('HINCRBY', billing, 'billed_jobs', 1)
-if was_unknown then redis.call('HINCRBY', billing, 'unknown_jobs', -1) end
-redis.call('ZREM', unbilled, job_id)
-return 1
-"""
-
-# KEYS: job hash, run billing, unbilled zset. ARGV: job_id, run_id.
-_GIVE_UP = """
-local job, billing, unbilled = KEYS[1], KEYS[2], KEYS[3]
-redis.call('ZREM', unbilled, ARGV[1])
-if redis.call('HGET', job, 'run_id') ~= ARGV[2] or redis.call('HEXISTS', job, 'billed_cost') == 1
-   or redis.call('HGET', job, 'billed_status') == 'unknown' then
-  return 0
-end
-redis.call('HSET', job, 'billed_status', 'unknown')
-redis.call('HINCRBY', billing, 'unknown_jobs', 1)
-return 1
-"""
 
 
 def billing_status(raw: dict[str, str]) -> str:
@@ -110,8 +72,8 @@ class Billing:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._record = client.register_script(_RECORD)
-        self._give_up = client.register_script(_GIVE_UP)
+        self._record = lua_scripts.register(client, "bill_record")
+        self._give_up = lua_scripts.register(client, "bill_give_up")
 
     def due(self, now: float, limit: int) -> list[str]:
         """Jobs whose bill is due to be asked for, the longest waiting first."""

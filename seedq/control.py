@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from seedq import keys
 from seedq.admission import Admission
 from seedq.contract import JobState
 from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
-from seedq.store import JobStore, RunInfo, decoded
+from seedq.store import JobStore, RunInfo
 
 OPERATOR_PAUSE = "paused by an operator"
 ADMITTABLE = frozenset({"active", "registering"})
@@ -87,24 +86,13 @@ def jobs(store: JobStore, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
     ids = store.run_job_ids(run_id)
     for start in range(0, len(ids), READ_BATCH):
         chunk = ids[start : start + READ_BATCH]
-        with store.redis.pipeline(transaction=False) as pipe:
-            for job_id in chunk:
-                pipe.hgetall(keys.job(job_id))
-            raws = pipe.execute()
-        for job_id, raw in zip(chunk, raws, strict=True):
-            yield job_id, {decoded(k): decoded(v) for k, v in raw.items()}
+        yield from zip(chunk, store.jobs(chunk), strict=True)
 
 
 def wait(store: JobStore, run_id: str, job_id: str, job_priority: int, priority: int) -> None:
-    """Put a registered job in its run's waiting queue, and the run in admission's set.
-
-    Atomic (MULTI); the score follows ``seedq.store._REGISTER`` (priority, then FIFO)."""
-    seq = int(store.redis.incr(keys.SEQUENCE))
-    with store.redis.pipeline() as pipe:
-        pipe.zadd(keys.run_waiting(run_id), {job_id: (1000 - job_priority) * 1e9 + seq}, nx=True)
-        pipe.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
-        pipe.hset(keys.run(run_id), "priority", priority)
-        pipe.execute()
+    """Put a registered job in its run's waiting queue, and the run in admission's set
+    (``JobStore.requeue``)."""
+    store.requeue(run_id, job_id, job_priority, priority)
 
 
 def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome:
@@ -134,20 +122,15 @@ def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> 
     ]
     for start in range(0, len(registered), READ_BATCH):
         chunk = registered[start : start + READ_BATCH]
-        # Per job, the queue is read before the in-flight set: admission only moves a
-        # job from the first to the second, so one moving meanwhile is seen in one of
-        # them; a requeue (the other way) makes a harmless ZADD NX of a queued job.
-        with store.redis.pipeline(transaction=False) as pipe:
-            for job_id, _job in chunk:
-                pipe.zscore(keys.run_waiting(run_id), job_id)
-                pipe.zscore(keys.IN_FLIGHT, job_id)
-            scores = pipe.execute()
-        for n, (job_id, job) in enumerate(chunk):
-            if scores[2 * n] is None and scores[2 * n + 1] is None:
-                wait(store, run_id, job_id, job_priority(job), priority)
-                done.counts["re-queued"] += 1
+        records = dict(chunk)
+        # A job admission moves meanwhile is seen waiting or in flight (the store reads
+        # them in that order); a requeue (the other way) makes a harmless ZADD NX of a
+        # queued job.
+        for job_id in store.unqueued(run_id, [job_id for job_id, _job in chunk]):
+            wait(store, run_id, job_id, job_priority(records[job_id]), priority)
+            done.counts["re-queued"] += 1
     if admission.waiting(run_id):
-        store.redis.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
+        store.offer_run(run_id, priority)
     done.counts["waiting"] = admission.waiting(run_id)
     done.counts["sent now"] = admit_and_send(admission, send)
     return done
@@ -177,7 +160,7 @@ def cancel(
     generation is cancelled at the provider rather than left running unowned."""
     require_run(store, run_id)
     store.set_run_status(run_id, "cancelled", reason="cancelled by an operator")
-    store.redis.zrem(keys.ADMISSION_RUNS, run_id)
+    store.withdraw_run(run_id)
     done = Outcome(run_id)
     enqueuing: list[str] = []
     for job_id, job in jobs(store, run_id):
@@ -186,7 +169,7 @@ def cancel(
             moved = store.move(
                 job_id, run_id, JobState.CANCELLED, expect=[JobState.REGISTERED], **_why()
             )
-            store.redis.zrem(keys.run_waiting(run_id), job_id)
+            store.unqueue(run_id, job_id)
             if moved.ok:
                 done.counts["cancelled before start"] += 1
             elif moved.before == JobState.SUBMITTING:
@@ -204,7 +187,7 @@ def cancel(
                 f"{job_id}: its enqueue was still unanswered; a generation it created "
                 "is not adopted (check the provider's queue)"
             )
-    store.redis.delete(keys.run_waiting(run_id))
+    store.drop_waiting(run_id)
     return done
 
 

@@ -28,7 +28,6 @@ from typing import Protocol, TypeVar
 from provider.errors import NotFound
 from provider.models import BilledGeneration, Generation, GenerationPage
 from provider.protocol import Pages
-from seedq import keys
 from seedq.contract import JobState
 from seedq.control import jobs, require_run
 from seedq.errors import SeedqError, TransientError
@@ -143,14 +142,7 @@ def owners(store: JobStore, generation_ids: Iterable[str]) -> dict[str, str]:
     ids = sorted(generation_ids)
     found: dict[str, str] = {}
     for start in range(0, len(ids), OWNER_BATCH):
-        chunk = ids[start : start + OWNER_BATCH]
-        with store.redis.pipeline(transaction=False) as pipe:
-            for gid in chunk:
-                pipe.get(keys.generation(gid))
-            values = pipe.execute()
-        for gid, value in zip(chunk, values, strict=True):
-            if value:
-                found[gid] = value.decode() if isinstance(value, bytes) else str(value)
+        found.update(store.generation_owners(ids[start : start + OWNER_BATCH]))
     return found
 
 
@@ -306,7 +298,7 @@ def _deliver_paid(rt: Runtime, run_id: str, finding: Finding) -> tuple[bool, str
         # Out of the waiting queue first, so admission cannot send it after the move.
         # Admitted already, it holds a slot: the move below frees it, and its submit
         # message then finds it generated and stops.
-        rt.store.redis.zrem(keys.run_waiting(run_id), job_id)
+        rt.store.unqueue(run_id, job_id)
         moved = rt.store.move(
             job_id,
             run_id,
@@ -321,7 +313,7 @@ def _deliver_paid(rt: Runtime, run_id: str, finding: Finding) -> tuple[bool, str
         )
         if not moved.ok:
             return False, f"the job moved meanwhile (was {moved.before}); audit again"
-        rt.store.redis.hdel(keys.job(job_id), "needs_operator", "send_settled")
+        rt.store.clear_job_fields(job_id, "needs_operator", "send_settled")
     return _deliver(rt, run_id, job_id, undo=JobState.FAILED)
 
 

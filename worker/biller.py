@@ -22,7 +22,6 @@ from typing import Any
 
 from provider.errors import MalformedResponse, PermanentJobError, ProviderError
 from provider.models import BilledGeneration
-from seedq import keys
 from seedq.billing import BILLED, UNKNOWN, Billing
 from seedq.contract import JobState
 from seedq.errors import TransientError
@@ -116,7 +115,7 @@ class _Calls:
 def bill_due(rt: Runtime, *, now: float | None = None) -> BillPass:
     """One billing pass over the jobs whose bill is due (see the module docstring)."""
     done = BillPass()
-    billing = Billing(rt.store.redis)
+    billing = rt.store.billing
     at = rt.now() if now is None else now
     due = _due_jobs(rt, billing, billing.due(at, DUE_BATCH))
     if not due:
@@ -150,16 +149,10 @@ def bill_due(rt: Runtime, *, now: float | None = None) -> BillPass:
 def _due_jobs(rt: Runtime, billing: Billing, job_ids: list[str]) -> dict[str, DueJob]:
     if not job_ids:
         return {}
-    with rt.store.redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hmget(keys.job(job_id), *_FIELDS)
-        rows = pipe.execute()
+    rows = rt.store.job_fields(job_ids, _FIELDS)
     due: dict[str, DueJob] = {}
     for job_id, values in zip(job_ids, rows, strict=True):
-        raw = {
-            name: (v.decode() if isinstance(v, bytes) else v or "")
-            for name, v in zip(_FIELDS, values, strict=True)
-        }
+        raw = dict(zip(_FIELDS, values, strict=True))
         if raw["state"] not in BILLABLE or not raw["generation_id"]:
             billing.forget(job_id)  # registered again since: not this entry's to bill
             continue

@@ -15,7 +15,6 @@ from typing import Any
 
 from provider import errors as pe
 from provider.models import Generation
-from seedq import keys
 from seedq.contract import TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
@@ -228,7 +227,7 @@ def list_candidates(rt: Runtime, job: Job) -> tuple[list[Generation], float] | f
     finally:
         if not finished:
             progress.save(rt, job.id)
-    rt.store.redis.hdel(keys.job(job.id), RECONCILE_FIELD)
+    rt.store.clear_job_fields(job.id, RECONCILE_FIELD)
     return [Generation.model_validate(g) for g in progress.found.values()], progress.since
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from seedq import contract, keys
+from seedq import contract
 from seedq.contract import TERMINAL_STATES, JobState
 from seedq.errors import JobFailed, RunFatal, TransientError
 from seedq.logs import job_context
@@ -80,7 +80,7 @@ def _run_step(
         return True
     if step_name == "track":
         # A track step can succeed without moving the job; other steps' counters are
-        # cleared by the move forward itself (seedq.store._TRANSITION).
+        # cleared by the move forward itself (seedq/lua/transition.lua).
         _reset_attempts(rt, job_id, step_name)
     if follow.task:
         hold_leases(rt, job_id, follow.countdown_s)  # first: no gap for the tick to re-drive
@@ -92,10 +92,7 @@ def _retry_later(
     task: Task, rt: Runtime, step_name: str, run_id: str, job_id: str, exc: TransientError
 ) -> bool:
     """Send the step again after a backoff; True when out of retries (the job failed)."""
-    key = keys.job(job_id)
-    attempts = int(rt.store.redis.hincrby(key, f"{step_name}_attempts", 1))
-    rt.store.redis.hsetnx(key, f"{step_name}_first_failure_at", rt.now())
-    first = float(rt.store.redis.hget(key, f"{step_name}_first_failure_at") or rt.now())
+    attempts, first = rt.store.count_failure(job_id, step_name, rt.now())
     delay = next_delay(
         rt.policy,
         attempt=attempts,
@@ -123,7 +120,7 @@ def hold_leases(rt: Runtime, job_id: str, countdown_s: float) -> None:
 
 
 def _reset_attempts(rt: Runtime, job_id: str, step_name: str) -> None:
-    rt.store.redis.hdel(keys.job(job_id), f"{step_name}_attempts", f"{step_name}_first_failure_at")
+    rt.store.clear_failures(job_id, step_name)
 
 
 def _task(name: str) -> Any:

@@ -23,9 +23,8 @@ from typing import Any
 
 from celery import bootsteps
 
-from seedq import contract, keys
+from seedq import contract
 from seedq.contract import JobState
-from seedq.store import decoded
 from worker.biller import bill_due
 from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
@@ -45,11 +44,8 @@ REDRIVE = {
     JobState.SUBMITTED: contract.TASK_TRACK,
     JobState.RETRYING: contract.TASK_TRACK,  # resolves the retry, never sends it again
 }
-
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+# What the sweep reads of a stuck job to know whether its track step would act now.
+_STUCK_FIELDS = ("stuck_generation_id", "retry_refused_of")
 
 
 @dataclass
@@ -69,15 +65,11 @@ def _send(app: Any, task: str, run_id: str, job_id: str) -> None:
 
 def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str, str]]:
     """(job_id, run_id, state, generation_id) of each in-flight job, in one round trip."""
-    with rt.store.redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hmget(keys.job(job_id), "run_id", "state", "generation_id")
-        rows = pipe.execute()
-    out = []
-    for job_id, (run_id, state, gen) in zip(job_ids, rows, strict=True):
-        dec = [v.decode() if isinstance(v, bytes) else (v or "") for v in (run_id, state, gen)]
-        out.append((job_id, dec[0], dec[1], dec[2]))
-    return out
+    rows = rt.store.job_fields(job_ids, ("run_id", "state", "generation_id"))
+    return [
+        (job_id, run_id, state, gen)
+        for job_id, (run_id, state, gen) in zip(job_ids, rows, strict=True)
+    ]
 
 
 def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
@@ -142,15 +134,13 @@ def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tupl
     (after the retry, or after the provider refused one) never waits."""
     if not stuck:
         return []
-    with rt.store.redis.pipeline(transaction=False) as pipe:
-        for job_id, run_id, _gen in stuck:
-            pipe.hmget(keys.job(job_id), "stuck_generation_id", "retry_refused_of")
-            pipe.hget(keys.run(run_id), "status")
-        rows = pipe.execute()
+    rows = rt.store.job_fields([job_id for job_id, _run, _gen in stuck], _STUCK_FIELDS)
+    statuses = rt.store.run_statuses([run_id for _job, run_id, _gen in stuck])
     chosen = []
-    for n, (job_id, run_id, gen) in enumerate(stuck):
-        killed, refused_of = (decoded(v) for v in rows[2 * n])
-        admitting = decoded(rows[2 * n + 1]) in ACTIVE_RUN
+    for (job_id, run_id, gen), (killed, refused_of), status in zip(
+        stuck, rows, statuses, strict=True
+    ):
+        admitting = status in ACTIVE_RUN
         if worth_tracking(retried=bool(killed) or refused_of == gen, may_retry=admitting):
             chosen.append((job_id, run_id))
     return chosen
@@ -165,9 +155,7 @@ def tick(rt: Runtime, app: Any) -> TickReport:
     redrive_expired(rt, app, report)
     redrive_deliveries(rt, app, report)
     now = rt.now()
-    last = float(rt.store.redis.get(keys.LAST_SWEEP) or 0)
-    if now - last >= rt.settings.poll_interval_s:
-        rt.store.redis.set(keys.LAST_SWEEP, now)
+    if rt.store.sweep_due(now, rt.settings.poll_interval_s):
         sweep(rt, app, report)
     # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
     report.billed = bill_due(rt, now=now).billed
@@ -177,12 +165,12 @@ def tick(rt: Runtime, app: Any) -> TickReport:
 def tick_once(rt: Runtime, app: Any) -> TickReport | None:
     """Tick if no other worker is ticking right now."""
     token = uuid.uuid4().hex
-    if not rt.store.redis.set(keys.TICK_LOCK, token, nx=True, px=LOCK_MS):
+    if not rt.store.take_tick_lock(token, LOCK_MS):
         return None
     try:
         return tick(rt, app)
     finally:
-        rt.store.redis.eval(_UNLOCK, 1, keys.TICK_LOCK, token)
+        rt.store.release_tick_lock(token)
 
 
 class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]

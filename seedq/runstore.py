@@ -1,0 +1,147 @@
+"""The run half of the job store: a run's record, status and jobs, and its waiting
+queue (the jobs registered and not yet admitted). :class:`RunRecords` is a base of
+:class:`seedq.store.JobStore`, which is what callers hold; it is apart only to keep
+each file readable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from seedq import keys, lua_scripts
+from seedq.records import STUCK_FAILURES, STUCK_RETRIES, RunInfo, decoded
+
+
+class RunRecords:
+    """Runs and their waiting queues (see :class:`seedq.store.JobStore`)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._activate = lua_scripts.register(client, "activate")
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, name: str, meta: dict[str, Any]) -> None:
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(
+                keys.run(run_id),
+                mapping={
+                    "name": name,
+                    "created_at": now,
+                    "status": "registering",
+                    "meta": json.dumps(meta, sort_keys=True),
+                },
+            )
+            pipe.zadd(keys.RUNS, {run_id: now})
+            pipe.execute()
+
+    def set_run_status(self, run_id: str, status: str, **fields: str | int | float) -> None:
+        mapping: dict[str, str | int | float] = {"status": status, **fields}
+        self.redis.hset(keys.run(run_id), mapping=mapping)  # type: ignore[arg-type]
+
+    def activate_run(self, run_id: str, **fields: str | int | float) -> bool:
+        """``registering`` -> ``active`` (other fields set either way); False when the run
+        was moved meanwhile (paused, cancelled) and keeps its status."""
+        key = keys.run(run_id)
+        if fields:
+            self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
+        return bool(self._activate(keys=[key]))
+
+    def run_status(self, run_id: str) -> str | None:
+        raw = self.redis.hget(keys.run(run_id), "status")
+        return decoded(raw) if raw else None
+
+    def run_statuses(self, run_ids: Sequence[str]) -> list[str]:
+        """Each run's status (``""`` for none), in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(keys.run(run_id), "status")
+            return [decoded(v) for v in pipe.execute()]
+
+    def run_reason(self, run_id: str) -> str:
+        """Why the run is paused, as stored now (``""`` for no reason)."""
+        return decoded(self.redis.hget(keys.run(run_id), "reason"))
+
+    def pause_run(self, run_id: str, reason: str) -> None:
+        """Stop admitting the run's jobs until resumed; the reason is for the operator."""
+        self.redis.hset(keys.run(run_id), mapping={"status": "paused", "reason": reason})
+
+    def run_job_ids(self, run_id: str, start: int = 0, end: int = -1) -> list[str]:
+        values: list[Any] = self.redis.lrange(keys.run_jobs(run_id), start, end)
+        return [decoded(v) for v in values]
+
+    def run(self, run_id: str) -> RunInfo | None:
+        raw: dict[Any, Any] = self.redis.hgetall(keys.run(run_id))
+        if not raw:
+            return None
+        data = {decoded(k): decoded(v) for k, v in raw.items()}
+        raw_counts: dict[Any, Any] = self.redis.hgetall(keys.run_counts(run_id))
+        counts = {decoded(k): int(v) for k, v in raw_counts.items()}
+        return RunInfo(
+            id=run_id,
+            name=data.get("name", ""),
+            created_at=float(data.get("created_at", 0)),
+            status=data.get("status", "?"),
+            total=int(self.redis.llen(keys.run_jobs(run_id))),
+            counts=counts,
+            meta=json.loads(data.get("meta", "{}")),
+            reason=data.get("reason", ""),
+            stuck_retries=int(data.get(STUCK_RETRIES, 0)),
+            stuck_failures=int(data.get(STUCK_FAILURES, 0)),
+        )
+
+    def runs(self, limit: int = 50) -> list[RunInfo]:
+        values: list[Any] = self.redis.zrange(keys.RUNS, -limit, -1)
+        ids = [decoded(v) for v in values]
+        return [info for rid in ids if (info := self.run(rid)) is not None]
+
+    # -- waiting queues ----------------------------------------------------------------------------
+
+    def requeue(self, run_id: str, job_id: str, job_priority: int, run_priority: int) -> None:
+        """Put a registered job back in its run's waiting queue, and the run in
+        admission's set; the score follows register.lua (priority, then first in)."""
+        seq = int(self.redis.incr(keys.SEQUENCE))
+        with self.redis.pipeline() as pipe:  # MULTI: the queue and the run's entry together
+            score = (1000 - job_priority) * 1e9 + seq
+            pipe.zadd(keys.run_waiting(run_id), {job_id: score}, nx=True)
+            pipe.zadd(keys.ADMISSION_RUNS, {run_id: run_priority}, nx=True)
+            pipe.hset(keys.run(run_id), "priority", run_priority)
+            pipe.execute()
+
+    def unqueued(self, run_id: str, job_ids: Sequence[str]) -> list[str]:
+        """The jobs neither waiting in the run's queue nor holding an in-flight slot.
+
+        Per job, the queue is read before the in-flight set: admission only moves a job
+        from the first to the second, so one moving meanwhile is seen in one of them."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.zscore(keys.run_waiting(run_id), job_id)
+                pipe.zscore(keys.IN_FLIGHT, job_id)
+            scores = pipe.execute()
+        return [
+            job_id
+            for n, job_id in enumerate(job_ids)
+            if scores[2 * n] is None and scores[2 * n + 1] is None
+        ]
+
+    def offer_run(self, run_id: str, priority: int) -> None:
+        """Enter the run in admission's set of runs with waiting jobs (kept if in)."""
+        self.redis.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
+
+    def withdraw_run(self, run_id: str) -> None:
+        """Take the run out of admission's set: none of its jobs is admitted any more."""
+        self.redis.zrem(keys.ADMISSION_RUNS, run_id)
+
+    def unqueue(self, run_id: str, job_id: str) -> None:
+        """Take a job out of its run's waiting queue (admission cannot send it then)."""
+        self.redis.zrem(keys.run_waiting(run_id), job_id)
+
+    def drop_waiting(self, run_id: str) -> None:
+        """Empty the run's waiting queue."""
+        self.redis.delete(keys.run_waiting(run_id))
