@@ -6,6 +6,7 @@ is a broken install (pyproject's package-data ships them), caught at the first s
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 
 import redis
@@ -14,8 +15,9 @@ from redis.commands.core import Script
 FOLDER = "lua"
 
 
+@cache
 def source(name: str) -> str:
-    """The text of ``seedq/lua/{name}.lua``."""
+    """The text of ``seedq/lua/{name}.lua`` (read once per process)."""
     return resources.files("seedq").joinpath(FOLDER, f"{name}.lua").read_text(encoding="utf-8")
 
 

@@ -82,6 +82,15 @@ class RunInfo:
         return f"{status} ({self.reason})" if self.reason else status
 
 
+@dataclass(slots=True)
+class RunTotals:
+    """Aggregates over the most recent runs (``JobStore.recent_totals``)."""
+
+    in_flight: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    money: dict[str, float] = field(default_factory=lambda: {"spent": 0.0, "reserved": 0.0})
+
+
 def decoded(value: Any) -> str:
     """A value read from Redis as text (redis-py answers bytes unless told otherwise);
     a missing one (None) reads as ``""``."""

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from seedq import keys, lua_scripts
-from seedq.records import STUCK_FAILURES, STUCK_RETRIES, RunInfo, decoded
+from seedq.records import STUCK_FAILURES, STUCK_RETRIES, RunInfo, RunTotals, decoded
 
 
 class RunRecords:
@@ -145,3 +145,40 @@ class RunRecords:
     def drop_waiting(self, run_id: str) -> None:
         """Empty the run's waiting queue."""
         self.redis.delete(keys.run_waiting(run_id))
+
+    # -- aggregates and scheduled runs -----------------------------------------------
+
+    def recent_totals(self, recent_runs: int) -> RunTotals:
+        """Jobs by state and money over the most recent runs, and the generations in
+        flight: cheap aggregates (the run list, then one round trip) for the metrics."""
+        run_ids = [decoded(v) for v in self.redis.zrange(keys.RUNS, -recent_runs, -1)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.IN_FLIGHT)
+            for run_id in run_ids:
+                pipe.hgetall(keys.run_counts(run_id))
+                pipe.hgetall(keys.run_budget(run_id))
+            rows = pipe.execute()
+        totals = RunTotals(in_flight=int(rows[0]))
+        for i in range(len(run_ids)):
+            for state, n in rows[1 + 2 * i].items():
+                totals.states[decoded(state)] = totals.states.get(decoded(state), 0) + int(n)
+            budget = {decoded(k): float(v) for k, v in rows[2 + 2 * i].items()}
+            for kind in totals.money:
+                totals.money[kind] += budget.get(kind, 0.0)
+        return totals
+
+    def firing_of_task(self, task_id: str) -> str | None:
+        """The firing (ISO time) a scheduled-run task claimed, if it claimed one."""
+        return decoded(self.redis.get(keys.schedule_task(task_id))) or None
+
+    def claim_firing(self, name: str, fired_at: str, task_id: str) -> bool:
+        """Take schedule ``name``'s firing at ``fired_at`` for this task: True when it is
+        this task's (first claim, or claimed by it before), False when another has it.
+        Both claims expire after :data:`keys.SCHEDULE_FIRING_TTL_S`."""
+        ttl_s = keys.SCHEDULE_FIRING_TTL_S
+        key = keys.schedule_firing(name, fired_at)
+        mine = self.redis.set(key, task_id, nx=True, ex=ttl_s)
+        if not mine and decoded(self.redis.get(key)) != task_id:
+            return False
+        self.redis.set(keys.schedule_task(task_id), fired_at, ex=ttl_s)
+        return True

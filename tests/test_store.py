@@ -52,14 +52,14 @@ def test_a_move_stores_values_as_redis_py_sends_them(store: JobStore, client: re
         RUN,
         JobState.SUBMITTING,
         expect=[JobState.REGISTERED],
-        error="naïve … \"quoted\"\n",
+        error='naïve … "quoted"\n',
         cost=0.1,
         at=1700000000.123456,
         calls=3,
     )
     assert moved.ok and moved.before == JobState.REGISTERED
     job = client.hgetall(keys.job("j"))
-    assert job[b"error"] == "naïve … \"quoted\"\n".encode()
+    assert job[b"error"] == 'naïve … "quoted"\n'.encode()
     assert job[b"cost"] == b"0.1"
     assert job[b"at"] == b"1700000000.123456"
     assert job[b"calls"] == b"3"

@@ -29,8 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from seedq import keys
-from seedq.store import decoded
+from seedq.store import JobStore
 
 log = logging.getLogger(__name__)
 RECENT_RUNS = 1000  # the aggregates cover this many most recent runs
@@ -75,22 +74,8 @@ class StoreCollector(Collector):
         self._client = client
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        client = self._client()
-        run_ids = [decoded(v) for v in client.zrange(keys.RUNS, -RECENT_RUNS, -1)]
-        with client.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.IN_FLIGHT)
-            for run_id in run_ids:
-                pipe.hgetall(keys.run_counts(run_id))
-                pipe.hgetall(keys.run_budget(run_id))
-            rows = pipe.execute()
-        states: dict[str, int] = {}
-        money = {"spent": 0.0, "reserved": 0.0}
-        for i in range(len(run_ids)):
-            for state, n in rows[1 + 2 * i].items():
-                states[decoded(state)] = states.get(decoded(state), 0) + int(n)
-            budget = {decoded(k): float(v) for k, v in rows[2 + 2 * i].items()}
-            for kind in money:
-                money[kind] += budget.get(kind, 0.0)
+        totals = JobStore(self._client()).recent_totals(RECENT_RUNS)
+        states, money = totals.states, totals.money
         jobs = GaugeMetricFamily(
             "seedq_jobs", "Jobs by state, over the most recent runs.", labels=["state"]
         )
@@ -98,7 +83,7 @@ class StoreCollector(Collector):
             jobs.add_metric([state], n)
         yield jobs
         yield GaugeMetricFamily(
-            "seedq_in_flight", "Generations queued or processing at the provider.", rows[0]
+            "seedq_in_flight", "Generations queued or processing at the provider.", totals.in_flight
         )
         spend = GaugeMetricFamily(
             "seedq_spend",

@@ -29,7 +29,6 @@ from producer.timing import RunTiming, TimedStore
 from provider.catalog import catalog_for
 from provider.errors import ProviderError
 from provider.guard import guarded_client
-from seedq import keys
 from seedq.admission import admission_for
 from seedq.catalog import ModelCatalog
 from seedq.dispatch import Sender, celery_sender
@@ -43,6 +42,7 @@ from seedq.schedules import (
     run_name,
 )
 from seedq.settings import Settings, load_settings
+from seedq.store import JobStore
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".yaml", ".yml")
@@ -177,20 +177,14 @@ def claim_firing(
     task's to run (first claim, or this very message delivered again after a crash, even
     hours later), None when another message already started it (two beats, or a beat
     restarted)."""
-    ttl_s = keys.SCHEDULE_FIRING_TTL_S
-    claimed = _text(client.get(keys.schedule_task(task_id)))
+    store = JobStore(client)
+    claimed = store.firing_of_task(task_id)
     if claimed:
         return datetime.fromisoformat(claimed)
     fired = last_firing(schedule.cron, schedule.timezone, now)
-    key = keys.schedule_firing(schedule.name, fired.isoformat())
-    if not client.set(key, task_id, nx=True, ex=ttl_s) and _text(client.get(key)) != task_id:
+    if not store.claim_firing(schedule.name, fired.isoformat(), task_id):
         return None
-    client.set(keys.schedule_task(task_id), fired.isoformat(), ex=ttl_s)
     return fired
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @shared_task(bind=True, name=TASK_SCHEDULED_RUN, acks_late=True, ignore_result=True)
