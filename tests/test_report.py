@@ -18,7 +18,6 @@ from PIL import Image
 
 from producer.jobs import JobSpec
 from seedq import report_html
-from seedq.billing import Billing
 from seedq.contract import JobState
 from seedq.report import FORMATS, ReportRow, render, report_rows, row_of, to_csv, totals
 from seedq.report_html import poster_frame
@@ -175,7 +174,7 @@ def test_totals() -> None:
 def test_estimated_and_billed_are_apart_with_warnings(rw: ReportWorld) -> None:
     """clip-0's bill is known, clip-1's is pending and it was delivered with a warning;
     clip-2 never generated (nothing billed), clip-3 waits."""
-    Billing(rw.store.redis).record("clip-0", RUN, 0.3, 1_700_000_100.0)
+    rw.store.billing.record("clip-0", RUN, 0.3, 1_700_000_100.0)
     rw.store.update_job("clip-1", warnings=json.dumps(["has an audio track, but ..."]))
     rows = report_rows(rw.store, RUN)
     by_id = {r.id: r for r in rows}

@@ -22,7 +22,6 @@ from provider.client import OxenClient
 from provider.protocol import MAX_PAGE_SIZE
 from seedq import keys
 from seedq.admission import admission_for
-from seedq.billing import Billing
 from seedq.contract import JobState
 from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
@@ -244,7 +243,7 @@ def test_a_delivered_job_learns_its_bill_and_the_budget_charges_it(bench: Bench)
     assert (float(job["billed_cost"]), job["billed_status"]) == (1.05, "billed")
     assert (float(job["cost"]), float(job["est_cost"])) == (1.1, 1.0)  # estimates kept apart
     assert b.spent(run_id) == pytest.approx(1.05)
-    totals = Billing(b.rt.store.redis).run(run_id)
+    totals = b.rt.store.billing.run(run_id)
     assert (totals.estimated, totals.billed, totals.billed_jobs) == (1.1, 1.05, 1)
     side = b.sidecar("clip-1")
     assert side["cost"] == {"estimated": 1.1, "billed": 1.05, "billed_status": "billed"}
@@ -282,7 +281,7 @@ def test_a_cost_that_never_shows_stays_billed_unknown(bench: Bench) -> None:
     assert job["billed_status"] == "unknown" and "billed_cost" not in job
     assert b.sidecar("clip-1")["cost"]["billed_status"] == "unknown"
     assert b.spent(run_id) == pytest.approx(1.1)  # the estimate stays charged
-    assert Billing(b.rt.store.redis).run(run_id).unknown_jobs == 1
+    assert b.rt.store.billing.run(run_id).unknown_jobs == 1
 
 
 def test_many_jobs_finishing_together_are_billed_from_one_page(bench: Bench) -> None:
@@ -405,7 +404,7 @@ def test_a_job_registered_again_is_not_billed_for_its_old_entry(bench: Bench) ->
 
 def test_a_bill_learned_before_a_redelivery_is_not_overridden(bench: Bench) -> None:
     """The delivered move corrects the budget to the estimate only while no bill is
-    known (seedq.store._TRANSITION); a redelivery (audit repair) keeps the bill."""
+    known (seedq/lua/transition.lua); a redelivery (audit repair) keeps the bill."""
     b = bench
     run_id = b.delivered("clip-1", cost=1.1)
     b.history.add("g-clip-1", cost=0.7, at=T0)
@@ -417,7 +416,7 @@ def test_a_bill_learned_before_a_redelivery_is_not_overridden(bench: Bench) -> N
     ).ok
     assert b.spent(run_id) == pytest.approx(0.7)
     assert b.due_at("clip-1") is None
-    assert Billing(store.redis).run(run_id).estimated == 1.1  # counted once
+    assert store.billing.run(run_id).estimated == 1.1  # counted once
 
 
 def test_json_of_the_fields_stays_readable(bench: Bench) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from seedq.billing import Billing
 from seedq.contract import TASK_DELIVER, JobState
 from tests.worker.test_steps import ROW, Pipeline, pipeline_on
 from worker.biller import bill_due
@@ -74,6 +73,6 @@ def test_jobs_finished_together_are_billed_from_one_page(pipeline: Pipeline) -> 
     billed = [float(p.job(job_id)["billed_cost"]) for job_id in ids]
     for job_id, amount in zip(ids, billed, strict=True):
         assert p.rt.provider.billed(p.job(job_id)["generation_id"]).cost == pytest.approx(amount)
-    totals = Billing(p.rt.store.redis).run(run_id)
+    totals = p.rt.store.billing.run(run_id)
     assert (totals.billed_jobs, totals.pending_jobs) == (len(ids), 0)
     assert totals.billed == pytest.approx(sum(billed))
