@@ -24,7 +24,7 @@ class RunRecords:
         self.redis = client
         self._activate = lua_scripts.register(client, "activate")
 
-    # -- runs --------------------------------------------------------------------------------------
+    # -- runs --------------------------------------------------------------------------
 
     def create_run(self, run_id: str, name: str, meta: dict[str, Any]) -> None:
         now = time.time()
@@ -101,7 +101,7 @@ class RunRecords:
         ids = [decoded(v) for v in values]
         return [info for rid in ids if (info := self.run(rid)) is not None]
 
-    # -- waiting queues ----------------------------------------------------------------------------
+    # -- waiting queues ----------------------------------------------------------------
 
     def requeue(self, run_id: str, job_id: str, job_priority: int, run_priority: int) -> None:
         """Put a registered job back in its run's waiting queue, and the run in
@@ -146,7 +146,7 @@ class RunRecords:
         """Empty the run's waiting queue."""
         self.redis.delete(keys.run_waiting(run_id))
 
-    # -- aggregates and scheduled runs -----------------------------------------------
+    # -- aggregates and scheduled runs -------------------------------------------------
 
     def recent_totals(self, recent_runs: int) -> RunTotals:
         """Jobs by state and money over the most recent runs, and the generations in

@@ -69,7 +69,7 @@ class JobStore(RunRecords):
         self._transition = lua_scripts.register(client, "transition")
         self._unlock = lua_scripts.register(client, "unlock")
 
-    # -- registration ------------------------------------------------------------------------------
+    # -- registration ------------------------------------------------------------------
 
     def register(
         self,
@@ -135,7 +135,7 @@ class JobStore(RunRecords):
                 result.changed.append(job_id)
         return result
 
-    # -- jobs --------------------------------------------------------------------------------------
+    # -- jobs --------------------------------------------------------------------------
 
     def move(
         self,
@@ -257,7 +257,7 @@ class JobStore(RunRecords):
         """Forget the failed attempts of these steps (every step when none named)."""
         self.clear_job_fields(job_id, *failure_fields(*steps))
 
-    # -- generations -------------------------------------------------------------------------------
+    # -- generations -------------------------------------------------------------------
 
     def claim_generation(self, generation_id: str, job_id: str) -> bool:
         """Link a generation to a job unless another job owns it already."""
@@ -278,7 +278,7 @@ class JobStore(RunRecords):
             values = pipe.execute()
         return {gid: decoded(v) for gid, v in zip(generation_ids, values, strict=True) if v}
 
-    # -- the tick ----------------------------------------------------------------------------------
+    # -- the tick ----------------------------------------------------------------------
 
     def take_tick_lock(self, token: str, ttl_ms: int) -> bool:
         """Hold the tick lock for ``ttl_ms`` unless another worker holds it."""

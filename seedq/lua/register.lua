@@ -10,19 +10,20 @@
 --   sequence, run hash.
 -- ARGV: job_id, run_id, fingerprint, spec, now, force, job priority, run priority,
 --   estimate, waiting-key template.
--- The template (keys.run_waiting of RUN_TOKEN) is the one key not passed as a key: a
--- pending job waits in its owner's queue, and the owner is read here, in the same
--- atomic step; reading it before the call could race with another run registering it.
+-- The template (keys.run_waiting('{run}'), seedq.store.RUN_PLACEHOLDER) stands for the
+-- one key not passed as a key: a pending job waits in its owner's queue, and the owner
+-- is read here, in the same atomic step; reading it before the call could race with
+-- another run registering it.
 local job_key, run_jobs, run_counts, waiting, runs, inflight, seq, run_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local job_id, run_id, fp, spec, now, force = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local prio, run_prio, est, waiting_template = tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10]
-local RUN_TOKEN = '{run}'
+local PLACEHOLDER = '{run}'
 
 local function waiting_of(run)
-  local at = string.find(waiting_template, RUN_TOKEN, 1, true)
+  local at = string.find(waiting_template, PLACEHOLDER, 1, true)
   return string.sub(waiting_template, 1, at - 1) .. run
-    .. string.sub(waiting_template, at + string.len(RUN_TOKEN))
+    .. string.sub(waiting_template, at + string.len(PLACEHOLDER))
 end
 
 local state = redis.call('HGET', job_key, 'state')
