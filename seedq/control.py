@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from seedq import keys
-from seedq.admission import Admission
+from seedq.admission import Admission, waiting_score
 from seedq.contract import JobState
 from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
 from seedq.store import JobStore, RunInfo, decoded
 
 OPERATOR_PAUSE = "paused by an operator"
-ADMITTABLE = frozenset({"active", "registering"})
 AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RETRYING)
 # Jobs whose call to the provider may have made a generation not recorded yet: an
 # enqueue, or a stuck generation's retry (worker.unsticking).
@@ -98,10 +97,10 @@ def jobs(store: JobStore, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
 def wait(store: JobStore, run_id: str, job_id: str, job_priority: int, priority: int) -> None:
     """Put a registered job in its run's waiting queue, and the run in admission's set.
 
-    Atomic (MULTI); the score follows ``seedq.store._REGISTER`` (priority, then FIFO)."""
+    Atomic (MULTI); scored like a registration (priority, then FIFO)."""
     seq = int(store.redis.incr(keys.SEQUENCE))
     with store.redis.pipeline() as pipe:
-        pipe.zadd(keys.run_waiting(run_id), {job_id: (1000 - job_priority) * 1e9 + seq}, nx=True)
+        pipe.zadd(keys.run_waiting(run_id), {job_id: waiting_score(job_priority, seq)}, nx=True)
         pipe.zadd(keys.ADMISSION_RUNS, {run_id: priority}, nx=True)
         pipe.hset(keys.run(run_id), "priority", priority)
         pipe.execute()

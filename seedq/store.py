@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from seedq import keys
-from seedq.contract import JobState
+from seedq.contract import JobState, RunStatus
 
 REGISTER_BATCH = 500
 # Tallies in a run's hash, each counted by the move that makes it (``count=...``).
@@ -473,7 +473,8 @@ class JobStore:
 
     def pause_run(self, run_id: str, reason: str) -> None:
         """Stop admitting the run's jobs until resumed; the reason is for the operator."""
-        self.redis.hset(keys.run(run_id), mapping={"status": "paused", "reason": reason})
+        # The admit script writes the same fields for a budget pause (seedq/lua/admit.lua).
+        self.redis.hset(keys.run(run_id), mapping={"status": RunStatus.PAUSED, "reason": reason})
 
     def job(self, job_id: str) -> dict[str, str]:
         raw: dict[Any, Any] = self.redis.hgetall(keys.job(job_id))

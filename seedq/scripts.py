@@ -1,0 +1,19 @@
+"""The Lua scripts of the Redis gateways, read once from ``.lua`` files in the package.
+
+Each package keeps its scripts in its own ``lua/`` folder (``seedq/lua``,
+``worker/lua``), shipped as package data, so a script reads as Lua (with its KEYS and
+ARGV documented at its top) and not as a Python string. Every key a script touches is
+passed in KEYS, never built inside it. A script missing from an installed package
+fails the first caller that loads it (FileNotFoundError), not silently.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+
+@cache
+def load(name: str, package: str = "seedq") -> str:
+    """The text of ``<package>/lua/<name>.lua``, read once per process."""
+    return (resources.files(package) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
