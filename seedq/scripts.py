@@ -2,9 +2,9 @@
 
 Each package keeps its scripts in its own ``lua/`` folder (``seedq/lua``,
 ``worker/lua``), shipped as package data, so a script reads as Lua (with its KEYS and
-ARGV documented at its top) and not as a Python string. Every key a script touches is
-passed in KEYS, never built inside it. A script missing from an installed package
-fails the first caller that loads it (FileNotFoundError), not silently.
+ARGV documented at its top) and not as a Python string. Every key a script here touches
+is passed in KEYS, never built inside it (``tests/test_lua.py``). A script missing from
+an installed package fails the first caller that loads it (FileNotFoundError).
 """
 
 from __future__ import annotations

@@ -20,17 +20,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provider.errors import (
-    EnqueueOutcomeUnknown,
-    InsufficientCredits,
-    InvalidRequest,
-    ProviderTimeout,
-    RateLimited,
-    ResultWriteError,
-    ServerError,
-)
 from seedq import keys
-from worker.call_results import CallResult, result_of
+from worker.call_results import CallResult
 from worker.throttle import PROBE_POLL_S, Throttle, parse_rate, rate_floor
 from worker.throttled_calls import wait_turn
 
@@ -96,24 +87,6 @@ def test_parse_rate_rejects(spec: str, message: str) -> None:
 )
 def test_rate_floor(configured: float, floor: float) -> None:
     assert rate_floor(configured) == pytest.approx(floor)
-
-
-@pytest.mark.parametrize(
-    ("error", "result"),
-    [
-        (None, CallResult.OK),
-        (RateLimited("slow down", status_code=429, retry_after_s=2), CallResult.RATE_LIMITED),
-        (ServerError("boom", status_code=502), CallResult.FAILURE),
-        (ProviderTimeout("timeout"), CallResult.FAILURE),
-        (EnqueueOutcomeUnknown("lost"), CallResult.FAILURE),
-        (InvalidRequest("bad", status_code=422), CallResult.OK),
-        (InsufficientCredits("broke", status_code=402), CallResult.OK),
-        (ResultWriteError("disk full"), None),
-        (KeyError("bug"), None),
-    ],
-)
-def test_result_of(error: BaseException | None, result: CallResult | None) -> None:
-    assert result_of(error) is result
 
 
 @pytest.mark.parametrize(
