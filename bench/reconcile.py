@@ -121,7 +121,7 @@ def runtime(sim_url: str, folder: Path, transport: CountingTransport) -> Runtime
         storage=LocalStorage(folder / "out"),
         publisher=LoopbackInputPublisher(),
         policy=RetryPolicy(base_s=0.0, jitter=0.0),
-        admission=admission_for(store.redis, settings),
+        admission=admission_for(store, settings),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
     )

@@ -211,7 +211,7 @@ def run_seedq(
             ModelCatalog(),
             store,
             celery_sender(app),
-            admission=admission_for(client, settings),
+            admission=admission_for(store, settings),
             name="bench",
         )
 

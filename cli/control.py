@@ -87,7 +87,7 @@ def resume_command(run_id: str = typer.Argument(..., help="The run to resume."))
 
     settings = load_settings()
     store = cluster_store(settings)
-    done = resume(store, admission_for(store.redis, settings), _sender(settings), run_id)
+    done = resume(store, admission_for(store, settings), _sender(settings), run_id)
     _print("resumed", done)
 
 
@@ -119,7 +119,7 @@ def retry_command(
 
     settings = load_settings()
     store = cluster_store(settings)
-    admission = admission_for(store.redis, settings)
+    admission = admission_for(store, settings)
     with OxenClient.from_settings(settings) as provider:
         done = retry(
             store,

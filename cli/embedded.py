@@ -93,7 +93,7 @@ def local_stack(settings: Settings, root: Path) -> Iterator[Stack]:
 
     with private_redis(root) as client:
         store = JobStore(client)
-        redriven = admission_for(client, settings).expire_all()
+        redriven = admission_for(store, settings).leases.expire_all()
         publisher = make_publisher(settings)
         try:
             runtime = _runtime(settings, store, publisher, live_catalog=True)
@@ -122,7 +122,7 @@ def _runtime(
         storage=make_storage(settings),
         publisher=publisher,
         policy=RetryPolicy.from_settings(settings),
-        admission=admission_for(store.redis, settings),
+        admission=admission_for(store, settings),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
         # A paid run prices deliveries with the provider's live object, as a worker does.

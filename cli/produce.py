@@ -166,7 +166,7 @@ def submit_spooled(
         spool,
         store,
         celery_sender(app),
-        admission=admission_for(store.redis, settings),
+        admission=admission_for(store, settings),
         name=name or ", ".join(p.stem for p in manifests),
         manifests=[str(p) for p in manifests],
         priority=priority,

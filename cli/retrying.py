@@ -14,9 +14,8 @@ from typing import Any
 
 from seedq import contract
 from seedq.admission import Admission
-from seedq.contract import JobState
+from seedq.contract import ADMITTING, JobState
 from seedq.control import (
-    ADMITTABLE,
     Outcome,
     Provider,
     job_priority,
@@ -110,7 +109,7 @@ def retry(
     if deliver:
         send(contract.TASK_DELIVER, deliver)
     done.counts["sent now"] = admit_and_send(admission, send)
-    if info.status not in ADMITTABLE:
+    if info.status not in ADMITTING:
         done.listed.append(f"run is {info.status}: fresh attempts wait for `seedq resume`")
     return done
 

@@ -263,7 +263,7 @@ def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> 
 
     with OxenClient.from_settings(settings) as provider:
         done, held = retry_for_resume(
-            store, admission_for(store.redis, settings), provider, celery_sender(app), run_id
+            store, admission_for(store, settings), provider, celery_sender(app), run_id
         )
     again = {k: v for k, v in done.counts.items() if v and k != "sent now"}
     if again:

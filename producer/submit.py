@@ -53,7 +53,7 @@ def submit(
     meta = {"manifests": manifests, "priority": priority, "force": force, "budget": budget}
     store.create_run(run_id, name, meta)
     if budget is not None:
-        admission.set_budget(run_id, budget)
+        admission.budgets.set_cap(run_id, budget)
     result = SubmitResult(run_id, name)
 
     def triples() -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -98,6 +98,6 @@ def validate_and_submit(
         if checked.errors:
             raise ManifestError(checked.problems)
         name = name or ", ".join(p.stem for p in paths)
-        kw.setdefault("admission", admission_for(store.redis))
+        kw.setdefault("admission", admission_for(store))
         done = submit(spool, store, send, name=name, manifests=[str(p) for p in paths], **kw)
     return checked, done

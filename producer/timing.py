@@ -4,6 +4,8 @@ and a submission window (``--window``, fields ``window`` and ``tz``).
 :class:`TimedStore` is the job store as :func:`producer.submit.submit` sees it, with the
 run created already held (so admission skips it while its jobs register) and left held
 when registration ends; the worker's tick (``worker/timekeeper.py``) lifts the hold.
+This module and the timekeeper are the gateways to the run-timing keys
+(``keys.TIMED_RUNS`` and a run's ``start_at``, ``window``, ``tz`` and ``paused_by``).
 """
 
 from __future__ import annotations
@@ -15,16 +17,9 @@ from typing import Any
 import redis
 
 from seedq import keys
+from seedq.contract import RunStatus
 from seedq.store import JobStore
-from seedq.windows import (
-    ACTIVE,
-    PAUSED_BY_WINDOW,
-    REGISTERING,
-    TimedRun,
-    held_status,
-    parse_window,
-    zone,
-)
+from seedq.windows import PAUSED_BY_WINDOW, TimedRun, held_status, parse_window, zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +48,18 @@ class RunTiming:
             out["tz"] = self.tz
         return out
 
-    def initial(self, now_s: float) -> tuple[str, str]:
+    def initial(self, now_s: float) -> tuple[RunStatus, str]:
         """The status and reason the run starts with."""
         status, reason = held_status(
-            TimedRun(REGISTERING, start_at=self.start_at, window=self.window or "", tz=self.tz),
+            TimedRun(
+                RunStatus.REGISTERING,
+                start_at=self.start_at,
+                window=self.window or "",
+                tz=self.tz,
+            ),
             now_s,
         )
-        return (REGISTERING, "") if status == ACTIVE else (status, reason)
+        return (RunStatus.REGISTERING, "") if status == RunStatus.ACTIVE else (status, reason)
 
 
 class TimedStore(JobStore):

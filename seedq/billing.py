@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from seedq import keys, lua_scripts
+from seedq import keys, scripts
 from seedq.records import decoded
 
 BILLED = "billed"
@@ -72,8 +72,8 @@ class Billing:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._record = lua_scripts.register(client, "bill_record")
-        self._give_up = lua_scripts.register(client, "bill_give_up")
+        self._record = scripts.register(client, "bill_record")
+        self._give_up = scripts.register(client, "bill_give_up")
 
     def due(self, now: float, limit: int) -> list[str]:
         """Jobs whose bill is due to be asked for, the longest waiting first."""

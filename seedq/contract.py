@@ -1,4 +1,5 @@
-"""The contract between ``producer/`` and ``worker/``: task names, queues and payloads.
+"""The contract between ``producer/`` and ``worker/``: task names, queues and payloads,
+and the states of jobs and runs that both sides read.
 
 Payloads carry ids only, never a spec, a URL with credentials or a key: the worker
 reads everything else from the job store. Changing a name here is a breaking change
@@ -41,3 +42,20 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED})
+
+
+class RunStatus(StrEnum):
+    """A run's stored status (field ``status`` of ``keys.run``).
+
+    The admission and time-step Lua scripts are given these values, never spelled
+    literals (``tests/test_contract.py`` checks the scripts hold none)."""
+
+    SCHEDULED = "scheduled"  # held until its ``start_at`` (the tick starts it)
+    REGISTERING = "registering"  # its jobs are being registered; it may already submit
+    ACTIVE = "active"
+    PAUSED = "paused"  # submits nothing until resumed; ``reason`` says why
+    CANCELLED = "cancelled"
+
+
+# Which runs may submit: admission takes their waiting jobs, the submit step sends them.
+ADMITTING = frozenset({RunStatus.ACTIVE, RunStatus.REGISTERING})

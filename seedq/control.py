@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from seedq.admission import Admission
-from seedq.contract import JobState
+from seedq.contract import JobState, RunStatus
 from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
 from seedq.store import JobStore, RunInfo
 
 OPERATOR_PAUSE = "paused by an operator"
-ADMITTABLE = frozenset({"active", "registering"})
 AT_PROVIDER = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RETRYING)
 # Jobs whose call to the provider may have made a generation not recorded yet: an
 # enqueue, or a stuck generation's retry (worker.unsticking).
@@ -73,7 +72,7 @@ def require_run(store: JobStore, run_id: str) -> RunInfo:
 
 
 def not_cancelled(info: RunInfo, command: str) -> None:
-    if info.status == "cancelled":
+    if info.status == RunStatus.CANCELLED:
         raise ControlError(f"run {info.id} is cancelled; it cannot be {command}")
 
 
@@ -112,7 +111,7 @@ def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> 
     """Active again: every registered job waiting (none lost), then admit what fits."""
     info = require_run(store, run_id)
     not_cancelled(info, "resumed")
-    store.set_run_status(run_id, "active", reason="")
+    store.set_run_status(run_id, RunStatus.ACTIVE, reason="")
     priority = run_priority(info)
     done = Outcome(run_id)
     registered = [
@@ -159,7 +158,7 @@ def cancel(
     to ``settle_s`` to get one (its worker's call ends within the HTTP timeout), so its
     generation is cancelled at the provider rather than left running unowned."""
     require_run(store, run_id)
-    store.set_run_status(run_id, "cancelled", reason="cancelled by an operator")
+    store.set_run_status(run_id, RunStatus.CANCELLED, reason="cancelled by an operator")
     store.withdraw_run(run_id)
     done = Outcome(run_id)
     enqueuing: list[str] = []

@@ -102,3 +102,17 @@ def decoded(value: Any) -> str:
 def new_run_id() -> str:
     """Sortable by creation time, unique without coordination."""
     return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+# Job priorities run from -1000 to 1000 (producer.jobs); the sequence, below
+# a billion keeps first in, first out among equal priorities.
+PRIORITY_SPAN = 1000
+SEQUENCE_SPAN = 1e9
+
+
+def waiting_score(priority: int, sequence: int) -> float:
+    """A job's score in its run's waiting queue: higher priority first, then first in
+    (``sequence``: ``keys.SEQUENCE`` at registration; 0 puts it at the head of its
+    priority). The store's register script (seedq/lua/register.lua) computes the same
+    (a test checks)."""
+    return (PRIORITY_SPAN - priority) * SEQUENCE_SPAN + sequence

@@ -13,8 +13,16 @@ from typing import Any
 
 import redis
 
-from seedq import keys, lua_scripts
-from seedq.records import STUCK_FAILURES, STUCK_RETRIES, RunInfo, RunTotals, decoded
+from seedq import keys, scripts
+from seedq.contract import RunStatus
+from seedq.records import (
+    STUCK_FAILURES,
+    STUCK_RETRIES,
+    RunInfo,
+    RunTotals,
+    decoded,
+    waiting_score,
+)
 
 
 class RunRecords:
@@ -22,7 +30,7 @@ class RunRecords:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._activate = lua_scripts.register(client, "activate")
+        self._activate = scripts.register(client, "activate")
 
     # -- runs --------------------------------------------------------------------------
 
@@ -51,7 +59,7 @@ class RunRecords:
         key = keys.run(run_id)
         if fields:
             self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
-        return bool(self._activate(keys=[key]))
+        return bool(self._activate(keys=[key], args=[RunStatus.REGISTERING, RunStatus.ACTIVE]))
 
     def run_status(self, run_id: str) -> str | None:
         raw = self.redis.hget(keys.run(run_id), "status")
@@ -70,7 +78,7 @@ class RunRecords:
 
     def pause_run(self, run_id: str, reason: str) -> None:
         """Stop admitting the run's jobs until resumed; the reason is for the operator."""
-        self.redis.hset(keys.run(run_id), mapping={"status": "paused", "reason": reason})
+        self.redis.hset(keys.run(run_id), mapping={"status": RunStatus.PAUSED, "reason": reason})
 
     def run_job_ids(self, run_id: str, start: int = 0, end: int = -1) -> list[str]:
         values: list[Any] = self.redis.lrange(keys.run_jobs(run_id), start, end)
@@ -108,8 +116,7 @@ class RunRecords:
         admission's set; the score follows register.lua (priority, then first in)."""
         seq = int(self.redis.incr(keys.SEQUENCE))
         with self.redis.pipeline() as pipe:  # MULTI: the queue and the run's entry together
-            score = (1000 - job_priority) * 1e9 + seq
-            pipe.zadd(keys.run_waiting(run_id), {job_id: score}, nx=True)
+            pipe.zadd(keys.run_waiting(run_id), {job_id: waiting_score(job_priority, seq)}, nx=True)
             pipe.zadd(keys.ADMISSION_RUNS, {run_id: run_priority}, nx=True)
             pipe.hset(keys.run(run_id), "priority", run_priority)
             pipe.execute()

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from seedq import keys, lua_scripts
+from seedq import keys, scripts
 from seedq.billing import Billing
 from seedq.contract import JobState
 from seedq.records import (
@@ -65,9 +65,9 @@ class JobStore(RunRecords):
     def __init__(self, client: redis.Redis) -> None:
         super().__init__(client)
         self.billing = Billing(client)
-        self._register = lua_scripts.register(client, "register")
-        self._transition = lua_scripts.register(client, "transition")
-        self._unlock = lua_scripts.register(client, "unlock")
+        self._register = scripts.register(client, "register")
+        self._transition = scripts.register(client, "transition")
+        self._unlock = scripts.register(client, "unlock")
 
     # -- registration ------------------------------------------------------------------
 

@@ -18,16 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from seedq.contract import RunStatus
 from seedq.errors import ConfigError
 
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _HHMM = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 
-# Run statuses this module sets or reads.
-ACTIVE = "active"
-PAUSED = "paused"
-SCHEDULED = "scheduled"
-REGISTERING = "registering"
 # Marks a run paused by its window (field ``paused_by``), so that only those are resumed.
 PAUSED_BY_WINDOW = "window"
 
@@ -129,16 +125,16 @@ class Change:
     paused_by: str = ""
 
 
-def held_status(run: TimedRun, now_s: float) -> tuple[str, str]:
+def held_status(run: TimedRun, now_s: float) -> tuple[RunStatus, str]:
     """The status and reason a run with these timings should have at ``now_s`` if it
     were free to run: scheduled before its start, paused outside its window."""
     if run.start_at is not None and now_s < run.start_at:
-        return SCHEDULED, ""
+        return RunStatus.SCHEDULED, ""
     if run.window:
         moment = datetime.fromtimestamp(now_s, tz=zone(run.tz))
         if not in_window(moment, run.window, run.tz):
-            return PAUSED, window_reason(run.window, run.tz)
-    return ACTIVE, ""
+            return RunStatus.PAUSED, window_reason(run.window, run.tz)
+    return RunStatus.ACTIVE, ""
 
 
 def decide(run: TimedRun, now_s: float) -> Change | None:
@@ -149,12 +145,12 @@ def decide(run: TimedRun, now_s: float) -> Change | None:
     paused, or one paused on its budget, is left alone; so is a cancelled one.
     """
     target, reason = held_status(run, now_s)
-    ours = run.status == PAUSED and run.paused_by == PAUSED_BY_WINDOW
+    ours = run.status == RunStatus.PAUSED and run.paused_by == PAUSED_BY_WINDOW
     ours = ours and run.reason == window_reason(run.window, run.tz)
-    movable = run.status in (ACTIVE, SCHEDULED) or ours
+    movable = run.status in (RunStatus.ACTIVE, RunStatus.SCHEDULED) or ours
     if not movable or (run.status, run.reason) == (target, reason):
         return None
-    if run.status == ACTIVE and target == SCHEDULED:
+    if run.status == RunStatus.ACTIVE and target == RunStatus.SCHEDULED:
         return None  # started already (an operator resumed it early): never go back
-    by = PAUSED_BY_WINDOW if target == PAUSED else ""
+    by = PAUSED_BY_WINDOW if target == RunStatus.PAUSED else ""
     return Change(run.status, run.reason, target, reason, by)

@@ -121,7 +121,7 @@ class World:
 def world(n: int, *, cap: int = 3, priority: int = 5, budget: float | None = None) -> World:
     client = fakeredis.FakeRedis()
     store = JobStore(client)
-    w = World(store, Admission(client, max_in_flight=cap, lease_s=300))
+    w = World(store, Admission(store, max_in_flight=cap, lease_s=300))
     store.create_run(RUN, "test", {"priority": priority})
     specs = [
         JobSpec(f"j{i}", "m.csv", i + 2, "model", {"prompt": f"p{i}"}, f"j{i}.mp4", est_cost=EST)
@@ -131,7 +131,7 @@ def world(n: int, *, cap: int = 3, priority: int = 5, budget: float | None = Non
     for _ in store.register(RUN, triples, run_priority=priority):
         pass
     if budget is not None:
-        w.admission.set_budget(RUN, budget)
+        w.admission.budgets.set_cap(RUN, budget)
     store.set_run_status(RUN, "active")
     return w
 
@@ -193,8 +193,8 @@ def test_cancel_moves_every_unfinished_job_and_frees_slots_and_reservations() ->
     assert done.counts["cancelled at the provider"] == 2
     assert done.counts["generated (paid; will deliver)"] == 1
     assert w.in_flight() == set() and w.waiting() == set()
-    assert w.admission.budget(RUN)["reserved"] == pytest.approx(0.0)
-    assert w.admission.budget(RUN)["spent"] == pytest.approx(EST)  # j2 only
+    assert w.admission.budgets.of(RUN)["reserved"] == pytest.approx(0.0)
+    assert w.admission.budgets.of(RUN)["spent"] == pytest.approx(EST)  # j2 only
     assert w.store.job("j1")["provider_calls"] == "1"
     info = w.store.run(RUN)
     assert info is not None and info.status == "cancelled"
@@ -252,7 +252,7 @@ def test_retry_redelivers_paid_generations_and_restarts_the_rest() -> None:
     w.go("j6", JobState.SUBMITTING)
     _fail(w, "j6", "submit")  # refused before anything was created
     w.provider.statuses = {"gen-3": "succeeded", "gen-4": "processing"}
-    spent_before = w.admission.budget(RUN)["spent"]
+    spent_before = w.admission.budgets.of(RUN)["spent"]
 
     done = retry(w.store, w.admission, w.provider, w.send, RUN)
 
@@ -273,7 +273,7 @@ def test_retry_redelivers_paid_generations_and_restarts_the_rest() -> None:
     assert j0["generation_id"] == "gen-0" and j0["result_url"] == "https://r/0"
     assert w.store.job("j3")["result_url"] == "https://results.example/x.mp4"
     assert w.store.job("j1")["generation_id"] == ""  # a fresh attempt, a new generation
-    assert w.admission.budget(RUN)["spent"] == pytest.approx(spent_before)  # none paid twice
+    assert w.admission.budgets.of(RUN)["spent"] == pytest.approx(spent_before)  # none paid twice
     w.assert_counters_right()
 
     again = retry(w.store, w.admission, w.provider, w.send, RUN)

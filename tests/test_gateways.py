@@ -21,12 +21,11 @@ GATEWAYS = frozenset(
     {
         "seedq/store.py",
         "seedq/runstore.py",
-        "seedq/lua_scripts.py",
         "seedq/billing.py",
         "seedq/admission.py",
-        "seedq/leases.py",  # split from admission
-        "seedq/budget.py",  # split from admission
-        "seedq/scripts.py",  # split from admission
+        "seedq/leases.py",
+        "seedq/budget.py",
+        "seedq/scripts.py",
         "worker/throttle.py",
         "worker/timekeeper.py",
         "producer/timing.py",
@@ -44,8 +43,8 @@ CONNECTION_MAKERS = frozenset(
     }
 )
 # The one use of the connection allowed outside the gateways: handing ``store.redis``
-# to the gateways that keep their own keys. Goes once they take the store.
-HANDS_CONNECTION_TO = frozenset({"admission_for", "from_spec", "apply_timing"})
+# to the gateways that keep their own keys (the throttles' state, runs' timing).
+HANDS_CONNECTION_TO = frozenset({"from_spec", "apply_timing"})
 # Names that are Redis commands and nothing else in this code base.
 COMMANDS = frozenset(
     [
@@ -138,7 +137,7 @@ from fakeredis import FakeRedis
 store.redis.hget("k", "f")
 with rt.store.redis.pipeline() as pipe: pass
 client.zadd("k", {"m": 1})
-admission_for(store.redis, settings)
+Throttle.from_spec(store.redis, "poll", "5/s")
 Billing(store.redis)
 """
     found = list(violations("x.py", ast.parse(source)))
@@ -155,8 +154,6 @@ Billing(store.redis)
 
 
 def test_the_allowlists_name_real_modules() -> None:
-    """A module renamed or removed leaves no stale exemption behind (the modules split
-    from admission are listed ahead of the split)."""
-    ahead = {"seedq/leases.py", "seedq/budget.py", "seedq/scripts.py"}
-    for name in (GATEWAYS - ahead) | CONNECTION_MAKERS:
+    """A module renamed or removed leaves no stale exemption behind."""
+    for name in GATEWAYS | CONNECTION_MAKERS:
         assert (ROOT / name).is_file(), name

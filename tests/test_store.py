@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 import redis
 
-from seedq import keys, lua_scripts
+from seedq import keys, scripts
 from seedq.contract import JobState
 from seedq.records import failure_fields
 from seedq.store import JobStore
@@ -163,9 +163,9 @@ def test_every_lua_file_ships_in_the_package() -> None:
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]["seedq"]
-    scripts = sorted((ROOT / "seedq" / lua_scripts.FOLDER).glob("*.lua"))
-    assert scripts
-    for path in scripts:
+    files = sorted((ROOT / "seedq" / scripts.FOLDER).glob("*.lua"))
+    assert files
+    for path in files:
         relative = path.relative_to(ROOT / "seedq").as_posix()
         assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
-        assert lua_scripts.source(path.stem) == path.read_text(encoding="utf-8")
+        assert scripts.load(path.stem) == path.read_text(encoding="utf-8")

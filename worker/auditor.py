@@ -48,7 +48,7 @@ from worker.errors import InvalidVideo
 from worker.history import PAGE_SIZE, history_since, window_start
 from worker.runtime import Runtime
 from worker.submitting import load
-from worker.throttle import reported, wait_turn
+from worker.throttled_calls import reported, wait_turn
 from worker.verify import verify_video
 
 OWNER_BATCH = 500

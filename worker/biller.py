@@ -38,7 +38,7 @@ from worker.bills import (
 from worker.delivery import sidecar_key
 from worker.history import reached_older
 from worker.runtime import Runtime
-from worker.throttle import reported
+from worker.throttled_calls import reported
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class _Calls:
             self.done.stopped = "calls"
         elif time.monotonic() > self.until:
             self.done.stopped = "time"
-        elif self.rt.poll_throttle.acquire() > 0:
+        elif self.rt.poll_throttle.acquire_or_wait_s() > 0:
             self.done.stopped = "budget"
         if self.done.stopped:
             raise _OutOfTurns(self.done.stopped)

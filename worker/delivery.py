@@ -50,7 +50,7 @@ def deliver_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     job = load(rt, run_id, job_id)
     if job is None or job.state is not JobState.GENERATED:
         return DONE
-    rt.admission.touch_deliveries([job_id])  # alive: the tick need not re-drive it yet
+    rt.leases.touch_deliveries([job_id])  # alive: the tick need not re-drive it yet
     with tempfile.TemporaryDirectory(prefix="seedq-") as folder:
         path = Path(folder) / "video.mp4"
         _download(rt, job, path)

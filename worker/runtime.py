@@ -18,6 +18,7 @@ from provider.client import OxenClient
 from provider.protocol import Provider
 from seedq.admission import Admission, admission_for
 from seedq.catalog import ModelCatalog
+from seedq.leases import Leases
 from seedq.queueing import redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore
@@ -44,6 +45,11 @@ class Runtime:
     def now(self) -> float:
         return float(self.clock())
 
+    @property
+    def leases(self) -> Leases:
+        """The slot and delivery leases, kept by admission (which takes the slots)."""
+        return self.admission.leases
+
 
 def build_runtime(settings: Settings) -> Runtime:
     from storage import make_storage
@@ -57,7 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
         storage=make_storage(settings),
         publisher=make_publisher(settings),
         policy=RetryPolicy.from_settings(settings),
-        admission=admission_for(store.redis, settings),
+        admission=admission_for(store, settings),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
         # The provider's live prices, as the producer estimated with (shipped copy when

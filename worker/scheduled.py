@@ -160,7 +160,7 @@ def run_schedule(
                 spool,
                 store,
                 send,
-                admission=admission_for(store.redis, settings),
+                admission=admission_for(store, settings),
                 name=run_name(schedule, now),
                 manifests=[schedule.manifest],
                 priority=schedule.priority,

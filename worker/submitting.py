@@ -15,14 +15,14 @@ from typing import Any
 
 from provider import errors as pe
 from provider.models import Generation
-from seedq.contract import TASK_SUBMIT, JobState
+from seedq.contract import ADMITTING, TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
 from worker.inputs import publish_inputs
 from worker.reconcile import Reconciled, Verdict, kept_params, matches, reconcile
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
-from worker.throttle import reported, wait_turn
+from worker.throttled_calls import reported, wait_turn
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ ACTIVE_STEP = 0  # a pass's first call lists the active rows; step n ≥ 1 reads
 LIST_TRIES = 3  # tries of each list call in one reconcile pass (see _list_step)
 RECONCILE_FIELD = "reconcile_pass"  # a job's unfinished reconcile pass (see ListPass)
 RECHECK_S = 5.0
-ACTIVE_RUN = frozenset({"active", "registering"})
 
 
 def grace_s(rt: Runtime) -> float:
@@ -57,7 +56,7 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         return reconcile_job(rt, job, grace=0.0 if settled else grace_s(rt))
     if job.state is not JobState.REGISTERED:
         return DONE  # already past this step: a repeated message
-    if rt.store.run_status(run_id) not in ACTIVE_RUN:
+    if rt.store.run_status(run_id) not in ADMITTING:
         # Paused or cancelled: give the slot back; the job waits for a resume.
         rt.admission.requeue(run_id, job_id, int(job.spec.get("priority", 0)))
         return DONE
@@ -140,7 +139,7 @@ def _adopt(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) -> Ne
         if moved.before == JobState.CANCELLED:
             _cancel_orphan(rt, job, generation_id)
         return DONE
-    rt.admission.renew([job.id])
+    rt.leases.renew([job.id])
     return DONE  # the tick's sweep tracks it from here: one list call for every job in flight
 
 

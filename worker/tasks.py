@@ -115,8 +115,8 @@ def hold_leases(rt: Runtime, job_id: str, countdown_s: float) -> None:
     otherwise a countdown longer than a lease (a long Retry-After, a late retry) would
     look like a dead worker, and the job would be re-driven beside its own message."""
     if countdown_s > 0:
-        rt.admission.renew([job_id], ahead_s=countdown_s)
-        rt.admission.touch_deliveries([job_id], ahead_s=countdown_s)
+        rt.leases.renew([job_id], ahead_s=countdown_s)
+        rt.leases.touch_deliveries([job_id], ahead_s=countdown_s)
 
 
 def _reset_attempts(rt: Runtime, job_id: str, step_name: str) -> None:

@@ -24,13 +24,12 @@ from typing import Any
 from celery import bootsteps
 
 from seedq import contract
-from seedq.contract import JobState
+from seedq.contract import ADMITTING, JobState
 from worker.biller import bill_due
 from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
-from worker.submitting import ACTIVE_RUN
-from worker.throttle import reported
+from worker.throttled_calls import reported
 from worker.timekeeper import apply_timing
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str
 
 
 def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
-    expired = rt.admission.expired()
+    expired = rt.leases.expired()
     if not expired:
         return
     alive = []
@@ -86,35 +85,35 @@ def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
         _send(app, task, run_id, job_id)
         alive.append(job_id)
         report.redriven += 1
-    rt.admission.renew(alive)
+    rt.leases.renew(alive)
 
 
 def redrive_deliveries(rt: Runtime, app: Any, report: TickReport) -> None:
     """Send delivery again for generated jobs nobody has been delivering for a lease."""
-    stalled = rt.admission.stalled_deliveries()
+    stalled = rt.leases.stalled_deliveries()
     if not stalled:
         return
     alive = []
     for job_id, run_id, state, _gen in _in_flight_jobs(rt, stalled):
         if state != JobState.GENERATED:  # moved on without its lease dropped (a crash)
-            rt.admission.forget_delivery(job_id)
+            rt.leases.forget_delivery(job_id)
             continue
         _send(app, contract.TASK_DELIVER, run_id, job_id)
         alive.append(job_id)
         report.redriven += 1
-    rt.admission.touch_deliveries(alive)
+    rt.leases.touch_deliveries(alive)
 
 
 def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
     """One list call for every generation in flight (see the module docstring)."""
     jobs = [j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] == JobState.SUBMITTED]
-    if not jobs or rt.poll_throttle.acquire() > 0:
+    if not jobs or rt.poll_throttle.acquire_or_wait_s() > 0:
         return
     listed = reported(rt.poll_throttle, rt.provider.list)
     active = {g.generation_id: g for g in listed.generations}
     report.swept = True
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
-    rt.admission.renew(running)
+    rt.leases.renew(running)
     now, stuck_after_s = rt.now(), rt.settings.stuck_after_s
     stuck = []
     for job_id, run_id, _state, gen in jobs:
@@ -140,7 +139,7 @@ def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tupl
     for (job_id, run_id, gen), (killed, refused_of), status in zip(
         stuck, rows, statuses, strict=True
     ):
-        admitting = status in ACTIVE_RUN
+        admitting = status in ADMITTING
         if worth_tracking(retried=bool(killed) or refused_of == gen, may_retry=admitting):
             chosen.append((job_id, run_id))
     return chosen

@@ -3,7 +3,9 @@ runs outside their submission window and resumes them inside it.
 
 Only runs in ``keys.TIMED_RUNS`` are read. A paused run's jobs in flight finish (the
 pause only stops admission). Every change is a compare-and-set on the run's status and
-reason, so an operator's pause or cancel made meanwhile is never overwritten.
+reason (``worker/lua/swap_run_status.lua``), so an operator's pause or cancel made
+meanwhile is never overwritten. Like ``producer.timing``, this module is the gateway to
+the run-timing keys it reads and writes (``keys.TIMED_RUNS``, a run's timing fields).
 """
 
 from __future__ import annotations
@@ -13,20 +15,12 @@ import logging
 import redis
 
 from seedq import keys
-from seedq.contract import TERMINAL_STATES
+from seedq.contract import TERMINAL_STATES, RunStatus
+from seedq.scripts import load
 from seedq.store import decoded
-from seedq.windows import REGISTERING, SCHEDULED, Change, TimedRun, decide
+from seedq.windows import Change, TimedRun, decide
 
 log = logging.getLogger(__name__)
-
-# KEYS: run hash. ARGV: expected status, expected reason, status, reason, paused_by.
-_SWAP = """
-local status = redis.call('HGET', KEYS[1], 'status') or ''
-local reason = redis.call('HGET', KEYS[1], 'reason') or ''
-if status ~= ARGV[1] or reason ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'reason', ARGV[4], 'paused_by', ARGV[5])
-return 1
-"""
 
 
 def _timed_run(data: dict[str, str]) -> TimedRun:
@@ -43,9 +37,9 @@ def _timed_run(data: dict[str, str]) -> TimedRun:
 
 def finished(status: str, counts: dict[str, int], total: int) -> bool:
     """A run the time step can forget: cancelled, or every job of it terminal."""
-    if status == "cancelled":
+    if status == RunStatus.CANCELLED:
         return True
-    if status in (SCHEDULED, REGISTERING) or total == 0:
+    if status in (RunStatus.SCHEDULED, RunStatus.REGISTERING) or total == 0:
         return False
     return sum(counts.get(str(s), 0) for s in TERMINAL_STATES) >= total
 
@@ -61,7 +55,7 @@ def apply_timing(client: redis.Redis, now_s: float) -> list[tuple[str, Change]]:
             pipe.hgetall(keys.run_counts(run_id))
             pipe.llen(keys.run_jobs(run_id))
         rows = pipe.execute()
-    swap = client.register_script(_SWAP)
+    swap = client.register_script(load("swap_run_status", "worker"))
     changed: list[tuple[str, Change]] = []
     for i, run_id in enumerate(run_ids):
         raw, raw_counts, total = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]

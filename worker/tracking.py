@@ -14,7 +14,7 @@ from worker.errors import RunPaused
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.submitting import load
-from worker.throttle import reported, wait_turn
+from worker.throttled_calls import reported, wait_turn
 from worker.unsticking import cancelled_for_stuck, fail_stuck, handle_stuck, resolve_retry
 
 log = logging.getLogger(__name__)
@@ -92,5 +92,5 @@ def complete(
     if status not in RUNNING and status != "succeeded":
         log.warning("job %s: unknown generation status %r; the sweep checks again", job.id, status)
     # Still running (the list lagged, or no result URL yet): the sweep watches it.
-    rt.admission.renew([job.id])
+    rt.leases.renew([job.id])
     return DONE

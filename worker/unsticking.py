@@ -45,7 +45,7 @@ from functools import partial
 
 from provider import errors as pe
 from provider.models import Generation
-from seedq.contract import TASK_TRACK, JobState
+from seedq.contract import ADMITTING, TASK_TRACK, JobState
 from seedq.errors import TransientError
 from seedq.store import STUCK_FAILURES, STUCK_RETRIES
 from worker.errors import RunPaused
@@ -54,8 +54,8 @@ from worker.reconcile import Reconciled, Verdict
 from worker.runtime import Runtime
 from worker.steps import DONE, Job, Next
 from worker.stuck import STILL_RUNNING, Stuck, find_retry, is_stuck, judge, stuck_reason
-from worker.submitting import ACTIVE_RUN, RECHECK_S, grace_s
-from worker.throttle import reported, wait_turn
+from worker.submitting import RECHECK_S, grace_s
+from worker.throttled_calls import reported, wait_turn
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def handle_stuck(rt: Runtime, job: Job, gen: Generation) -> Next | None:
         stuck_after_s=stuck_after_s,
         retried=bool(job.raw.get("stuck_generation_id")),
         refused=job.raw.get("retry_refused_of") == gen.generation_id,
-        may_retry=rt.store.run_status(job.run_id) in ACTIVE_RUN,
+        may_retry=rt.store.run_status(job.run_id) in ADMITTING,
     )
     if verdict is Stuck.RETRY:
         return retry_stuck(rt, job, gen.generation_id)
@@ -196,7 +196,7 @@ def adopt_retry(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) 
             _cancel(rt, job, generation_id)  # cancelled by an operator meanwhile
         return DONE
     log.info("job %s: stuck %s retried as %s", job.id, killed, generation_id)
-    rt.admission.renew([job.id])
+    rt.leases.renew([job.id])
     return DONE  # the sweep tracks the new generation like any other
 
 

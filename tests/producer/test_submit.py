@@ -102,7 +102,7 @@ def test_cap_bounds_messages_and_waiting_jobs_start_in_priority_order(
     rows = "".join(f"p{i},images/a.png,job-{i},{i % 3}\n" for i in range(9))
     path = write("m.csv", "prompt,input_image,id,priority\n" + rows)
     sender = ListSender()
-    admission = Admission(store.redis, max_in_flight=3, lease_s=60)
+    admission = Admission(store, max_in_flight=3, lease_s=60)
     result = submit_([path], OPTS, ModelCatalog(), store, sender, admission=admission)
     assert result.enqueued == 9 and result.started == 3
     # Highest priority first, then file order.

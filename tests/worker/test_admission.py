@@ -85,7 +85,7 @@ def holds_slot(store: JobStore, run_id: str, job_id: str) -> bool:
 
 
 def test_higher_priority_run_takes_every_free_slot(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=4, lease_s=60)
+    adm = Admission(store, max_in_flight=4, lease_s=60)
     make_run(store, "nightly", [f"n{i}" for i in range(6)])
     make_run(store, "urgent", [f"u{i}" for i in range(6)], run_priority=10)
 
@@ -103,7 +103,7 @@ def test_higher_priority_run_takes_every_free_slot(store: JobStore) -> None:
 
 
 def test_equal_priority_runs_share_the_slots(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=4, lease_s=60)
+    adm = Admission(store, max_in_flight=4, lease_s=60)
     make_run(store, "run-a", [f"a{i}" for i in range(6)])
     make_run(store, "run-b", [f"b{i}" for i in range(6)])
 
@@ -122,13 +122,13 @@ def test_equal_priority_runs_share_the_slots(store: JobStore) -> None:
 
 
 def test_job_priority_then_first_in_first_out(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=10, lease_s=60)
+    adm = Admission(store, max_in_flight=10, lease_s=60)
     make_run(store, "run", [("j1", 0), ("j2", 5), ("j3", 0), ("j4", 5), ("j5", 1)])
     assert ids(adm.admit()) == ["j2", "j4", "j5", "j1", "j3"]
 
 
 def test_max_batch_bounds_one_admission(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=10, lease_s=60)
+    adm = Admission(store, max_in_flight=10, lease_s=60)
     make_run(store, "run", [f"j{i}" for i in range(5)])
     assert ids(adm.admit(max_batch=2)) == ["j0", "j1"]
     assert ids(adm.admit(max_batch=2)) == ["j2", "j3"]
@@ -136,7 +136,7 @@ def test_max_batch_bounds_one_admission(store: JobStore) -> None:
 
 
 def test_paused_run_is_skipped_and_others_go_on(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=4, lease_s=60)
+    adm = Admission(store, max_in_flight=4, lease_s=60)
     make_run(store, "paused", ["p0", "p1"], run_priority=5)
     make_run(store, "other", ["o0"])
     store.pause_run("paused", "operator says stop")
@@ -160,7 +160,7 @@ def test_cap_holds_under_concurrent_admission(real_redis: redis.Redis) -> None:
 
     def worker() -> None:
         mine = JobStore(real_redis)  # the client is thread-safe: a pool of connections
-        adm = Admission(mine.redis, max_in_flight=cap, lease_s=60)
+        adm = Admission(mine, max_in_flight=cap, lease_s=60)
         start.wait()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -196,7 +196,7 @@ def test_cap_holds_under_concurrent_admission(real_redis: redis.Redis) -> None:
     "leaving", [JobState.GENERATED, JobState.FAILED, JobState.CANCELLED, JobState.DELIVERED]
 )
 def test_slot_is_released_when_the_generation_leaves(store: JobStore, leaving: JobState) -> None:
-    adm = Admission(store.redis, max_in_flight=1, lease_s=60)
+    adm = Admission(store, max_in_flight=1, lease_s=60)
     make_run(store, "run", ["j1", "j2"])
     assert ids(adm.admit()) == ["j1"]
 
@@ -214,7 +214,7 @@ def test_slot_is_released_when_the_generation_leaves(store: JobStore, leaving: J
 
 
 def test_refused_or_stale_move_releases_nothing(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=2, lease_s=60)
+    adm = Admission(store, max_in_flight=2, lease_s=60)
     make_run(store, "run", ["j1"])
     adm.admit()
     assert not store.move("j1", "other-run", JobState.FAILED, expect=[JobState.REGISTERED]).ok
@@ -223,27 +223,27 @@ def test_refused_or_stale_move_releases_nothing(store: JobStore) -> None:
 
 
 def test_requeue_returns_slot_and_reservation_to_the_head(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=2, lease_s=60)
+    adm = Admission(store, max_in_flight=2, lease_s=60)
     make_run(store, "run", [("a", 0, 0.4), ("b", 0, 0.4), ("c", 5, 0.4)], budget=10.0)
     assert ids(adm.admit()) == ["c", "a"]
-    assert adm.budget("run")["reserved"] == pytest.approx(0.8)
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.8)
 
     assert adm.requeue("run", "a", 0)
     assert not holds_slot(store, "run", "a")
-    assert adm.budget("run")["reserved"] == pytest.approx(0.4)
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.4)
     assert store.job("a")["reserved_cost"] == "0"
     assert not adm.requeue("run", "a", 0)  # twice is once
-    assert adm.budget("run")["reserved"] == pytest.approx(0.4)
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.4)
 
     # Back at the head of its priority: before b, which waited all along.
     assert ids(adm.admit(max_batch=1)) == ["a"]
-    assert adm.budget("run")["reserved"] == pytest.approx(0.8)
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.8)
 
 
 def test_requeued_job_of_a_drained_run_keeps_its_run_priority(store: JobStore) -> None:
     """A run whose queue emptied leaves the admission set; a requeue puts it back with
     its own priority, not the lowest, or an urgent job would wait behind a nightly run."""
-    adm = Admission(store.redis, max_in_flight=2, lease_s=60)
+    adm = Admission(store, max_in_flight=2, lease_s=60)
     # Named so that, were both at priority 0, the nightly run would come first.
     make_run(store, "a-urgent", ["u0"], run_priority=10)
     assert ids(adm.admit()) == ["u0"]
@@ -262,54 +262,54 @@ def test_requeued_job_of_a_drained_run_keeps_its_run_priority(store: JobStore) -
 
 def test_lease_expires_unless_renewed(store: JobStore) -> None:
     lease_s = 0.4  # each sleep below is well clear of a lease's end
-    adm = Admission(store.redis, max_in_flight=4, lease_s=lease_s)
+    adm = Admission(store, max_in_flight=4, lease_s=lease_s)
     make_run(store, "run", ["j1", "j2"])
     adm.admit()
-    assert adm.expired() == []
+    assert adm.leases.expired() == []
     time.sleep(lease_s * 0.6)
-    adm.renew(["j1"])
+    adm.leases.renew(["j1"])
     time.sleep(lease_s * 0.6)
-    assert adm.expired() == ["j2"]  # j1 was renewed in time
+    assert adm.leases.expired() == ["j2"]  # j1 was renewed in time
     time.sleep(lease_s * 0.6)
-    assert sorted(adm.expired()) == ["j1", "j2"]
-    adm.renew(["j1", "j2", "not-in-flight"])
-    assert adm.expired() == []
+    assert sorted(adm.leases.expired()) == ["j1", "j2"]
+    adm.leases.renew(["j1", "j2", "not-in-flight"])
+    assert adm.leases.expired() == []
     assert store.redis.zscore(keys.IN_FLIGHT, "not-in-flight") is None  # renew adds nothing
 
 
 def test_leases_extended_for_a_countdown_are_never_cut_short(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=4, lease_s=10.0)
+    adm = Admission(store, max_in_flight=4, lease_s=10.0)
     make_run(store, "run", ["j1"])
     adm.admit()
     now = float(store.redis.time()[0])
-    adm.renew(["j1"], ahead_s=600.0)  # waiting out a long Retry-After
+    adm.leases.renew(["j1"], ahead_s=600.0)  # waiting out a long Retry-After
     extended = store.redis.zscore(keys.IN_FLIGHT, "j1")
     assert extended is not None and extended >= now + 610.0 - 1
-    adm.renew(["j1"])  # the sweep's routine renewal
+    adm.leases.renew(["j1"])  # the sweep's routine renewal
     assert store.redis.zscore(keys.IN_FLIGHT, "j1") == extended
 
     store.redis.zadd(keys.DELIVERING, {"j1": now})
-    adm.touch_deliveries(["j1"], ahead_s=600.0)
-    adm.touch_deliveries(["j1", "not-delivering"])
+    adm.leases.touch_deliveries(["j1"], ahead_s=600.0)
+    adm.leases.touch_deliveries(["j1", "not-delivering"])
     heard = store.redis.zscore(keys.DELIVERING, "j1")
     assert heard is not None and heard >= now + 600.0 - 1
-    assert adm.stalled_deliveries() == []
+    assert adm.leases.stalled_deliveries() == []
     assert store.redis.zscore(keys.DELIVERING, "not-delivering") is None
 
 
 def test_expire_all_makes_every_lease_due_and_keeps_every_slot(store: JobStore) -> None:
     """A killed local run's leases: due at once for the next tick, no slot given away."""
-    adm = Admission(store.redis, max_in_flight=2, lease_s=3600.0)
+    adm = Admission(store, max_in_flight=2, lease_s=3600.0)
     make_run(store, "run", ["j1", "j2", "j3"])
     assert ids(adm.admit()) == ["j1", "j2"]
     now = float(store.redis.time()[0])
     store.redis.zadd(keys.DELIVERING, {"j0": now})  # a generated job, heard of just now
-    assert adm.expired() == [] and adm.stalled_deliveries() == []
+    assert adm.leases.expired() == [] and adm.leases.stalled_deliveries() == []
 
-    assert adm.expire_all() == 3
+    assert adm.leases.expire_all() == 3
 
-    assert sorted(adm.expired()) == ["j1", "j2"]
-    assert adm.stalled_deliveries() == ["j0"]
+    assert sorted(adm.leases.expired()) == ["j1", "j2"]
+    assert adm.leases.stalled_deliveries() == ["j0"]
     assert sorted(adm.in_flight()) == ["j1", "j2"]
     assert adm.admit() == []  # j3 still waits: the cap is still taken
     assert store.redis.zscore(keys.IN_FLIGHT, "j3") is None
@@ -362,7 +362,7 @@ def runtime(store: JobStore, tmp_path: Path, provider: FakeProvider, lease_s: fl
         storage=LocalStorage(tmp_path / "out"),
         publisher=NoInputPublisher(),
         policy=RetryPolicy(base_s=0.0, jitter=0.0),
-        admission=Admission(store.redis, max_in_flight=10, lease_s=lease_s),
+        admission=Admission(store, max_in_flight=10, lease_s=lease_s),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
     )
@@ -394,7 +394,7 @@ def test_tick_redrives_expired_leases_by_state(store: JobStore, tmp_path: Path) 
     ]
     assert (report.redriven, report.released) == (3, 1)
     assert not holds_slot(store, "run", "gen")
-    assert rt.admission.expired() == []  # the re-driven ones got a new lease
+    assert rt.leases.expired() == []  # the re-driven ones got a new lease
     assert {"reg", "sub-ing", "sub-ed"} == set(rt.admission.in_flight())
 
 
@@ -427,15 +427,15 @@ def test_stalled_delivery_is_redriven_and_forgotten_once_done(
     advance(store, "done", "run", JobState.DELIVERED, cost=0.1)
     assert store.redis.zscore(keys.DELIVERING, "done") is None
     store.redis.hset(keys.job("moved"), "state", str(JobState.FAILED))  # a crash in between
-    assert rt.admission.stalled_deliveries() == []
+    assert rt.leases.stalled_deliveries() == []
 
     time.sleep(LEASE_S + 0.1)
-    assert sorted(rt.admission.stalled_deliveries()) == ["lost", "moved"]
+    assert sorted(rt.leases.stalled_deliveries()) == ["lost", "moved"]
     app = FakeApp()
     report = tick(rt, app)
     assert app.sent == [(contract.TASK_DELIVER, "run", "lost")]
     assert report.redriven == 1
-    assert rt.admission.stalled_deliveries() == []  # re-driven: a new lease
+    assert rt.leases.stalled_deliveries() == []  # re-driven: a new lease
     assert store.redis.zscore(keys.DELIVERING, "moved") is None  # forgotten
 
 
@@ -443,7 +443,7 @@ def test_stalled_delivery_is_redriven_and_forgotten_once_done(
 
 
 def test_budget_admits_what_it_covers_then_pauses_the_run(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=10, lease_s=60)
+    adm = Admission(store, max_in_flight=10, lease_s=60)
     make_run(store, "run", [("j1", 0, 0.4), ("j2", 0, 0.4), ("j3", 0, 0.4)], budget=1.0)
     make_run(store, "free", ["f1"])
     assert sorted(ids(adm.admit())) == ["f1", "j1", "j2"]
@@ -452,33 +452,33 @@ def test_budget_admits_what_it_covers_then_pauses_the_run(store: JobStore) -> No
     assert run is not None and run.status == "paused"
     reason = store.redis.hget(keys.run("run"), "reason")
     assert isinstance(reason, bytes) and reason.startswith(b"budget:")
-    assert adm.budget("run") == {"cap": 1.0, "reserved": pytest.approx(0.8)}
+    assert adm.budgets.of("run") == {"cap": 1.0, "reserved": pytest.approx(0.8)}
     assert float(store.job("j1")["reserved_cost"]) == pytest.approx(0.4)
 
 
 def test_budget_settles_with_the_job(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=10, lease_s=60)
+    adm = Admission(store, max_in_flight=10, lease_s=60)
     make_run(store, "run", [("ok", 0, 0.4), ("bad", 0, 0.4)], budget=5.0)
     adm.admit()
-    assert adm.budget("run")["reserved"] == pytest.approx(0.8)
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.8)
 
     advance(store, "ok", "run", JobState.SUBMITTING, JobState.SUBMITTED)
-    assert adm.budget("run")["reserved"] == pytest.approx(0.8)  # still only reserved
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.8)  # still only reserved
     advance(store, "ok", "run", JobState.GENERATED)
-    assert adm.budget("run")["reserved"] == pytest.approx(0.4)
-    assert adm.budget("run")["spent"] == pytest.approx(0.4)  # charged at the estimate
+    assert adm.budgets.of("run")["reserved"] == pytest.approx(0.4)
+    assert adm.budgets.of("run")["spent"] == pytest.approx(0.4)  # charged at the estimate
     advance(store, "ok", "run", JobState.DELIVERED, cost=0.35)
-    assert adm.budget("run")["spent"] == pytest.approx(0.35)  # corrected to the real cost
+    assert adm.budgets.of("run")["spent"] == pytest.approx(0.35)  # corrected to the real cost
     assert float(store.job("ok")["charged"]) == pytest.approx(0.35)
 
     advance(store, "bad", "run", JobState.SUBMITTING, JobState.SUBMITTED, JobState.FAILED)
-    budget = adm.budget("run")
+    budget = adm.budgets.of("run")
     assert budget["reserved"] == pytest.approx(0.0, abs=1e-9)  # never generated: not paid
     assert budget["spent"] == pytest.approx(0.35)
 
 
 def test_budget_room_freed_by_a_failure_admits_the_next(store: JobStore) -> None:
-    adm = Admission(store.redis, max_in_flight=10, lease_s=60)
+    adm = Admission(store, max_in_flight=10, lease_s=60)
     make_run(store, "run", [("j1", 0, 0.5), ("j2", 0, 0.5), ("j3", 0, 0.5)], budget=1.0)
     assert ids(adm.admit()) == ["j1", "j2"]
     advance(store, "j1", "run", JobState.FAILED)

@@ -186,7 +186,7 @@ class Bench:
         return side
 
     def spent(self, run_id: str) -> float:
-        return self.rt.admission.budget(run_id).get("spent", 0.0)
+        return self.rt.admission.budgets.of(run_id).get("spent", 0.0)
 
     def due_at(self, job_id: str) -> float | None:
         score = self.rt.store.redis.zscore(keys.UNBILLED, job_id)
@@ -216,7 +216,7 @@ def bench(tmp_path: Path, client: redis.Redis) -> Bench:
         storage=storage,
         publisher=None,  # type: ignore[arg-type]
         policy=RetryPolicy(base_s=0.0, jitter=0.0),
-        admission=admission_for(store.redis, settings),
+        admission=admission_for(store, settings),
         submit_throttle=submit_throttle(store, settings),
         # Turns never run out (the budget's own tests are in test_throttle.py): the
         # tests that are about a denied turn say so.
@@ -336,7 +336,7 @@ def test_a_job_of_two_generations_is_billed_one_turn_at_a_time(bench: Bench) -> 
         turns.append(0.0)
         return 0.0 if len(turns) == 1 else 1.0
 
-    b.rt.poll_throttle.acquire = one_turn_per_pass  # type: ignore[method-assign]
+    b.rt.poll_throttle.acquire_or_wait_s = one_turn_per_pass  # type: ignore[method-assign]
     first = bill_due(b.rt, now=T0)
     assert (first.calls, first.billed, first.stopped) == (1, [], "budget")
     turns.clear()
@@ -378,7 +378,7 @@ def test_no_free_turn_of_the_poll_budget_means_no_call(bench: Bench) -> None:
     b = bench
     b.delivered("clip-1")
     b.history.add("g-clip-1", cost=1.0, at=T0)
-    b.rt.poll_throttle.acquire = lambda: 5.0  # type: ignore[method-assign]
+    b.rt.poll_throttle.acquire_or_wait_s = lambda: 5.0  # type: ignore[method-assign]
     done = bill_due(b.rt, now=T0)
     assert (done.calls, done.stopped, b.history.requests) == (0, "budget", Counter())
     assert b.due_at("clip-1") is not None

@@ -47,7 +47,7 @@ def test_a_delivered_job_is_billed_what_the_simulator_charged(pipeline: Pipeline
     job = p.job("clip-1")
     assert float(job["billed_cost"]) == pytest.approx(charged)
     assert float(job["cost"]) > 0  # the estimate stays, apart
-    assert p.rt.admission.budget(run_id)["spent"] == pytest.approx(charged)
+    assert p.rt.admission.budgets.of(run_id)["spent"] == pytest.approx(charged)
     side = p.storage.get_json(sidecar_key("clip-1.mp4"))
     assert side is not None
     assert (side["cost"]["billed"], side["cost"]["billed_status"]) == (

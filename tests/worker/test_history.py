@@ -155,7 +155,7 @@ def rt(account: Account, tmp_path: Any) -> Iterator[Runtime]:
             storage=LocalStorage(tmp_path / "out"),
             publisher=publisher,
             policy=RetryPolicy(base_s=0.0, jitter=0.0),
-            admission=admission_for(store.redis, settings),
+            admission=admission_for(store, settings),
             submit_throttle=submit_throttle(store, settings),
             poll_throttle=poll_throttle(store, settings),
             clock=Clock(),

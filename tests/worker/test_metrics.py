@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from provider.errors import ServerError
 from seedq import keys
 from worker.metrics import start_metrics_server
-from worker.throttle import Throttle, reported, wait_turn
+from worker.throttle import Throttle
+from worker.throttled_calls import reported, wait_turn
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ from storage.base import StoredObject, sha256_file
 from storage.errors import StorageUnavailable
 from storage.local import LocalStorage
 from tests.fakes import FakeApp
+from worker.call_results import CallResult
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, RunPaused
 from worker.events import handle_event
@@ -59,7 +60,6 @@ from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throt
 from worker.steps import DONE, Next
 from worker.submitting import LIST_TRIES, RECHECK_S, grace_s, submit_job
 from worker.tasks import run_step
-from worker.throttle import Outcome
 from worker.tracking import track_job
 from worker.verify import verify_video
 
@@ -277,7 +277,7 @@ def pipeline_on(
             storage=storage,
             publisher=publisher,
             policy=RetryPolicy(base_s=0.0, jitter=0.0),
-            admission=admission_for(store.redis, settings),
+            admission=admission_for(store, settings),
             submit_throttle=submit_throttle(store, settings),
             poll_throttle=poll_throttle(store, settings),
             clock=clock,
@@ -837,7 +837,7 @@ def test_server_error_while_the_list_must_wait_stays_scheduled(pipeline: Pipelin
     p = pipeline
     run_id = p.one_job()
     for _ in range(p.rt.poll_throttle.failure_threshold):
-        p.rt.poll_throttle.report(Outcome.FAILURE)
+        p.rt.poll_throttle.report(CallResult.FAILURE)
     faulty_enqueue(p, error_rate=1.0)
 
     follow = submit_job(p.rt, run_id, "clip-1")
@@ -1065,7 +1065,7 @@ def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> Non
     assert job["submit_attempts"] == "1" and "submit_first_failure_at" in job
     assert "Too many requests" in job["last_error"]
     # The Retry-After holds every worker's enqueues, not only this job's.
-    assert 2.0 < p.rt.submit_throttle.acquire() <= 3.0
+    assert 2.0 < p.rt.submit_throttle.acquire_or_wait_s() <= 3.0
 
     p.retry_after_passed()  # the retry's countdown
     run_step(task, "submit", submit_job, run_id, "clip-1")
@@ -1096,7 +1096,7 @@ def test_task_waiting_out_a_long_countdown_keeps_its_slot(installed: Pipeline) -
     assert countdown is not None and countdown >= p.rt.admission.lease_s  # as long as a lease
     lease = p.lease_until("clip-1")
     assert lease is not None and lease >= before + countdown + p.rt.admission.lease_s - 1
-    assert p.rt.admission.expired() == []
+    assert p.rt.leases.expired() == []
 
 
 def test_task_gives_up_after_max_attempts(installed: Pipeline) -> None:

@@ -20,25 +20,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provider.errors import (
-    EnqueueOutcomeUnknown,
-    InsufficientCredits,
-    InvalidRequest,
-    ProviderTimeout,
-    RateLimited,
-    ResultWriteError,
-    ServerError,
-)
 from seedq import keys
-from worker.throttle import (
-    PROBE_POLL_S,
-    Outcome,
-    Throttle,
-    outcome_for,
-    parse_rate,
-    rate_floor,
-    wait_turn,
-)
+from worker.call_results import CallResult
+from worker.throttle import PROBE_POLL_S, Throttle, parse_rate, rate_floor
+from worker.throttled_calls import wait_turn
 
 
 class FakeClock:
@@ -105,24 +90,6 @@ def test_rate_floor(configured: float, floor: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "outcome"),
-    [
-        (None, Outcome.OK),
-        (RateLimited("slow down", status_code=429, retry_after_s=2), Outcome.RATE_LIMITED),
-        (ServerError("boom", status_code=502), Outcome.FAILURE),
-        (ProviderTimeout("timeout"), Outcome.FAILURE),
-        (EnqueueOutcomeUnknown("lost"), Outcome.FAILURE),
-        (InvalidRequest("bad", status_code=422), Outcome.OK),
-        (InsufficientCredits("broke", status_code=402), Outcome.OK),
-        (ResultWriteError("disk full"), None),
-        (KeyError("bug"), None),
-    ],
-)
-def test_outcome_for(error: BaseException | None, outcome: Outcome | None) -> None:
-    assert outcome_for(error) is outcome
-
-
-@pytest.mark.parametrize(
     "options",
     [
         {"rate_per_s": 0.0},
@@ -147,14 +114,14 @@ def test_from_spec(client: redis.Redis) -> None:
 
 def test_exhausted_returns_wait_and_takes_nothing(client: redis.Redis, clock: FakeClock) -> None:
     throttle = Throttle(client, "submit", rate_per_s=2.0, burst=2, clock=clock)
-    assert [throttle.acquire(), throttle.acquire()] == [0.0, 0.0]  # the burst
+    assert [throttle.acquire_or_wait_s(), throttle.acquire_or_wait_s()] == [0.0, 0.0]  # the burst
     # Asking again and again takes nothing: the wait stays the same.
-    assert [throttle.acquire() for _ in range(5)] == [0.5] * 5
+    assert [throttle.acquire_or_wait_s() for _ in range(5)] == [0.5] * 5
     clock.advance(0.3)
-    assert throttle.acquire() == pytest.approx(0.2)
+    assert throttle.acquire_or_wait_s() == pytest.approx(0.2)
     clock.advance(0.2)
-    assert throttle.acquire() == 0.0
-    assert throttle.acquire() == 0.5
+    assert throttle.acquire_or_wait_s() == 0.0
+    assert throttle.acquire_or_wait_s() == 0.5
     grant = throttle.try_acquire()
     assert (grant.granted, grant.reason, grant.at_s) == (False, "rate", clock.now_s)
 
@@ -173,20 +140,20 @@ def test_reservations_queue_callers_in_turn(client: redis.Redis, clock: FakeCloc
     assert (late.granted, late.reason) == (False, "rate") and late.wait_s == pytest.approx(0.3)
     assert throttle.reserve(0.25).wait_s == pytest.approx(0.3)
     clock.advance(0.3)
-    assert throttle.acquire() == 0.0  # the reserved turns were spaced like any grants
+    assert throttle.acquire_or_wait_s() == 0.0  # the reserved turns were spaced like any grants
 
 
 def test_a_reservation_never_jumps_a_backoff_or_the_breaker(
     client: redis.Redis, clock: FakeClock
 ) -> None:
     throttle = Throttle(client, "submit", rate_per_s=10.0, failure_threshold=1, clock=clock)
-    throttle.report(Outcome.RATE_LIMITED, retry_after_s=0.5)
+    throttle.report(CallResult.RATE_LIMITED, retry_after_s=0.5)
     held = throttle.reserve(1.0)
     assert (held.granted, held.reason) == (False, "backoff")
     assert throttle.held_s() == pytest.approx(0.5)
     clock.advance(0.5)
     assert throttle.held_s() == 0.0
-    throttle.report(Outcome.FAILURE)
+    throttle.report(CallResult.FAILURE)
     assert (throttle.reserve(1.0).granted, throttle.reserve(1.0).reason) == (False, "open")
 
 
@@ -200,7 +167,7 @@ def test_429s_of_turns_reserved_before_a_cut_halve_the_rate_once(
     assert all(t.granted for t in turns)
     for worker, turn in sorted(zip(workers, turns, strict=True), key=lambda p: p[1].wait_s):
         clock.now_s = turn.at_s + turn.wait_s + 0.05
-        worker.report(Outcome.RATE_LIMITED)
+        worker.report(CallResult.RATE_LIMITED)
     assert workers[0].state()["effective_rate_per_s"] == pytest.approx(5.0)
 
 
@@ -209,7 +176,7 @@ def test_held_also_while_the_breaker_is_open(client: redis.Redis, clock: FakeClo
         client, "poll", rate_per_s=10.0, failure_threshold=1, cooldown_s=3.0, clock=clock
     )
     assert throttle.held_s() == 0.0
-    throttle.report(Outcome.FAILURE)
+    throttle.report(CallResult.FAILURE)
     assert throttle.held_s() == pytest.approx(3.0)
     clock.advance(3.0)
     assert throttle.held_s() == 0.0
@@ -219,7 +186,7 @@ def test_wait_turn_sleeps_through_its_reserved_turn(
     client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr("worker.throttle.time.sleep", slept.append)
+    monkeypatch.setattr("worker.throttled_calls.time.sleep", slept.append)
     throttle = Throttle(client, "submit", rate_per_s=2.0)
     assert [wait_turn(throttle), wait_turn(throttle)] == [0.0, 0.0]  # the second slept
     assert len(slept) == 1 and 0.4 < slept[0] <= 0.5
@@ -230,8 +197,8 @@ def test_wait_turn_sleeps_through_its_reserved_turn(
     client.delete(keys.limiter("submit"))
     assert wait_turn(throttle) == 0.0
     monkeypatch.setattr(
-        "worker.throttle.time.sleep",
-        lambda s: throttle.report(Outcome.RATE_LIMITED, retry_after_s=5),
+        "worker.throttled_calls.time.sleep",
+        lambda s: throttle.report(CallResult.RATE_LIMITED, retry_after_s=5),
     )
     assert 4.0 < wait_turn(throttle) <= 5.0
 
@@ -240,7 +207,7 @@ def test_steady_rate_with_a_fake_clock(client: redis.Redis, clock: FakeClock) ->
     throttle = Throttle(client, "poll", rate_per_s=10.0, burst=3, clock=clock)
     grants: list[float] = []
     for _ in range(3000):  # 3 s in steps of 1 ms
-        if throttle.acquire() == 0.0:
+        if throttle.acquire_or_wait_s() == 0.0:
             grants.append(clock.now_s)
         clock.advance(0.001)
     assert len(grants) == 3 + 29  # the burst (from 0 to 0.3 s), then one every 100 ms
@@ -252,49 +219,49 @@ def test_retry_after_of_one_limiter_holds_every_limiter(
 ) -> None:
     submit = Throttle(client, "submit", rate_per_s=100.0, clock=clock)
     poll = Throttle(client, "poll", rate_per_s=100.0, clock=clock)
-    assert submit.acquire() == 0.0
-    submit.report(Outcome.RATE_LIMITED, retry_after_s=3.0)
-    assert poll.acquire() == pytest.approx(3.0)
+    assert submit.acquire_or_wait_s() == 0.0
+    submit.report(CallResult.RATE_LIMITED, retry_after_s=3.0)
+    assert poll.acquire_or_wait_s() == pytest.approx(3.0)
     assert poll.try_acquire().reason == "backoff"
-    poll.report(Outcome.RATE_LIMITED, retry_after_s=1.0)  # a shorter wish never shortens it
+    poll.report(CallResult.RATE_LIMITED, retry_after_s=1.0)  # a shorter wish never shortens it
     clock.advance(2.9)
-    assert poll.acquire() == pytest.approx(0.1)
+    assert poll.acquire_or_wait_s() == pytest.approx(0.1)
     assert submit.state()["backoff_remaining_s"] == pytest.approx(0.1)
     clock.advance(0.1)
-    assert poll.acquire() == 0.0
-    assert submit.acquire() == 0.0
+    assert poll.acquire_or_wait_s() == 0.0
+    assert submit.acquire_or_wait_s() == 0.0
 
 
 def test_retry_after_is_bounded_and_sane(client: redis.Redis, clock: FakeClock) -> None:
     throttle = Throttle(client, "submit", rate_per_s=100.0, clock=clock)
     for odd in (math.nan, -5.0, 0.0, None):
-        throttle.report(Outcome.RATE_LIMITED, retry_after_s=odd)
+        throttle.report(CallResult.RATE_LIMITED, retry_after_s=odd)
         assert throttle.state()["backoff_remaining_s"] == 0.0
-    throttle.report(Outcome.OK, retry_after_s=9.0)  # only a 429 carries a Retry-After
+    throttle.report(CallResult.OK, retry_after_s=9.0)  # only a 429 carries a Retry-After
     assert throttle.state()["backoff_remaining_s"] == 0.0
-    throttle.report(Outcome.RATE_LIMITED, retry_after_s=math.inf)
-    assert throttle.acquire() == pytest.approx(3600.0)
+    throttle.report(CallResult.RATE_LIMITED, retry_after_s=math.inf)
+    assert throttle.acquire_or_wait_s() == pytest.approx(3600.0)
 
 
 def test_aimd_halves_to_the_floor_and_climbs_back(client: redis.Redis, clock: FakeClock) -> None:
     throttle = Throttle(client, "submit", rate_per_s=8.0, burst=1, clock=clock)
     for expected in (4.0, 2.0, 1.0):
         clock.advance(10)
-        assert throttle.acquire() == 0.0
-        throttle.report(Outcome.RATE_LIMITED)
+        assert throttle.acquire_or_wait_s() == 0.0
+        throttle.report(CallResult.RATE_LIMITED)
         assert throttle.state()["effective_rate_per_s"] == pytest.approx(expected)
     # The GCRA runs at the effective rate: one call a second now.
     clock.advance(10)
-    assert throttle.acquire() == 0.0
-    assert throttle.acquire() == pytest.approx(1.0)
+    assert throttle.acquire_or_wait_s() == 0.0
+    assert throttle.acquire_or_wait_s() == pytest.approx(1.0)
     for _ in range(20):
         clock.advance(10)
-        throttle.acquire()
-        throttle.report(Outcome.RATE_LIMITED)
+        throttle.acquire_or_wait_s()
+        throttle.report(CallResult.RATE_LIMITED)
     assert throttle.state()["effective_rate_per_s"] == pytest.approx(rate_floor(8.0))
     rates = []
     for _ in range(120):
-        throttle.report(Outcome.OK)
+        throttle.report(CallResult.OK)
         rates.append(throttle.state()["effective_rate_per_s"])
     assert rates == sorted(rates)
     assert rates[:3] == pytest.approx([0.48, 0.88, 1.28])  # + 8/20 a call, below 1/s
@@ -306,40 +273,40 @@ def test_aimd_halves_to_the_floor_and_climbs_back(client: redis.Redis, clock: Fa
 def test_a_burst_of_429s_cuts_the_rate_once(client: redis.Redis, clock: FakeClock) -> None:
     workers = [Throttle(client, "submit", rate_per_s=8.0, burst=3, clock=clock) for _ in range(3)]
     for worker in workers:
-        assert worker.acquire() == 0.0
+        assert worker.acquire_or_wait_s() == 0.0
     clock.advance(0.1)
     for worker in workers:  # all three were sent at 8/s: one cut answers them all
-        worker.report(Outcome.RATE_LIMITED)
+        worker.report(CallResult.RATE_LIMITED)
     assert workers[0].state()["effective_rate_per_s"] == pytest.approx(4.0)
     clock.advance(1.0)
-    assert workers[1].acquire() == 0.0  # sent after the cut, at 4/s, and still refused
-    workers[1].report(Outcome.RATE_LIMITED)
+    assert workers[1].acquire_or_wait_s() == 0.0  # sent after the cut, at 4/s, and still refused
+    workers[1].report(CallResult.RATE_LIMITED)
     assert workers[0].state()["effective_rate_per_s"] == pytest.approx(2.0)
 
 
 def test_breaker_opens_after_consecutive_failures(client: redis.Redis, clock: FakeClock) -> None:
     throttle = Throttle(client, "submit", rate_per_s=100.0, cooldown_s=30.0, clock=clock)
     for _ in range(4):
-        throttle.report(Outcome.FAILURE)
-    throttle.report(Outcome.OK)  # an OK resets the count
+        throttle.report(CallResult.FAILURE)
+    throttle.report(CallResult.OK)  # an OK resets the count
     for _ in range(4):
-        throttle.report(Outcome.FAILURE)
+        throttle.report(CallResult.FAILURE)
     assert throttle.state()["breaker"] == "closed"
     assert throttle.state()["consecutive_failures"] == 4
-    assert throttle.acquire() == 0.0
-    throttle.report(Outcome.FAILURE)
+    assert throttle.acquire_or_wait_s() == 0.0
+    throttle.report(CallResult.FAILURE)
     assert throttle.state()["breaker"] == "open"
     other = Throttle(client, "submit", rate_per_s=100.0, cooldown_s=30.0, clock=clock)
-    assert other.acquire() == pytest.approx(30.0)
+    assert other.acquire_or_wait_s() == pytest.approx(30.0)
     assert other.try_acquire().reason == "open"
     clock.advance(10.0)
-    assert throttle.acquire() == pytest.approx(20.0)
+    assert throttle.acquire_or_wait_s() == pytest.approx(20.0)
     assert throttle.state()["breaker_remaining_s"] == pytest.approx(20.0)
 
 
 def open_breaker(throttle: Throttle, clock: FakeClock) -> None:
     for _ in range(throttle.failure_threshold):
-        throttle.report(Outcome.FAILURE)
+        throttle.report(CallResult.FAILURE)
     clock.advance(throttle.cooldown_s)
     assert throttle.state()["breaker"] == "half_open"
 
@@ -351,7 +318,7 @@ def concurrent_acquires(make: Callable[[], Throttle], callers: int) -> list[floa
 
     def call(throttle: Throttle) -> float:
         start.wait()
-        return throttle.acquire()
+        return throttle.acquire_or_wait_s()
 
     with ThreadPoolExecutor(callers) as pool:
         return list(pool.map(call, throttles))
@@ -373,28 +340,28 @@ def test_probe_ok_closes_the_breaker(client: redis.Redis, clock: FakeClock) -> N
     open_breaker(probe, clock)
     assert probe.try_acquire().reason == "probe"
     assert other.try_acquire().reason == "probe_pending"
-    probe.report(Outcome.OK)
+    probe.report(CallResult.OK)
     assert probe.state()["breaker"] == "closed"
-    assert [other.acquire() for _ in range(5)] == [0.0] * 5
+    assert [other.acquire_or_wait_s() for _ in range(5)] == [0.0] * 5
 
 
 def test_probe_failure_reopens_the_breaker(client: redis.Redis, clock: FakeClock) -> None:
     probe = Throttle(client, "submit", rate_per_s=1000.0, burst=50, cooldown_s=30.0, clock=clock)
     open_breaker(probe, clock)
-    assert probe.acquire() == 0.0
-    probe.report(Outcome.FAILURE)  # one failure is enough when half-open
+    assert probe.acquire_or_wait_s() == 0.0
+    probe.report(CallResult.FAILURE)  # one failure is enough when half-open
     assert probe.state()["breaker"] == "open"
-    assert probe.acquire() == pytest.approx(30.0)
+    assert probe.acquire_or_wait_s() == pytest.approx(30.0)
     clock.advance(30.0)
-    assert probe.acquire() == 0.0  # the next probe
+    assert probe.acquire_or_wait_s() == 0.0  # the next probe
 
 
 def test_a_silent_probe_is_replaced_after_its_lease(client: redis.Redis, clock: FakeClock) -> None:
     probe = Throttle(client, "submit", rate_per_s=1000.0, burst=50, cooldown_s=30.0, clock=clock)
     open_breaker(probe, clock)
-    assert probe.acquire() == 0.0  # ...and its worker dies without reporting
+    assert probe.acquire_or_wait_s() == 0.0  # ...and its worker dies without reporting
     clock.advance(29.0)
-    assert probe.acquire() == pytest.approx(PROBE_POLL_S)
+    assert probe.acquire_or_wait_s() == pytest.approx(PROBE_POLL_S)
     clock.advance(1.0)
     assert probe.try_acquire().reason == "probe"
 
@@ -404,7 +371,7 @@ def test_production_uses_the_server_clock(client: redis.Redis) -> None:
     grant = throttle.try_acquire()
     assert grant.granted
     assert grant.at_s == pytest.approx(time.time(), abs=5)
-    assert 0.9 < throttle.acquire() <= 1.0
+    assert 0.9 < throttle.acquire_or_wait_s() <= 1.0
 
 
 ops = st.one_of(
@@ -451,12 +418,12 @@ def test_any_sequence_never_raises_nor_waits_negatively(
     )
     for op, value in steps:
         if op == "acquire":
-            wait = throttle.acquire()
+            wait = throttle.acquire_or_wait_s()
             assert wait >= 0.0 and math.isfinite(wait)
         elif op == "advance":
             clock.advance(value)
         else:
-            throttle.report(Outcome(op), retry_after_s=value)
+            throttle.report(CallResult(op), retry_after_s=value)
     state = throttle.state()
     assert 0 < state["effective_rate_per_s"] <= rate
     assert state["breaker_remaining_s"] >= 0 and state["backoff_remaining_s"] >= 0
@@ -533,15 +500,19 @@ def test_threads_never_exceed_the_rate_in_any_window(
     )  # turns reserved late go after
 
 
+# Each child pays its start-up (interpreter, imports, connection, script load) first,
+# says "ready", and only then is told the common start: a slow start cannot skew it.
 _CHILD = """
 import json, sys, time
 import redis
 from worker.throttle import Throttle
-options, start_s, until_s = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-client = redis.Redis(**options)
+client = redis.Redis(**json.loads(sys.argv[1]))
+throttle = Throttle(client, "submit", 10.0, burst=3)
+throttle.state()  # connects and loads the script; reads only
+print("ready", flush=True)
+start_s, until_s = (float(word) for word in sys.stdin.readline().split())
 while float(client.time()[0]) + client.time()[1] / 1e6 < start_s:
     time.sleep(0.005)
-throttle = Throttle(client, "submit", 10.0, burst=3)
 grants = []
 while True:
     grant = throttle.try_acquire()
@@ -559,12 +530,22 @@ def test_processes_never_exceed_the_rate_in_any_window(real_redis: redis.Redis) 
     # Fresh interpreters (as spawn makes) running a script: the tests are no importable
     # package, so a multiprocessing target defined here could not be found by a child.
     still_valid = measuring(real_redis)
-    start_s = server_now(real_redis) + 1.0  # time for the three to import and meet
-    args = [json.dumps(options_of(real_redis)), repr(start_s), repr(start_s + 1.5)]
     children = [
-        subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, json.dumps(options_of(real_redis))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
+    for child in children:  # the barrier: every child is ready before the start is set
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    start_s = server_now(real_redis) + 0.2  # time for the three to hear of it
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(f"{start_s!r} {start_s + 1.5!r}\n")
+        child.stdin.flush()
     outputs = [child.communicate(timeout=15)[0] for child in children]
     assert [child.returncode for child in children] == [0, 0, 0]
     still_valid()

@@ -48,7 +48,7 @@ def _submit(client: fakeredis.FakeRedis, timing: RunTiming, now_s: float) -> tup
         sent.extend(messages)
 
     store = TimedStore(client, timing, clock=lambda: now_s)
-    admission = Admission(client, max_in_flight=10, lease_s=60)
+    admission = Admission(store, max_in_flight=10, lease_s=60)
     done = submit(
         [Job(i) for i in range(3)],  # type: ignore[misc]
         store,
@@ -75,10 +75,10 @@ def test_delayed_run_waits_then_starts(client: fakeredis.FakeRedis) -> None:
     run_id, sent = _submit(client, RunTiming(start_at=DAY + 600), DAY)
     assert sent == [] and _status(client, run_id) == ("scheduled", "")
     assert client.hget(keys.run(run_id), "start_at") == str(DAY + 600).encode()
-    assert Admission(client, max_in_flight=10, lease_s=60).admit() == []
+    assert Admission(JobStore(client), max_in_flight=10, lease_s=60).admit() == []
     assert apply_timing(client, DAY + 599) == []
     assert [c.status for _, c in apply_timing(client, DAY + 600)] == ["active"]
-    assert len(Admission(client, max_in_flight=10, lease_s=60).admit()) == 3
+    assert len(Admission(JobStore(client), max_in_flight=10, lease_s=60).admit()) == 3
 
 
 def test_window_pauses_and_resumes_its_own_pause_only(client: fakeredis.FakeRedis) -> None:
@@ -144,7 +144,7 @@ def test_the_tick_starts_a_scheduled_run_and_admits_its_jobs(
         storage=LocalStorage(tmp_path),
         publisher=NoInputPublisher(),
         policy=RetryPolicy(base_s=0.0, jitter=0.0),
-        admission=Admission(client, max_in_flight=10, lease_s=60),
+        admission=Admission(store, max_in_flight=10, lease_s=60),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
         clock=lambda: now[0],

@@ -191,7 +191,7 @@ class World:
         return track_job(self.rt, "run", job_id)
 
     def budget(self) -> dict[str, float]:
-        return self.rt.admission.budget("run")
+        return self.rt.admission.budgets.of("run")
 
     def holds_slot(self, job_id: str = "j") -> bool:
         return self.store.redis.zscore(keys.IN_FLIGHT, job_id) is not None
@@ -214,7 +214,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         storage=LocalStorage(tmp_path / "out"),
         publisher=NoInputPublisher(),
         policy=RetryPolicy(base_s=0.0, jitter=0.0),
-        admission=Admission(store.redis, max_in_flight=10, lease_s=300),
+        admission=Admission(store, max_in_flight=10, lease_s=300),
         submit_throttle=submit_throttle(store, settings),
         poll_throttle=poll_throttle(store, settings),
         clock=clock,
