@@ -34,9 +34,9 @@ from worker.audit import Kind
 from worker.auditor import audit_run, gather
 from worker.auditor import findings as audit_findings
 from worker.inputs import LoopbackInputPublisher
+from worker.job import DONE, Next
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
-from worker.steps import DONE, Next
 from worker.submitting import RECHECK_S, grace_s, submit_job
 
 OTHER_MODEL = "another-video-model"
