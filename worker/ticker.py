@@ -27,7 +27,6 @@ from seedq import contract, keys
 from seedq.contract import JobState
 from seedq.store import decoded
 from worker.biller import bill_due
-from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
 from worker.submitting import ACTIVE_RUN
@@ -218,6 +217,6 @@ def run_ticker(runtime: Callable[[], Runtime], app: Any, stop: threading.Event) 
 
 
 def install_ticker(app: Any) -> None:
+    """Run the :class:`Ticker` in every worker process of ``app``."""
     if Ticker not in app.steps["worker"]:
         app.steps["worker"].add(Ticker)
-    install_observability(app)  # metrics server step and JSON log signals
