@@ -166,10 +166,9 @@ def write_manifest(path: Path, jobs: int) -> None:
             out.writerow([f"b-{i}", f"clip {i}", "http://127.0.0.1:9/p.png", "480p", 4])
 
 
-def run_seedq(
-    args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
-) -> dict[str, Any]:
-    env = {
+def seedq_env(args: argparse.Namespace, sim: Any, folder: Path) -> dict[str, str]:
+    """The environment of seedq's worker processes and events listener."""
+    return {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "SEEDQ_BROKER_URL": REDIS_URL,
@@ -183,49 +182,61 @@ def run_seedq(
         "SEEDQ_POLL_INTERVAL_S": str(args.poll),
         "SEEDQ_ALLOW_PRIVATE_URLS": "true",
     }
+
+
+def start_events_listener(env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
+    """The completion-events listener, as deployed beside the workers."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "events"],
+        env=env,
+        cwd=REPO,
+        stdout=(folder / "events.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def submit_manifest(
+    manifest: Path, app: Any, settings: Settings, store: JobStore, client: redis.Redis
+) -> str:
+    """Validate and submit the bench's manifest, as ``seedq submit`` does; the run id."""
+    _, done = validate_and_submit(
+        [manifest],
+        ReadOptions(default_model=MODEL, allow_private_urls=True),
+        ModelCatalog(),
+        store,
+        celery_sender(app),
+        admission=admission_for(client, settings),
+        name="bench",
+    )
+    return done.run_id
+
+
+def all_ended(store: JobStore, run_id: str, jobs: int) -> bool:
+    info = store.run(run_id)
+    return info is not None and sum(info.counts.get(s, 0) for s in ("delivered", "failed")) >= jobs
+
+
+def run_seedq(
+    args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
+) -> dict[str, Any]:
+    env = seedq_env(args, sim, folder)
     settings = Settings(broker_url=REDIS_URL, redis_url=REDIS_URL, max_in_flight=args.cap)
     app = make_celery(settings)
     cpu0 = child_cpu_s()
     procs = start_workers("worker", env, args.workers, args.threads, folder / "seedq.log")
-    # The completion-events listener, as deployed beside the workers.
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "events"],
-            env=env,
-            cwd=REPO,
-            stdout=(folder / "events.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-    )
+    procs.append(start_events_listener(env, folder))
     wait_ready(app, args.workers)
     manifest = folder / "jobs.csv"
     write_manifest(manifest, args.jobs)
     store = JobStore(client)
-    opts = ReadOptions(default_model=MODEL, allow_private_urls=True)
     other0 = own_cpu_s(), redis_cpu_s(client)
     with PeakSampler(client) as peak:
         started = time.monotonic()
-        _, done = validate_and_submit(
-            [manifest],
-            opts,
-            ModelCatalog(),
-            store,
-            celery_sender(app),
-            admission=admission_for(client, settings),
-            name="bench",
-        )
-
-        def finished() -> bool:
-            info = store.run(done.run_id)
-            return (
-                info is not None
-                and sum(info.counts.get(s, 0) for s in ("delivered", "failed")) >= args.jobs
-            )
-
-        wait_until(finished, args.timeout)
+        run_id = submit_manifest(manifest, app, settings, store, client)
+        wait_until(lambda: all_ended(store, run_id, args.jobs), args.timeout)
         makespan = time.monotonic() - started
     others = other_cpu(args, client, other0)
-    info = store.run(done.run_id)
+    info = store.run(run_id)
     stop(procs)
     app.close()
     result = figures(
@@ -237,7 +248,7 @@ def run_seedq(
         delivered=info.counts.get("delivered", 0) if info else 0,
     )
     result.update(others)
-    result["mean_slot_hold_s"] = slot_hold(store, done.run_id)
+    result["mean_slot_hold_s"] = slot_hold(store, run_id)
     return result
 
 
@@ -338,7 +349,7 @@ def figures(
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--cap", type=int, default=100)
@@ -351,20 +362,30 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-baseline", action="store_true")
-    args = parser.parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        print(json.dumps({"error": f"no Redis at {REDIS_URL}"}))
-        return 1
-    config = SimConfig(
+    return parser.parse_args()
+
+
+def simulator_config(args: argparse.Namespace) -> SimConfig:
+    """The simulator both pipelines run against: cached clips, a fixed latency, room for
+    ten times the cap, so that it is never the bottleneck."""
+    return SimConfig(
         fast=True,
         latency_s=(args.latency, args.latency),
         max_concurrency=args.cap * 10,
         keepalive_s=5.0,
         seed=1,
     )
+
+
+def main() -> int:
+    args = parse_args()
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        print(json.dumps({"error": f"no Redis at {REDIS_URL}"}))
+        return 1
+    config = simulator_config(args)
     report: dict[str, Any] = {
         "jobs": args.jobs,
         "cap": args.cap,
