@@ -1,6 +1,7 @@
 """Throughput of the pipeline against the simulator, beside a naive baseline, in one run.
 
     python bench/throughput.py [--jobs 2000] [--cap 100] [--latency 2] [--rate 50]
+                               [--redis-url redis://127.0.0.1:6379/12]
 
 N jobs, provider latency L (the simulator in --fast mode), in-flight cap C and submit
 rate R. Prints JSON: for seedq and for the naive baseline (bench/naive.py: one task per
@@ -9,7 +10,8 @@ the same worker processes and threads: the makespan, the lower bound
 max(N/R, ceil(N/C) * L) and their ratio, provider calls per job, worker CPU seconds per
 job (workers and the events listener), the CPU of the Redis server and of this process
 (the simulator, the producer) per job, and the peak of messages in the broker. Needs a
-Redis on 127.0.0.1:6379 (uses database 12, flushed before and after).
+Redis (--redis-url, by default database 12 on 127.0.0.1:6379), whose database it
+FLUSHES before and after each run: never point it at one that holds anything.
 """
 
 from __future__ import annotations
@@ -19,14 +21,10 @@ import csv
 import json
 import math
 import os
-import resource
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import (  # noqa: E402
+    PeakSampler,
+    child_cpu_s,
+    own_cpu_s,
+    redis_cpu_s,
+    start_workers,
+    stop,
+    wait_ready,
+    wait_until,
+)
 from producer.manifest import ReadOptions  # noqa: E402
 from producer.submit import validate_and_submit  # noqa: E402
 from seedq.admission import admission_for  # noqa: E402
@@ -47,111 +55,9 @@ from seedq.store import JobStore  # noqa: E402
 from simulator.config import SimConfig  # noqa: E402
 from simulator.server import running_simulator  # noqa: E402
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 MODEL = "bytedance-seedance-2-0-image-to-video"
 KEY = "bench-key"
-QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
-
-
-def child_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def redis_cpu_s(client: redis.Redis) -> float:
-    """The Redis server's CPU so far (it serves the broker and the job store)."""
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def own_cpu_s() -> float:
-    """This process: the simulator's threads, the producer's registering, the samplers."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class PeakSampler:
-    """Samples the number of messages held by the broker (ready + unacked)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client, self.peak, self._stop = client, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            with self.client.pipeline(transaction=False) as pipe:
-                for q in QUEUES:
-                    pipe.llen(q)
-                pipe.hlen("unacked")
-                self.peak = max(self.peak, sum(int(v) for v in pipe.execute()))
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def start_workers(
-    app_module: str, env: dict[str, str], n: int, threads: int, log: Path
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for i in range(n):
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    app_module,
-                    "worker",
-                    "-P",
-                    "threads",
-                    "-c",
-                    str(threads),
-                    "-n",
-                    f"bench{i}-{app_module}@%h",
-                    "-l",
-                    "WARNING",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return procs
-
-
-def wait_ready(app: Any, n: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(app.control.ping(timeout=0.5) or []) < n:
-        if time.monotonic() > deadline:
-            raise SystemExit("workers did not start; see the bench log")
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def wait_until(done: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise SystemExit("the run did not finish in time")
-        time.sleep(0.05)
 
 
 def api_calls(stats: dict[str, Any]) -> int:
@@ -171,8 +77,8 @@ def seedq_env(args: argparse.Namespace, sim: Any, folder: Path) -> dict[str, str
     return {
         **os.environ,
         "PYTHONPATH": str(REPO),
-        "SEEDQ_BROKER_URL": REDIS_URL,
-        "SEEDQ_REDIS_URL": REDIS_URL,
+        "SEEDQ_BROKER_URL": args.redis_url,
+        "SEEDQ_REDIS_URL": args.redis_url,
         "SEEDQ_PROVIDER_URL": sim.url,
         "OXEN_API_KEY": KEY,
         "SEEDQ_OUTPUT": str(folder / "out"),
@@ -220,7 +126,7 @@ def run_seedq(
     args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
 ) -> dict[str, Any]:
     env = seedq_env(args, sim, folder)
-    settings = Settings(broker_url=REDIS_URL, redis_url=REDIS_URL, max_in_flight=args.cap)
+    settings = Settings(broker_url=args.redis_url, redis_url=args.redis_url, max_in_flight=args.cap)
     app = make_celery(settings)
     cpu0 = child_cpu_s()
     procs = start_workers("worker", env, args.workers, args.threads, folder / "seedq.log")
@@ -291,17 +197,17 @@ def run_baseline(
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
-        "NAIVE_BROKER_URL": REDIS_URL,
-        "NAIVE_REDIS_URL": REDIS_URL,
+        "NAIVE_BROKER_URL": args.redis_url,
+        "NAIVE_REDIS_URL": args.redis_url,
         "NAIVE_PROVIDER_URL": sim.url,
         "NAIVE_API_KEY": KEY,
         "NAIVE_RATE": f"{args.rate}/s",
         "NAIVE_POLL_S": str(args.poll),
     }
-    os.environ["NAIVE_BROKER_URL"] = REDIS_URL
+    os.environ["NAIVE_BROKER_URL"] = args.redis_url
     from bench.naive import DONE_KEY, app, generate
 
-    app.conf.broker_url = REDIS_URL
+    app.conf.broker_url = args.redis_url
     cpu0 = child_cpu_s()
     procs = start_workers("bench.naive", env, args.workers, args.threads, folder / "naive.log")
     wait_ready(app, args.workers)
@@ -362,6 +268,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help="Redis of the broker and the job store; its database is FLUSHED before and "
+        "after each pipeline's run (default: %(default)s)",
+    )
     return parser.parse_args()
 
 
@@ -379,11 +291,11 @@ def simulator_config(args: argparse.Namespace) -> SimConfig:
 
 def main() -> int:
     args = parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(args.redis_url)
     try:
         client.ping()
     except redis.ConnectionError:
-        print(json.dumps({"error": f"no Redis at {REDIS_URL}"}))
+        print(json.dumps({"error": f"no Redis at {args.redis_url}"}))
         return 1
     config = simulator_config(args)
     report: dict[str, Any] = {
