@@ -1,6 +1,7 @@
 """Throughput of the pipeline against the simulator, beside a naive baseline, in one run.
 
     python bench/throughput.py [--jobs 2000] [--cap 100] [--latency 2] [--rate 50]
+                               [--redis-url redis://127.0.0.1:6379/12]
 
 N jobs, provider latency L (the simulator in --fast mode), in-flight cap C and submit
 rate R. Prints JSON: for seedq and for the naive baseline (bench/naive.py: one task per
@@ -9,7 +10,8 @@ the same worker processes and threads: the makespan, the lower bound
 max(N/R, ceil(N/C) * L) and their ratio, provider calls per job, worker CPU seconds per
 job (workers and the events listener), the CPU of the Redis server and of this process
 (the simulator, the producer) per job, and the peak of messages in the broker. Needs a
-Redis on 127.0.0.1:6379 (uses database 12, flushed before and after).
+Redis (--redis-url, by default database 12 on 127.0.0.1:6379), whose database it
+FLUSHES before and after each run: never point it at one that holds anything.
 """
 
 from __future__ import annotations
@@ -19,14 +21,10 @@ import csv
 import json
 import math
 import os
-import resource
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import (  # noqa: E402
+    PeakSampler,
+    child_cpu_s,
+    own_cpu_s,
+    redis_cpu_s,
+    start_workers,
+    stop,
+    wait_ready,
+    wait_until,
+)
 from producer.manifest import ReadOptions  # noqa: E402
 from producer.submit import validate_and_submit  # noqa: E402
 from seedq.admission import admission_for  # noqa: E402
@@ -47,111 +55,9 @@ from seedq.store import JobStore  # noqa: E402
 from simulator.config import SimConfig  # noqa: E402
 from simulator.server import running_simulator  # noqa: E402
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 MODEL = "bytedance-seedance-2-0-image-to-video"
 KEY = "bench-key"
-QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
-
-
-def child_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def redis_cpu_s(client: redis.Redis) -> float:
-    """The Redis server's CPU so far (it serves the broker and the job store)."""
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def own_cpu_s() -> float:
-    """This process: the simulator's threads, the producer's registering, the samplers."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class PeakSampler:
-    """Samples the number of messages held by the broker (ready + unacked)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client, self.peak, self._stop = client, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            with self.client.pipeline(transaction=False) as pipe:
-                for q in QUEUES:
-                    pipe.llen(q)
-                pipe.hlen("unacked")
-                self.peak = max(self.peak, sum(int(v) for v in pipe.execute()))
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def start_workers(
-    app_module: str, env: dict[str, str], n: int, threads: int, log: Path
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for i in range(n):
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    app_module,
-                    "worker",
-                    "-P",
-                    "threads",
-                    "-c",
-                    str(threads),
-                    "-n",
-                    f"bench{i}-{app_module}@%h",
-                    "-l",
-                    "WARNING",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return procs
-
-
-def wait_ready(app: Any, n: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(app.control.ping(timeout=0.5) or []) < n:
-        if time.monotonic() > deadline:
-            raise SystemExit("workers did not start; see the bench log")
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def wait_until(done: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise SystemExit("the run did not finish in time")
-        time.sleep(0.05)
 
 
 def api_calls(stats: dict[str, Any]) -> int:
@@ -166,14 +72,13 @@ def write_manifest(path: Path, jobs: int) -> None:
             out.writerow([f"b-{i}", f"clip {i}", "http://127.0.0.1:9/p.png", "480p", 4])
 
 
-def run_seedq(
-    args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
-) -> dict[str, Any]:
-    env = {
+def seedq_env(args: argparse.Namespace, sim: Any, folder: Path) -> dict[str, str]:
+    """The environment of seedq's worker processes and events listener."""
+    return {
         **os.environ,
         "PYTHONPATH": str(REPO),
-        "SEEDQ_BROKER_URL": REDIS_URL,
-        "SEEDQ_REDIS_URL": REDIS_URL,
+        "SEEDQ_BROKER_URL": args.redis_url,
+        "SEEDQ_REDIS_URL": args.redis_url,
         "SEEDQ_PROVIDER_URL": sim.url,
         "OXEN_API_KEY": KEY,
         "SEEDQ_OUTPUT": str(folder / "out"),
@@ -183,49 +88,59 @@ def run_seedq(
         "SEEDQ_POLL_INTERVAL_S": str(args.poll),
         "SEEDQ_ALLOW_PRIVATE_URLS": "true",
     }
-    settings = Settings(broker_url=REDIS_URL, redis_url=REDIS_URL, max_in_flight=args.cap)
+
+
+def start_events_listener(env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
+    """The completion-events listener, as deployed beside the workers."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "events"],
+        env=env,
+        cwd=REPO,
+        stdout=(folder / "events.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def submit_manifest(manifest: Path, app: Any, settings: Settings, store: JobStore) -> str:
+    """Validate and submit the bench's manifest, as ``seedq submit`` does; the run id."""
+    _, done = validate_and_submit(
+        [manifest],
+        ReadOptions(default_model=MODEL, allow_private_urls=True),
+        ModelCatalog(),
+        store,
+        celery_sender(app),
+        admission=admission_for(store, settings),
+        name="bench",
+    )
+    return done.run_id
+
+
+def all_ended(store: JobStore, run_id: str, jobs: int) -> bool:
+    info = store.run(run_id)
+    return info is not None and sum(info.counts.get(s, 0) for s in ("delivered", "failed")) >= jobs
+
+
+def run_seedq(
+    args: argparse.Namespace, sim: Any, client: redis.Redis, folder: Path
+) -> dict[str, Any]:
+    env = seedq_env(args, sim, folder)
+    settings = Settings(broker_url=args.redis_url, redis_url=args.redis_url, max_in_flight=args.cap)
     app = make_celery(settings)
     cpu0 = child_cpu_s()
     procs = start_workers("worker", env, args.workers, args.threads, folder / "seedq.log")
-    # The completion-events listener, as deployed beside the workers.
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "events"],
-            env=env,
-            cwd=REPO,
-            stdout=(folder / "events.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-    )
+    procs.append(start_events_listener(env, folder))
     wait_ready(app, args.workers)
     manifest = folder / "jobs.csv"
     write_manifest(manifest, args.jobs)
     store = JobStore(client)
-    opts = ReadOptions(default_model=MODEL, allow_private_urls=True)
     other0 = own_cpu_s(), redis_cpu_s(client)
     with PeakSampler(client) as peak:
         started = time.monotonic()
-        _, done = validate_and_submit(
-            [manifest],
-            opts,
-            ModelCatalog(),
-            store,
-            celery_sender(app),
-            admission=admission_for(store, settings),
-            name="bench",
-        )
-
-        def finished() -> bool:
-            info = store.run(done.run_id)
-            return (
-                info is not None
-                and sum(info.counts.get(s, 0) for s in ("delivered", "failed")) >= args.jobs
-            )
-
-        wait_until(finished, args.timeout)
+        run_id = submit_manifest(manifest, app, settings, store)
+        wait_until(lambda: all_ended(store, run_id, args.jobs), args.timeout)
         makespan = time.monotonic() - started
     others = other_cpu(args, client, other0)
-    info = store.run(done.run_id)
+    info = store.run(run_id)
     stop(procs)
     app.close()
     result = figures(
@@ -237,7 +152,7 @@ def run_seedq(
         delivered=info.counts.get("delivered", 0) if info else 0,
     )
     result.update(others)
-    result["mean_slot_hold_s"] = slot_hold(store, done.run_id)
+    result["mean_slot_hold_s"] = slot_hold(store, run_id)
     return result
 
 
@@ -280,17 +195,17 @@ def run_baseline(
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
-        "NAIVE_BROKER_URL": REDIS_URL,
-        "NAIVE_REDIS_URL": REDIS_URL,
+        "NAIVE_BROKER_URL": args.redis_url,
+        "NAIVE_REDIS_URL": args.redis_url,
         "NAIVE_PROVIDER_URL": sim.url,
         "NAIVE_API_KEY": KEY,
         "NAIVE_RATE": f"{args.rate}/s",
         "NAIVE_POLL_S": str(args.poll),
     }
-    os.environ["NAIVE_BROKER_URL"] = REDIS_URL
+    os.environ["NAIVE_BROKER_URL"] = args.redis_url
     from bench.naive import DONE_KEY, app, generate
 
-    app.conf.broker_url = REDIS_URL
+    app.conf.broker_url = args.redis_url
     cpu0 = child_cpu_s()
     procs = start_workers("bench.naive", env, args.workers, args.threads, folder / "naive.log")
     wait_ready(app, args.workers)
@@ -338,7 +253,7 @@ def figures(
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--cap", type=int, default=100)
@@ -351,20 +266,36 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-baseline", action="store_true")
-    args = parser.parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        print(json.dumps({"error": f"no Redis at {REDIS_URL}"}))
-        return 1
-    config = SimConfig(
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help="Redis of the broker and the job store; its database is FLUSHED before and "
+        "after each pipeline's run (default: %(default)s)",
+    )
+    return parser.parse_args()
+
+
+def simulator_config(args: argparse.Namespace) -> SimConfig:
+    """The simulator both pipelines run against: cached clips, a fixed latency, room for
+    ten times the cap, so that it is never the bottleneck."""
+    return SimConfig(
         fast=True,
         latency_s=(args.latency, args.latency),
         max_concurrency=args.cap * 10,
         keepalive_s=5.0,
         seed=1,
     )
+
+
+def main() -> int:
+    args = parse_args()
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        print(json.dumps({"error": f"no Redis at {args.redis_url}"}))
+        return 1
+    config = simulator_config(args)
     report: dict[str, Any] = {
         "jobs": args.jobs,
         "cap": args.cap,

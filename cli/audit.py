@@ -2,7 +2,8 @@
 succeeded generations and billed costs, and the stored objects; report what disagrees
 (jsonl rows of a ``billed_mismatch`` carry ``recorded_billed`` and ``provider_billed``)
 and, with ``--repair``, deliver what was paid for and is missing. The decisions are in
-:mod:`worker.audit`, the reading and repairing in :mod:`worker.auditor`.
+:mod:`worker.audit_rules` (which generation is whose in :mod:`worker.ownership`), the
+reading and repairing in :mod:`worker.auditor`.
 
 Exit status: 0 nothing found (or everything found was repaired), 1 findings remain,
 2 bad input (unknown run, missing settings)."""

@@ -17,6 +17,7 @@ from producer.manifest import ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
 from producer.submit import SubmitResult
+from producer.timing import RunTiming
 from provider.catalog import catalog_for
 from seedq.catalog import ModelCatalog
 from seedq.settings import Settings, load_settings
@@ -143,6 +144,28 @@ def run_check(
     return result, catalog, opts
 
 
+def check_and_plan(
+    manifests: list[Path],
+    settings: Settings,
+    sets: list[str],
+    model: str | None,
+    offline: bool,
+    spool: Spool | None = None,
+    *,
+    budget: float | None,
+) -> CheckResult:
+    """Check the manifests and print every problem, then the plan; a manifest with an
+    error ends the command (exit 2, nothing sent), as does a ``budget`` a class with no
+    published price could break."""
+    result, catalog, _ = run_check(manifests, settings, sets, model, offline, spool)
+    if result.errors:
+        err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
+        raise typer.Exit(EXIT_INVALID)
+    print_plan(result, catalog)
+    check_priced(result, budget)
+    return result
+
+
 def submit_spooled(
     spool: Iterable[JobSpec],
     store: JobStore,
@@ -200,12 +223,7 @@ def validate_command(
 ) -> None:
     """Check manifests without sending anything; print every problem and the plan."""
     settings = load_settings()
-    result, catalog, _ = run_check(manifests, settings, sets, model, offline)
-    if result.errors:
-        err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
-        raise typer.Exit(EXIT_INVALID)
-    print_plan(result, catalog)
-    check_priced(result, None)
+    result = check_and_plan(manifests, settings, sets, model, offline, budget=None)
     out.print(f"valid: {result.plan.total.jobs} job(s)", style="green")
 
 
@@ -230,9 +248,6 @@ def submit_command(
     tz: str = typer.Option("UTC", help="Time zone of --window (IANA name)."),
 ) -> None:
     """Validate manifests, register a run and enqueue its jobs; prints the run id."""
-    from producer.timing import TimedStore
-    from seedq.queueing import make_celery, redis_client
-
     settings = load_settings()
     if priority is not None and not -1000 <= priority <= 1000:
         raise SubmitError("--priority must be between -1000 and 1000")
@@ -243,22 +258,15 @@ def submit_command(
             "for a self-contained run use `seedq run`"
         )
     with Spool() as spool:
-        result, catalog, _ = run_check(manifests, settings, sets, model, offline, spool)
-        if result.errors:
-            err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
-            raise typer.Exit(EXIT_INVALID)
-        print_plan(result, catalog)
-        check_priced(result, budget)
+        check_and_plan(manifests, settings, sets, model, offline, spool, budget=budget)
         if dry_run:
             out.print("dry run: nothing was sent.")
             return
-        store = TimedStore(redis_client(settings), timing)
-        done = submit_spooled(
+        done = submit_to_cluster(
             spool,
-            store,
-            make_celery(settings),
             settings,
             manifests,
+            timing,
             name=name,
             priority=priority,
             budget=budget,
@@ -267,3 +275,33 @@ def submit_command(
     print_submitted(done)
     print_timing(timing)
     out.print(done.run_id)
+
+
+def submit_to_cluster(
+    spool: Spool,
+    settings: Settings,
+    manifests: list[Path],
+    timing: RunTiming,
+    *,
+    name: str | None,
+    priority: int | None,
+    budget: float | None,
+    force: bool,
+) -> SubmitResult:
+    """Register the run in the cluster's store (with its start time and window) and
+    start what the cap allows."""
+    from producer.timing import TimedStore
+    from seedq.queueing import make_celery, redis_client
+
+    store = TimedStore(redis_client(settings), timing)
+    return submit_spooled(
+        spool,
+        store,
+        make_celery(settings),
+        settings,
+        manifests,
+        name=name,
+        priority=priority,
+        budget=budget,
+        force=force,
+    )

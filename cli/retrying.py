@@ -77,30 +77,11 @@ def retry(
             continue
         store.clear_failures(job_id)  # every step's: the job starts over
         if route == "deliver":
-            moved = store.move(
-                job_id,
-                run_id,
-                JobState.GENERATED,
-                expect=[JobState.FAILED],
-                error="",
-                failed_step="",
-                result_url=job.get("result_url", ""),
-                generation_id=job.get("generation_id", ""),
-            )
-            if moved.ok:
+            if _generated_again(store, run_id, job_id, job):
                 deliver.append({"run_id": run_id, "job_id": job_id})
                 done.counts["delivery again"] += 1
             continue
-        fields: dict[str, str | float] = {
-            "error": "",
-            "failed_step": "",
-            "generation_id": "",
-            "result_url": "",
-        }
-        if job.get("stuck_est_cost"):
-            # Its stuck retry's extra generation belonged to the attempt that failed.
-            est = float(job.get("est_cost") or 0) - float(job["stuck_est_cost"])
-            fields["est_cost"] = max(0.0, est)
+        fields = _fresh_attempt_fields(job)
         moved = store.move(job_id, run_id, JobState.REGISTERED, expect=[JobState.FAILED], **fields)
         if moved.ok:
             store.clear_job_fields(job_id, "needs_operator", "send_settled", *STUCK_FIELDS)
@@ -112,6 +93,36 @@ def retry(
     if info.status not in ADMITTING:
         done.listed.append(f"run is {info.status}: fresh attempts wait for `seedq resume`")
     return done
+
+
+def _generated_again(store: JobStore, run_id: str, job_id: str, job: dict[str, str]) -> bool:
+    """Move a job that failed at delivery back to ``generated`` with its paid generation
+    (False: it moved meanwhile)."""
+    return store.move(
+        job_id,
+        run_id,
+        JobState.GENERATED,
+        expect=[JobState.FAILED],
+        error="",
+        failed_step="",
+        result_url=job.get("result_url", ""),
+        generation_id=job.get("generation_id", ""),
+    ).ok
+
+
+def _fresh_attempt_fields(job: dict[str, str]) -> dict[str, str | float]:
+    """What a fresh attempt clears (and re-estimates) on a failed job's record."""
+    fields: dict[str, str | float] = {
+        "error": "",
+        "failed_step": "",
+        "generation_id": "",
+        "result_url": "",
+    }
+    if job.get("stuck_est_cost"):
+        # Its stuck retry's extra generation belonged to the attempt that failed.
+        est = float(job.get("est_cost") or 0) - float(job["stuck_est_cost"])
+        fields["est_cost"] = max(0.0, est)
+    return fields
 
 
 def retry_for_resume(

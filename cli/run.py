@@ -7,7 +7,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.produce import (
-    EXIT_INVALID,
-    check_priced,
-    print_plan,
-    print_submitted,
-    run_check,
-    submit_spooled,
+from cli.local_run import (
+    SkipCount,
+    check_local_output,
+    finish_earlier_runs,
+    refuse_unreachable_inputs,
+    resumable_run,
+    skip_delivered,
+    state_root,
 )
-from cli.progress import breakdown, follow, in_flight, runs_table, stuck_line
+from cli.produce import check_and_plan, print_submitted, submit_spooled
+from cli.progress import breakdown, follow, runs_table, stuck_line
 from producer.errors import SubmitError
 from producer.jobs import JobSpec
 from producer.spool import Spool
+from producer.submit import SubmitResult
 from seedq.billing import billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
@@ -82,63 +85,106 @@ def run_command(
     settings = load_settings()
     if out_dir is not None:
         settings = settings.model_copy(update={"output": str(out_dir)})
-    embedded = demo or embedded_mode(settings)
-    paid_local = embedded and not demo and settings.oxen_api_key is not None
+    opts = RunOptions(
+        manifests,
+        name=name,
+        priority=priority,
+        force=force,
+        sets=sets,
+        model=model,
+        timeout_s=timeout,
+        budget=budget,
+        report=report,
+        demo=demo,
+    )
+    raise typer.Exit(run_manifests(settings, opts))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What ``seedq run`` was asked for, beside the settings."""
+
+    manifests: list[Path]
+    name: str | None = None
+    priority: int | None = None
+    force: bool = False
+    sets: list[str] = dataclasses.field(default_factory=list)
+    model: str | None = None
+    timeout_s: float | None = None
+    budget: float | None = None
+    report: Path | None = None
+    demo: bool = False
+
+
+def run_manifests(settings: Settings, opts: RunOptions) -> int:
+    """Check, submit and follow one run to its end; the exit status: 0 only if every job
+    was delivered and none was left to another run."""
+    embedded = opts.demo or embedded_mode(settings)
+    paid_local = embedded and not opts.demo and settings.oxen_api_key is not None
     if paid_local:
         check_local_output(settings)
     with ExitStack() as stack:
         spool = stack.enter_context(Spool())
-        result, catalog, _ = run_check(
-            manifests, settings, sets, model, offline=embedded and not paid_local, spool=spool
+        offline = embedded and not paid_local
+        check_and_plan(
+            opts.manifests, settings, opts.sets, opts.model, offline, spool, budget=opts.budget
         )
-        if result.errors:
-            err.print(f"{len(result.errors)} problem(s); nothing was sent.", style="bold red")
-            raise typer.Exit(EXIT_INVALID)
-        print_plan(result, catalog)
-        check_priced(result, budget)
-        target = open_target(stack, settings, manifests, spool, demo=demo, force=force)
-        store, app = target.store, target.app
-        done = submit_spooled(
-            target.jobs,
-            store,
-            app,
-            settings,
-            manifests,
-            name=name,
-            priority=priority,
-            budget=budget,
-            force=force,
-            run_id=target.resume_id,
+        target = open_target(
+            stack, settings, opts.manifests, spool, demo=opts.demo, force=opts.force
         )
-        done.counts[Decision.DONE] += target.skipped.n
-        # Resuming its own run, a job still moving is this run's, not another's.
-        elsewhere = 0 if target.resume_id else done.counts[Decision.ACTIVE]
-        if target.resume_id:
-            done.counts[Decision.ACTIVE] = 0
-        print_submitted(done)
-        try:
-            info = follow(store, done.run_id, out, timeout_s=timeout)
-            if paid_local:
-                finish_earlier_runs(store, done.run_id, timeout_s=timeout)
-            wait_for_bills(store, done.run_id)
-        except KeyboardInterrupt:
-            if paid_local:
-                err.print("stopping; the same command resumes this run, and pays for nothing twice")
-            raise
-        summarize(store, info, settings)
-        if report is not None:
+        done, elsewhere = submit_to(target, settings, opts)
+        info = follow_to_end(target.store, done.run_id, opts.timeout_s, paid_local=paid_local)
+        summarize(target.store, info, settings)
+        if opts.report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
             from cli.report import write_report
 
-            write_report(store, settings, done.run_id, "html", report)
-            out.print(f"report written to {report}")
+            write_report(target.store, settings, done.run_id, "html", opts.report)
+            out.print(f"report written to {opts.report}")
     all_delivered = info.counts.get("delivered", 0) == info.total
-    raise typer.Exit(0 if all_delivered and not elsewhere else 1)
+    return 0 if all_delivered and not elsewhere else 1
 
 
-@dataclasses.dataclass
-class SkipCount:
-    n: int = 0
+def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[SubmitResult, int]:
+    """Register the run's jobs where ``target`` says and print what was done; also the
+    number of jobs left out as still moving in another run (then the run cannot end
+    with every job delivered)."""
+    done = submit_spooled(
+        target.jobs,
+        target.store,
+        target.app,
+        settings,
+        opts.manifests,
+        name=opts.name,
+        priority=opts.priority,
+        budget=opts.budget,
+        force=opts.force,
+        run_id=target.resume_id,
+    )
+    done.counts[Decision.DONE] += target.skipped.n
+    # Resuming its own run, a job still moving is this run's, not another's.
+    elsewhere = 0 if target.resume_id else done.counts[Decision.ACTIVE]
+    if target.resume_id:
+        done.counts[Decision.ACTIVE] = 0
+    print_submitted(done)
+    return done, elsewhere
+
+
+def follow_to_end(
+    store: JobStore, run_id: str, timeout_s: float | None, *, paid_local: bool
+) -> RunInfo:
+    """Follow the run to its end; a paid local run then waits for the paid generations
+    of earlier runs in its folder too. Then a moment for the bills."""
+    try:
+        info = follow(store, run_id, out, timeout_s=timeout_s)
+        if paid_local:
+            finish_earlier_runs(store, run_id, timeout_s=timeout_s)
+        wait_for_bills(store, run_id)
+    except KeyboardInterrupt:
+        if paid_local:
+            err.print("stopping; the same command resumes this run, and pays for nothing twice")
+        raise
+    return info
 
 
 @dataclasses.dataclass
@@ -196,63 +242,6 @@ def open_target(
     return target
 
 
-def finish_earlier_runs(
-    store: JobStore,
-    run_id: str,
-    *,
-    timeout_s: float | None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Generations of an earlier, interrupted run in this folder's store (of other
-    manifests) are paid for: wait until they are delivered too, rather than leave them
-    to a later run."""
-    started = time.monotonic()
-    for other in store.runs():
-        if other.id == run_id or not in_flight(other):
-            continue
-        out.print(f"finishing {in_flight(other)} job(s) in flight of earlier run {other.id}")
-        while (info := store.run(other.id)) is not None and in_flight(info):
-            if timeout_s is not None and time.monotonic() - started > timeout_s:
-                return
-            sleep(0.5)
-
-
-def check_local_output(settings: Settings) -> None:
-    """A paid run on one machine keeps its state in a private redis-server: say at once,
-    before any validation or provider call, when there is none."""
-    from cli.localredis import find_server
-
-    find_server()
-
-
-def refuse_unreachable_inputs(settings: Settings, jobs: Iterable[JobSpec]) -> None:
-    """Before anything is sent: a local image the provider could never fetch (a remote
-    provider, videos in a local folder, so nowhere to publish it) stops the run, instead
-    of failing every job one by one."""
-    from urllib.parse import urlsplit
-
-    from worker.inputs import IMAGE_FIELDS, NoInputPublisher, make_publisher
-
-    if not isinstance(make_publisher(settings), NoInputPublisher):
-        return
-    for job in jobs:
-        for name in IMAGE_FIELDS:
-            value = job.params.get(name)
-            if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
-                raise ConfigError(
-                    f"{job.source}:{job.line}: {name}: {value} is not a URL the provider can "
-                    "fetch; use https:// images, or --out s3://bucket/prefix (local images "
-                    "are uploaded there); nothing was sent"
-                )
-
-
-def state_root(settings: Settings) -> Path:
-    """The folder whose ``.seedq/`` holds a paid local run's state: the output folder,
-    or the current one when the videos go to S3 (where local input images must go too,
-    for a remote provider to fetch them)."""
-    return Path.cwd() if settings.output_is_s3 else settings.output_dir
-
-
 def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> set[str]:
     """Re-drive the resumed run's failed jobs without paying twice (``seedq retry``'s
     rules); the ids still failed, which are left out of registration and listed."""
@@ -276,41 +265,6 @@ def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> 
             f"`seedq retry {run_id} --include-ambiguous` with SEEDQ_REDIS_URL set)"
         )
     return held
-
-
-def resumable_run(store: JobStore, manifests: list[Path]) -> str | None:
-    """The latest run in this folder's store, when it was of the same manifests: its
-    jobs that are still moving are followed to the end instead of being left behind."""
-    latest = store.runs(limit=1)
-    if not latest:
-        return None
-    known = latest[0].meta.get("manifests")
-    if not isinstance(known, list):
-        return None
-    # The same files however they were written (``./m.csv``, ``m.csv``, an absolute path).
-    if [Path(str(p)).resolve() for p in known] == [p.resolve() for p in manifests]:
-        return latest[0].id
-    return None
-
-
-def skip_delivered(
-    jobs: Iterable[JobSpec], settings: Settings, provider_url: str, skipped: SkipCount
-) -> Iterator[JobSpec]:
-    """``jobs`` without those whose clip and sidecar in the output folder prove them
-    delivered by this provider (counted in ``skipped``): those are never sent again."""
-    from producer.resume import sidecar_proves_delivered
-    from storage import make_storage
-    from worker.delivery import sidecar_key
-
-    storage = make_storage(settings)
-    for job in jobs:
-        video = storage.stat(job.output_key)
-        sidecar = storage.get_json(sidecar_key(job.output_key)) if video else None
-        size = video.size if video else None
-        if sidecar_proves_delivered(job, sidecar, video_bytes=size, provider_url=provider_url):
-            skipped.n += 1
-        else:
-            yield job
 
 
 def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT_S) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import SSEError, connect_sse
@@ -40,7 +40,19 @@ from provider.models import (
     parse_json,
     parse_model,
 )
-from provider.protocol import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from provider.protocol import DEFAULT_PAGE_SIZE
+from provider.wire import (
+    api_root,
+    billed_path,
+    completion,
+    enqueue_body,
+    filters_query,
+    may_have_created,
+    model_path,
+    page_query,
+    queue_path,
+    unwrap,
+)
 from seedq.errors import ConfigError
 from seedq.modelinfo import ModelInfo
 from seedq.settings import Settings
@@ -51,19 +63,11 @@ CONNECT_TIMEOUT_S = 5.0
 GENERATE_TIMEOUT_S = 20 * 60.0
 # Keep-alives come every 15 s; three missed ones mean the stream is dead.
 EVENTS_READ_TIMEOUT_S = 45.0
-# Exceptions raised after the request bytes may have reached the server.
-_SENT_MAYBE = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def backoff_delay_s(attempt: int, *, base_s: float, max_s: float) -> float:
     """Exponential reconnect delay for the events stream: base, 2·base, 4·base, ... ≤ max."""
     return min(max_s, base_s * 2.0 ** min(max(attempt, 0), 32))
-
-
-def api_root(base_url: str) -> str:
-    """``https://hub.oxen.ai`` from either it or ``https://hub.oxen.ai/api`` (both seen)."""
-    root = base_url.rstrip("/")
-    return root.removesuffix("/api")
 
 
 class OxenClient:
@@ -198,18 +202,16 @@ class OxenClient:
         Raises EnqueueOutcomeUnknown when the request may have been applied but its
         answer was lost (read timeout, dropped connection, unreadable 2xx body).
         """
-        body: dict[str, Any] = {**params, "model": model}
-        if num_generations != 1:
-            body["num_generations"] = num_generations
-        if target_namespace is not None:
-            body["target_namespace"] = target_namespace
-        with _may_have_created("enqueue"):
+        body = enqueue_body(
+            model, params, num_generations=num_generations, target_namespace=target_namespace
+        )
+        with may_have_created("enqueue"):
             response = self._call("enqueue", "POST", "/api/ai/queue", json=body)
             return parse_model(EnqueueResponse, parse_json(response.content)).generations
 
     def get(self, generation_id: str) -> Generation:
         """``GET /api/ai/queue/{id}``: status, result URL and echoed parameters."""
-        response = self._call("get", "GET", _queue_path(generation_id))
+        response = self._call("get", "GET", queue_path(generation_id))
         return parse_model(Generation, parse_json(response.content))
 
     def list(
@@ -223,23 +225,21 @@ class OxenClient:
         folder: str | None = None,
     ) -> GenerationList:
         """``GET /api/ai/queue``: active generations unless ``status`` is given."""
-        filters = {
-            "model": model,
-            "status": status,
-            "namespace": namespace,
-            "media_type": media_type,
-            "repo": repo,
-            "folder": folder,
-        }
-        query = {k: v for k, v in filters.items() if v is not None}
+        query = filters_query(
+            model=model,
+            status=status,
+            namespace=namespace,
+            media_type=media_type,
+            repo=repo,
+            folder=folder,
+        )
         response = self._call("list", "GET", "/api/ai/queue", params=query)
         return parse_model(GenerationList, parse_json(response.content))
 
     def billed(self, generation_id: str) -> BilledGeneration:
         """``GET /api/ai/generations/{id}``: the row with ``cost``, what was charged."""
-        path = f"/api/ai/generations/{quote(_checked_id(generation_id), safe='')}"
-        response = self._call("billed", "GET", path)
-        return parse_model(BilledGeneration, _unwrap(parse_json(response.content), "generation"))
+        response = self._call("billed", "GET", billed_path(generation_id))
+        return parse_model(BilledGeneration, unwrap(parse_json(response.content), "generation"))
 
     def history(
         self,
@@ -252,12 +252,8 @@ class OxenClient:
     ) -> GenerationPage:
         """``GET /api/ai/generations``: one page of the account's generations, newest
         first, each with its ``cost``; ``page_size`` is capped at the documented 1000."""
-        query = {
-            "page": str(max(1, page)),
-            "page_size": str(min(max(1, page_size), MAX_PAGE_SIZE)),
-        }
-        filters = {"model": model, "status": status, "media_type": media_type}
-        query |= {k: v for k, v in filters.items() if v is not None}
+        query = page_query(page, page_size)
+        query |= filters_query(model=model, status=status, media_type=media_type)
         response = self._call("history", "GET", "/api/ai/generations", params=query)
         return parse_model(GenerationPage, parse_json(response.content))
 
@@ -267,20 +263,20 @@ class OxenClient:
         ``retried_from_id``. Paid like an enqueue, so a lost answer raises
         EnqueueOutcomeUnknown: look for a row retried from ``generation_id`` first.
         """
-        path = _queue_path(generation_id) + "/retry"
-        with _may_have_created("retry"):
+        path = queue_path(generation_id) + "/retry"
+        with may_have_created("retry"):
             response = self._call("retry", "POST", path)
             data = parse_json(response.content)
             if isinstance(data, dict) and isinstance(data.get("generations"), list):
                 return parse_model(EnqueueResponse, data).generations[0]
-            return parse_model(EnqueuedGeneration, _unwrap(data, "generation"))
+            return parse_model(EnqueuedGeneration, unwrap(data, "generation"))
 
     def cancel(self, generation_id: str) -> None:
         """``DELETE /api/ai/queue/{id}``: cancel a queued or processing generation (a
         finished one is left as it is). Any 2xx means taken: the documented answer,
         ``{"status": "success", "generation_id": ...}``, says nothing of the new state,
         and older answers (the row, or no body) are read the same way; GET tells it."""
-        self._call("cancel", "DELETE", _queue_path(generation_id))
+        self._call("cancel", "DELETE", queue_path(generation_id))
 
     def generate(
         self, model: str, params: Mapping[str, Any], *, timeout_s: float | None = None
@@ -296,12 +292,12 @@ class OxenClient:
             json={**params, "model": model},
             timeout=timeout,
         )
-        return parse_model(GeneratedVideos, _unwrap(parse_json(response.content), "generation"))
+        return parse_model(GeneratedVideos, unwrap(parse_json(response.content), "generation"))
 
     def model(self, model_id: str) -> ModelInfo:
         """``GET /api/ai/models/{id}``: parameter schema and pricing."""
-        response = self._call("model", "GET", f"/api/ai/models/{quote(model_id, safe='')}")
-        return parse_model(ModelInfo, _unwrap(parse_json(response.content), "model"))
+        response = self._call("model", "GET", model_path(model_id))
+        return parse_model(ModelInfo, unwrap(parse_json(response.content), "model"))
 
     # -- completion events ----------------------------------------------------------
 
@@ -364,7 +360,7 @@ class OxenClient:
                     return
                 if sse.event != COMPLETED_EVENT:
                     continue
-                event = _completion(sse.data)
+                event = completion(sse.data)
                 if event is not None:
                     yield event
 
@@ -400,51 +396,3 @@ class OxenClient:
             if isinstance(exc, httpx.HTTPError | OSError):
                 raise classify_exception(exc, secrets=self._secrets()) from None
             raise
-
-
-@contextlib.contextmanager
-def _may_have_created(what: str) -> Iterator[None]:
-    """Around a call that creates a paid generation (an enqueue, a retry): an answer lost
-    after the request may have reached the server (read timeout, dropped connection,
-    unreadable 2xx body) is EnqueueOutcomeUnknown, so the caller looks before it sends
-    again; a failure before anything was sent stays what it was."""
-    try:
-        yield
-    except (e.ProviderTimeout, e.ProviderConnectionError, e.MalformedResponse) as exc:
-        if isinstance(exc, e.MalformedResponse) or isinstance(exc.__context__, _SENT_MAYBE):
-            raise e.EnqueueOutcomeUnknown(
-                f"{what} outcome unknown, list before retrying: {exc.message}",
-                status_code=exc.status_code,
-                error_type=exc.error_type,
-            ) from None
-        raise
-
-
-def _checked_id(generation_id: str) -> str:
-    if not generation_id.strip():
-        raise e.InvalidRequest("empty generation id", error_type="invalid_params")
-    return generation_id
-
-
-def _queue_path(generation_id: str) -> str:
-    return f"/api/ai/queue/{quote(_checked_id(generation_id), safe='')}"
-
-
-def _unwrap(data: Any, key: str) -> Any:
-    """``data[key]`` when the object is wrapped (``{"model": {...}}``), else ``data``."""
-    if isinstance(data, dict):
-        inner = data.get(key) or data.get("data")
-        if isinstance(inner, dict) and "id" not in data and "generation_id" not in data:
-            return inner
-        generations = data.get("generations")
-        if isinstance(generations, list) and len(generations) == 1 and "generation_id" not in data:
-            return generations[0]
-    return data
-
-
-def _completion(data: str) -> CompletionEvent | None:
-    """The event in one ``data:`` payload, or None for a malformed one (skipped)."""
-    try:
-        return parse_model(CompletionEvent, parse_json(data.encode()))
-    except e.MalformedResponse:
-        return None

@@ -1,5 +1,6 @@
 """The Starlette application: the provider's endpoints (docs/provider-api.md), the
-presigned result files and the ``/_sim/*`` control endpoints.
+presigned result files and the ``/_sim/*`` control endpoints; what every request passes
+through first (counting, authentication, error bodies) is in :mod:`simulator.edge`.
 
 Choices where the contract is silent (also in the README of the simulator's CLI help):
 - Enqueue answers 200. An unknown model is 404 ``resource_not_found``; a body that is
@@ -23,7 +24,6 @@ Choices where the contract is silent (also in the README of the simulator's CLI 
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -36,11 +36,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seedq.modelinfo import ModelInfo, UnknownModelError, check_params
 from simulator.catalog import served_model, served_object
 from simulator.config import SimConfig
+from simulator.edge import EdgeMiddleware, api_error, http_error
 from simulator.errors import ApiError, SimConfigError
 from simulator.events import stream
 from simulator.faults import FaultMiddleware
@@ -61,60 +61,6 @@ from simulator.state import (
 
 MAX_GENERATIONS = 12
 MODEL_TYPES = frozenset({"video", "image"})
-ENDPOINTS = (
-    ("/api/ai/queue/", "/api/ai/queue/{generation_id}"),
-    ("/api/ai/generations/", "/api/ai/generations/{generation_id}"),
-    ("/api/ai/models/", "/api/ai/models/{id}"),
-    (FILES_PREFIX, FILES_PREFIX + "{file}"),
-)
-
-
-def typed_error(status: int, error_type: str, title: str, detail: str) -> JSONResponse:
-    body = {
-        "error": {"type": error_type, "title": title, "detail": detail},
-        "status": "error",
-        "status_message": error_type,
-    }
-    return JSONResponse(body, status_code=status)
-
-
-def endpoint_key(method: str, path: str) -> str:
-    """``"GET /api/ai/queue/{generation_id}"`` for any id: the key of the request counters."""
-    for prefix, template in ENDPOINTS:
-        if path.startswith(prefix) and len(path) > len(prefix):
-            suffix = "/retry" if template.endswith("}") and path.endswith("/retry") else ""
-            return f"{method} {template}{suffix}"
-    return f"{method} {path}"
-
-
-def bearer_ok(header: str | None, api_key: str | None) -> bool:
-    """A ``Bearer`` header with a non-empty key, equal to ``api_key`` when one is set."""
-    scheme, _, key = (header or "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        return False
-    return api_key is None or hmac.compare_digest(key.encode(), api_key.encode())
-
-
-class EdgeMiddleware:
-    """Counts requests per endpoint and enforces bearer authentication on /api/*."""
-
-    def __init__(self, app: ASGIApp, core: SimCore) -> None:
-        self.app, self.core = app, core
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = str(scope.get("path", ""))
-        if scope["type"] == "http" and path.startswith(("/api/", FILES_PREFIX)):
-            self.core.store.requests[endpoint_key(str(scope["method"]), path)] += 1
-        if scope["type"] == "http" and path.startswith("/api/"):
-            headers = dict(scope["headers"])
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            if not bearer_ok(auth, self.core.config.api_key):
-                detail = "Missing or invalid API key" if auth else "Missing Authorization header"
-                response = typed_error(401, "unauthenticated", "Unauthenticated", detail)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _core(request: Request) -> SimCore:
@@ -349,20 +295,6 @@ async def sim_reset(request: Request) -> Response:
     return JSONResponse({"reset": True})
 
 
-async def _api_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    if not exc.error_type:  # the documented untyped shape
-        return JSONResponse({"error": {"message": exc.detail}}, status_code=exc.status)
-    return typed_error(exc.status, exc.error_type, exc.title, exc.detail)
-
-
-async def _http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return typed_error(404, "resource_not_found", "Not found", "No such endpoint")
-    return JSONResponse({"error": {"message": str(exc.detail)}}, status_code=exc.status_code)
-
-
 ROUTES = [
     Route("/api/ai/queue", enqueue, methods=["POST"]),
     Route("/api/ai/queue", list_generations, methods=["GET"]),
@@ -405,7 +337,7 @@ def build_app(config: SimConfig) -> tuple[Starlette, SimCore]:
     app = Starlette(
         routes=ROUTES,
         middleware=middleware,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={ApiError: api_error, HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.core = core

@@ -6,12 +6,19 @@ itself starts fast. Bad flag values end with a one-line message and exit status 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import typer
 
 from simulator.errors import SimConfigError
 
+if TYPE_CHECKING:
+    from simulator.config import SimConfig
+
 
 def simulator_command(
+    ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8100, min=0, max=65535, help="Port to listen on."),
     api_key: str | None = typer.Option(
@@ -62,45 +69,32 @@ def simulator_command(
     ),
 ) -> None:
     """Run the provider simulator (a real HTTP server following the provider's contract)."""
-    from simulator.config import SimConfig, parse_latency, parse_model_patch, updated_config
-
-    try:
-        patch = parse_model_patch(model_patch) if model_patch is not None else None
-        config = updated_config(
-            SimConfig(),
-            {
-                "api_key": api_key,
-                "max_concurrency": max_concurrency,
-                "latency_s": parse_latency(latency),
-                "url_ttl_s": url_ttl,
-                "fast": fast,
-                "seed": seed,
-                "keepalive_s": keepalive_s,
-                "schema_field": schema_field,
-                "error_rate": error_rate,
-                "rate_limit_rate": rate_limit_rate,
-                "retry_after_s": retry_after_s,
-                "slow_rate": slow_rate,
-                "slow_delay_s": slow_delay_s,
-                "drop_rate": drop_rate,
-                "drop_after_rate": drop_after_rate,
-                "failure_rate": failure_rate,
-                "insufficient_credits": insufficient_credits,
-                "unrelated_event_rate": unrelated_event_rate,
-                "history": history,
-                "price_factor": price_factor,
-                "stuck_rate": stuck_rate,
-                "stuck_retry_rate": stuck_retry_rate,
-                "model_patch": patch,
-            },
-        )
-    except SimConfigError as exc:
-        typer.echo(f"seedq simulator: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-
+    config = config_or_exit(ctx.params)
     from simulator.server import serve_forever
 
     typer.echo(
         f"Simulator on http://{host}:{port} (API under /api, controls under /_sim)", err=True
     )
     serve_forever(config, host, port)
+
+
+# The options that are not the simulator's configuration, and those named without the
+# unit the configuration's name carries.
+NOT_CONFIG = frozenset({"host", "port"})
+RENAMED = {"url_ttl": "url_ttl_s"}
+
+
+def config_or_exit(options: Mapping[str, Any]) -> SimConfig:
+    """The configuration the command's options (by parameter name) ask for; a bad value
+    ends the command with a one-line message and exit status 2."""
+    from simulator.config import SimConfig, parse_latency, parse_model_patch, updated_config
+
+    values = {RENAMED.get(k, k): v for k, v in options.items() if k not in NOT_CONFIG}
+    try:
+        patch = values.pop("model_patch")
+        values["model_patch"] = parse_model_patch(patch) if patch is not None else None
+        values["latency_s"] = parse_latency(values.pop("latency"))
+        return updated_config(SimConfig(), values)
+    except SimConfigError as exc:
+        typer.echo(f"seedq simulator: {exc}", err=True)
+        raise typer.Exit(code=2) from None

@@ -1,4 +1,4 @@
-"""The choices `seedq run` makes for a paid run on one machine (cli.run),
+"""The choices `seedq run` makes for a paid run on one machine (cli.local_run, cli.run),
 without starting anything: which run it resumes, which jobs the folder already holds,
 where the state lives, and the local images a remote provider could never fetch."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from cli.run import (
+from cli.local_run import (
     SkipCount,
     refuse_unreachable_inputs,
     resumable_run,
@@ -109,7 +109,7 @@ def test_a_local_image_is_fine_where_it_can_be_published(
 
 
 def test_paid_generations_of_an_earlier_interrupted_run_are_waited_for() -> None:
-    from cli.run import finish_earlier_runs
+    from cli.local_run import finish_earlier_runs
     from seedq.contract import JobState
 
     store = JobStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))

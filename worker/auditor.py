@@ -33,19 +33,13 @@ from seedq.control import jobs, require_run
 from seedq.errors import SeedqError, TransientError
 from seedq.store import JobStore
 from storage.base import Storage
-from worker.audit import (
-    ADOPTABLE,
-    IN_FLIGHT,
-    Finding,
-    JobFacts,
-    OutputFacts,
-    Repair,
-    audit,
-    job_facts,
-)
+from worker.audit_facts import IN_FLIGHT, JobFacts, OutputFacts, job_facts
+from worker.audit_rules import audit
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo
+from worker.findings import Finding, Repair
 from worker.history import PAGE_SIZE, history_since, window_start
+from worker.ownership import ADOPTABLE
 from worker.runtime import Runtime
 from worker.submitting import load
 from worker.throttled_calls import reported, wait_turn
@@ -102,7 +96,7 @@ def gather(
         for gen in history_since(provider, model=model, status="succeeded", since=since):
             succeeded[gen.generation_id] = gen
     owned = {gid for job in found for gid in job.owned}
-    # Only jobs that recorded a bill are compared (worker.audit.billed_findings): a row
+    # Only jobs that recorded a bill are compared (worker.audit_rules.billed_findings): a row
     # the pages lack is asked for by id for those alone (a killed stuck generation, a
     # failed one), never for every job still in flight.
     billed = {gid for job in found if job.billed_cost is not None for gid in job.owned}

@@ -25,8 +25,8 @@ from seedq.contract import JobState
 from seedq.modelinfo import billed_seconds, estimate_cost
 from storage.base import sha256_file
 from worker.errors import InvalidVideo
+from worker.job import DONE, Job, Next
 from worker.runtime import Runtime
-from worker.steps import DONE, Job, Next
 from worker.submitting import load
 from worker.verify import VideoInfo, inspect_video
 

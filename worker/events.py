@@ -11,8 +11,8 @@ from provider.models import CompletionEvent
 from seedq import contract
 from seedq.dispatch import Sender, admit_and_send
 from worker.errors import RunPaused
+from worker.job import Job
 from worker.runtime import Runtime
-from worker.steps import Job
 from worker.tracking import complete
 
 log = logging.getLogger(__name__)

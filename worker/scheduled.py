@@ -22,7 +22,7 @@ from celery import Task, shared_task
 
 from producer.errors import ManifestError
 from producer.manifest import ReadOptions
-from producer.plan import check
+from producer.plan import CheckResult, check
 from producer.spool import Spool
 from producer.submit import SubmitResult, submit
 from producer.timing import RunTiming, TimedStore
@@ -127,13 +127,7 @@ def run_schedule(
     catalog: ModelCatalog | None = None,
 ) -> SubmitResult | None:
     """Fetch, validate and submit one schedule's manifest; None when it was invalid."""
-    opts = ReadOptions(
-        default_model=settings.model,
-        sets=dict(schedule.sets),
-        model_override=schedule.model,
-        allow_private_urls=settings.allow_private_urls,
-        max_manifest_bytes=settings.max_manifest_bytes,
-    )
+    opts = _read_options(schedule, settings)
     timing = RunTiming(window=schedule.window, tz=schedule.timezone)
     with tempfile.TemporaryDirectory(prefix="seedq-schedule-") as tmp:
         path = fetch_manifest(schedule.manifest, Path(tmp), settings)
@@ -146,14 +140,7 @@ def run_schedule(
                 on_job=spool.write,
             )
             if checked.errors:
-                for problem in checked.problems:
-                    log.error("schedule %s: %s", schedule.name, problem)
-                log.error(
-                    "schedule %s: %d problem(s) in %s; no run was created",
-                    schedule.name,
-                    len(checked.errors),
-                    schedule.manifest,
-                )
+                _log_problems(schedule, checked)
                 return None
             store = store_for(timing)
             done = submit(
@@ -168,6 +155,28 @@ def run_schedule(
             )
     log.info("schedule %s: run %s, %d job(s)", schedule.name, done.run_id, done.enqueued)
     return done
+
+
+def _read_options(schedule: Schedule, settings: Settings) -> ReadOptions:
+    """How a schedule's manifest is read: its own defaults and model over the settings'."""
+    return ReadOptions(
+        default_model=settings.model,
+        sets=dict(schedule.sets),
+        model_override=schedule.model,
+        allow_private_urls=settings.allow_private_urls,
+        max_manifest_bytes=settings.max_manifest_bytes,
+    )
+
+
+def _log_problems(schedule: Schedule, checked: CheckResult) -> None:
+    for problem in checked.problems:
+        log.error("schedule %s: %s", schedule.name, problem)
+    log.error(
+        "schedule %s: %d problem(s) in %s; no run was created",
+        schedule.name,
+        len(checked.errors),
+        schedule.manifest,
+    )
 
 
 def claim_firing(

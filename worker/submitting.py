@@ -19,9 +19,9 @@ from seedq.contract import ADMITTING, TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
 from worker.inputs import publish_inputs
+from worker.job import DONE, Job, Next
 from worker.reconcile import Reconciled, Verdict, kept_params, matches, reconcile
 from worker.runtime import Runtime
-from worker.steps import DONE, Job, Next
 from worker.throttled_calls import reported, wait_turn
 
 log = logging.getLogger(__name__)

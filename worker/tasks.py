@@ -21,9 +21,9 @@ from seedq.contract import TERMINAL_STATES, JobState
 from seedq.errors import JobFailed, RunFatal, TransientError
 from seedq.logs import job_context
 from worker.delivery import deliver_job
+from worker.job import Next
 from worker.retry import next_delay
 from worker.runtime import Runtime, get_runtime
-from worker.steps import Next
 from worker.submitting import submit_job
 from worker.tracking import track_job
 

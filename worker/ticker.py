@@ -26,7 +26,6 @@ from celery import bootsteps
 from seedq import contract
 from seedq.contract import ADMITTING, JobState
 from worker.biller import bill_due
-from worker.observability import install_observability
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
 from worker.throttled_calls import reported
@@ -205,6 +204,6 @@ def run_ticker(runtime: Callable[[], Runtime], app: Any, stop: threading.Event) 
 
 
 def install_ticker(app: Any) -> None:
+    """Run the :class:`Ticker` in every worker process of ``app``."""
     if Ticker not in app.steps["worker"]:
         app.steps["worker"].add(Ticker)
-    install_observability(app)  # metrics server step and JSON log signals

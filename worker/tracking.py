@@ -11,8 +11,8 @@ from provider.classify import classify_generation_failure
 from provider.errors import InsufficientCredits
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
 from worker.errors import RunPaused
+from worker.job import DONE, Job, Next
 from worker.runtime import Runtime
-from worker.steps import DONE, Job, Next
 from worker.submitting import load
 from worker.throttled_calls import reported, wait_turn
 from worker.unsticking import cancelled_for_stuck, fail_stuck, handle_stuck, resolve_retry

@@ -50,9 +50,9 @@ from seedq.errors import TransientError
 from seedq.store import STUCK_FAILURES, STUCK_RETRIES
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
+from worker.job import DONE, Job, Next
 from worker.reconcile import Reconciled, Verdict
 from worker.runtime import Runtime
-from worker.steps import DONE, Job, Next
 from worker.stuck import STILL_RUNNING, Stuck, find_retry, is_stuck, judge, stuck_reason
 from worker.submitting import RECHECK_S, grace_s
 from worker.throttled_calls import reported, wait_turn

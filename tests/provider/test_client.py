@@ -13,8 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 from provider import errors as e
-from provider.client import OxenClient, api_root, backoff_delay_s
+from provider.client import OxenClient, backoff_delay_s
 from provider.protocol import MAX_PAGE_SIZE
+from provider.wire import api_root
 from seedq.errors import ConfigError
 from seedq.settings import Settings
 

@@ -1,5 +1,5 @@
-"""The audit's decisions (worker.audit), pure: job records, the provider's succeeded
-generations, generation owners and stored objects in; findings out."""
+"""The audit's decisions (worker.audit_rules, worker.ownership), pure: job records, the
+provider's succeeded generations, generation owners and stored objects in; findings out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 
 from provider.models import Generation
 from storage.base import StoredObject
-from worker.audit import JobFacts, Kind, OutputFacts, Repair, audit, job_facts
+from worker.audit_facts import JobFacts, OutputFacts, job_facts
+from worker.audit_rules import audit
+from worker.findings import Kind, Repair
 
 MODEL = "bytedance-seedance-2-0-image-to-video"
 NOW = 1_000.0

@@ -32,9 +32,9 @@ from tests.worker.test_steps import (
     pipeline_on,
     wait_for_status,
 )
-from worker.audit import Finding, Kind, Repair
 from worker.auditor import audit_run
 from worker.delivery import deliver_job, sidecar_key
+from worker.findings import Finding, Kind, Repair
 from worker.verify import verify_video
 
 

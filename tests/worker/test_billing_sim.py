@@ -16,7 +16,7 @@ from tests.worker.test_steps import ROW, Pipeline, pipeline_on
 from worker.biller import bill_due
 from worker.bills import PAGE_MIN_JOBS
 from worker.delivery import deliver_job, sidecar_key
-from worker.steps import DONE, Next
+from worker.job import DONE, Next
 
 HISTORY = 3000  # the account's past generations, older than any job of the test
 

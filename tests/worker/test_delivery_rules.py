@@ -20,8 +20,8 @@ from storage.s3 import S3Storage
 from tests.worker.test_steps import FakeTask, Pipeline, pipeline_on
 from worker.delivery import QUARANTINE_PREFIX, deliver_job, quarantine_key, sidecar_key
 from worker.errors import InvalidVideo
+from worker.job import DONE, Next
 from worker.runtime import install_runtime
-from worker.steps import DONE, Next
 from worker.tasks import run_step
 
 if TYPE_CHECKING:

@@ -30,13 +30,13 @@ from seedq.settings import DEFAULT_MODEL, Settings
 from seedq.store import JobStore
 from storage.local import LocalStorage
 from tests.worker.fake_history import history_page
-from worker.audit import Kind
 from worker.auditor import audit_run, gather
 from worker.auditor import findings as audit_findings
+from worker.findings import Kind
 from worker.inputs import LoopbackInputPublisher
+from worker.job import DONE, Next
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
-from worker.steps import DONE, Next
 from worker.submitting import RECHECK_S, grace_s, submit_job
 
 OTHER_MODEL = "another-video-model"

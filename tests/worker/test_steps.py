@@ -55,9 +55,9 @@ from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, RunPaused
 from worker.events import handle_event
 from worker.inputs import LoopbackInputPublisher, publish_inputs
+from worker.job import DONE, Next
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throttle
-from worker.steps import DONE, Next
 from worker.submitting import LIST_TRIES, RECHECK_S, grace_s, submit_job
 from worker.tasks import run_step
 from worker.tracking import track_job

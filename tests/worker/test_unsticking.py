@@ -33,9 +33,9 @@ from tests.worker.fake_history import history_page
 from worker.errors import RunPaused
 from worker.events import handle_event
 from worker.inputs import NoInputPublisher
+from worker.job import DONE, Job, Next
 from worker.retry import RetryPolicy
 from worker.runtime import Runtime, poll_throttle, submit_throttle
-from worker.steps import DONE, Job, Next
 from worker.submitting import RECHECK_S, grace_s
 from worker.ticker import TickReport, redrive_expired, sweep
 from worker.tracking import complete, track_job
@@ -658,7 +658,7 @@ def test_operator_cancel_during_a_lost_retry_cancels_what_it_made(world: World) 
 
 def test_sidecar_cost_counts_the_killed_generation(world: World) -> None:
     from worker.delivery import killed_cost
-    from worker.steps import Job
+    from worker.job import Job
 
     w = world
     killed = w.submitted()

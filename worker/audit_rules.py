@@ -5,159 +5,22 @@ Three ledgers should agree: every succeeded generation (paid for) belongs to one
 that is delivered, every delivered job has its video and sidecar stored as its record
 says, and what the run recorded as billed is what the provider charged for the run's
 generations. :func:`audit` takes facts gathered elsewhere (``worker.auditor`` reads
-them and repairs) and returns the findings, each with what ``--repair`` would do.
-
-Which generation is whose: a job's own ``generation_id``, a generation whose
-``seedq:gen`` key names the job, and a generation nobody claimed whose echoed
-parameters match what the job sent (``worker.reconcile.matches``, with the window
-opened back to the job's registration, since a resend overwrites the send time).
-Unclaimed generations are given one to one, first to jobs still needing a video;
-twins (identical parameters) are interchangeable, so any one-to-one choice is right.
+them and repairs; the facts are ``worker.audit_facts``) and returns the findings
+(``worker.findings``), each with what ``--repair`` would do. Which generation is whose
+is decided in ``worker.ownership``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from provider.models import Generation
 from storage.base import StoredObject
-from worker.reconcile import matches
-
-DELIVERED = "delivered"
-# States a paid generation may be adopted from: nothing else of the job is at the
-# provider. A submitted or generated job is adopted only into its own generation.
-ADOPTABLE = frozenset({"registered", "submitting", "failed", "cancelled"})
-SUBMITTING = "submitting"
-IN_FLIGHT = frozenset({"submitted", "generated"})
-NO_PROMPT = ""  # the index bucket of jobs that sent no prompt: they may match any
-
-
-class Kind(StrEnum):
-    """What is wrong."""
-
-    PAID_NOT_DELIVERED = "paid_not_delivered"
-    MISSING_OUTPUT = "missing_output"
-    MISSING_SIDECAR = "missing_sidecar"
-    OUTPUT_MISMATCH = "output_mismatch"
-    INVALID_OUTPUT = "invalid_output"
-    DUPLICATE_GENERATION = "duplicate_generation"
-    SHARED_GENERATION = "shared_generation"
-    DUPLICATE_OUTPUT = "duplicate_output"
-    BILLED_MISMATCH = "billed_mismatch"
-
-
-class Repair(StrEnum):
-    """What ``--repair`` does about a finding."""
-
-    DELIVER = "deliver"  # adopt the paid generation into the job and deliver it
-    REDELIVER = "redeliver"  # deliver the job's generation again, if still downloadable
-    NONE = "none"  # nothing to undo (paid twice) or an operator must decide
-
-
-@dataclass(frozen=True, slots=True)
-class JobFacts:
-    """A job as the audit reads its record."""
-
-    id: str
-    state: str
-    model: str
-    output_key: str
-    created_at: float
-    generation_id: str | None = None
-    sent_params: dict[str, Any] | None = None  # None: never sent
-    size_bytes: int | None = None
-    sha256: str | None = None
-    output_uri: str = ""  # where the delivery stored it
-    billed_cost: float | None = None  # what the run recorded as charged; None: not known
-    stuck_generation_id: str | None = None  # killed and retried: charged to this job too
-
-    @property
-    def owned(self) -> tuple[str, ...]:
-        """The generations charged to this job: the stuck one it retried, and its own."""
-        return tuple(g for g in (self.stuck_generation_id, self.generation_id) if g)
-
-
-def job_facts(job_id: str, raw: Mapping[str, str]) -> JobFacts:
-    """A job's hash as the audit reads it; unreadable fields read as unknown."""
-    spec = _json(raw.get("spec"))
-    sent = _json(raw.get("sent_params")) if raw.get("sent_params") else None
-    return JobFacts(
-        id=job_id,
-        state=raw.get("state", ""),
-        model=str(spec.get("model", "")),
-        output_key=str(spec.get("output_key", "")),
-        created_at=_number(raw.get("created_at")) or 0.0,
-        generation_id=raw.get("generation_id") or None,
-        sent_params=sent,
-        size_bytes=_int(raw.get("size_bytes")),
-        sha256=raw.get("sha256") or None,
-        output_uri=raw.get("output_uri", ""),
-        billed_cost=_number(raw.get("billed_cost")),
-        stuck_generation_id=raw.get("stuck_generation_id") or None,
-    )
-
-
-def _json(text: str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text else None
-    except ValueError:
-        return None
-    return value if value is None or math.isfinite(value) else None
-
-
-def _int(text: str | None) -> int | None:
-    value = _number(text)
-    return None if value is None else int(value)
-
-
-@dataclass(frozen=True, slots=True)
-class OutputFacts:
-    """A delivered job's stored objects; ``invalid`` is a failed PyAV check (--verify);
-    ``uri`` is where the configured store keeps the job's key."""
-
-    video: StoredObject | None
-    sidecar: dict[str, Any] | None
-    invalid: str | None = None
-    uri: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    kind: Kind
-    job_id: str
-    generation_id: str
-    reason: str
-    repair: Repair = Repair.NONE
-    recorded: float | None = None  # billed_mismatch: the run's recorded billed total
-    reported: float | None = None  # billed_mismatch: the provider's for the same generations
-
-    def as_dict(self) -> dict[str, str | float]:
-        row: dict[str, str | float] = {
-            "kind": str(self.kind),
-            "job_id": self.job_id,
-            "generation_id": self.generation_id,
-            "reason": self.reason,
-            "repair": str(self.repair),
-        }
-        if self.recorded is not None:
-            row["recorded_billed"] = self.recorded
-        if self.reported is not None:
-            row["provider_billed"] = self.reported
-        return row
+from worker.audit_facts import DELIVERED, IN_FLIGHT, SUBMITTING, JobFacts, OutputFacts
+from worker.findings import Finding, Kind, Repair
+from worker.ownership import ADOPTABLE, paid_generations, shared_generations
 
 
 def audit(
@@ -179,9 +42,9 @@ def audit(
     totals are not compared.
     """
     gens = {g.generation_id: g for g in succeeded if g.status == "succeeded"}
-    findings = _shared_generations(jobs, owners)
+    findings = shared_generations(jobs, owners)
     shared = {f.generation_id for f in findings}
-    paid = _paid_generations(jobs, gens, owners, shared, now)
+    paid = paid_generations(jobs, gens, owners, shared, now)
     for job in jobs:
         findings += _generation_findings(job, paid.get(job.id, []), gens)
     findings += _duplicate_outputs(jobs)
@@ -194,83 +57,6 @@ def audit(
         findings += billed_findings(jobs, costs)
     order = {job.id: n for n, job in enumerate(jobs)}
     return sorted(findings, key=lambda f: order.get(f.job_id, len(order)))  # manifest order
-
-
-def _shared_generations(jobs: Sequence[JobFacts], owners: Mapping[str, str]) -> list[Finding]:
-    """Generations recorded by two jobs, or recorded by one job and owned by another."""
-    claimants: dict[str, list[str]] = defaultdict(list)
-    for job in jobs:
-        if job.generation_id:
-            claimants[job.generation_id].append(job.id)
-    found = []
-    for gid, ids in claimants.items():
-        owner = owners.get(gid)
-        others = [j for j in ids if j != owner] if owner else ids[1:]
-        if owner is None and len(ids) < 2:
-            continue
-        for job_id in others:
-            holder = owner or ids[0]
-            found.append(
-                Finding(
-                    Kind.SHARED_GENERATION,
-                    job_id,
-                    gid,
-                    f"generation also claimed by job {holder}; an operator must decide",
-                )
-            )
-    return found
-
-
-def _paid_generations(
-    jobs: Sequence[JobFacts],
-    gens: Mapping[str, Generation],
-    owners: Mapping[str, str],
-    shared: set[str],
-    now: float,
-) -> dict[str, list[str]]:
-    """Job id → its succeeded generations: its own first, then claimed, then matched."""
-    ours = {job.id for job in jobs}
-    paid: dict[str, list[str]] = defaultdict(list)
-    recorded = {job.generation_id for job in jobs if job.generation_id}
-    for job in jobs:
-        gid = job.generation_id
-        if gid and gid in gens and gid not in shared and owners.get(gid, job.id) == job.id:
-            paid[job.id].append(gid)
-    for gid, owner in owners.items():
-        if gid in gens and owner in ours and gid not in paid[owner] and gid not in shared:
-            paid[owner].append(gid)
-    unclaimed = sorted(
-        (g for gid, g in gens.items() if gid not in owners and gid not in recorded),
-        key=lambda g: (g.enqueued_at or 0.0, g.generation_id),
-    )
-    # Indexed by prompt (a match echoes every sent parameter, the prompt included), so
-    # an account's many unclaimed generations are not each compared with every job.
-    by_prompt: dict[str, list[JobFacts]] = defaultdict(list)
-    for job in jobs:
-        if job.sent_params is not None:
-            by_prompt[_prompt(job.sent_params)].append(job)
-    for gen in unclaimed:
-        key = _prompt(gen.params())
-        alike = by_prompt.get(key, []) + (by_prompt.get(NO_PROMPT, []) if key else [])
-        candidates = [job for job in alike if _sent_this(gen, job, now)]
-        if not candidates:
-            continue  # another run's, or made outside seedq
-        needy = [job for job in candidates if _needs_video(job, paid[job.id])]
-        paid[(needy or candidates)[0].id].append(gen.generation_id)
-    return paid
-
-
-def _prompt(params: Mapping[str, Any]) -> str:
-    return json.dumps(params["prompt"]) if "prompt" in params else NO_PROMPT
-
-
-def _sent_this(gen: Generation, job: JobFacts, now: float) -> bool:
-    assert job.sent_params is not None
-    return matches(gen, model=job.model, sent=job.sent_params, started_at=job.created_at, now=now)
-
-
-def _needs_video(job: JobFacts, paid: list[str]) -> bool:
-    return job.state in ADOPTABLE and not paid
 
 
 def _generation_findings(

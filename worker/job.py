@@ -1,4 +1,6 @@
-"""What a step tells its task to do next, and the job record as steps read it."""
+"""The job record as the pipeline's steps read it (:class:`Job`), and what a step tells
+its task to do with the job next (:class:`Next`). The steps themselves live in
+``worker.submitting``, ``worker.tracking``, ``worker.delivery`` and ``worker.unsticking``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,121 @@
+"""The throughput bench's machinery, apart from what it measures: Celery worker
+processes started, awaited and stopped, the CPU clocks it reads (children, this process,
+the Redis server) and the sampler of the broker's peak of messages."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
+
+
+def child_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu_s(client: redis.Redis) -> float:
+    """The Redis server's CPU so far (it serves the broker and the job store)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def own_cpu_s() -> float:
+    """This process: the simulator's threads, the producer's registering, the samplers."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class PeakSampler:
+    """Samples the number of messages held by the broker (ready + unacked)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client, self.peak, self._stop = client, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            with self.client.pipeline(transaction=False) as pipe:
+                for q in QUEUES:
+                    pipe.llen(q)
+                pipe.hlen("unacked")
+                self.peak = max(self.peak, sum(int(v) for v in pipe.execute()))
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_workers(
+    app_module: str, env: dict[str, str], n: int, threads: int, log: Path
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(n):
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app_module,
+                    "worker",
+                    "-P",
+                    "threads",
+                    "-c",
+                    str(threads),
+                    "-n",
+                    f"bench{i}-{app_module}@%h",
+                    "-l",
+                    "WARNING",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def wait_ready(app: Any, n: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(app.control.ping(timeout=0.5) or []) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit("workers did not start; see the bench log")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit("the run did not finish in time")
+        time.sleep(0.05)
