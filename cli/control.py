@@ -1,5 +1,5 @@
 """``seedq runs``, ``pause``, ``resume``, ``cancel`` and ``retry``: run control on a
-cluster. The logic is in :mod:`seedq.control`; these build its clients from the
+cluster. The logic is in :mod:`worker.control`; these build its clients from the
 settings and print what happened."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from rich.table import Table
 
 from cli.progress import breakdown, finished
 from seedq.admission import admission_for
-from seedq.control import Outcome
 from seedq.dispatch import Sender, celery_sender
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore, RunInfo
+from worker.control import CommandResult
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -36,7 +36,7 @@ def _sender(settings: Settings) -> Sender:
     return celery_sender(make_celery(settings))
 
 
-def _print(title: str, done: Outcome) -> None:
+def _print(title: str, done: CommandResult) -> None:
     out.print(f"[bold]{title}[/bold] {done.run_id}")
     for what, count in done.counts.items():
         out.print(f"  {count:>6}  {what}")
@@ -76,14 +76,14 @@ def runs_command(
 
 def pause_command(run_id: str = typer.Argument(..., help="The run to pause.")) -> None:
     """Stop submitting a run's jobs; generations already started finish and deliver."""
-    from seedq.control import pause
+    from worker.control import pause
 
     _print("paused", pause(cluster_store(load_settings()), run_id))
 
 
 def resume_command(run_id: str = typer.Argument(..., help="The run to resume.")) -> None:
     """Resume a paused run: its waiting jobs are admitted again."""
-    from seedq.control import resume
+    from worker.control import resume
 
     settings = load_settings()
     store = cluster_store(settings)
@@ -95,7 +95,7 @@ def cancel_command(run_id: str = typer.Argument(..., help="The run to cancel."))
     """Cancel a run: waiting jobs never start, generations in flight are cancelled at the
     provider; generated ones are paid for already and still deliver."""
     from provider.client import OxenClient
-    from seedq.control import cancel
+    from worker.control import cancel
 
     settings = load_settings()
     store = cluster_store(settings)

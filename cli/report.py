@@ -8,10 +8,10 @@ from pathlib import Path
 import typer
 
 from cli.control import cluster_store
-from seedq.control import require_run
 from seedq.report import FORMATS, render, report_rows
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore
+from worker.control import require_run
 
 
 def write_report(

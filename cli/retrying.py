@@ -12,22 +12,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from provider.protocol import Reader
 from seedq import contract
 from seedq.admission import Admission
 from seedq.contract import ADMITTING, JobState
-from seedq.control import (
-    Outcome,
-    Provider,
+from seedq.dispatch import Sender, admit_and_send
+from seedq.errors import SeedqError
+from seedq.store import JobStore
+from worker.control import (
+    CommandResult,
     job_priority,
-    jobs,
     not_cancelled,
     require_run,
     run_priority,
     wait,
 )
-from seedq.dispatch import Sender, admit_and_send
-from seedq.errors import SeedqError
-from seedq.store import JobStore
 
 # What a stuck generation's kill-and-retry left on a job (worker.unsticking): a fresh
 # attempt starts without them, so it has its own one stuck retry and its own bill.
@@ -52,20 +51,20 @@ NOTHING_MADE = frozenset({"failed", "cancelled"})
 def retry(
     store: JobStore,
     admission: Admission,
-    provider: Provider,
+    provider: Reader,
     send: Sender,
     run_id: str,
     *,
     include_ambiguous: bool = False,
-) -> Outcome:
+) -> CommandResult:
     """Re-drive the run's failed jobs (never a delivered one), never paying twice:
     failed at delivery → generated again, with a deliver task; nothing was made → a
     fresh attempt; the provider decides for a generation whose end is unknown."""
     info = require_run(store, run_id)
     not_cancelled(info, "retried")
-    done = Outcome(run_id)
+    done = CommandResult(run_id)
     deliver: list[contract.JobMessage] = []
-    for job_id, job in jobs(store, run_id):
+    for job_id, job in store.run_jobs(run_id):
         if job.get("state") != JobState.FAILED or job.get("run_id") != run_id:
             continue
         route = _route(store, job_id, job, provider, done)
@@ -126,8 +125,8 @@ def _fresh_attempt_fields(job: dict[str, str]) -> dict[str, str | float]:
 
 
 def retry_for_resume(
-    store: JobStore, admission: Admission, provider: Provider, send: Sender, run_id: str
-) -> tuple[Outcome, set[str]]:
+    store: JobStore, admission: Admission, provider: Reader, send: Sender, run_id: str
+) -> tuple[CommandResult, set[str]]:
     """A resumed run's failed jobs, re-driven as :func:`retry` does before the manifest
     registers its jobs again: registering a failed job starts it afresh, which would
     generate (and pay for) a clip its paid generation can still deliver. Returns the
@@ -136,14 +135,14 @@ def retry_for_resume(
     done = retry(store, admission, provider, send, run_id)
     still = {
         job_id
-        for job_id, job in jobs(store, run_id)
+        for job_id, job in store.run_jobs(run_id)
         if job.get("state") == JobState.FAILED and job.get("run_id") == run_id
     }
     return done, still
 
 
 def _route(
-    store: JobStore, job_id: str, job: dict[str, str], provider: Provider, done: Outcome
+    store: JobStore, job_id: str, job: dict[str, str], provider: Reader, done: CommandResult
 ) -> str:
     """deliver | fresh | ambiguous | skip, for one failed job."""
     generation_id = job.get("generation_id", "")
@@ -163,7 +162,7 @@ def _route(
 
 
 def _ask_provider(
-    job_id: str, job: dict[str, str], generation_id: str, provider: Provider, done: Outcome
+    job_id: str, job: dict[str, str], generation_id: str, provider: Reader, done: CommandResult
 ) -> str:
     # Failed while tracking: only the provider knows whether it made a video.
     done.provider_calls += 1
@@ -184,7 +183,7 @@ def _ask_provider(
 
 
 def _reconcile(
-    store: JobStore, job_id: str, job: dict[str, str], provider: Provider, done: Outcome
+    store: JobStore, job_id: str, job: dict[str, str], provider: Reader, done: CommandResult
 ) -> str:
     """Whether a failed enqueue created a generation, from the provider's lists as the
     submit step reconciles (worker.submitting, worker.reconcile): the active rows, then
@@ -231,8 +230,8 @@ def _reconcile(
 class _Counted:
     """The provider's history pages, each call counted in the outcome."""
 
-    provider: Provider
-    done: Outcome
+    provider: Reader
+    done: CommandResult
 
     def history(self, **query: Any) -> Any:
         self.done.provider_calls += 1

@@ -52,14 +52,18 @@ class Reader(Pages, Protocol):
     def billed(self, generation_id: str) -> BilledGeneration: ...
 
 
-class Provider(Reader, Protocol):
+class Canceller(Protocol):
+    """What run control asks of the provider when a run is cancelled."""
+
+    def cancel(self, generation_id: str) -> None: ...
+
+
+class Provider(Reader, Canceller, Protocol):
     """Every call the pipeline makes."""
 
     def enqueue(self, model: str, params: Mapping[str, Any]) -> list[EnqueuedGeneration]: ...
 
     def retry(self, generation_id: str) -> EnqueuedGeneration: ...
-
-    def cancel(self, generation_id: str) -> None: ...
 
     def model(self, model_id: str) -> ModelInfo: ...
 

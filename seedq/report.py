@@ -118,9 +118,7 @@ def _warnings(text: str | None) -> list[str]:
 
 
 def report_rows(store: JobStore, run_id: str) -> list[ReportRow]:
-    from seedq.control import jobs
-
-    return [row_of(job_id, raw) for job_id, raw in jobs(store, run_id)]
+    return [row_of(job_id, raw) for job_id, raw in store.run_jobs(run_id)]
 
 
 def totals(rows: list[ReportRow]) -> Totals:

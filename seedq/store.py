@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 REGISTER_BATCH = 500
+READ_BATCH = 500  # job records per round trip when a whole run is read
 # register.lua finds a pending job's queue in its owner's run, read inside the script.
 RUN_PLACEHOLDER = "{run}"
 
@@ -215,6 +216,13 @@ class JobStore(RunRecords):
                 pipe.hgetall(keys.job(job_id))
             raws = pipe.execute()
         return [{decoded(k): decoded(v) for k, v in raw.items()} for raw in raws]
+
+    def run_jobs(self, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
+        """The run's jobs and their records, ``READ_BATCH`` per round trip."""
+        ids = self.run_job_ids(run_id)
+        for start in range(0, len(ids), READ_BATCH):
+            chunk = ids[start : start + READ_BATCH]
+            yield from zip(chunk, self.jobs(chunk), strict=True)
 
     def job_fields(self, job_ids: Sequence[str], names: Sequence[str]) -> list[list[str]]:
         """These fields of each job (``""`` where absent), in one round trip."""

@@ -29,12 +29,12 @@ from provider.errors import NotFound
 from provider.models import BilledGeneration, Generation, GenerationPage
 from provider.protocol import Pages
 from seedq.contract import JobState
-from seedq.control import jobs, require_run
 from seedq.errors import SeedqError, TransientError
 from seedq.store import JobStore
 from storage.base import Storage
 from worker.audit_facts import IN_FLIGHT, JobFacts, OutputFacts, job_facts
 from worker.audit_rules import audit
+from worker.control import require_run
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo
 from worker.findings import Finding, Repair
@@ -88,7 +88,9 @@ def gather(
     """Read the run's facts; ControlError for an unknown run."""
     info = require_run(store, run_id)
     # A job id registered again by a later run belongs to that run's audit now.
-    found = [job_facts(jid, raw) for jid, raw in jobs(store, run_id) if raw.get("run_id") == run_id]
+    found = [
+        job_facts(jid, raw) for jid, raw in store.run_jobs(run_id) if raw.get("run_id") == run_id
+    ]
     # Nothing of this run was enqueued before it was created (nor a job registered).
     since = window_start(min([info.created_at] + [job.created_at for job in found]))
     succeeded: dict[str, BilledGeneration] = {}

@@ -23,13 +23,13 @@ from provider.models import CompletionEvent
 from seedq import keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
-from seedq.control import cancel
 from seedq.dispatch import celery_sender
 from seedq.settings import Settings
 from seedq.store import JobStore
 from storage.local import LocalStorage
 from tests.fakes import FakeApp
 from tests.worker.fake_history import history_page
+from worker.control import cancel
 from worker.errors import RunPaused
 from worker.events import handle_event
 from worker.inputs import NoInputPublisher

@@ -1,4 +1,4 @@
-"""Run control (seedq.control) on fakeredis with a fake provider and a recording sender:
+"""Run control (worker.control) on fakeredis with a fake provider and a recording sender:
 pause, resume, cancel and retry move the right jobs, free slots and reservations, keep
 the run's counters right, and do nothing more when repeated."""
 
@@ -17,12 +17,12 @@ import pytest
 from cli.retrying import retry, retry_for_resume
 from producer.jobs import JobSpec
 from provider.errors import ServerError
-from provider.models import Generation, GenerationList, GenerationPage
+from provider.models import BilledGeneration, Generation, GenerationList, GenerationPage
 from seedq import contract, keys
 from seedq.admission import Admission
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, JobState
-from seedq.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
 from seedq.store import JobStore, RunInfo
+from worker.control import OPERATOR_PAUSE, ControlError, cancel, pause, resume
 
 RUN = "run-a"
 EST = 0.5
@@ -54,6 +54,9 @@ class FakeProvider:
         active = ("queued", "processing") if status is None else (status,)
         found = [g for g in self.listed if g.status in active and g.model_name == model]
         return GenerationList(count=len(found), generations=found)
+
+    def billed(self, generation_id: str) -> BilledGeneration:
+        raise AssertionError("run control never reads a bill")
 
     def history(
         self,

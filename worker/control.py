@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
+from provider.protocol import Canceller
 from seedq.admission import Admission
 from seedq.contract import JobState, RunStatus
 from seedq.dispatch import Sender, admit_and_send
@@ -35,27 +35,8 @@ class ControlError(SeedqError):
     """The run cannot take this command (unknown, or cancelled)."""
 
 
-class Provider(Protocol):
-    """What run control asks of the provider (``provider.client.OxenClient``)."""
-
-    def cancel(self, generation_id: str) -> Any: ...
-
-    def get(self, generation_id: str) -> Any: ...
-
-    def list(self, *, model: str | None = None, status: str | None = None) -> Any: ...
-
-    def history(
-        self,
-        *,
-        page: int = 1,
-        page_size: int = 1000,
-        model: str | None = None,
-        status: str | None = None,
-    ) -> Any: ...
-
-
 @dataclass(slots=True)
-class Outcome:
+class CommandResult:
     """What a command did: counts by what happened, and the jobs an operator must see."""
 
     run_id: str
@@ -80,43 +61,35 @@ def run_priority(info: RunInfo) -> int:
     return int(info.meta.get("priority") or 0)
 
 
-def jobs(store: JobStore, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """The run's jobs and their records, read in batches."""
-    ids = store.run_job_ids(run_id)
-    for start in range(0, len(ids), READ_BATCH):
-        chunk = ids[start : start + READ_BATCH]
-        yield from zip(chunk, store.jobs(chunk), strict=True)
-
-
 def wait(store: JobStore, run_id: str, job_id: str, job_priority: int, priority: int) -> None:
     """Put a registered job in its run's waiting queue, and the run in admission's set
     (``JobStore.requeue``)."""
     store.requeue(run_id, job_id, job_priority, priority)
 
 
-def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Outcome:
+def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> CommandResult:
     """No new submissions. Admitted jobs not yet sent give their slot back in the submit
     step; generations in flight finish and deliver."""
     info = require_run(store, run_id)
     not_cancelled(info, "paused")
     store.pause_run(run_id, reason)
-    done = Outcome(run_id)
+    done = CommandResult(run_id)
     done.counts["in flight (will finish and deliver)"] = sum(
         info.counts.get(s, 0) for s in ("submitting", "submitted", "retrying", "generated")
     )
     return done
 
 
-def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> Outcome:
+def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> CommandResult:
     """Active again: every registered job waiting (none lost), then admit what fits."""
     info = require_run(store, run_id)
     not_cancelled(info, "resumed")
     store.set_run_status(run_id, RunStatus.ACTIVE, reason="")
     priority = run_priority(info)
-    done = Outcome(run_id)
+    done = CommandResult(run_id)
     registered = [
         (job_id, job)
-        for job_id, job in jobs(store, run_id)
+        for job_id, job in store.run_jobs(run_id)
         if job.get("state") == JobState.REGISTERED and job.get("run_id") == run_id
     ]
     for start in range(0, len(registered), READ_BATCH):
@@ -144,13 +117,13 @@ def job_priority(job: dict[str, str]) -> int:
 
 def cancel(
     store: JobStore,
-    provider: Provider,
+    provider: Canceller,
     run_id: str,
     *,
     settle_s: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> Outcome:
+) -> CommandResult:
     """Stop the run for good: nothing waiting starts, generations at the provider are
     cancelled there; generated jobs are paid for already and deliver.
 
@@ -160,9 +133,9 @@ def cancel(
     require_run(store, run_id)
     store.set_run_status(run_id, RunStatus.CANCELLED, reason="cancelled by an operator")
     store.withdraw_run(run_id)
-    done = Outcome(run_id)
+    done = CommandResult(run_id)
     enqueuing: list[str] = []
-    for job_id, job in jobs(store, run_id):
+    for job_id, job in store.run_jobs(run_id):
         state = job.get("state", "")
         if state == JobState.REGISTERED:
             moved = store.move(
@@ -192,10 +165,10 @@ def cancel(
 
 def _settle(
     store: JobStore,
-    provider: Provider,
+    provider: Canceller,
     run_id: str,
     enqueuing: list[str],
-    done: Outcome,
+    done: CommandResult,
     deadline: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
@@ -220,7 +193,7 @@ def _settle(
 
 
 def _cancel_at_provider(
-    store: JobStore, provider: Provider, run_id: str, job_id: str, done: Outcome
+    store: JobStore, provider: Canceller, run_id: str, job_id: str, done: CommandResult
 ) -> bool:
     # Moved first: a tracker that saw it generate meanwhile wins the CAS, and the job
     # delivers (paid already) instead of being cancelled after the fact.
