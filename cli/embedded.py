@@ -146,9 +146,11 @@ def _serving(runtime: Runtime) -> Iterator[Any]:
     send = celery_sender(app)
     stop = threading.Event()
     threads = [
-        # A closure, not Thread(args=...), so mypy checks the call against listen's types.
+        # Closures, not Thread(args=...), so mypy checks each call against its types.
         threading.Thread(target=lambda: listen(runtime, send, stop), name="seedq-events"),
-        threading.Thread(target=run_ticker, args=(lambda: runtime, app, stop), name="seedq-ticker"),
+        threading.Thread(
+            target=lambda: run_ticker(lambda: runtime, send, stop), name="seedq-ticker"
+        ),
     ]
     logging.getLogger("celery").setLevel(logging.WARNING)
     try:

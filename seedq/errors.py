@@ -12,7 +12,7 @@ Each package roots its own errors (``producer.errors``, ``provider.errors``,
 ``storage.errors``, ``worker.errors``, ``simulator.errors``) and files each one under
 the branch above that says what to do with it: ``provider.errors.RateLimited`` is a
 ``TransientError``, ``worker.errors.InvalidVideo`` a ``JobFailed``. A task therefore
-catches the three branches once (:func:`worker.tasks.run_step`), and catching
+catches the three branches once (:func:`worker.runner.run_step`), and catching
 :class:`SeedqError` at an entry point catches everything the project raises on
 purpose: anything else reaching the top is a bug, not bad input.
 """

@@ -16,7 +16,7 @@ from typing import Any
 STUCK_RETRIES = "stuck_retries"  # jobs whose stuck generation was killed and retried
 STUCK_FAILURES = "stuck_failures"  # jobs failed because the retry got stuck too
 
-# The steps whose failures a job counts (worker.tasks): ``{step}_attempts`` and
+# The steps whose failures a job counts (worker.runner): ``{step}_attempts`` and
 # ``{step}_first_failure_at``, cleared when the step's move forward succeeds.
 RETRIED_STEPS = ("submit", "track", "deliver")
 

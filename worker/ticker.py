@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from celery import bootsteps
 
 from seedq import contract
 from seedq.contract import ADMITTING, JobState
+from seedq.dispatch import Sender, admit_and_send, celery_sender
 from worker.biller import bill_due
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
@@ -57,8 +59,10 @@ class TickReport:
     billed: list[str] = field(default_factory=list)
 
 
-def _send(app: Any, task: str, run_id: str, job_id: str) -> None:
-    app.send_task(task, kwargs={"run_id": run_id, "job_id": job_id})
+def _send(send: Sender, task: str, jobs: list[tuple[str, str]]) -> None:
+    """One batch of ``task`` messages for these (run, job) pairs; nothing when empty."""
+    if jobs:
+        send(task, [{"run_id": run_id, "job_id": job_id} for run_id, job_id in jobs])
 
 
 def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str, str]]:
@@ -70,40 +74,43 @@ def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str
     ]
 
 
-def redrive_expired(rt: Runtime, app: Any, report: TickReport) -> None:
+def redrive_expired(rt: Runtime, send: Sender, report: TickReport) -> None:
     expired = rt.leases.expired()
     if not expired:
         return
     alive = []
+    by_task: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for job_id, run_id, state, _gen in _in_flight_jobs(rt, expired):
         task = REDRIVE.get(JobState(state)) if state else None
         if task is None:  # left the provider without releasing (a crash in between)
             rt.admission.release(run_id, job_id)
             report.released += 1
             continue
-        _send(app, task, run_id, job_id)
+        by_task[task].append((run_id, job_id))
         alive.append(job_id)
         report.redriven += 1
+    for task, jobs in by_task.items():
+        _send(send, task, jobs)
     rt.leases.renew(alive)
 
 
-def redrive_deliveries(rt: Runtime, app: Any, report: TickReport) -> None:
+def redrive_deliveries(rt: Runtime, send: Sender, report: TickReport) -> None:
     """Send delivery again for generated jobs nobody has been delivering for a lease."""
     stalled = rt.leases.stalled_deliveries()
     if not stalled:
         return
-    alive = []
+    again = []
     for job_id, run_id, state, _gen in _in_flight_jobs(rt, stalled):
         if state != JobState.GENERATED:  # moved on without its lease dropped (a crash)
             rt.leases.forget_delivery(job_id)
             continue
-        _send(app, contract.TASK_DELIVER, run_id, job_id)
-        alive.append(job_id)
+        again.append((run_id, job_id))
         report.redriven += 1
-    rt.leases.touch_deliveries(alive)
+    _send(send, contract.TASK_DELIVER, again)
+    rt.leases.touch_deliveries([job_id for _run_id, job_id in again])
 
 
-def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
+def sweep(rt: Runtime, send: Sender, report: TickReport) -> None:
     """One list call for every generation in flight (see the module docstring)."""
     jobs = [j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] == JobState.SUBMITTED]
     if not jobs or rt.poll_throttle.acquire_or_wait_s() > 0:
@@ -114,16 +121,17 @@ def sweep(rt: Runtime, app: Any, report: TickReport) -> None:
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
     rt.leases.renew(running)
     now, stuck_after_s = rt.now(), rt.settings.stuck_after_s
-    stuck = []
+    stuck, finished = [], []
     for job_id, run_id, _state, gen in jobs:
         if gen and gen not in active:
-            _send(app, contract.TASK_TRACK, run_id, job_id)
+            finished.append((run_id, job_id))
             report.finished.append(job_id)
         elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
             stuck.append((job_id, run_id, gen))
-    for job_id, run_id in _stuck_to_track(rt, stuck):
-        _send(app, contract.TASK_TRACK, run_id, job_id)  # its GET confirms, then retries
-        report.stuck.append(job_id)
+    _send(send, contract.TASK_TRACK, finished)
+    to_track = _stuck_to_track(rt, stuck)
+    _send(send, contract.TASK_TRACK, [(run_id, job_id) for job_id, run_id in to_track])
+    report.stuck.extend(job_id for job_id, _run_id in to_track)  # its GET confirms, then retries
 
 
 def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
@@ -144,29 +152,27 @@ def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tupl
     return chosen
 
 
-def tick(rt: Runtime, app: Any) -> TickReport:
+def tick(rt: Runtime, send: Sender) -> TickReport:
     report = TickReport()
     apply_timing(rt.store.redis, rt.now())  # scheduled starts and windows, before admitting
-    for admitted in rt.admission.admit():
-        _send(app, contract.TASK_SUBMIT, admitted.run_id, admitted.job_id)
-        report.admitted += 1
-    redrive_expired(rt, app, report)
-    redrive_deliveries(rt, app, report)
+    report.admitted = admit_and_send(rt.admission, send)
+    redrive_expired(rt, send, report)
+    redrive_deliveries(rt, send, report)
     now = rt.now()
     if rt.store.sweep_due(now, rt.settings.poll_interval_s):
-        sweep(rt, app, report)
+        sweep(rt, send, report)
     # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
     report.billed = bill_due(rt, now=now).billed
     return report
 
 
-def tick_once(rt: Runtime, app: Any) -> TickReport | None:
+def tick_once(rt: Runtime, send: Sender) -> TickReport | None:
     """Tick if no other worker is ticking right now."""
     token = uuid.uuid4().hex
     if not rt.store.take_tick_lock(token, LOCK_MS):
         return None
     try:
-        return tick(rt, app)
+        return tick(rt, send)
     finally:
         rt.store.release_tick_lock(token)
 
@@ -191,14 +197,14 @@ class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
             self._thread.join(timeout=10)
 
     def _loop(self, app: Any) -> None:
-        run_ticker(get_runtime, app, self._stop)
+        run_ticker(get_runtime, celery_sender(app), self._stop)
 
 
-def run_ticker(runtime: Callable[[], Runtime], app: Any, stop: threading.Event) -> None:
+def run_ticker(runtime: Callable[[], Runtime], send: Sender, stop: threading.Event) -> None:
     """Tick every second until ``stop`` is set."""
     while not stop.wait(TICK_S):
         try:
-            tick_once(runtime(), app)
+            tick_once(runtime(), send)
         except Exception:  # a failed tick is retried next second; never kill the loop
             log.exception("tick failed")
 

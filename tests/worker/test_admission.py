@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -316,11 +317,15 @@ def test_expire_all_makes_every_lease_due_and_keeps_every_slot(store: JobStore) 
 
 
 @dataclass
-class FakeApp:
+class Recorder:
+    """A Sender that keeps (task, run id, job id) of each message."""
+
     sent: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def send_task(self, name: str, kwargs: dict[str, str], **_: Any) -> None:
-        self.sent.append((name, kwargs["run_id"], kwargs["job_id"]))
+    def __call__(
+        self, task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0
+    ) -> None:
+        self.sent.extend((task, m["run_id"], m["job_id"]) for m in messages)
 
 
 @dataclass
@@ -372,7 +377,7 @@ def test_tick_redrives_expired_leases_by_state(store: JobStore, tmp_path: Path) 
     # g-1 is still running: the sweep renews it, so only the re-drive sends its track.
     rt = runtime(store, tmp_path, FakeProvider(active={"g-1"}), LEASE_S)
     make_run(store, "run", ["reg", "sub-ing", "sub-ed", "gen"])
-    app = FakeApp()
+    app = Recorder()
     report = tick(rt, app)
     assert report.admitted == 4 and report.redriven == 0
     assert sorted(j for *_, j in app.sent) == ["gen", "reg", "sub-ed", "sub-ing"]
@@ -404,7 +409,7 @@ def test_redrive_expired_alone(store: JobStore, tmp_path: Path) -> None:
     rt.admission.admit()
     advance(store, "b", "run", JobState.SUBMITTING, JobState.SUBMITTED, JobState.FAILED)
     time.sleep(LEASE_S + 0.1)
-    app = FakeApp()
+    app = Recorder()
     report = TickReport()
     redrive_expired(rt, app, report)
     assert app.sent == [(contract.TASK_SUBMIT, "run", "a")]
@@ -431,7 +436,7 @@ def test_stalled_delivery_is_redriven_and_forgotten_once_done(
 
     time.sleep(LEASE_S + 0.1)
     assert sorted(rt.leases.stalled_deliveries()) == ["lost", "moved"]
-    app = FakeApp()
+    app = Recorder()
     report = tick(rt, app)
     assert app.sent == [(contract.TASK_DELIVER, "run", "lost")]
     assert report.redriven == 1
@@ -501,7 +506,7 @@ def test_sweep_renews_the_running_and_tracks_the_rest(store: JobStore, tmp_path:
     advance(store, "sending", "run", JobState.SUBMITTING)
     before = {j: store.redis.zscore(keys.IN_FLIGHT, j) for j in rt.admission.in_flight()}
 
-    app = FakeApp()
+    app = Recorder()
     report = tick(rt, app)
     assert report.swept and provider.calls == 1  # one list call for all of them
     assert app.sent == [(contract.TASK_TRACK, "run", "finished")]
@@ -516,7 +521,7 @@ def test_sweep_makes_no_call_with_nothing_submitted(store: JobStore, tmp_path: P
     provider = FakeProvider()
     rt = runtime(store, tmp_path, provider, lease_s=60)
     make_run(store, "run", ["j1"])
-    report = tick(rt, FakeApp())
+    report = tick(rt, Recorder())
     assert report.admitted == 1 and not report.swept and provider.calls == 0
 
 
@@ -530,15 +535,15 @@ def test_tick_once_is_one_tick_at_a_time(store: JobStore, tmp_path: Path) -> Non
     advance(store, "j1", "run", JobState.SUBMITTED, generation_id="g-1")
 
     results: list[Any] = []
-    first = threading.Thread(target=lambda: results.append(tick_once(rt, FakeApp())))
+    first = threading.Thread(target=lambda: results.append(tick_once(rt, Recorder())))
     first.start()
     deadline = time.monotonic() + 5
     while provider.calls == 0:  # the first tick is inside its sweep, holding the lock
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert tick_once(rt, FakeApp()) is None
+    assert tick_once(rt, Recorder()) is None
     gate.set()
     first.join(5)
     assert results and results[0] is not None and results[0].swept
     assert store.redis.get(keys.TICK_LOCK) is None  # released
-    assert tick_once(rt, FakeApp()) is not None
+    assert tick_once(rt, Recorder()) is not None

@@ -15,14 +15,16 @@ import fakeredis
 import pytest
 
 from seedq.contract import TASK_DELIVER, JobState
+from seedq.dispatch import celery_sender
 from storage.base import Storage, sha256_file
 from storage.s3 import S3Storage
-from tests.worker.test_steps import FakeTask, Pipeline, pipeline_on
+from tests.fakes import FakeApp
+from tests.worker.test_steps import Pipeline, pipeline_on
 from worker.delivery import QUARANTINE_PREFIX, deliver_job, quarantine_key, sidecar_key
 from worker.errors import InvalidVideo
 from worker.job import DONE, Next
+from worker.runner import DELIVER, run_step
 from worker.runtime import install_runtime
-from worker.tasks import run_step
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -191,7 +193,7 @@ def test_the_failed_job_names_where_its_clip_is_kept(
         run_id = p.one_job()
         assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
         monkeypatch.setattr(p.rt.provider, "download", junk(b"\x00" * 50))
-        run_step(FakeTask(TASK_DELIVER), "deliver", deliver_job, run_id, "clip-1")
+        run_step(p.rt, celery_sender(FakeApp()), DELIVER, run_id, "clip-1")
     finally:
         install_runtime(None)
     job = p.job("clip-1")

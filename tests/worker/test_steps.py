@@ -57,9 +57,9 @@ from worker.events import handle_event
 from worker.inputs import LoopbackInputPublisher, publish_inputs
 from worker.job import DONE, Next
 from worker.retry import RetryPolicy
-from worker.runtime import Runtime, install_runtime, poll_throttle, submit_throttle
+from worker.runner import DELIVER, SUBMIT, TRACK, run_step
+from worker.runtime import Runtime, get_runtime, install_runtime, poll_throttle, submit_throttle
 from worker.submitting import LIST_TRIES, RECHECK_S, grace_s, submit_job
-from worker.tasks import run_step
 from worker.tracking import track_job
 from worker.verify import verify_video
 
@@ -108,10 +108,18 @@ class RecordingStorage(LocalStorage):
 
 @dataclass
 class FakeTask:
-    """What worker.tasks.run_step uses of a bound Celery task."""
+    """What a task of worker.tasks uses of itself: its name and its app."""
 
     name: str
     app: FakeApp = field(default_factory=FakeApp)
+
+
+BY_TASK = {step.task: step for step in (SUBMIT, TRACK, DELIVER)}
+
+
+def run_task(task: FakeTask, run_id: str, job_id: str) -> None:
+    """What the Celery task named ``task.name`` does (worker.tasks)."""
+    run_step(get_runtime(), celery_sender(task.app), BY_TASK[task.name], run_id, job_id)
 
 
 @dataclass
@@ -1058,7 +1066,7 @@ def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> Non
     task = FakeTask(TASK_SUBMIT)
     message = {"run_id": run_id, "job_id": "clip-1"}
 
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert task.app.sent == [(TASK_SUBMIT, message, 3.0)]  # Retry-After is the floor
     job = p.job("clip-1")
     assert job["state"] == JobState.REGISTERED
@@ -1068,14 +1076,14 @@ def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> Non
     assert 2.0 < p.rt.submit_throttle.acquire_or_wait_s() <= 3.0
 
     p.retry_after_passed()  # the retry's countdown
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert p.job("clip-1")["submit_attempts"] == "2"
     assert [countdown for *_, countdown in task.app.sent] == [3.0, 3.0]
 
     # Success resets the attempts; nothing follows (the sweep tracks the generation).
     p.sim.configure(rate_limit_rate=0.0)
     p.retry_after_passed()
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     job = p.assert_adopted(DONE, "clip-1")
     assert "submit_attempts" not in job and "submit_first_failure_at" not in job
     assert len(task.app.sent) == 2
@@ -1091,7 +1099,7 @@ def test_task_waiting_out_a_long_countdown_keeps_its_slot(installed: Pipeline) -
     task = FakeTask(TASK_SUBMIT)
 
     before = float(p.rt.store.redis.time()[0])
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     [(_, _, countdown)] = task.app.sent
     assert countdown is not None and countdown >= p.rt.admission.lease_s  # as long as a lease
     lease = p.lease_until("clip-1")
@@ -1106,9 +1114,9 @@ def test_task_gives_up_after_max_attempts(installed: Pipeline) -> None:
     p.sim.configure(error_rate=1.0)  # enqueue and list both fail: it stays submitting
     task = FakeTask(TASK_SUBMIT)
 
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert len(task.app.sent) == 1 and p.state("clip-1") is JobState.SUBMITTING
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert len(task.app.sent) == 1  # no third attempt
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "submit"
@@ -1122,10 +1130,10 @@ def test_task_time_budget_is_on_the_runtime_clock(installed: Pipeline) -> None:
     run_id = p.one_job()
     p.sim.configure(rate_limit_rate=1.0, retry_after_s=0)
     task = FakeTask(TASK_SUBMIT)
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert len(task.app.sent) == 1
     p.clock.offset_s = 61.0
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert len(task.app.sent) == 1
     assert p.job("clip-1")["error"].startswith("gave up after 2 attempt(s): ")
 
@@ -1136,7 +1144,7 @@ def test_task_fails_job_on_permanent_provider_error(installed: Pipeline) -> None
     run_id = p.register_direct("nomodel-1", params, model="no-such-model")
     task = FakeTask(TASK_SUBMIT)
 
-    run_step(task, "submit", submit_job, run_id, "nomodel-1")
+    run_task(task, run_id, "nomodel-1")
     job = p.job("nomodel-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "submit"
     assert "no-such-model" in job["error"]
@@ -1157,7 +1165,7 @@ def test_task_fails_job_on_invalid_video(
 
     monkeypatch.setattr(p.rt.provider, "download", junk)
     task = FakeTask(TASK_DELIVER)
-    run_step(task, "deliver", deliver_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "deliver"
     assert job["quarantine_uri"] in job["error"] and "/quarantine/" in job["error"]
@@ -1171,7 +1179,7 @@ def test_task_pauses_run_when_fatal(installed: Pipeline) -> None:
     p.sim.configure(insufficient_credits=True)
     task = FakeTask(TASK_SUBMIT)
 
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     run = p.rt.store.run(run_id)
     assert run is not None and run.status == "paused"
     reason = p.rt.store.redis.hget(f"seedq:run:{run_id}", "reason")
@@ -1181,7 +1189,7 @@ def test_task_pauses_run_when_fatal(installed: Pipeline) -> None:
 
     # A redelivered submit of the paused run leaves the job waiting.
     p.sim.configure(insufficient_credits=False)
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     assert p.state("clip-1") is JobState.REGISTERED and task.app.sent == []
     p.assert_at_most_once(0)
 
@@ -1190,9 +1198,8 @@ def test_task_success_runs_the_whole_chain(installed: Pipeline) -> None:
     p = installed
     run_id = p.one_job()
     task = FakeTask(TASK_SUBMIT)
-    run_step(task, "submit", submit_job, run_id, "clip-1")
+    run_task(task, run_id, "clip-1")
     deadline = time.monotonic() + DRIVE_LIMIT_S
-    steps = {TASK_SUBMIT: "submit", TASK_TRACK: "track", TASK_DELIVER: "deliver"}
     while task.app.sent or p.state("clip-1") is JobState.SUBMITTED:
         assert time.monotonic() < deadline
         if not task.app.sent:  # the sweep's track task, once per poll interval
@@ -1200,7 +1207,7 @@ def test_task_success_runs_the_whole_chain(installed: Pipeline) -> None:
         name, kwargs, countdown = task.app.sent.pop(0)
         time.sleep(min(countdown or 0.0, POLL_S))
         task = FakeTask(name, task.app)
-        run_step(task, steps[name], STEPS[name], kwargs["run_id"], kwargs["job_id"])
+        run_task(task, kwargs["run_id"], kwargs["job_id"])
     assert p.state("clip-1") is JobState.DELIVERED
     p.assert_at_most_once(1)
 

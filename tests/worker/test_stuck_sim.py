@@ -21,6 +21,7 @@ import pytest
 
 from provider import errors as pe
 from seedq.contract import TASK_SUBMIT, TERMINAL_STATES, JobState
+from seedq.dispatch import celery_sender
 from simulator.config import SimConfig
 from tests.fakes import FakeApp
 from tests.worker.test_steps import POLL_S, STEPS, Pipeline, pipeline_on
@@ -60,7 +61,7 @@ def drive(p: Pipeline, run_id: str, job_id: str) -> None:
         assert time.monotonic() < deadline, f"{job_id} did not settle: {p.job(job_id)}"
         time.sleep(POLL_S)
         app = FakeApp()
-        sweep(p.rt, app, TickReport())
+        sweep(p.rt, celery_sender(app), TickReport())
         queue += [(name, 0.0) for name, kwargs, _ in app.sent if kwargs["job_id"] == job_id]
 
 

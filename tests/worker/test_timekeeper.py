@@ -122,12 +122,16 @@ def test_finished(status: str, counts: dict[str, int], total: int, done: bool) -
     assert finished(status, counts, total) is done
 
 
-class FakeApp:
+class Recorder:
+    """A Sender that keeps (task, job id) of each message."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
 
-    def send_task(self, name: str, kwargs: dict[str, str], **_: object) -> None:
-        self.sent.append((name, kwargs["job_id"]))
+    def __call__(
+        self, task: str, messages: Sequence[contract.JobMessage], countdown_s: float = 0.0
+    ) -> None:
+        self.sent.extend((task, m["job_id"]) for m in messages)
 
 
 def test_the_tick_starts_a_scheduled_run_and_admits_its_jobs(
@@ -150,9 +154,9 @@ def test_the_tick_starts_a_scheduled_run_and_admits_its_jobs(
         clock=lambda: now[0],
     )
     client.set(keys.LAST_SWEEP, DAY + 10_000)  # no sweep in this test
-    app = FakeApp()
-    assert tick(rt, app).admitted == 0 and app.sent == []
+    send = Recorder()
+    assert tick(rt, send).admitted == 0 and send.sent == []
     now[0] = DAY + 30
-    assert tick(rt, app).admitted == 3
-    assert sorted(job for _task, job in app.sent) == ["job-0", "job-1", "job-2"]
+    assert tick(rt, send).admitted == 3
+    assert sorted(job for _task, job in send.sent) == ["job-0", "job-1", "job-2"]
     assert _status(client, run_id) == ("active", "")

@@ -250,11 +250,11 @@ def test_sweep_tracks_a_stuck_generation_and_nothing_else(world: World) -> None:
     w = world
     w.submitted("j")
     app, report = FakeApp(), TickReport()
-    sweep(w.rt, app, report)
+    sweep(w.rt, celery_sender(app), report)
     assert app.jobs() == [] and w.oxen.calls["list"] == 1  # processing, not for long
 
     w.stuck()
-    sweep(w.rt, app, report)
+    sweep(w.rt, celery_sender(app), report)
     assert app.jobs() == [(TASK_TRACK, "j")] and report.stuck == ["j"]
     assert w.oxen.calls["get"] == 0  # the list said enough: no per-job polling
 
@@ -264,7 +264,7 @@ def test_sweep_leaves_a_long_queued_generation_alone(world: World) -> None:
     w.submitted("j", status="queued", started_at=None)
     w.stuck()
     app = FakeApp()
-    sweep(w.rt, app, TickReport())
+    sweep(w.rt, celery_sender(app), TickReport())
     assert app.jobs() == []
 
 
@@ -274,19 +274,19 @@ def test_sweep_holds_a_retry_while_the_run_is_paused_but_not_a_give_up(world: Wo
     w.stuck()
     w.store.pause_run("run", "paused by an operator")
     app = FakeApp()
-    sweep(w.rt, app, TickReport())
+    sweep(w.rt, celery_sender(app), TickReport())
     assert app.jobs() == []
     # The track step agrees: it renews the job's lease and leaves it running.
     assert w.track() is DONE and w.oxen.calls["retry"] == 0 and w.state() is JobState.SUBMITTED
 
     w.store.update_job("j", retry_refused_of="g-0")  # another generation's refusal
-    sweep(w.rt, app, TickReport())
+    sweep(w.rt, celery_sender(app), TickReport())
     assert app.jobs() == []
     w.store.update_job("j", retry_refused_of="g-1")  # this one cannot be retried
-    sweep(w.rt, app, TickReport())
+    sweep(w.rt, celery_sender(app), TickReport())
     assert app.jobs() == [(TASK_TRACK, "j")]
     w.store.update_job("j", retry_refused_of="", stuck_generation_id="g-0")  # a retry already
-    sweep(w.rt, app, TickReport())
+    sweep(w.rt, celery_sender(app), TickReport())
     assert app.jobs() == [(TASK_TRACK, "j")] * 2
 
 
@@ -567,7 +567,7 @@ def test_stuck_twice_fails_with_the_reason_and_cancels_the_retry(world: World) -
     w = world
     killed, new = stuck_twice(w)
     app, report = FakeApp(), TickReport()
-    sweep(w.rt, app, report)
+    sweep(w.rt, celery_sender(app), report)
     assert app.jobs() == [(TASK_TRACK, "j")]  # the sweep sees the retry stuck too
 
     assert w.track() == Next(TASK_TRACK, 0.0)
@@ -682,7 +682,7 @@ def test_retrying_job_whose_lease_expired_is_redriven_to_resolve_not_resend(
     w.track()  # the worker died after sending: its recheck message is lost too
     w.store.redis.zadd(keys.IN_FLIGHT, {"j": 0})  # its lease long expired
     app, report = FakeApp(), TickReport()
-    redrive_expired(w.rt, app, report)
+    redrive_expired(w.rt, celery_sender(app), report)
     assert app.jobs() == [(TASK_TRACK, "j")] and report.redriven == 1
     w.oxen.retry_mode = "ok"
     assert w.track() is DONE
