@@ -10,6 +10,7 @@ import logging
 from provider.classify import classify_generation_failure
 from provider.errors import InsufficientCredits
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
+from seedq.records import Moved
 from worker.errors import RunPaused
 from worker.job import DONE, Job, Next
 from worker.runtime import Runtime
@@ -51,28 +52,17 @@ def complete(
 
     Only while the job still follows that generation: one killed and retried for being
     stuck ends ``cancelled``, which must not cancel the job that left it."""
-    following = {"generation_id": job.generation_id or ""}
     if cancelled_for_stuck(job, status):
         return fail_stuck(rt, job)  # cancelled by seedq itself for being stuck
     if status == "succeeded" and result_url:
-        moved = rt.store.move_when(
-            job.id,
-            job.run_id,
-            JobState.GENERATED,
-            expect=[JobState.SUBMITTED],
-            when=following,
-            result_url=result_url,
-            generated_at=rt.now(),
-        )
+        moved = _settle(rt, job, JobState.GENERATED, result_url=result_url, generated_at=rt.now())
         return Next(TASK_DELIVER) if moved.ok else DONE
     if status == "failed":
         reason = classify_generation_failure(error or "failed without a reason")
-        rt.store.move_when(
-            job.id,
-            job.run_id,
+        _settle(
+            rt,
+            job,
             JobState.FAILED,
-            expect=[JobState.SUBMITTED],
-            when=following,
             error=f"generation failed: {reason.message}",
             failed_step="generate",
         )
@@ -80,17 +70,19 @@ def complete(
             raise RunPaused(f"provider: {reason.message}")
         return DONE
     if status == "cancelled":
-        rt.store.move_when(
-            job.id,
-            job.run_id,
-            JobState.CANCELLED,
-            expect=[JobState.SUBMITTED],
-            when=following,
-            error="cancelled at the provider",
-        )
+        _settle(rt, job, JobState.CANCELLED, error="cancelled at the provider")
         return DONE
     if status not in RUNNING and status != "succeeded":
         log.warning("job %s: unknown generation status %r; the sweep checks again", job.id, status)
     # Still running (the list lagged, or no result URL yet): the sweep watches it.
     rt.leases.renew([job.id])
     return DONE
+
+
+def _settle(rt: Runtime, job: Job, to: JobState, **fields: str | int | float) -> Moved:
+    """Move a submitted job to where its generation ended, only while it still follows
+    that generation (a stuck one's retry may have replaced it meanwhile)."""
+    following = {"generation_id": job.generation_id or ""}
+    return rt.store.move_when(
+        job.id, job.run_id, to, expect=[JobState.SUBMITTED], when=following, **fields
+    )
