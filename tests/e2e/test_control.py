@@ -80,7 +80,9 @@ def test_pause_resume_cancel_retry_and_report(
     wait_for(c, "all delivered", lambda: set(states(c, run_id).values()) == {"delivered"})
     assert c.sim.stats()["enqueued"] == 8 and c.sim.stats()["duplicate_enqueues"] == 0
 
-    # Cancel a second run while generations are at the provider.
+    # Cancel a second run while generations are at the provider: slow ones, so they are
+    # still there when the command (a new process, slow on a loaded machine) arrives.
+    c.sim.configure(latency_s=(30.0, 30.0))
     second = tmp_path / "second"
     second.mkdir()
     other = submit(c, manifest(second, clip_rows("c", 6)))
@@ -98,6 +100,7 @@ def test_pause_resume_cancel_retry_and_report(
     enqueued = c.sim.stats()["enqueued"]
     time.sleep(2.0)
     assert c.sim.stats()["enqueued"] == enqueued  # nothing of it starts any more
+    c.sim.configure(latency_s=(2.0, 2.5))
 
     # A job the provider fails (a face in the image), retried: a fresh attempt.
     third = tmp_path / "third"
