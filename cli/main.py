@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from seedq.errors import SeedqError
+from seedq.settings import invalid_settings
 from simulator.cli import simulator_command
 
 EXIT_BAD_INPUT = 2
@@ -66,9 +67,8 @@ def guarded(func: F) -> F:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except ValidationError as exc:
-            for err in exc.errors(include_url=False, include_input=False):
-                where = ".".join(str(p) for p in err["loc"]).upper()
-                typer.secho(f"error: setting {where}: {err['msg']}", fg="red", err=True)
+            for line in invalid_settings(exc):
+                typer.secho(f"error: {line}", fg="red", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
