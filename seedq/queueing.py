@@ -4,7 +4,8 @@ client of the job store. Shared by the producer (which only sends) and the worke
 The broker URL comes from one place, :func:`broker_url`: ``SEEDQ_BROKER_URL``, or the
 in-memory broker for an embedded run that asks for it. Nothing falls back to memory on
 its own, since a worker or a producer on an in-memory broker of its own runs, sends and
-reaches nobody.
+reaches nobody. :func:`connection_error` says which service a connection error is about,
+for the command line's exit status.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from urllib.parse import urlsplit
 import redis
 from celery import Celery
 from kombu.entity import Queue
+from kombu.exceptions import OperationalError
 
 from seedq import contract
 from seedq.broker import SCHEMES, TRANSPORT
-from seedq.errors import ConfigError
+from seedq.errors import ConfigError, SeedqError, ServiceUnavailable
 from seedq.schedules import TASK_SCHEDULED_RUN
 from seedq.settings import Settings
 
@@ -28,6 +30,7 @@ from seedq.settings import Settings
 # waiting for its ETA.
 VISIBILITY_TIMEOUT_S = 6 * 60 * 60
 EMBEDDED_BROKER = "memory://localhost/"
+MAX_CAUSES = 8  # how far connection_error follows an exception's causes
 # The one routing table: which queue each task is sent to (-Q of its worker service).
 ROUTES = {
     contract.TASK_SUBMIT: contract.QUEUE_SUBMIT,
@@ -127,3 +130,37 @@ def redis_client(settings: Settings) -> redis.Redis:
 
     return fakeredis.FakeRedis()
 
+
+def connection_error(exc: BaseException) -> SeedqError | None:
+    """A failed connection said as the project's own error, in one line: the service it
+    could not reach (Redis, the broker) as a ServiceUnavailable, credentials refused as a
+    ConfigError (waiting does not fix a wrong password); None for anything else. The
+    exceptions ``exc`` was raised from count too: a library may wrap the refusal."""
+    seen: BaseException | None = exc
+    for _ in range(MAX_CAUSES):
+        if seen is None:
+            return None
+        said = _said(seen)
+        if said is not None:
+            return said
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _said(exc: BaseException) -> SeedqError | None:
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+        return ConfigError(f"Redis refused the credentials in its URL: {_line(exc)}")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return ServiceUnavailable(f"Redis is unreachable (SEEDQ_REDIS_URL): {_line(exc)}")
+    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ReadOnlyError):
+        # Full under noeviction, or a replica: it answers, but takes no writes.
+        return ServiceUnavailable(f"Redis refuses writes: {_line(exc)}")
+    if isinstance(exc, OperationalError):
+        return ServiceUnavailable(f"the broker is unreachable (SEEDQ_BROKER_URL): {_line(exc)}")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return ServiceUnavailable(f"a service is unreachable: {_line(exc)}")
+    return None
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
