@@ -94,7 +94,7 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SeedqError as exc:
-            _fail(str(exc), exit_status(exc))
+            _fail(_said(exc), exit_status(exc))
         except ValidationError as exc:
             for line in invalid_settings(exc):
                 typer.secho(f"error: {line}", fg="red", err=True)
@@ -119,6 +119,20 @@ def guarded(func: F) -> F:
             raise typer.Exit(EXIT_BUG) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _said(exc: SeedqError) -> str:
+    """The one line for ``exc``: a service that did not answer is named, with its setting
+    (the provider client's own messages say what failed, not where). Imported here: the
+    packages' __init__ import their clients, which `seedq --help` need not load."""
+    from provider.errors import TransientProviderError
+    from storage.errors import StorageUnavailable
+
+    if isinstance(exc, TransientProviderError):
+        return f"the provider is unavailable (SEEDQ_PROVIDER_URL): {exc}"
+    if isinstance(exc, StorageUnavailable):
+        return f"the output storage is unavailable (SEEDQ_OUTPUT): {exc}"
+    return str(exc)
 
 
 def _fail(message: str, status: int) -> NoReturn:

@@ -219,25 +219,49 @@ def test_help_says_what_each_status_means() -> None:
         assert said in flat
 
 
-@pytest.mark.redis
-def test_1_when_a_cancel_could_not_reach_the_provider(
-    monkeypatch: pytest.MonkeyPatch, real_redis: redis.Redis, real_redis_url: str
-) -> None:
-    store = JobStore(real_redis)
+def _run_with_one_job(store: JobStore, *path: JobState, **fields: str) -> None:
+    """Run r1 with one job j1, walked along ``path`` as the workers would (``fields``
+    set by the last move)."""
     store.create_run("r1", "night", {"priority": 0})
     spec = JobSpec("j1", "m.csv", 2, "model", {"prompt": "p"}, "j1.mp4", est_cost=0.5)
     for _ in store.register("r1", [(spec.id, spec.fingerprint, spec.to_record())]):
         pass
     store.set_run_status("r1", "active")
     Admission(store, max_in_flight=1, lease_s=300).admit()
-    assert store.move("j1", "r1", JobState.SUBMITTING, expect=[JobState.REGISTERED]).ok
-    assert store.move(
-        "j1", "r1", JobState.SUBMITTED, expect=[JobState.SUBMITTING], generation_id="gen-1"
-    ).ok
+    before = JobState.REGISTERED
+    for i, to in enumerate(path, 1):
+        assert store.move("j1", "r1", to, expect=[before], **(fields if i == len(path) else {})).ok
+        before = to
+
+
+@pytest.fixture
+def closed_provider(monkeypatch: pytest.MonkeyPatch, real_redis_url: str) -> None:
+    """The cluster's Redis, and a provider on a port nothing listens on."""
     monkeypatch.setenv("SEEDQ_REDIS_URL", real_redis_url)
     monkeypatch.setenv("OXEN_API_KEY", "sk-test")
     monkeypatch.setenv("SEEDQ_PROVIDER_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SEEDQ_ALLOW_PRIVATE_URLS", "true")
+
+
+@pytest.mark.redis
+def test_3_in_one_line_when_the_provider_is_unreachable(
+    real_redis: redis.Redis, closed_provider: None
+) -> None:
+    _run_with_one_job(JobStore(real_redis))
+    result = runner.invoke(app, ["audit", "r1"])
+    assert result.exit_code == EXIT_UNREACHABLE, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: the provider is unavailable (SEEDQ_PROVIDER_URL):")
+    assert "Connection refused" in errors[0] and "Traceback" not in result.output
+
+
+@pytest.mark.redis
+def test_1_when_a_cancel_could_not_reach_the_provider(
+    real_redis: redis.Redis, closed_provider: None
+) -> None:
+    store = JobStore(real_redis)
+    _run_with_one_job(store, JobState.SUBMITTING, JobState.SUBMITTED, generation_id="gen-1")
 
     result = runner.invoke(app, ["cancel", "r1"])
 
