@@ -6,7 +6,8 @@ and, with ``--repair``, deliver what was paid for and is missing. The decisions 
 reading and repairing in :mod:`worker.auditor`.
 
 Exit status: 0 nothing found (or everything found was repaired), 1 findings remain,
-2 bad input (unknown run, missing settings)."""
+2 bad input (unknown run, missing settings), 3 Redis or the provider unreachable
+(README.md, "Exit codes")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """``seedq runs``, ``pause``, ``resume``, ``cancel`` and ``retry``: run control on a
 cluster. The logic is in :mod:`worker.control`; these build its clients from the
-settings and print what happened."""
+settings and print what happened.
+
+Exit status: 0 done, 1 some of the run's jobs were left as they were (a cancel the
+provider did not take, a failed job not retried), 2 bad input (an unknown run, missing
+settings), 3 Redis, the broker or the provider unreachable (README.md, "Exit codes")."""
 
 from __future__ import annotations
 
@@ -22,6 +26,16 @@ from seedq.store import JobStore, RunInfo
 from worker.control import CommandResult
 
 out = Console(highlight=False, soft_wrap=True)
+EXIT_WORK_LEFT = 1
+# What a command counts when it could not do its work on a job: the job is as it was,
+# and the operator has to look (worker.control.cancel, cli.retrying.retry).
+NOT_DONE = frozenset(
+    {
+        "provider cancel errors",
+        "provider unreachable (skipped)",
+        "needs an operator (skipped)",
+    }
+)
 
 
 def cluster_store(settings: Settings) -> JobStore:
@@ -37,6 +51,7 @@ def _sender(settings: Settings) -> Sender:
 
 
 def _print(title: str, done: CommandResult) -> None:
+    """Print what the command did; exit 1 when it left some of its jobs undone."""
     out.print(f"[bold]{title}[/bold] {done.run_id}")
     for what, count in done.counts.items():
         out.print(f"  {count:>6}  {what}")
@@ -44,6 +59,12 @@ def _print(title: str, done: CommandResult) -> None:
         out.print(f"  {done.provider_calls:>6}  provider call(s)")
     for line in done.listed:
         out.print(f"  - {line}", markup=False)
+    if work_left(done):
+        raise typer.Exit(EXIT_WORK_LEFT)
+
+
+def work_left(done: CommandResult) -> bool:
+    return any(done.counts[what] for what in NOT_DONE)
 
 
 def progress_table(runs: list[RunInfo]) -> Table:

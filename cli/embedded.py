@@ -142,7 +142,7 @@ def _serving(runtime: Runtime) -> Iterator[Any]:
     from worker.ticker import run_ticker
 
     install_runtime(runtime)
-    app = make_celery(runtime.settings)
+    app = make_celery(runtime.settings, embedded=True)
     send = celery_sender(app)
     stop = threading.Event()
     threads = [

@@ -1,25 +1,41 @@
 """The ``seedq`` command line. Each command builds the settings, calls plain functions,
-and turns the project's own errors into a clear message and an exit status:
-0 success, 1 the work itself failed, 2 bad input or configuration."""
+and turns the project's own errors into one clear line and an exit status that says
+what to do next (README.md, "Exit codes"): 0 everything succeeded, 1 some work failed,
+2 bad input, usage or configuration, 3 a service (Redis, the broker, the provider) could
+not be reached or did not answer, 4 a bug in seedq, 130 interrupted. :func:`exit_status`
+is the one decision; a command that ends with work failed exits 1 itself."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
-from seedq.errors import SeedqError
+from seedq.errors import JobFailed, SeedqError, TransientError
+from seedq.queueing import connection_error
+from seedq.settings import invalid_settings
 from simulator.cli import simulator_command
 
+EXIT_OK = 0
+EXIT_WORK_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_BUG = 4
+EXIT_INTERRUPTED = 130
+EPILOG = (
+    "Exit status: 0 everything succeeded; 1 some work failed (a job, a finding); "
+    "2 bad input, usage or configuration; 3 a service (Redis, the broker, the provider) "
+    "could not be reached; 4 a bug in seedq."
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="seedq",
     help="Turn spreadsheets of (image, prompt) pairs into videos, overnight.",
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,8 +70,23 @@ def _register() -> None:
     app.command("audit")(guarded(audit.audit_command))
 
 
+def exit_status(exc: SeedqError) -> int:
+    """The exit status of a command the project's own ``exc`` ended, by what to do next:
+    wait and try again (3), fix the input or the settings (2), or look at the work (1)."""
+    if isinstance(exc, TransientError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, JobFailed):
+        return EXIT_WORK_FAILED
+    # ConfigError, the producer's bad input, RunFatal (the key or the account, which
+    # only an operator fixes), and any other error of the tree.
+    return EXIT_BAD_INPUT
+
+
 def guarded(func: F) -> F:
-    """Run a command so that the project's own errors never show as a traceback."""
+    """Run a command so that no error shows as a traceback: the project's own errors, a
+    connection refused or dropped, invalid settings each end it with one line and
+    :func:`exit_status`; only an unexpected exception is called a bug (with SEEDQ_DEBUG=1
+    it is raised, traceback and all)."""
     import functools
 
     @functools.wraps(func)
@@ -63,19 +94,20 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SeedqError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            _fail(_said(exc), exit_status(exc))
         except ValidationError as exc:
-            for err in exc.errors(include_url=False, include_input=False):
-                where = ".".join(str(p) for p in err["loc"]).upper()
-                typer.secho(f"error: setting {where}: {err['msg']}", fg="red", err=True)
+            for line in invalid_settings(exc):
+                typer.secho(f"error: {line}", fg="red", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort, SystemExit, typer.TyperException):
             raise  # usage errors (BadParameter) print as such, with exit status 2
         except Exception as exc:
+            said = connection_error(exc)
+            if said is not None:
+                _fail(str(said), exit_status(said))
             if os.environ.get("SEEDQ_DEBUG"):
                 raise
             typer.secho(
@@ -84,9 +116,28 @@ def guarded(func: F) -> F:
                 fg="red",
                 err=True,
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_BUG) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _said(exc: SeedqError) -> str:
+    """The one line for ``exc``: a service that did not answer is named, with its setting
+    (the provider client's own messages say what failed, not where). Imported here: the
+    packages' __init__ import their clients, which `seedq --help` need not load."""
+    from provider.errors import TransientProviderError
+    from storage.errors import StorageUnavailable
+
+    if isinstance(exc, TransientProviderError):
+        return f"the provider is unavailable (SEEDQ_PROVIDER_URL): {exc}"
+    if isinstance(exc, StorageUnavailable):
+        return f"the output storage is unavailable (SEEDQ_OUTPUT): {exc}"
+    return str(exc)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(status) from None
 
 
 _register()

@@ -34,7 +34,7 @@ from producer.submit import SubmitResult
 from seedq.billing import billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
-from seedq.settings import Settings, load_settings
+from seedq.settings import PIPELINE_NEEDS, Settings, load_settings, require
 from seedq.store import Decision, JobStore, RunInfo
 
 out = Console(highlight=False, soft_wrap=True)
@@ -356,8 +356,7 @@ def events_command() -> None:
     from worker.runtime import get_runtime
 
     settings = load_settings()
-    if embedded_mode(settings):
-        raise ConfigError("seedq events needs SEEDQ_BROKER_URL and SEEDQ_REDIS_URL")
+    require(settings, "seedq events", *PIPELINE_NEEDS)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

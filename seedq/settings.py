@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from seedq.errors import ConfigError
 
 DEFAULT_MODEL = "bytedance-seedance-2-0-image-to-video"
 DEFAULT_PROVIDER_URL = "https://hub.oxen.ai"
@@ -31,7 +33,8 @@ class Settings(BaseSettings):
 
     broker_url: str | None = Field(
         default=None,
-        description="Celery broker (redis://, amqp://). Unset: embedded in-memory broker.",
+        description="Celery broker (redis://, amqp://). Unset: only `seedq run` starts, "
+        "on an embedded in-memory broker.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -157,6 +160,44 @@ class Settings(BaseSettings):
     def api_key_value(self) -> str | None:
         """The raw key, for the one place that builds the Authorization header."""
         return self.oxen_api_key.get_secret_value() if self.oxen_api_key else None
+
+
+# Settings whose variable is not SEEDQ_ + the field's name.
+_ENV_NAMES = {"oxen_api_key": "OXEN_API_KEY"}
+# What every process of the pipeline (a worker, `seedq events`) reads: the broker, the
+# job store and the provider. Without one it could only fail, over and over.
+PIPELINE_NEEDS = ("broker_url", "redis_url", "oxen_api_key")
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``: ``redis_url`` -> ``SEEDQ_REDIS_URL``."""
+    if field not in Settings.model_fields:
+        raise KeyError(field)
+    return _ENV_NAMES.get(field, f"SEEDQ_{field.upper()}")
+
+
+def invalid_settings(exc: ValidationError) -> list[str]:
+    """One line per setting the environment gives a value pydantic rejects, by its
+    variable's name (``SEEDQ_POLL_INTERVAL_S: Input should be ...``); never the value."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = env_name(field) if field in Settings.model_fields else field.upper()
+        lines.append(f"setting {where}: {err['msg']}")
+    return lines
+
+
+def require(settings: Settings, who: str, *fields: str) -> None:
+    """Refuse to start ``who`` (a worker, ``seedq events``) without the settings it cannot
+    work without: one ConfigError naming every one of ``fields`` that is unset, so that
+    a forgotten ``.env`` costs one line, not a process that runs and fails every tick."""
+    missing = [env_name(f) for f in fields if getattr(settings, f) is None]
+    if not missing:
+        return
+    if len(missing) == 1:
+        raise ConfigError(f"{missing[0]} is not set: {who} cannot start without it")
+    names = ", ".join(missing[:-1]) + " and " + missing[-1]
+    raise ConfigError(f"{names} are not set: {who} cannot start without them")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -43,6 +43,9 @@ schedules:
     manifest: manifests/catalog.yaml
 """
 
+# Never connected to: configuring an app needs a broker URL, not a broker.
+BROKER = "redis://127.0.0.1:1/0"
+
 
 def test_parse_good_file() -> None:
     nightly, weekly = parse_schedules(GOOD)
@@ -161,12 +164,12 @@ def test_cron_schedule_for_beat() -> None:
 def test_beat_schedule_in_celery_config(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(GOOD, encoding="utf-8")
-    conf = celery_config(Settings(schedules=path))
+    conf = celery_config(Settings(schedules=path, broker_url=BROKER))
     entry = conf["beat_schedule"]["seedq:nightly"]
     assert entry["task"] == "seedq.scheduled_run" and entry["kwargs"] == {"name": "nightly"}
     assert entry["options"] == {"queue": "seedq.submit"}
     assert conf["task_routes"]["seedq.scheduled_run"] == {"queue": "seedq.submit"}
-    assert "beat_schedule" not in celery_config(Settings())
+    assert "beat_schedule" not in celery_config(Settings(broker_url=BROKER))
     assert beat_schedule(path).keys() == {"seedq:nightly", "seedq:weekly"}
 
 
@@ -174,13 +177,13 @@ def test_bad_schedule_file_fails_config_clearly(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("schedules:\n  - {name: x, cron: nope, manifest: a.csv}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"schedules\[0\] \(x\)\.cron"):
-        celery_config(Settings(schedules=path))
+        celery_config(Settings(schedules=path, broker_url=BROKER))
 
 
 def test_celery_beat_with_a_bad_file_says_so_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("schedules:\n  - {name: x, cron: nope, manifest: a.csv}\n", encoding="utf-8")
-    env = {**os.environ, "SEEDQ_SCHEDULES": str(path), "SEEDQ_BROKER_URL": ""}
+    env = {**os.environ, "SEEDQ_SCHEDULES": str(path), "SEEDQ_BROKER_URL": BROKER}
     celery = Path(sys.executable).with_name("celery")
     out = subprocess.run(
         [str(celery), "-A", "worker", "beat", "-s", str(tmp_path / "beat")],

@@ -1,21 +1,78 @@
 """The Celery app, ``celery -A worker ...``. Configured on first use from the settings,
-never at import time (importing the package reads no environment)."""
+never at import time (importing the package reads no environment).
+
+A process of this app that lacks a setting it cannot work without refuses to start, in
+one line and with exit status 2, instead of running on an in-memory broker or failing
+every tick: every command needs ``SEEDQ_BROKER_URL`` (checked when Celery reads the
+configuration, while it parses the command line), and a worker also needs
+``SEEDQ_REDIS_URL`` and ``OXEN_API_KEY`` (checked on ``celeryd_init``, before the worker
+connects or consumes anything).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import click
 from celery import Celery
+from celery.signals import celeryd_init
+from pydantic import ValidationError
 
+from seedq.errors import ConfigError
 from seedq.queueing import celery_config
-from seedq.settings import load_settings
+from seedq.settings import PIPELINE_NEEDS, invalid_settings, load_settings, require
 from worker.observability import install_observability
 from worker.ticker import install_ticker
 
 
+class Refused(ConfigError, click.ClickException):
+    """A setting this process cannot start without is missing or invalid.
+
+    A ClickException, since Celery's command line is click: it shows one ``Error: ...``
+    line and exits with :attr:`exit_code`, never a traceback."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class SeedqCelery(Celery):  # type: ignore[misc]
     def on_configure(self) -> None:
-        self.conf.update(celery_config(load_settings()))
+        with refusing():
+            self.conf.update(celery_config(load_settings()))
+
+
+@contextmanager
+def refusing() -> Iterator[None]:
+    """Turn a ConfigError, or settings pydantic rejects, into :class:`Refused`."""
+    try:
+        yield
+    except click.ClickException:
+        raise  # says itself in one line already (a schedule file's errors)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from None
+    except ValidationError as exc:
+        raise Refused("; ".join(invalid_settings(exc))) from None
+
+
+def _refuse_an_incomplete_worker(instance: Any = None, **_: Any) -> None:
+    """On ``celeryd_init``: before the worker connects, starts its pool or consumes."""
+    if getattr(instance, "app", None) is not app:
+        return  # another app's worker in this process: not ours to judge
+    try:
+        with refusing():
+            require(load_settings(), "a worker", *PIPELINE_NEEDS)
+    except Refused as exc:
+        # Celery's signals log what a handler raises and go on; only SystemExit stops
+        # the worker, so the one line is printed here, as click prints it for the broker.
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
 
 
 def install_worker_steps(app: Any) -> None:
@@ -27,3 +84,4 @@ def install_worker_steps(app: Any) -> None:
 
 app = SeedqCelery("seedq", include=["worker.tasks"])
 install_worker_steps(app)
+celeryd_init.connect(_refuse_an_incomplete_worker, weak=False)

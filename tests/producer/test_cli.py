@@ -51,7 +51,7 @@ def test_bad_setting_is_a_clear_error(write: Write, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SEEDQ_POLL_INTERVAL_S", "often")
     result = runner.invoke(app, ["validate", str(write("m.csv", "prompt,input_image\n"))])
     assert result.exit_code == 2
-    assert "setting POLL_INTERVAL_S" in result.output
+    assert "setting SEEDQ_POLL_INTERVAL_S" in result.output
 
 
 def test_set_needs_field_equals_value(write: Write) -> None:
