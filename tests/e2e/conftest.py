@@ -67,17 +67,28 @@ def clip_rows(prefix: str, n: int, image: str = "images/red.png") -> list[dict[s
     ]
 
 
+def compose_flower_options() -> list[str]:
+    """Flower's own options as docker-compose.yml gives them, but where it listens."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+    argv: list[str] = compose["services"]["flower"]["command"]
+    options = argv[argv.index("flower") + 1 :]
+    return [a for a in options if not a.startswith(("--address", "--port"))]
+
+
 @contextlib.contextmanager
 def running_flower(env: dict[str, str], user: str, password: str, log: Path) -> Iterator[Any]:
-    """Flower as docker-compose.yml starts it (basic auth from FLOWER_BASIC_AUTH) on a
-    free port; yields an httpx client of it without credentials (pass ``auth=``)."""
+    """Flower as docker-compose.yml starts it (its options, basic auth from
+    FLOWER_BASIC_AUTH) on a free port; yields an httpx client of it without credentials
+    (pass ``auth=``)."""
     import httpx
 
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
-             f"--port={port}", "--persistent=False"],
+             f"--port={port}", *compose_flower_options()],
             env={**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"},
             cwd=REPO,
             stdout=out,
