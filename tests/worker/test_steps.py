@@ -1048,16 +1048,24 @@ def test_completion_event_moves_to_generated_once(pipeline: Pipeline) -> None:
     p.assert_at_most_once(1)
 
 
-def test_failed_completion_event_fails_the_job(pipeline: Pipeline) -> None:
+def test_failed_completion_event_fails_the_job_in_its_track_task(pipeline: Pipeline) -> None:
+    """A failure comes to the job through a task (whose state Flower shows), not from
+    the listener: the event sends the track task, whose status call fails the job."""
     p = pipeline
+    p.sim.configure(failure_rate=1.0)
     run_id = p.one_job()
     generation = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")["generation_id"]
+    wait_for_status(p, generation, "failed")
     app = FakeApp()
     event = CompletionEvent(generation_id=generation, status="failed", error="Bad prompt")
     assert handle_event(p.rt, celery_sender(app), event) == "clip-1"
+    assert p.state("clip-1") is JobState.SUBMITTED
+    assert app.sent == [(TASK_TRACK, {"run_id": run_id, "job_id": "clip-1"}, None)]
+
+    end = run_step(p.rt, celery_sender(app), TRACK, run_id, "clip-1")
     job = p.job("clip-1")
-    assert job["state"] == JobState.FAILED and "Bad prompt" in job["error"]
-    assert app.sent == []
+    assert job["state"] == JobState.FAILED and "simulated failure" in job["error"]
+    assert end == StepEnd(Ending.FAILED, job["error"])
 
 
 # -- 15. the task layer -------------------------------------------------------------------

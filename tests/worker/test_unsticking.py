@@ -598,12 +598,16 @@ def test_cancelled_event_of_the_given_up_retry_fails_the_job_with_the_reason(
     w = world
     _killed, new = stuck_twice(w)
     assert w.track() == Next(TASK_TRACK, 0.0)
-    # The provider's completion event gets there before the track task.
-    assert handle_event(
-        w.rt, celery_sender(FakeApp()), CompletionEvent(generation_id=new, status="cancelled")
-    )
+    # The provider's completion event gets there first: it hands the job to its track
+    # task, which fails it (a task's failure, shown in Flower).
+    app = FakeApp()
+    cancelled = CompletionEvent(generation_id=new, status="cancelled")
+    assert handle_event(w.rt, celery_sender(app), cancelled)
+    assert app.jobs() == [(TASK_TRACK, "j")] and w.state() is JobState.SUBMITTED
+    ended = w.track()
     job = w.job()
     assert job["state"] == JobState.FAILED and "stuck processing" in job["error"]
+    assert ended == Next(failed=job["error"])
     assert w.track() is DONE and w.oxen.calls["cancel"] == 1
 
 
