@@ -11,7 +11,6 @@ import threading
 from provider.models import CompletionEvent
 from seedq import contract
 from seedq.dispatch import Sender, admit_and_send
-from worker.errors import RunPaused
 from worker.job import Job
 from worker.runtime import Runtime
 from worker.tracking import complete
@@ -34,11 +33,7 @@ def handle_event(rt: Runtime, send: Sender, event: CompletionEvent) -> str | Non
         # that fails does so in a task, which Flower shows as FAILURE with the reason.
         send(contract.TASK_TRACK, [{"run_id": job.run_id, "job_id": job_id}])
         return job_id
-    try:
-        follow = complete(rt, job, str(event.status), result_url=event.url, error=event.error)
-    except RunPaused as exc:
-        rt.store.pause_run(job.run_id, str(exc))
-        return job_id
+    follow = complete(rt, job, "succeeded", result_url=event.url, error=event.error)
     if follow.task == contract.TASK_DELIVER:
         send(contract.TASK_DELIVER, [{"run_id": job.run_id, "job_id": job_id}])
     admit_and_send(rt.admission, send)  # the slot it freed goes to a waiting job now
