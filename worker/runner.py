@@ -69,7 +69,8 @@ class Ending(StrEnum):
 @dataclass(frozen=True, slots=True)
 class StepEnd:
     """What :func:`run_step` did, already recorded and sent; ``reason`` is what the job
-    record (``error``, ``last_error``) or the run (``reason``) says."""
+    record says (``error``; ``last_error`` after ``attempt N:``), or ``run paused:``
+    and the run's ``reason``."""
 
     ending: Ending
     reason: str = ""
