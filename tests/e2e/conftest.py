@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-e2e-very-secret-key-0123456789"
 AMQP_URL = os.environ.get("SEEDQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 SETTLED = frozenset({"delivered", "failed", "cancelled"})
-_TASK_LINE = re.compile(r"Task (seedq\.\w+)\[([0-9a-f-]+)\] (received|succeeded|raised)")
+# A task ends in one of: succeeded, raised (FAILURE), retry (RETRY; worker.tasks).
+_TASK_LINE = re.compile(r"Task (seedq\.\w+)\[([0-9a-f-]+)\] (received|succeeded|raised|retry)")
 
 
 def listening(host: str, port: int) -> bool:
