@@ -82,6 +82,10 @@ def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, An
         "accept_content": ["json"],
         "event_serializer": "json",
         "task_acks_late": True,
+        # A task that ends in FAILURE is acknowledged (Celery's default, said here since
+        # worker.tasks relies on it): its job or run already records the failure, and
+        # a redelivery would only fail again. A lost worker's task is redelivered.
+        "task_acks_on_failure": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,

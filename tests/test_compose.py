@@ -332,6 +332,13 @@ def test_flower_requires_basic_auth() -> None:
     assert any(str(p).endswith(":5555") for p in flower["ports"])
 
 
+def test_flower_task_list_shows_the_ids_and_why_a_task_failed() -> None:
+    """Flower's default columns show neither a task's kwargs (run_id, job_id) nor its
+    exception (the reason of a FAILURE or RETRY)."""
+    [columns] = [a.partition("=")[2] for a in command("flower") if a.startswith("--tasks_columns=")]
+    assert {"name", "state", "kwargs", "exception", "worker"} <= set(columns.split(","))
+
+
 def test_minio_setup_makes_the_bucket_once_minio_is_healthy() -> None:
     setup = SERVICES["minio-setup"]
     assert setup["depends_on"]["minio"]["condition"] == "service_healthy"

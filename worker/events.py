@@ -1,6 +1,7 @@
 """``seedq events``: listen to the provider's completion events and hand each finished
-generation straight to delivery. Events are a shortcut, not the truth: anything missed
-while disconnected is still found by the polling track tasks."""
+generation straight to delivery; one that failed or was cancelled goes to its track
+task instead, so its failure is a task's. Events are a shortcut, not the truth:
+anything missed while disconnected is still found by the polling track tasks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import threading
 from provider.models import CompletionEvent
 from seedq import contract
 from seedq.dispatch import Sender, admit_and_send
-from worker.errors import RunPaused
 from worker.job import Job
 from worker.runtime import Runtime
 from worker.tracking import complete
@@ -28,11 +28,12 @@ def handle_event(rt: Runtime, send: Sender, event: CompletionEvent) -> str | Non
         return job_id  # polling got there first
     if job.generation_id != event.generation_id:
         return job_id  # a generation the job left: killed and retried for being stuck
-    try:
-        follow = complete(rt, job, str(event.status), result_url=event.url, error=event.error)
-    except RunPaused as exc:
-        rt.store.pause_run(job.run_id, str(exc))
+    if str(event.status) != "succeeded":
+        # Failed or cancelled: ended by its track task (one status call), so that a job
+        # that fails does so in a task, which Flower shows as FAILURE with the reason.
+        send(contract.TASK_TRACK, [{"run_id": job.run_id, "job_id": job_id}])
         return job_id
+    follow = complete(rt, job, "succeeded", result_url=event.url, error=event.error)
     if follow.task == contract.TASK_DELIVER:
         send(contract.TASK_DELIVER, [{"run_id": job.run_id, "job_id": job_id}])
     admit_and_send(rt.admission, send)  # the slot it freed goes to a waiting job now

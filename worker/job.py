@@ -13,10 +13,13 @@ from seedq.contract import JobState
 
 @dataclass(frozen=True, slots=True)
 class Next:
-    """The follow-up of a step: another task (maybe later), or nothing."""
+    """The follow-up of a step: another task (maybe later), or nothing. ``failed`` is
+    the reason when the step itself moved the job to ``failed`` (a generation that
+    failed, one needing an operator): its task then ends in FAILURE (worker.runner)."""
 
     task: str | None = None
     countdown_s: float = 0.0
+    failed: str = ""
 
 
 DONE = Next()

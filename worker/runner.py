@@ -6,6 +6,10 @@ retry policy gives up, a job failure fails that job, a run-fatal error pauses it
 Follow-ups and retries are sent before the message that ran the step is acknowledged
 (``acks_late``): a crash in between can only duplicate a message, and every step is a
 compare-and-set on the job's state, so a duplicate finds nothing to do.
+
+:func:`run_step` returns how the step ended (:class:`StepEnd`), after everything above
+is done and sent; ``worker.tasks`` only maps it to the task's state in Flower (RETRY,
+FAILURE, SUCCESS), so that mapping can neither send nor lose a message.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from seedq import contract
 from seedq.contract import TERMINAL_STATES, JobState
@@ -52,15 +57,43 @@ TRACK = JobStep("track", contract.TASK_TRACK, track_job, frees_slot=True, may_st
 DELIVER = JobStep("deliver", contract.TASK_DELIVER, deliver_job)
 
 
-def run_step(rt: Runtime, send: Sender, step: JobStep, run_id: str, job_id: str) -> None:
+class Ending(StrEnum):
+    """How a step ended, which is what its task shows (Flower): SUCCESS, RETRY or FAILURE."""
+
+    DONE = "done"  # did its part, or found nothing to do (a duplicate, a stale message)
+    RETRY = "retry"  # a transient error: the step was sent again, after ``countdown_s``
+    FAILED = "failed"  # the job failed here (or ran out of retries), with the reason
+    PAUSED = "paused"  # a run-fatal error paused the job's run, with the reason
+
+
+@dataclass(frozen=True, slots=True)
+class StepEnd:
+    """What :func:`run_step` did, already recorded and sent; ``reason`` is what the job
+    record says (``error``; ``last_error`` after ``attempt N:``), or ``run paused:``
+    and the run's ``reason``."""
+
+    ending: Ending
+    reason: str = ""
+    countdown_s: float = 0.0
+
+
+ENDED_DONE = StepEnd(Ending.DONE)
+
+
+def run_step(rt: Runtime, send: Sender, step: JobStep, run_id: str, job_id: str) -> StepEnd:
     """Run ``step`` for one job, send what comes next, and refill a slot it freed."""
-    freed = True  # unless the step says otherwise, look for a slot to refill
+    freed = True  # unless the step says otherwise (or raised a bug), refill a slot
     try:
         with job_context(run_id, job_id):  # log lines below carry the ids (JSON logs)
-            freed = _run(rt, send, step, run_id, job_id)
+            end = _run(rt, send, step, run_id, job_id)
+        # A retried job keeps its slot; a failed or paused one gave it back.
+        freed = end.ending is not Ending.RETRY and (
+            end.ending is not Ending.DONE or step.frees_slot
+        )
     finally:
         if freed:
             admit_and_send(rt.admission, send)  # now rather than at the next tick
+    return end
 
 
 def fail_job(rt: Runtime, run_id: str, job_id: str, step: str, reason: str) -> None:
@@ -79,31 +112,32 @@ def hold_leases(rt: Runtime, job_id: str, countdown_s: float) -> None:
         rt.leases.touch_deliveries([job_id], ahead_s=countdown_s)
 
 
-def _run(rt: Runtime, send: Sender, step: JobStep, run_id: str, job_id: str) -> bool:
-    """Run one step; True when the job may have given its in-flight slot back."""
+def _run(rt: Runtime, send: Sender, step: JobStep, run_id: str, job_id: str) -> StepEnd:
     try:
         follow = step.run(rt, run_id, job_id)
     except TransientError as exc:
         return _retry_later(rt, send, step, run_id, job_id, exc)
     except JobFailed as exc:
         fail_job(rt, run_id, job_id, step.name, str(exc))
-        return True
+        return StepEnd(Ending.FAILED, str(exc))
     except RunFatal as exc:
         rt.store.pause_run(run_id, str(exc))
         log.error("run %s paused: %s", run_id, exc)
-        return True
+        return StepEnd(Ending.PAUSED, f"run paused: {exc}")
     if step.may_stay:
         rt.store.clear_failures(job_id, step.name)
     if follow.task:
         hold_leases(rt, job_id, follow.countdown_s)  # first: no gap for the tick to re-drive
         send(follow.task, [_message(run_id, job_id)], follow.countdown_s)
-    return step.frees_slot
+    if follow.failed:  # the step failed the job itself (a generation that failed)
+        return StepEnd(Ending.FAILED, follow.failed)
+    return ENDED_DONE
 
 
 def _retry_later(
     rt: Runtime, send: Sender, step: JobStep, run_id: str, job_id: str, exc: TransientError
-) -> bool:
-    """Send the step again after a backoff; True when out of retries (the job failed)."""
+) -> StepEnd:
+    """Send the step again after a backoff, or fail the job when out of retries."""
     attempts, first = rt.store.count_failure(job_id, step.name, rt.now())
     delay = next_delay(
         rt.policy,
@@ -113,13 +147,15 @@ def _retry_later(
         rand=random.random(),
     )
     if delay is None:
-        fail_job(rt, run_id, job_id, step.name, f"gave up after {attempts} attempt(s): {exc}")
-        return True
-    rt.store.update_job(job_id, last_error=str(exc)[:500])
+        reason = f"gave up after {attempts} attempt(s): {exc}"
+        fail_job(rt, run_id, job_id, step.name, reason)
+        return StepEnd(Ending.FAILED, reason)
+    last_error = str(exc)[:500]
+    rt.store.update_job(job_id, last_error=last_error)
     log.info("job %s: %s failed (%s); retry %d in %.1fs", job_id, step.name, exc, attempts, delay)
     hold_leases(rt, job_id, delay)
     send(step.task, [_message(run_id, job_id)], delay)
-    return False
+    return StepEnd(Ending.RETRY, f"attempt {attempts}: {last_error}", delay)
 
 
 def _message(run_id: str, job_id: str) -> contract.JobMessage:

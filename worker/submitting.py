@@ -313,17 +313,20 @@ def reconcile_job(rt: Runtime, job: Job, *, grace: float, resend: bool = True) -
         return _adopt(rt, job, decided.matches[0].generation_id, reconciled=True)
     if decided.verdict is Verdict.AMBIGUOUS:
         ids = ", ".join(g.generation_id for g in decided.matches)
-        rt.store.move(
+        reason = (
+            f"needs an operator: several generations match this job ({ids}); "
+            "none was adopted and nothing was sent again"
+        )
+        moved = rt.store.move(
             job.id,
             job.run_id,
             JobState.FAILED,
             expect=[JobState.SUBMITTING],
-            error=f"needs an operator: several generations match this job ({ids}); "
-            "none was adopted and nothing was sent again",
+            error=reason,
             needs_operator=1,
             failed_step="submit",
         )
-        return DONE
+        return Next(failed=reason) if moved.ok else DONE
     if decided.verdict is Verdict.ABSENT and since - job.number("submit_started_at") <= grace:
         # The pass began listing inside the grace time: a generation created after its
         # first lists, still queued, would have been missed. Absence needs a later pass.

@@ -59,16 +59,11 @@ def complete(
         return Next(TASK_DELIVER) if moved.ok else DONE
     if status == "failed":
         reason = classify_generation_failure(error or "failed without a reason")
-        _settle(
-            rt,
-            job,
-            JobState.FAILED,
-            error=f"generation failed: {reason.message}",
-            failed_step="generate",
-        )
+        failed = f"generation failed: {reason.message}"
+        moved = _settle(rt, job, JobState.FAILED, error=failed, failed_step="generate")
         if isinstance(reason, InsufficientCredits):
             raise RunPaused(f"provider: {reason.message}")
-        return DONE
+        return Next(failed=failed) if moved.ok else DONE
     if status == "cancelled":
         _settle(rt, job, JobState.CANCELLED, error="cancelled at the provider")
         return DONE

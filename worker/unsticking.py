@@ -175,8 +175,9 @@ def adopt_retry(rt: Runtime, job: Job, generation_id: str, *, reconciled: bool) 
     if not rt.store.claim_generation(generation_id, job.id):
         # Only this job retried ``killed``: another owner means a damaged ledger.
         owner = rt.store.job_for_generation(generation_id)
-        _needs_operator(rt, job, f"the retry of {killed}, {generation_id}, is claimed by {owner}")
-        return DONE
+        return _needs_operator(
+            rt, job, f"the retry of {killed}, {generation_id}, is claimed by {owner}"
+        )
     moved = rt.store.move(
         job.id,
         job.run_id,
@@ -228,8 +229,7 @@ def resolve_retry(rt: Runtime, job: Job) -> Next:
         return adopt_retry(rt, job, decided.matches[0].generation_id, reconciled=True)
     if decided.verdict is Verdict.AMBIGUOUS:
         ids = ", ".join(g.generation_id for g in decided.matches)
-        _needs_operator(rt, job, f"several generations were retried from {killed} ({ids})")
-        return DONE
+        return _needs_operator(rt, job, f"several generations were retried from {killed} ({ids})")
     if decided.verdict is Verdict.WAIT:
         return Next(TASK_TRACK, RECHECK_S)
     lagging = _killed_by_a_retry(rt, job, killed)
@@ -257,13 +257,12 @@ def _killed_by_a_retry(rt: Runtime, job: Job, killed: str) -> Next | None:
         return None
     if rt.now() - job.number("retry_started_at") <= LAGGING_RETRY_S:
         return Next(TASK_TRACK, RECHECK_S)
-    _needs_operator(
+    return _needs_operator(
         rt,
         job,
         f"{killed} was cancelled by its retry, but no generation retried from it has "
         f"appeared in the history in {LAGGING_RETRY_S / 60:.0f} min",
     )
-    return DONE
 
 
 def _cancel_retried(rt: Runtime, job: Job, decided: Reconciled) -> Next:
@@ -346,21 +345,24 @@ def fail_stuck(rt: Runtime, job: Job) -> Next:
         stuck_failed=1,
         count=STUCK_FAILURES,
     )
-    if moved.ok:
-        log.warning("job %s failed: %s", job.id, reason)
-    return DONE
+    if not moved.ok:
+        return DONE
+    log.warning("job %s failed: %s", job.id, reason)
+    return Next(failed=reason)
 
 
-def _needs_operator(rt: Runtime, job: Job, what: str) -> None:
-    rt.store.move(
+def _needs_operator(rt: Runtime, job: Job, what: str) -> Next:
+    reason = f"needs an operator: {what}; none was adopted and nothing was sent again"
+    moved = rt.store.move(
         job.id,
         job.run_id,
         JobState.FAILED,
         expect=[JobState.RETRYING],
-        error=f"needs an operator: {what}; none was adopted and nothing was sent again",
+        error=reason,
         needs_operator=1,
         failed_step="track",
     )
+    return Next(failed=reason) if moved.ok else DONE
 
 
 def _cancel(rt: Runtime, job: Job, generation_id: str, *, tolerate: bool = True) -> None:

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-e2e-very-secret-key-0123456789"
 AMQP_URL = os.environ.get("SEEDQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 SETTLED = frozenset({"delivered", "failed", "cancelled"})
-_TASK_LINE = re.compile(r"Task (seedq\.\w+)\[([0-9a-f-]+)\] (received|succeeded|raised)")
+# A task ends in one of: succeeded, raised (FAILURE), retry (RETRY; worker.tasks).
+_TASK_LINE = re.compile(r"Task (seedq\.\w+)\[([0-9a-f-]+)\] (received|succeeded|raised|retry)")
 
 
 def listening(host: str, port: int) -> bool:
@@ -67,17 +68,28 @@ def clip_rows(prefix: str, n: int, image: str = "images/red.png") -> list[dict[s
     ]
 
 
+def compose_flower_options() -> list[str]:
+    """Flower's own options as docker-compose.yml gives them, but where it listens."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+    argv: list[str] = compose["services"]["flower"]["command"]
+    options = argv[argv.index("flower") + 1 :]
+    return [a for a in options if not a.startswith(("--address", "--port"))]
+
+
 @contextlib.contextmanager
 def running_flower(env: dict[str, str], user: str, password: str, log: Path) -> Iterator[Any]:
-    """Flower as docker-compose.yml starts it (basic auth from FLOWER_BASIC_AUTH) on a
-    free port; yields an httpx client of it without credentials (pass ``auth=``)."""
+    """Flower as docker-compose.yml starts it (its options, basic auth from
+    FLOWER_BASIC_AUTH) on a free port; yields an httpx client of it without credentials
+    (pass ``auth=``)."""
     import httpx
 
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
-             f"--port={port}", "--persistent=False"],
+             f"--port={port}", *compose_flower_options()],
             env={**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"},
             cwd=REPO,
             stdout=out,

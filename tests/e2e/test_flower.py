@@ -1,6 +1,8 @@
 """Flower, as docker-compose.yml runs it, against a real worker and a real run: behind
 basic auth, it shows the workers and each task by its name with ids-only arguments,
-and no secret of the cluster's environment."""
+and no secret of the cluster's environment. A run meeting a provider that fails shows
+the truth: RETRY for a transient error, FAILURE with the reason for a failed job (acked,
+not redelivered), and the run and job ids in the task list."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import httpx
 import pytest
 
 from seedq import contract
+from simulator.server import serve_directory
 from tests.conftest import S3_TEST_CREDENTIALS
 from tests.e2e.conftest import API_KEY, Cluster, running_flower
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(240)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
 
 USER, PASSWORD = "ops", "flower-test-password"
@@ -109,3 +112,99 @@ def test_flower_shows_workers_and_tasks_behind_basic_auth(
     ]
     for secret in SECRETS:
         assert not any(secret in body for body in seen), f"Flower shows {secret[:6]}..."
+
+
+def alive(client: httpx.Client) -> dict[str, bool]:
+    r = client.get("/api/workers", params={"status": "true"}, auth=(USER, PASSWORD))
+    return {k: v for k, v in r.json().items() if v} if r.status_code == 200 else {}
+
+
+def ours(client: httpx.Client) -> dict[str, Any]:
+    tasks: dict[str, Any] = client.get("/api/tasks", auth=(USER, PASSWORD)).json()
+    return {k: t for k, t in tasks.items() if t.get("name") in TASK_NAMES}
+
+
+def test_flower_shows_retry_and_failure_with_the_reason(
+    cluster: Any, manifest: Manifest, tmp_path: Path
+) -> None:
+    """The provider answers 5xx (quoting the bearer key back, as a careless gateway
+    might) until a submit task has been retried; then one job's image trips the content
+    filter. Flower shows the retried task as RETRY and the failed job's task as FAILURE,
+    each with its reason and without the key, and the ids in its task list."""
+    c: Cluster = cluster(workers=1, error_rate=1.0, echo_auth=True)
+    auth = (USER, PASSWORD)
+    manifest(tmp_path, [])  # writes the images
+    with (
+        running_flower(c.env, USER, PASSWORD, tmp_path / "flower.log") as client,
+        serve_directory(tmp_path / "images") as base,  # the filter reads the image's URL
+    ):
+
+        def logs() -> str:
+            return (tmp_path / "flower.log").read_text(errors="replace") + c.logs()
+
+        until("the worker's heartbeat", lambda: alive(client), 45, logs)
+        rows = [
+            {**ROWS[0], "input_image": f"{base}/red.png"},
+            {**ROWS[1], "id": "flower-face", "input_image": f"{base}/face-photo.png"},
+        ]
+        run = c.seedq_background("run", str(manifest(tmp_path, rows)), "--name", "failing")
+        try:
+
+            def retried() -> list[Any]:
+                return [t for t in ours(client).values() if t["state"] == "RETRY"]
+
+            retries = until("a RETRY", retried, 60, logs)
+            c.sim.configure(error_rate=0.0)
+            output, _ = run.communicate(timeout=150)
+        finally:
+            run.kill()
+        assert run.returncode == 1, output + logs()[-4000:]  # some work failed
+        face = c.jobs(["flower-face"])["flower-face"]
+        assert face["state"] == "failed" and "content filter" in face["error"], face
+
+        retry = retries[0]
+        assert retry["name"] == contract.TASK_SUBMIT, retry
+        assert "StepRetried('attempt " in retry["exception"], retry  # inside Celery's Retry(...)
+
+        def failed() -> list[Any]:
+            return [t for t in ours(client).values() if t["state"] == "FAILURE"]
+
+        [failure] = until("the failed job's FAILURE", failed, 30, logs)
+        assert failure["name"] == contract.TASK_TRACK, failure
+        assert ast.literal_eval(failure["kwargs"])["job_id"] == "flower-face", failure
+        assert failure["exception"].startswith("StepFailed('generation failed: "), failure
+        assert "content filter" in failure["exception"], failure
+        assert failure["worker"] in alive(client), failure
+
+        # Acknowledged, not waiting to be redelivered: the broker holds no copy of it.
+        unacked = c.store.hvals("unacked")
+        assert not [m for m in unacked if failure["uuid"].encode() in m], unacked
+
+        # The task list shows the ids and the reasons (Flower's default columns do not),
+        # and a job id typed in its search box finds that job's tasks.
+        page = client.get("/tasks", auth=auth)
+        assert page.status_code == 200
+        for column in ("kwargs", "exception"):
+            assert f'data-column="{column}"' in page.text, column
+        listed = client.get(
+            "/tasks/datatable",
+            params={
+                "draw": 1, "start": 0, "length": 100, "search[value]": "flower-face",
+                "order[0][column]": 0, "order[0][dir]": "desc", "columns[0][data]": "received",
+            },
+            auth=auth,
+        )  # fmt: skip
+        assert listed.status_code == 200, listed.text
+        rows_shown = listed.json()["data"]
+        assert rows_shown and all("flower-face" in r["kwargs"] for r in rows_shown), rows_shown
+        assert {r["state"] for r in rows_shown} >= {"SUCCESS", "FAILURE"}, rows_shown
+        assert all(face["run_id"] in r["kwargs"] for r in rows_shown), rows_shown
+
+        seen = [
+            client.get("/api/tasks", auth=auth).text,
+            client.get(f"/api/task/info/{failure['uuid']}", auth=auth).text,
+            client.get(f"/api/task/info/{retry['uuid']}", auth=auth).text,
+            listed.text,
+        ]
+        for secret in SECRETS:
+            assert not any(secret in body for body in seen), f"Flower shows {secret[:6]}..."

@@ -23,7 +23,7 @@ from tests.worker.test_steps import Pipeline, pipeline_on
 from worker.delivery import QUARANTINE_PREFIX, deliver_job, quarantine_key, sidecar_key
 from worker.errors import InvalidVideo
 from worker.job import DONE, Next
-from worker.runner import DELIVER, run_step
+from worker.runner import DELIVER, Ending, StepEnd, run_step
 from worker.runtime import install_runtime
 
 if TYPE_CHECKING:
@@ -193,12 +193,14 @@ def test_the_failed_job_names_where_its_clip_is_kept(
         run_id = p.one_job()
         assert p.until_generated(run_id, "clip-1") == Next(TASK_DELIVER)
         monkeypatch.setattr(p.rt.provider, "download", junk(b"\x00" * 50))
-        run_step(p.rt, celery_sender(FakeApp()), DELIVER, run_id, "clip-1")
+        end = run_step(p.rt, celery_sender(FakeApp()), DELIVER, run_id, "clip-1")
     finally:
         install_runtime(None)
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "deliver"
     assert job["error"].endswith(f"kept at {job['quarantine_uri']}")
+    # Its task ends in FAILURE, and Flower shows where the clip is kept.
+    assert end == StepEnd(Ending.FAILED, job["error"])
     assert storage.stat(job["quarantine_uri"].split("/out/", 1)[1]) is not None
 
 

@@ -255,9 +255,10 @@ def test_two_matches_in_the_window_need_an_operator(rt: Runtime, account: Accoun
     run_id = submitting(rt, started_at=started)
     account.add(started + 1, echo=PARAMS)
     account.add(started + 2, echo=PARAMS)
-    assert submit_job(rt, run_id, "clip-1") == DONE
+    ended = submit_job(rt, run_id, "clip-1")
     job = rt.store.job("clip-1")
     assert job["state"] == JobState.FAILED and job["needs_operator"] == "1"
+    assert ended == Next(failed=job["error"])  # its task ends in FAILURE, with the reason
 
 
 def test_a_pass_kept_by_an_older_seedq_starts_afresh(rt: Runtime, account: Account) -> None:

@@ -57,7 +57,7 @@ from worker.events import handle_event
 from worker.inputs import LoopbackInputPublisher, publish_inputs
 from worker.job import DONE, Next
 from worker.retry import RetryPolicy
-from worker.runner import DELIVER, SUBMIT, TRACK, run_step
+from worker.runner import DELIVER, ENDED_DONE, SUBMIT, TRACK, Ending, StepEnd, run_step
 from worker.runtime import Runtime, get_runtime, install_runtime, poll_throttle, submit_throttle
 from worker.submitting import LIST_TRIES, RECHECK_S, grace_s, submit_job
 from worker.tracking import track_job
@@ -117,9 +117,10 @@ class FakeTask:
 BY_TASK = {step.task: step for step in (SUBMIT, TRACK, DELIVER)}
 
 
-def run_task(task: FakeTask, run_id: str, job_id: str) -> None:
-    """What the Celery task named ``task.name`` does (worker.tasks)."""
-    run_step(get_runtime(), celery_sender(task.app), BY_TASK[task.name], run_id, job_id)
+def run_task(task: FakeTask, run_id: str, job_id: str) -> StepEnd:
+    """What the Celery task named ``task.name`` does (worker.tasks), up to how it ends;
+    tests/worker/test_tasks.py holds the mapping of that to the task's state."""
+    return run_step(get_runtime(), celery_sender(task.app), BY_TASK[task.name], run_id, job_id)
 
 
 @dataclass
@@ -778,8 +779,9 @@ def test_two_unowned_matches_need_an_operator(pipeline: Pipeline) -> None:
     sent = p.move_to_submitting(run_id, "clip-1", started_at=p.rt.now())
     ids = {p.rt.provider.enqueue(DEFAULT_MODEL, sent)[0].generation_id for _ in range(2)}
 
-    assert submit_job(p.rt, run_id, "clip-1") is DONE
+    ended = submit_job(p.rt, run_id, "clip-1")
     job = p.job("clip-1")
+    assert ended == Next(failed=job["error"])  # its task ends in FAILURE, with the reason
     assert job["state"] == JobState.FAILED
     assert job["needs_operator"] == "1" and job["failed_step"] == "submit"
     assert "needs an operator" in job["error"]
@@ -880,8 +882,9 @@ def test_generation_failure_fails_the_job_with_the_reason(pipeline: Pipeline) ->
     run_id = p.one_job()
     p.sim.configure(failure_rate=1.0)
 
-    assert p.until_generated(run_id, "clip-1") is DONE
+    ended = p.until_generated(run_id, "clip-1")
     job = p.job("clip-1")
+    assert ended == Next(failed=job["error"])  # its task ends in FAILURE, with the reason
     assert job["state"] == JobState.FAILED and job["failed_step"] == "generate"
     assert job["error"].startswith("generation failed: ")
     assert "simulated failure" in job["error"]
@@ -895,8 +898,9 @@ def test_content_filter_fails_the_job_with_the_reason(pipeline: Pipeline) -> Non
     params = {"prompt": "a smile", "input_image": image, "duration": 4, "resolution": "480p"}
     run_id = p.register_direct("face-1", params)
 
-    assert p.until_generated(run_id, "face-1") is DONE
+    ended = p.until_generated(run_id, "face-1")
     job = p.job("face-1")
+    assert ended == Next(failed=job["error"])
     assert job["state"] == JobState.FAILED
     assert "Blocked by content filter" in job["error"]
     assert "input_image_has_face" in job["error"]
@@ -1044,16 +1048,24 @@ def test_completion_event_moves_to_generated_once(pipeline: Pipeline) -> None:
     p.assert_at_most_once(1)
 
 
-def test_failed_completion_event_fails_the_job(pipeline: Pipeline) -> None:
+def test_failed_completion_event_fails_the_job_in_its_track_task(pipeline: Pipeline) -> None:
+    """A failure comes to the job through a task (whose state Flower shows), not from
+    the listener: the event sends the track task, whose status call fails the job."""
     p = pipeline
+    p.sim.configure(failure_rate=1.0)
     run_id = p.one_job()
     generation = p.assert_adopted(submit_job(p.rt, run_id, "clip-1"), "clip-1")["generation_id"]
+    wait_for_status(p, generation, "failed")
     app = FakeApp()
     event = CompletionEvent(generation_id=generation, status="failed", error="Bad prompt")
     assert handle_event(p.rt, celery_sender(app), event) == "clip-1"
+    assert p.state("clip-1") is JobState.SUBMITTED
+    assert app.sent == [(TASK_TRACK, {"run_id": run_id, "job_id": "clip-1"}, None)]
+
+    end = run_step(p.rt, celery_sender(app), TRACK, run_id, "clip-1")
     job = p.job("clip-1")
-    assert job["state"] == JobState.FAILED and "Bad prompt" in job["error"]
-    assert app.sent == []
+    assert job["state"] == JobState.FAILED and "simulated failure" in job["error"]
+    assert end == StepEnd(Ending.FAILED, job["error"])
 
 
 # -- 15. the task layer -------------------------------------------------------------------
@@ -1066,24 +1078,25 @@ def test_task_retries_transient_error_with_countdown(installed: Pipeline) -> Non
     task = FakeTask(TASK_SUBMIT)
     message = {"run_id": run_id, "job_id": "clip-1"}
 
-    run_task(task, run_id, "clip-1")
+    end = run_task(task, run_id, "clip-1")
     assert task.app.sent == [(TASK_SUBMIT, message, 3.0)]  # Retry-After is the floor
     job = p.job("clip-1")
     assert job["state"] == JobState.REGISTERED
     assert job["submit_attempts"] == "1" and "submit_first_failure_at" in job
     assert "Too many requests" in job["last_error"]
+    assert end == StepEnd(Ending.RETRY, f"attempt 1: {job['last_error']}", 3.0)
     # The Retry-After holds every worker's enqueues, not only this job's.
     assert 2.0 < p.rt.submit_throttle.acquire_or_wait_s() <= 3.0
 
     p.retry_after_passed()  # the retry's countdown
-    run_task(task, run_id, "clip-1")
+    assert run_task(task, run_id, "clip-1").ending is Ending.RETRY
     assert p.job("clip-1")["submit_attempts"] == "2"
     assert [countdown for *_, countdown in task.app.sent] == [3.0, 3.0]
 
     # Success resets the attempts; nothing follows (the sweep tracks the generation).
     p.sim.configure(rate_limit_rate=0.0)
     p.retry_after_passed()
-    run_task(task, run_id, "clip-1")
+    assert run_task(task, run_id, "clip-1") == ENDED_DONE
     job = p.assert_adopted(DONE, "clip-1")
     assert "submit_attempts" not in job and "submit_first_failure_at" not in job
     assert len(task.app.sent) == 2
@@ -1114,13 +1127,14 @@ def test_task_gives_up_after_max_attempts(installed: Pipeline) -> None:
     p.sim.configure(error_rate=1.0)  # enqueue and list both fail: it stays submitting
     task = FakeTask(TASK_SUBMIT)
 
-    run_task(task, run_id, "clip-1")
+    assert run_task(task, run_id, "clip-1").ending is Ending.RETRY
     assert len(task.app.sent) == 1 and p.state("clip-1") is JobState.SUBMITTING
-    run_task(task, run_id, "clip-1")
+    end = run_task(task, run_id, "clip-1")
     assert len(task.app.sent) == 1  # no third attempt
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "submit"
     assert job["error"].startswith("gave up after 2 attempt(s): ")
+    assert end == StepEnd(Ending.FAILED, job["error"])
     p.assert_at_most_once(0)
 
 
@@ -1133,7 +1147,7 @@ def test_task_time_budget_is_on_the_runtime_clock(installed: Pipeline) -> None:
     run_task(task, run_id, "clip-1")
     assert len(task.app.sent) == 1
     p.clock.offset_s = 61.0
-    run_task(task, run_id, "clip-1")
+    assert run_task(task, run_id, "clip-1").ending is Ending.FAILED
     assert len(task.app.sent) == 1
     assert p.job("clip-1")["error"].startswith("gave up after 2 attempt(s): ")
 
@@ -1144,10 +1158,11 @@ def test_task_fails_job_on_permanent_provider_error(installed: Pipeline) -> None
     run_id = p.register_direct("nomodel-1", params, model="no-such-model")
     task = FakeTask(TASK_SUBMIT)
 
-    run_task(task, run_id, "nomodel-1")
+    end = run_task(task, run_id, "nomodel-1")
     job = p.job("nomodel-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "submit"
     assert "no-such-model" in job["error"]
+    assert end == StepEnd(Ending.FAILED, job["error"])
     assert task.app.sent == []
     p.assert_at_most_once(0)
 
@@ -1165,9 +1180,10 @@ def test_task_fails_job_on_invalid_video(
 
     monkeypatch.setattr(p.rt.provider, "download", junk)
     task = FakeTask(TASK_DELIVER)
-    run_task(task, run_id, "clip-1")
+    end = run_task(task, run_id, "clip-1")
     job = p.job("clip-1")
     assert job["state"] == JobState.FAILED and job["failed_step"] == "deliver"
+    assert end == StepEnd(Ending.FAILED, job["error"])
     assert job["quarantine_uri"] in job["error"] and "/quarantine/" in job["error"]
     assert task.app.sent == []
     assert p.storage.stat("clip-1.mp4") is None
@@ -1179,17 +1195,18 @@ def test_task_pauses_run_when_fatal(installed: Pipeline) -> None:
     p.sim.configure(insufficient_credits=True)
     task = FakeTask(TASK_SUBMIT)
 
-    run_task(task, run_id, "clip-1")
+    end = run_task(task, run_id, "clip-1")
     run = p.rt.store.run(run_id)
     assert run is not None and run.status == "paused"
     reason = p.rt.store.redis.hget(f"seedq:run:{run_id}", "reason")
     assert reason is not None and b"Insufficient credits" in reason
+    assert end == StepEnd(Ending.PAUSED, f"run paused: {run.reason}")
     assert p.state("clip-1") is JobState.REGISTERED
     assert task.app.sent == []
 
     # A redelivered submit of the paused run leaves the job waiting.
     p.sim.configure(insufficient_credits=False)
-    run_task(task, run_id, "clip-1")
+    assert run_task(task, run_id, "clip-1") == ENDED_DONE  # nothing to do: SUCCESS
     assert p.state("clip-1") is JobState.REGISTERED and task.app.sent == []
     p.assert_at_most_once(0)
 
@@ -1198,7 +1215,7 @@ def test_task_success_runs_the_whole_chain(installed: Pipeline) -> None:
     p = installed
     run_id = p.one_job()
     task = FakeTask(TASK_SUBMIT)
-    run_task(task, run_id, "clip-1")
+    assert run_task(task, run_id, "clip-1") == ENDED_DONE
     deadline = time.monotonic() + DRIVE_LIMIT_S
     while task.app.sent or p.state("clip-1") is JobState.SUBMITTED:
         assert time.monotonic() < deadline
@@ -1207,7 +1224,7 @@ def test_task_success_runs_the_whole_chain(installed: Pipeline) -> None:
         name, kwargs, countdown = task.app.sent.pop(0)
         time.sleep(min(countdown or 0.0, POLL_S))
         task = FakeTask(name, task.app)
-        run_task(task, kwargs["run_id"], kwargs["job_id"])
+        assert run_task(task, kwargs["run_id"], kwargs["job_id"]) == ENDED_DONE
     assert p.state("clip-1") is JobState.DELIVERED
     p.assert_at_most_once(1)
 

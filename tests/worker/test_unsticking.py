@@ -411,8 +411,9 @@ def test_a_retry_whose_row_never_shows_goes_to_an_operator(world: World) -> None
     )
     w.track()
     w.clock.t += LAGGING_RETRY_S + 1
-    assert w.track() is DONE
+    ended = w.track()
     job = w.job()
+    assert ended == Next(failed=job["error"])  # its task ends in FAILURE, with the reason
     assert job["state"] == JobState.FAILED and job["needs_operator"] == "1"
     assert killed in job["error"] and w.oxen.calls["retry"] == 1
 
@@ -470,8 +471,9 @@ def test_two_rows_retried_from_the_generation_go_to_an_operator(world: World) ->
     w.oxen.retry_mode = "lost"
     w.track()
     w.oxen.add("queued", None, retried_from_id=killed)  # a second one (someone else's?)
-    assert w.track() is DONE
+    ended = w.track()
     job = w.job()
+    assert ended == Next(failed=job["error"])
     assert job["state"] == JobState.FAILED and job["needs_operator"] == "1"
     assert "several generations were retried from" in job["error"]
     assert w.oxen.calls["retry"] == 1
@@ -522,8 +524,9 @@ def test_retry_refused_for_good_gives_up_with_the_reason(world: World) -> None:
     assert w.job()["retry_refused_of"] == killed
     assert w.track() == Next(TASK_TRACK, 0.0)  # still stuck: cancelled
     assert w.oxen.gens[killed]["status"] == "cancelled" and w.oxen.calls["cancel"] == 1
-    assert w.track() is DONE
+    ended = w.track()
     job = w.job()
+    assert ended == Next(failed=job["error"])
     assert job["state"] == JobState.FAILED and job["failed_step"] == "generate"
     assert f"generation {killed} stuck processing for 45 min" in job["error"]
     assert "refused to retry it (cannot be retried (HTTP 400" in job["error"]
@@ -572,8 +575,9 @@ def test_stuck_twice_fails_with_the_reason_and_cancels_the_retry(world: World) -
 
     assert w.track() == Next(TASK_TRACK, 0.0)
     assert w.oxen.gens[new]["status"] == "cancelled" and w.job()["stuck_cancel_of"] == new
-    assert w.track() is DONE
+    ended = w.track()
     job = w.job()
+    assert ended == Next(failed=job["error"])
     assert job["state"] == JobState.FAILED
     assert job["error"] == (
         f"generation stuck processing for 45 min twice: killed {killed} and retried it "
@@ -594,12 +598,16 @@ def test_cancelled_event_of_the_given_up_retry_fails_the_job_with_the_reason(
     w = world
     _killed, new = stuck_twice(w)
     assert w.track() == Next(TASK_TRACK, 0.0)
-    # The provider's completion event gets there before the track task.
-    assert handle_event(
-        w.rt, celery_sender(FakeApp()), CompletionEvent(generation_id=new, status="cancelled")
-    )
+    # The provider's completion event gets there first: it hands the job to its track
+    # task, which fails it (a task's failure, shown in Flower).
+    app = FakeApp()
+    cancelled = CompletionEvent(generation_id=new, status="cancelled")
+    assert handle_event(w.rt, celery_sender(app), cancelled)
+    assert app.jobs() == [(TASK_TRACK, "j")] and w.state() is JobState.SUBMITTED
+    ended = w.track()
     job = w.job()
     assert job["state"] == JobState.FAILED and "stuck processing" in job["error"]
+    assert ended == Next(failed=job["error"])
     assert w.track() is DONE and w.oxen.calls["cancel"] == 1
 
 
@@ -630,7 +638,7 @@ def test_give_up_whose_cancel_fails_is_tried_again(world: World) -> None:
     assert w.state() is JobState.SUBMITTED and w.oxen.gens[new]["status"] == "processing"
     w.oxen.override = None
     assert w.track() == Next(TASK_TRACK, 0.0)
-    assert w.track() is DONE and w.state() is JobState.FAILED
+    assert w.track().failed and w.state() is JobState.FAILED
     assert w.oxen.gens[new]["status"] == "cancelled"
 
 
