@@ -26,11 +26,12 @@ from cli.local_run import (
     state_root,
 )
 from cli.produce import check_and_plan, print_submitted, submit_spooled
-from cli.progress import breakdown, follow, runs_table, stuck_line
+from cli.progress import breakdown, budget_line, follow, runs_table, stuck_line
 from producer.errors import SubmitError
 from producer.jobs import JobSpec
 from producer.spool import Spool
 from producer.submit import SubmitResult
+from seedq.admission import admission_for
 from seedq.billing import billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
@@ -133,8 +134,10 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
             stack, settings, opts.manifests, spool, demo=opts.demo, force=opts.force
         )
         done, elsewhere = submit_to(target, settings, opts)
-        info = follow_to_end(target.store, done.run_id, opts.timeout_s, paid_local=paid_local)
-        summarize(target.store, info, settings)
+        info = follow_to_end(
+            target.store, done.run_id, opts.timeout_s, paid_local=paid_local, settings=settings
+        )
+        summarize(target.store, info, settings, resume_hint=resume_hint(embedded, paid_local))
         if opts.report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
             from cli.report import write_report
@@ -171,12 +174,21 @@ def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[Sub
 
 
 def follow_to_end(
-    store: JobStore, run_id: str, timeout_s: float | None, *, paid_local: bool
+    store: JobStore,
+    run_id: str,
+    timeout_s: float | None,
+    *,
+    paid_local: bool,
+    settings: Settings | None = None,
 ) -> RunInfo:
     """Follow the run to its end; a paid local run then waits for the paid generations
-    of earlier runs in its folder too. Then a moment for the bills."""
+    of earlier runs in its folder too. Then a moment for the bills.
+
+    A run its budget paused ends only once the jobs admitted before the pause have
+    delivered (they fit inside the cap): they hold their slots until then."""
+    holding = admission_for(store, settings).holding
     try:
-        info = follow(store, run_id, out, timeout_s=timeout_s)
+        info = follow(store, run_id, out, timeout_s=timeout_s, holding=holding)
         if paid_local:
             finish_earlier_runs(store, run_id, timeout_s=timeout_s)
         wait_for_bills(store, run_id)
@@ -277,7 +289,19 @@ def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT
         time.sleep(0.2)
 
 
-def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
+def resume_hint(embedded: bool, paid_local: bool) -> str | None:
+    """How more budget reaches a run paused by it, here: None for the demo, whose state
+    ends with the process."""
+    if not embedded:
+        return "`seedq resume RUN --budget AMOUNT` raises the cap"
+    if paid_local:
+        return "run the same command again with a higher --budget"
+    return None
+
+
+def summarize(
+    store: JobStore, info: RunInfo, settings: Settings, *, resume_hint: str | None = None
+) -> None:
     table = Table(title=f"Run {info.id}: {breakdown(info)}", title_justify="left")
     table.add_column("job", overflow="fold")
     table.add_column("state")
@@ -307,6 +331,10 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
         out.print(line)
     if info.status == "paused":
         err.print(f"run paused: {store.run_reason(info.id)}", style="bold red")
+    hint = resume_hint.replace("RUN", info.id) if resume_hint else None
+    budget = admission_for(store, settings).budgets.state(info.id)
+    if (line := budget_line(info, budget, hint)) is not None:
+        out.print(line, markup=False)
     where = settings.output if settings.output_is_s3 else str(Path(settings.output).resolve())
     out.print(f"videos and their .json sidecars are in {where}")
 
@@ -324,7 +352,7 @@ def status_command(
     if run_id is not None and store.run(run_id) is None:
         raise SubmitError(f"no run {run_id!r}")
     if watch and run_id is not None:
-        follow(store, run_id, out, timeout_s=None)
+        follow(store, run_id, out, timeout_s=None, holding=admission_for(store, settings).holding)
         return
     while True:
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)
