@@ -42,6 +42,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_ROWS = 40
 BILL_WAIT_S = 10.0  # at most, after the last delivery: a pass asks every tick
+NOTIFY_WAIT_S = 30.0  # at most, for an embedded run's webhooks (a few retries)
 
 
 def embedded_mode(settings: Settings) -> bool:
@@ -75,6 +76,9 @@ def run_command(
         help="Run the embedded demo on the built-in simulator whatever is configured, "
         "even with OXEN_API_KEY set: nothing is paid.",
     ),
+    notify: list[str] = typer.Option(
+        [], "--notify", help="Webhook told when the run ends or stops (repeatable)."
+    ),
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
@@ -97,6 +101,7 @@ def run_command(
         budget=budget,
         report=report,
         demo=demo,
+        notify=notify,
     )
     raise typer.Exit(run_manifests(settings, opts))
 
@@ -115,6 +120,7 @@ class RunOptions:
     budget: float | None = None
     report: Path | None = None
     demo: bool = False
+    notify: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_manifests(settings: Settings, opts: RunOptions) -> int:
@@ -124,6 +130,11 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
     paid_local = embedded and not opts.demo and settings.oxen_api_key is not None
     if paid_local:
         check_local_output(settings)
+    from worker.notify import run_notify_urls
+
+    # The demo's workers may reach loopback (its simulator is there): so may its webhooks.
+    allow_private = settings.allow_private_urls or (embedded and not paid_local)
+    webhooks = run_notify_urls(opts.notify, settings, allow_private=allow_private)
     with ExitStack() as stack:
         spool = stack.enter_context(Spool())
         offline = embedded and not paid_local
@@ -133,10 +144,12 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
         target = open_target(
             stack, settings, opts.manifests, spool, demo=opts.demo, force=opts.force
         )
-        done, elsewhere = submit_to(target, settings, opts)
+        done, elsewhere = submit_to(target, settings, opts, webhooks)
         info = follow_to_end(
             target.store, done.run_id, opts.timeout_s, paid_local=paid_local, settings=settings
         )
+        if embedded:
+            wait_for_webhooks(target.store, done.run_id, webhooks, settings)
         summarize(target.store, info, settings, resume_hint=resume_hint(embedded, paid_local))
         if opts.report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
@@ -148,7 +161,9 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
     return 0 if all_delivered and not elsewhere else 1
 
 
-def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[SubmitResult, int]:
+def submit_to(
+    target: Target, settings: Settings, opts: RunOptions, webhooks: list[str] | None = None
+) -> tuple[SubmitResult, int]:
     """Register the run's jobs where ``target`` says and print what was done; also the
     number of jobs left out as still moving in another run (then the run cannot end
     with every job delivered)."""
@@ -163,6 +178,7 @@ def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[Sub
         budget=opts.budget,
         force=opts.force,
         run_id=target.resume_id,
+        notify=webhooks,
     )
     done.counts[Decision.DONE] += target.skipped.n
     # Resuming its own run, a job still moving is this run's, not another's.
@@ -277,6 +293,20 @@ def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> 
             f"`seedq retry {run_id} --include-ambiguous` with SEEDQ_REDIS_URL set)"
         )
     return held
+
+
+def wait_for_webhooks(
+    store: JobStore, run_id: str, webhooks: list[str], settings: Settings
+) -> None:
+    """In embedded mode the notifier's thread ends with this process: give it a moment to
+    tell the run's webhooks (the tick claims the event within a second), and say so."""
+    from worker.notify import wait_for_notice
+
+    outcome = wait_for_notice(store, run_id, webhooks, settings.notify_url, timeout_s=NOTIFY_WAIT_S)
+    if outcome == "sent":
+        out.print(f"notified {len(webhooks)} webhook(s)")
+    elif outcome is not None:
+        err.print(f"notification not delivered ({outcome or 'not sent'}); see the log above")
 
 
 def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT_S) -> None:

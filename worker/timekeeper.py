@@ -1,21 +1,30 @@
 """The tick's time step: starts scheduled runs whose ``start_at`` has passed, pauses
-runs outside their submission window and resumes them inside it.
+runs outside their submission window and resumes them inside it; and where the tick
+sees a run end (:class:`RunWatch`, the runs whose events ``worker.notify`` announces).
 
 Only runs in ``keys.TIMED_RUNS`` are read. A paused run's jobs in flight finish (the
 pause only stops admission). Every change is a compare-and-set on the run's status and
 reason (``worker/lua/swap_run_status.lua``), so an operator's pause or cancel made
 meanwhile is never overwritten. Like ``producer.timing``, this module is the gateway to
-the run-timing keys it reads and writes (``keys.TIMED_RUNS``, a run's timing fields).
+the run-timing keys it reads and writes (``keys.TIMED_RUNS``, a run's timing fields),
+and to the notification keys (``keys.NOTIFY_WATCH``, ``NOTIFY_CURSOR``,
+``run_notified``): an event is claimed by SET NX before it is sent, so two workers
+ticking, or one ticking twice, announce it once. A worker killed while sending leaves
+the claim ``sending``: that notification is lost, never sent twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from seedq import keys
 from seedq.contract import TERMINAL_STATES, RunStatus
+from seedq.notify import RunState
 from seedq.scripts import load
 from seedq.store import decoded
 from seedq.windows import Change, TimedRun, decide
@@ -77,3 +86,91 @@ def apply_timing(client: redis.Redis, now_s: float) -> list[tuple[str, Change]]:
             log.info("run %s: %s -> %s %s", run_id, run.status, change.status, change.reason)
             changed.append((run_id, change))
     return changed
+
+
+# -- where runs end: the runs whose events are announced ---------------------------------
+
+SENDING = "sending"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedRun:
+    """A watched run as the tick read it."""
+
+    state: RunState
+    name: str = ""
+    created_at: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class RunWatch:
+    """The runs the tick watches for an event, and each event's exactly-once claim."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def scan(self, now_s: float, *, lookback_s: float) -> list[WatchedRun]:
+        """Watch the runs created since the last scan (the first scan looks back
+        ``lookback_s``), then read every watched run in one round trip."""
+        raw_cursor = self.redis.get(keys.NOTIFY_CURSOR)
+        since = float(raw_cursor) if raw_cursor else now_s - lookback_s
+        new: Any = self.redis.zrangebyscore(keys.RUNS, f"({since!r}", "+inf", withscores=True)
+        if new:
+            self.redis.sadd(keys.NOTIFY_WATCH, *[decoded(run_id) for run_id, _ in new])
+            since = max(float(score) for _, score in new)
+        if new or not raw_cursor:
+            self.redis.set(keys.NOTIFY_CURSOR, repr(since))
+        run_ids = sorted(decoded(v) for v in self.redis.smembers(keys.NOTIFY_WATCH))
+        found = self.read(run_ids)
+        for run_id, run in zip(run_ids, found, strict=True):
+            if run is None:  # gone from Redis (pruned, flushed): nothing left to tell
+                self.forget(run_id)
+        return [run for run in found if run is not None]
+
+    def read(self, run_ids: list[str]) -> list[WatchedRun | None]:
+        """Each run (None when it is not in Redis), in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hgetall(keys.run(run_id))
+                pipe.hgetall(keys.run_counts(run_id))
+                pipe.llen(keys.run_jobs(run_id))
+                pipe.scard(keys.run_in_flight(run_id))
+            rows = pipe.execute()
+        found: list[WatchedRun | None] = []
+        for i, run_id in enumerate(run_ids):
+            raw, raw_counts, total, holding = rows[4 * i : 4 * i + 4]
+            data = {decoded(k): decoded(v) for k, v in raw.items()}
+            if not data:
+                found.append(None)
+                continue
+            state = RunState(
+                run_id=run_id,
+                status=data.get("status", ""),
+                reason=data.get("reason", ""),
+                paused_by=data.get("paused_by", ""),
+                counts={decoded(k): int(v) for k, v in raw_counts.items()},
+                total=int(total),
+                holding=int(holding),
+            )
+            meta = json.loads(data.get("meta") or "{}")
+            created = float(data.get("created_at") or 0.0)
+            found.append(WatchedRun(state, data.get("name", ""), created, meta))
+        return found
+
+    def forget(self, run_id: str) -> None:
+        self.redis.srem(keys.NOTIFY_WATCH, run_id)
+
+    def claim(self, run_id: str, event_key: str) -> bool:
+        """Take this event for sending; False when it was taken before (by anyone)."""
+        key = keys.run_notified(run_id, event_key)
+        return bool(self.redis.set(key, SENDING, nx=True, ex=keys.NOTIFIED_TTL_S))
+
+    def settle(self, run_id: str, event_key: str, outcome: str) -> None:
+        """Record how the claimed event's sending ended (``sent``, ``failed``)."""
+        key = keys.run_notified(run_id, event_key)
+        self.redis.set(key, outcome, xx=True, keepttl=True)
+
+    def outcome(self, run_id: str, event_key: str) -> str | None:
+        """``sending``, ``sent`` or ``failed``; None while the event is not claimed."""
+        raw = self.redis.get(keys.run_notified(run_id, event_key))
+        return decoded(raw) if raw else None
