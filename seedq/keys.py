@@ -124,8 +124,9 @@ NOTIFY_CURSOR = PREFIX + "notify:cursor"
 
 
 def run_notified(run_id: str, event_key: str) -> str:
-    """String, SET NX: one event of a run is announced once (``sending``, then ``sent``
-    or ``failed``). TTL: :data:`NOTIFIED_TTL_S`."""
+    """String, SET NX: one event of a run is announced once: ``sending:<held until,
+    seconds>`` while a worker sends it, then ``sent`` or ``failed``. TTL:
+    :data:`NOTIFIED_TTL_S`."""
     return f"{PREFIX}run:{run_id}:notified:{event_key}"
 
 

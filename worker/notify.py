@@ -12,14 +12,15 @@ scheme and host only (``seedq.notify.shown_url``); the signing secret is in no l
 payload and no task message (there is no task: the thread has it from the settings).
 
 What a crash costs: an event claimed by a worker that dies before its POST succeeds is
-not announced (its claim stays ``sending``); it is never announced twice.
+sent by another worker's tick once the claim's hold (:func:`claim_hold_s`, minutes)
+has passed. Only a sender slower than its hold makes an event go twice, with the same
+``X-Seedq-Delivery`` id.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import random
 import threading
 import time
@@ -58,10 +59,12 @@ LOOKBACK_S = 3600.0  # the first scan of a Redis watches the runs of the last ho
 QUIET_REASONS = (OPERATOR_PAUSE,)
 RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
+CLAIM_MARGIN_S = 120.0
 SENT, FAILED = "sent", "failed"
 
-# (url, body, headers) -> the receiver's status code; raises on no answer.
-Post = Callable[[str, bytes, dict[str, str]], int]
+# (url, body, headers) -> the receiver's status code and the seconds of its Retry-After
+# (None when it sent none); raises on no answer.
+Post = Callable[[str, bytes, dict[str, str]], tuple[int, float | None]]
 
 
 class NotifyUrlRefused(SeedqError):
@@ -107,12 +110,13 @@ def post_with_retries(
     carries a fresh signed timestamp."""
     error = ""
     for attempt in range(1, max_attempts + 1):
+        retry_after: float | None = None
         try:
-            status = post(url, body, headers())
+            status, retry_after = post(url, body, headers())
         except RefusedUrl as exc:
-            return Attempted(False, attempt, str(exc))
+            return Attempted(False, attempt, _without_url(str(exc), url))
         except (httpx.HTTPError, SeedqError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = _without_url(f"{type(exc).__name__}: {exc}", url)
         else:
             if 200 <= status < 300:
                 return Attempted(True, attempt)
@@ -120,24 +124,51 @@ def post_with_retries(
             if not retryable_status(status):
                 return Attempted(False, attempt, error)
         if attempt < max_attempts:
-            sleep(retry_delay_s(attempt, base_s=base_s, max_s=max_s, rand=rand()))
+            delay = retry_delay_s(
+                attempt, base_s=base_s, max_s=max_s, rand=rand(), retry_after_s=retry_after
+            )
+            sleep(delay)
     return Attempted(False, max_attempts, error)
+
+
+def _without_url(message: str, url: str) -> str:
+    """An error message fit for the log: the webhook's path and query taken out."""
+    return message.replace(url, shown_url(url))
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header in seconds; None when absent or a date (then the backoff's
+    own delay is used)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def guarded_post(*, allow_private: bool, timeout_s: float) -> Post:
     """POSTs through the fetch guard, one client per call (notifications are rare)."""
 
-    def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         with guarded_client(allow_private=allow_private, timeout=timeout_s) as client:
-            return client.post(
-                url, content=body, headers=headers, follow_redirects=False
-            ).status_code
+            answer = client.post(url, content=body, headers=headers, follow_redirects=False)
+            return answer.status_code, retry_after_s(answer.headers.get("Retry-After"))
 
     return post
 
 
+def claim_hold_s(settings: Settings, webhooks: int = 1) -> float:
+    """How long a claim is held before another worker may take it over: longer than
+    every attempt to each webhook timing out, and every delay at its longest, with a
+    margin."""
+    attempts = settings.notify_max_attempts
+    delays = sum(min(RETRY_MAX_S, RETRY_BASE_S * 2.0**i) for i in range(attempts - 1))
+    per_webhook = attempts * 2 * settings.notify_timeout_s + delays
+    return max(1, webhooks) * per_webhook + CLAIM_MARGIN_S
+
+
 class Notifier:
-    """A thread sending notices one after another; :meth:`send` only enqueues."""
+    """Sends each notice in a thread of its own (a few a night: no queue behind a slow
+    webhook, so a claim's hold bounds its sending); :meth:`send` returns at once."""
 
     def __init__(
         self,
@@ -153,17 +184,18 @@ class Notifier:
         self._post = post
         self._sleep = sleep
         self._clock = clock
-        self._queue: queue.Queue[tuple[Notice, list[str], Callable[[bool], None]]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def send(self, notice: Notice, urls: list[str], done: Callable[[bool], None]) -> None:
-        """Queue ``notice`` for ``urls``; ``done(every webhook took it)`` is called after."""
-        self._queue.put((notice, urls, done))
+        """Send ``notice`` to ``urls`` in a new thread; ``done(every webhook took it)``
+        is called there at the end."""
+        thread = threading.Thread(
+            target=self._run, args=(notice, urls, done), name="seedq-notify", daemon=True
+        )
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="seedq-notify", daemon=True)
-                self._thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def deliver(self, notice: Notice, urls: list[str]) -> bool:
         """POST the notice to each webhook; True when every one took it."""
@@ -197,19 +229,18 @@ class Notifier:
                 )
         return ok
 
-    def _loop(self) -> None:
-        while True:
-            notice, urls, done = self._queue.get()
-            try:
-                done(self.deliver(notice, urls))
-            except Exception:  # one bad notice must not end the thread for the others
-                log.exception("run %s: notification failed", notice.run_id)
-            finally:
-                self._queue.task_done()
+    def _run(self, notice: Notice, urls: list[str], done: Callable[[bool], None]) -> None:
+        try:
+            done(self.deliver(notice, urls))
+        except Exception:  # logged: a thread's exception would go to stderr only
+            log.exception("run %s: notification failed", notice.run_id)
 
     def join(self) -> None:
-        """Wait until every queued notice was sent or given up (tests, shutdown)."""
-        self._queue.join()
+        """Wait until every notice sent so far was delivered or given up (tests)."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
 
 
 _notifiers: dict[tuple[str | None, int, bool, float], Notifier] = {}
@@ -279,7 +310,12 @@ def notify_runs(rt: Runtime, notifier: Notifier | None = None) -> list[Notice]:
         if (
             event is not None
             and urls
-            and watch.claim(run.state.run_id, event_key(event, run.state.reason))
+            and watch.claim(
+                run.state.run_id,
+                event_key(event, run.state.reason),
+                now_s=now,
+                hold_s=claim_hold_s(rt.settings, len(urls)),
+            )
         ):
             notice = build_notice(rt.store, rt.admission.budgets, rt.settings, run, event, now)
             sender = notifier or notifier_for(rt.settings)

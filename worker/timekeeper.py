@@ -10,7 +10,8 @@ the run-timing keys it reads and writes (``keys.TIMED_RUNS``, a run's timing fie
 and to the notification keys (``keys.NOTIFY_WATCH``, ``NOTIFY_CURSOR``,
 ``run_notified``): an event is claimed by SET NX before it is sent, so two workers
 ticking, or one ticking twice, announce it once. A worker killed while sending leaves
-the claim ``sending``: that notification is lost, never sent twice.
+its claim ``sending`` until the claim's hold passes; the next tick then takes it over
+and sends the event after all (:meth:`RunWatch.claim`).
 """
 
 from __future__ import annotations
@@ -160,10 +161,31 @@ class RunWatch:
     def forget(self, run_id: str) -> None:
         self.redis.srem(keys.NOTIFY_WATCH, run_id)
 
-    def claim(self, run_id: str, event_key: str) -> bool:
-        """Take this event for sending; False when it was taken before (by anyone)."""
+    def claim(self, run_id: str, event_key: str, *, now_s: float, hold_s: float) -> bool:
+        """Take this event for sending, for ``hold_s`` at most; False when it is held by
+        another sender, or was sent or given up already.
+
+        A claim still ``sending`` past its hold was left by a sender that died: it is
+        taken over (compare-and-set, so by one ticker only) and the event is sent after
+        all. Were that sender only slow, the event goes twice, with the same delivery id
+        for the receiver to drop the second; a hold far longer than a sender's retries
+        makes that rare."""
         key = keys.run_notified(run_id, event_key)
-        return bool(self.redis.set(key, SENDING, nx=True, ex=keys.NOTIFIED_TTL_S))
+        mine = f"{SENDING}:{now_s + hold_s!r}"
+        if self.redis.set(key, mine, nx=True, ex=keys.NOTIFIED_TTL_S):
+            return True
+        seen = decoded(self.redis.get(key))
+        if not seen.startswith(SENDING + ":"):
+            return False  # sent, or given up
+        try:
+            held_until = float(seen.split(":", 1)[1])
+        except ValueError:
+            held_until = 0.0
+        return held_until <= now_s and self._swap(key, seen, mine)
+
+    def _swap(self, key: str, seen: str, value: str) -> bool:
+        take_over = self.redis.register_script(load("take_over_claim", "worker"))
+        return bool(take_over(keys=[key], args=[seen, value]))
 
     def settle(self, run_id: str, event_key: str, outcome: str) -> None:
         """Record how the claimed event's sending ended (``sent``, ``failed``)."""
@@ -173,4 +195,4 @@ class RunWatch:
     def outcome(self, run_id: str, event_key: str) -> str | None:
         """``sending``, ``sent`` or ``failed``; None while the event is not claimed."""
         raw = self.redis.get(keys.run_notified(run_id, event_key))
-        return decoded(raw) if raw else None
+        return decoded(raw).split(":", 1)[0] if raw else None

@@ -20,6 +20,7 @@ from typing import cast
 import fakeredis
 import httpx
 import pytest
+import redis
 
 from producer.jobs import JobSpec
 from provider.client import OxenClient
@@ -44,9 +45,11 @@ from worker.notify import (
     LOOKBACK_S,
     Notifier,
     NotifyUrlRefused,
+    claim_hold_s,
     guarded_post,
     notify_runs,
     post_with_retries,
+    retry_after_s,
     run_notify_urls,
     wait_for_notice,
 )
@@ -263,17 +266,18 @@ def test_a_pruned_run_leaves_the_watch(tmp_path: Path) -> None:
 
 @dataclass
 class Answers:
-    """A webhook answering these status codes (an exception: no answer), in turn."""
+    """A webhook answering these status codes (with a Retry-After when a pair; an
+    exception: no answer), in turn."""
 
-    answers: list[int | Exception]
+    answers: list[int | tuple[int, float] | Exception]
     calls: list[dict[str, str]] = field(default_factory=list)
 
-    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         self.calls.append(headers)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer if isinstance(answer, tuple) else (answer, None)
 
 
 def counting_headers() -> Callable[[], dict[str, str]]:
@@ -295,6 +299,22 @@ def test_a_failing_webhook_is_retried_with_growing_delays_without_sleeping() -> 
     assert done.ok and done.attempts == 3
     assert slept == [1.0, 2.0]  # half of 2 s, then of 4 s (rand 0: the shortest)
     assert [h[TIMESTAMP_HEADER] for h in post.calls] == ["1", "2", "3"]  # signed anew
+
+
+def test_a_retry_after_from_the_webhook_is_waited_out() -> None:
+    slept: list[float] = []
+    post = Answers([(429, 42.0), 204])
+    done = post_with_retries(
+        post, HOOK, b"{}", counting_headers(), max_attempts=3, sleep=slept.append, rand=lambda: 0.0
+    )
+    assert done.ok and slept == [42.0]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"), [(None, None), ("30", 30.0), ("Wed, 21 Oct 2026 07:28:00 GMT", None)]
+)
+def test_retry_after_is_read_in_seconds(header: str | None, seconds: float | None) -> None:
+    assert retry_after_s(header) == seconds
 
 
 def test_retries_stop_at_the_attempts_limit_with_the_last_error() -> None:
@@ -336,9 +356,11 @@ def test_the_secret_and_the_webhooks_query_never_show(
     w.deliver(*jobs(RUN, 0))
     seen: list[tuple[bytes, dict[str, str]]] = []
 
-    def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         seen.append((body, headers))
-        return 500
+        if len(seen) == 2:  # the last error, the one logged, names the URL
+            raise httpx.ConnectError(f"cannot reach {url}")
+        return 500, None
 
     notifier = Notifier(secret=SECRET, max_attempts=2, post=post, sleep=lambda s: None)
     with caplog.at_level(logging.DEBUG):
@@ -419,3 +441,56 @@ def test_a_real_receiver_gets_one_signed_post_when_a_run_finishes(
     assert "finished: 2 delivered of 2" in sent["text"]
     assert RunWatch(w.store.redis).outcome(RUN, "finished") == "sent"
     assert wait_for_notice(w.store, RUN, [url], None, timeout_s=0.0) == "sent"
+
+
+# -- a sender that died ------------------------------------------------------------------
+
+
+def test_a_claim_left_by_a_dead_sender_is_taken_over_once_after_its_hold(
+    client: redis.Redis,
+) -> None:
+    watch = RunWatch(client)
+    assert watch.claim(RUN, "finished", now_s=1000.0, hold_s=60.0)
+    assert watch.outcome(RUN, "finished") == "sending"
+    assert not watch.claim(RUN, "finished", now_s=1059.0, hold_s=60.0)  # still held
+    assert watch.claim(RUN, "finished", now_s=1061.0, hold_s=60.0)  # its sender died
+    assert not watch.claim(RUN, "finished", now_s=1062.0, hold_s=60.0)  # taken over once
+    assert client.ttl(keys.run_notified(RUN, "finished")) > keys.NOTIFIED_TTL_S - 100
+    watch.settle(RUN, "finished", "sent")
+    assert not watch.claim(RUN, "finished", now_s=9999.0, hold_s=60.0)  # told: never again
+    watch.claim(RUN, "paused:x", now_s=0.0, hold_s=1.0)
+    watch.settle(RUN, "paused:x", "failed")
+    assert not watch.claim(RUN, "paused:x", now_s=9999.0, hold_s=1.0)  # given up: stays
+
+
+@dataclass
+class DeadNotifier:
+    """Takes notices and never reports them: its worker was killed."""
+
+    sent: list[Notice] = field(default_factory=list)
+
+    def send(self, notice: Notice, urls: list[str], done: Callable[[bool], None]) -> None:
+        self.sent.append(notice)
+
+
+def test_an_event_whose_sender_died_is_sent_by_a_later_tick(tmp_path: Path) -> None:
+    w = world(tmp_path, 1)
+    w.deliver(*jobs(RUN, 0))
+    now = [time.time()]
+    w.rt.clock = lambda: now[0]
+    dead = DeadNotifier()
+    assert [n.event for n in notify_runs(w.rt, cast(Notifier, dead))] == [NotifyEvent.FINISHED]
+    w.store.redis.sadd(keys.NOTIFY_WATCH, RUN)  # as if the finished run were still watched
+    alive = FakeNotifier()
+    assert w.tell(alive) == []  # held by the dead sender for now
+    now[0] += claim_hold_s(w.rt.settings) + 1
+    w.store.redis.sadd(keys.NOTIFY_WATCH, RUN)
+    assert [n.event for n in w.tell(alive)] == [NotifyEvent.FINISHED]
+    assert RunWatch(w.store.redis).outcome(RUN, "finished") == "sent"
+
+
+def test_a_claim_outlasts_every_retry_of_every_webhook() -> None:
+    settings = Settings()  # 8 attempts, 10 s timeouts
+    delays = 2 + 4 + 8 + 16 + 32 + 64 + 128
+    assert claim_hold_s(settings) == 8 * 2 * 10 + delays + 120
+    assert claim_hold_s(settings, 2) == 2 * (8 * 2 * 10 + delays) + 120
