@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from provider.errors import RefusedUrl
-from provider.guard import check_url, guarded_client
+from provider.guard import GuardedTransport, check_url
 from seedq.budget import Budgets
 from seedq.errors import SeedqError
 from seedq.notify import (
@@ -146,11 +146,22 @@ def retry_after_s(value: str | None) -> float | None:
 
 
 def guarded_post(*, allow_private: bool, timeout_s: float) -> Post:
-    """POSTs through the fetch guard, one client per call (notifications are rare)."""
+    """POSTs through the fetch guard's transport, one connection per call (notifications
+    are rare). Straight to the transport, not through an ``httpx.Client``: the client
+    logs every request's full URL, and a webhook's path and query are its credential.
+    No redirect is followed (a redirected POST would be a second, unchecked request)."""
+    timeout = httpx.Timeout(timeout_s).as_dict()
 
     def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
-        with guarded_client(allow_private=allow_private, timeout=timeout_s) as client:
-            answer = client.post(url, content=body, headers=headers, follow_redirects=False)
+        request = httpx.Request(
+            "POST", url, content=body, headers=headers, extensions={"timeout": timeout}
+        )
+        with GuardedTransport(allow_private=allow_private) as transport:
+            answer = transport.handle_request(request)
+            try:
+                answer.read()
+            finally:
+                answer.close()
             return answer.status_code, retry_after_s(answer.headers.get("Retry-After"))
 
     return post

@@ -1,6 +1,8 @@
-"""`seedq run manifests/example.yaml --notify URL` with no other configuration (embedded
-mode): a real HTTP receiver gets one signed POST when the run finishes, before the
-command exits."""
+"""Notifications end to end, received by a real HTTP server: `seedq run
+manifests/example.yaml --notify URL` in embedded mode (one signed POST when the run
+finishes, before the command exits); and a cluster of two real `celery worker`
+processes, where a run that reaches its budget is told once, then, resumed with more
+budget (`seedq resume RUN --budget`), its end is told once too."""
 
 from __future__ import annotations
 
@@ -8,19 +10,22 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from seedq.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.e2e.conftest import REPO, seedq_cli
+from tests.e2e.conftest import REPO, clip_rows, seedq_cli
 
 SECRET = "whsec_e2e_never_shown_5f1c"
 
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A webhook on loopback; yields its URL (with a query string, never to be logged)
+    and the requests it got."""
     got: list[tuple[dict[str, str], bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -83,3 +88,68 @@ def test_an_embedded_run_tells_its_webhook_once_when_it_finishes(
     assert sent["report"]["output"] == str((tmp_path / "videos").resolve())
     assert "finished: 4 delivered of 4" in sent["text"]
     assert SECRET.encode() not in body
+
+
+Received = list[tuple[dict[str, str], bytes]]
+
+
+def events(got: Received) -> list[dict[str, Any]]:
+    """The bodies received, each checked against its signature."""
+    bodies = []
+    for headers, body in got:
+        assert verify(
+            SECRET,
+            body,
+            timestamp=headers[TIMESTAMP_HEADER],
+            signature_header=headers[SIGNATURE_HEADER],
+            now=time.time(),
+        )
+        bodies.append(json.loads(body))
+    return bodies
+
+
+def wait_until(what: str, predicate: Callable[[], bool], c: Any, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not reached\n{c.logs()[-4000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.timeout(240)
+def test_a_cluster_tells_a_budget_stop_and_then_the_end_once_each(
+    cluster: Any,
+    manifest: Callable[[Path, list[dict[str, str]]], Path],
+    tmp_path: Path,
+    receiver: tuple[str, Received],
+) -> None:
+    url, got = receiver
+    c = cluster(workers=2, env={"SEEDQ_NOTIFY_SECRET": SECRET})
+    # 4 s at 480p is 0.384 each: a budget of 1.0 covers two of the five clips.
+    path = manifest(tmp_path, clip_rows("n", 5))
+    done = c.seedq("submit", str(path), "--budget", "1.0", "--notify", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+
+    wait_until("the budget's notification", lambda: len(got) >= 1, c)
+    time.sleep(3)  # three more ticks of each worker: nothing more is sent
+    first = events(got)
+    assert [e["event"] for e in first] == ["run.budget_reached"]
+    assert first[0]["run"]["id"] == run_id
+    assert first[0]["counts"] == {"delivered": 2, "registered": 3}
+    assert first[0]["spend"]["budget"]["cap"] == 1.0
+
+    resumed = c.seedq("resume", run_id, "--budget", "5")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "budget cap 1.00 -> 5.00" in resumed.stdout
+    wait_until("the end's notification", lambda: len(got) >= 2, c)
+    time.sleep(3)
+    told = events(got)
+    assert [e["event"] for e in told] == ["run.budget_reached", "run.finished"]
+    assert told[1]["counts"] == {"delivered": 5}
+    assert len({h["X-Seedq-Delivery"] for h, _ in got}) == 2
+    logs = c.logs()
+    assert SECRET not in logs
+    assert "channel=ops" not in logs and "/hook" not in logs  # the webhook by its host only
+    assert "run.finished told to http://127.0.0.1:" in logs

@@ -408,7 +408,7 @@ def receiver() -> Iterator[tuple[str, Received]]:
 
 
 def test_a_real_receiver_gets_one_signed_post_when_a_run_finishes(
-    tmp_path: Path, receiver: tuple[str, Received]
+    tmp_path: Path, receiver: tuple[str, Received], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, got = receiver
     got.statuses = [502]  # the first try fails: retried
@@ -421,9 +421,12 @@ def test_a_real_receiver_gets_one_signed_post_when_a_run_finishes(
     )
     w.tell(notifier)
     w.deliver(*jobs(RUN, 0, 1))
-    w.tell(notifier)
-    w.tell(notifier)
-    notifier.join()
+    with caplog.at_level(logging.DEBUG):
+        w.tell(notifier)
+        w.tell(notifier)
+        notifier.join()
+    assert "/hooks/seedq" not in caplog.text  # not even httpx's own request log
+    assert "run.finished told to http://127.0.0.1:" in caplog.text
 
     assert len(got.requests) == 2  # one notification: a failed try, then its retry
     headers, body = got.requests[-1]
