@@ -13,10 +13,11 @@ from seedq.billing import RunBilling
 from seedq.budget import BudgetState, paused_by_budget
 from seedq.contract import JobState
 from seedq.errors import SeedqError
+from seedq.notify import IN_FLIGHT_STATES
 from seedq.store import JobStore, RunInfo
 
 ORDER = [s.value for s in JobState]
-IN_FLIGHT = ("submitting", "submitted", "retrying", "generated")
+IN_FLIGHT = IN_FLIGHT_STATES  # started and not over: the notifications count the same
 
 
 def finished(info: RunInfo) -> int:

@@ -61,21 +61,24 @@ class RunState:
     holding: int = 0  # its jobs holding an in-flight slot (admitted, or at the provider)
 
     @property
-    def ended(self) -> int:
-        return sum(self.counts.get(str(s), 0) for s in TERMINAL_STATES)
-
-    @property
     def going(self) -> int:
         """Jobs it started that are not over: at the provider, delivering, or admitted."""
         return sum(self.counts.get(s, 0) for s in IN_FLIGHT_STATES) + self.holding
 
 
+def run_finished(status: str, counts: Mapping[str, int], total: int) -> bool:
+    """Every job of the run ended (delivered, failed or cancelled), and no more will be
+    registered: the one answer to "has this run finished?" for the tick's time step
+    (``worker.timekeeper.finished``) and for its notification."""
+    if status in (RunStatus.SCHEDULED, RunStatus.REGISTERING) or total == 0:
+        return False
+    return sum(counts.get(str(s), 0) for s in TERMINAL_STATES) >= total
+
+
 def decide_event(run: RunState, *, quiet_reasons: Iterable[str] = ()) -> NotifyEvent | None:
     """The event the run is at now, if any. ``quiet_reasons`` are pause reasons set on
     purpose (an operator's), which are not announced."""
-    if run.status in (RunStatus.SCHEDULED, RunStatus.REGISTERING) or run.total == 0:
-        return None
-    if run.ended >= run.total:
+    if run_finished(run.status, run.counts, run.total):
         return NotifyEvent.FINISHED
     if run.status != RunStatus.PAUSED:
         return None

@@ -20,6 +20,7 @@ from seedq.admission import Admission
 from seedq.contract import JobState, RunStatus
 from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
+from seedq.notify import IN_FLIGHT_STATES
 from seedq.store import JobStore, RunInfo
 
 OPERATOR_PAUSE = "paused by an operator"
@@ -75,7 +76,7 @@ def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Command
     store.pause_run(run_id, reason)
     done = CommandResult(run_id)
     done.counts["in flight (will finish and deliver)"] = sum(
-        info.counts.get(s, 0) for s in ("submitting", "submitted", "retrying", "generated")
+        info.counts.get(s, 0) for s in IN_FLIGHT_STATES
     )
     return done
 

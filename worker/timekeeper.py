@@ -24,8 +24,8 @@ from typing import Any
 import redis
 
 from seedq import keys
-from seedq.contract import TERMINAL_STATES, RunStatus
-from seedq.notify import RunState
+from seedq.contract import RunStatus
+from seedq.notify import RunState, run_finished
 from seedq.scripts import load
 from seedq.store import decoded
 from seedq.windows import Change, TimedRun, decide
@@ -46,12 +46,8 @@ def _timed_run(data: dict[str, str]) -> TimedRun:
 
 
 def finished(status: str, counts: dict[str, int], total: int) -> bool:
-    """A run the time step can forget: cancelled, or every job of it terminal."""
-    if status == RunStatus.CANCELLED:
-        return True
-    if status in (RunStatus.SCHEDULED, RunStatus.REGISTERING) or total == 0:
-        return False
-    return sum(counts.get(str(s), 0) for s in TERMINAL_STATES) >= total
+    """A run the time step can forget: cancelled, or finished (every job of it ended)."""
+    return status == RunStatus.CANCELLED or run_finished(status, counts, total)
 
 
 def apply_timing(client: redis.Redis, now_s: float) -> list[tuple[str, Change]]:
