@@ -102,13 +102,21 @@ def pause_command(run_id: str = typer.Argument(..., help="The run to pause.")) -
     _print("paused", pause(cluster_store(load_settings()), run_id))
 
 
-def resume_command(run_id: str = typer.Argument(..., help="The run to resume.")) -> None:
+def resume_command(
+    run_id: str = typer.Argument(..., help="The run to resume."),
+    budget: float | None = typer.Option(
+        None,
+        min=0,
+        help="Set the run's spending cap first (raise it to go on past a budget pause).",
+    ),
+) -> None:
     """Resume a paused run: its waiting jobs are admitted again."""
     from worker.control import resume
 
     settings = load_settings()
     store = cluster_store(settings)
-    done = resume(store, admission_for(store, settings), _sender(settings), run_id)
+    admission = admission_for(store, settings)
+    done = resume(store, admission, _sender(settings), run_id, budget=budget)
     _print("resumed", done)
 
 

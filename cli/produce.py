@@ -178,9 +178,10 @@ def submit_spooled(
     budget: float | None,
     force: bool,
     run_id: str | None = None,
+    notify: list[str] | None = None,
 ) -> SubmitResult:
     """Register the validated jobs of ``spool`` as one run (``run_id``: again into that
-    run, resuming it) and start what the cap allows."""
+    run, resuming it) and start what the cap allows; ``notify``: its webhooks."""
     from producer.submit import submit
     from seedq.admission import admission_for
     from seedq.dispatch import celery_sender
@@ -196,6 +197,7 @@ def submit_spooled(
         budget=budget,
         force=force,
         run_id=run_id,
+        notify=notify or (),
     )
 
 
@@ -246,9 +248,15 @@ def submit_command(
         None, help="Submit only inside this daily window, e.g. 22:00-06:00."
     ),
     tz: str = typer.Option("UTC", help="Time zone of --window (IANA name)."),
+    notify: list[str] = typer.Option(
+        [], "--notify", help="Webhook told when the run ends or stops (repeatable)."
+    ),
 ) -> None:
     """Validate manifests, register a run and enqueue its jobs; prints the run id."""
+    from worker.notify import run_notify_urls
+
     settings = load_settings()
+    webhooks = run_notify_urls(notify, settings, allow_private=settings.allow_private_urls)
     if priority is not None and not -1000 <= priority <= 1000:
         raise SubmitError("--priority must be between -1000 and 1000")
     timing = run_timing(at, window, tz)
@@ -271,6 +279,7 @@ def submit_command(
             priority=priority,
             budget=budget,
             force=force,
+            notify=webhooks,
         )
     print_submitted(done)
     print_timing(timing)
@@ -287,6 +296,7 @@ def submit_to_cluster(
     priority: int | None,
     budget: float | None,
     force: bool,
+    notify: list[str] | None = None,
 ) -> SubmitResult:
     """Register the run in the cluster's store (with its start time and window) and
     start what the cap allows."""
@@ -304,4 +314,5 @@ def submit_to_cluster(
         priority=priority,
         budget=budget,
         force=force,
+        notify=notify,
     )

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from seedq.billing import RunBilling
+from seedq.budget import BudgetState, paused_by_budget
 from seedq.contract import JobState
 from seedq.errors import SeedqError
+from seedq.notify import IN_FLIGHT_STATES
 from seedq.store import JobStore, RunInfo
 
 ORDER = [s.value for s in JobState]
-IN_FLIGHT = ("submitting", "submitted", "retrying", "generated")
+IN_FLIGHT = IN_FLIGHT_STATES  # started and not over: the notifications count the same
 
 
 def finished(info: RunInfo) -> int:
@@ -25,11 +28,15 @@ def in_flight(info: RunInfo) -> int:
     return sum(info.counts.get(s, 0) for s in IN_FLIGHT)
 
 
-def is_over(info: RunInfo) -> bool:
-    """All jobs ended, or the run is paused and nothing it started is still going."""
+def is_over(info: RunInfo, holding: int = 0) -> bool:
+    """All jobs ended, or the run is paused and nothing it started is still going.
+
+    ``holding`` is how many of its jobs hold an in-flight slot (``Admission.holding``):
+    a job admitted just before a budget pause is still ``registered`` but will be sent
+    and delivered, so the run is not over while it holds its slot."""
     if finished(info) >= info.total and info.status != "registering":
         return True
-    return info.status in ("paused", "cancelled") and in_flight(info) == 0
+    return info.status in ("paused", "cancelled") and in_flight(info) == 0 and holding == 0
 
 
 def breakdown(info: RunInfo) -> str:
@@ -44,8 +51,16 @@ def _run(store: JobStore, run_id: str) -> RunInfo:
     return info
 
 
-def follow(store: JobStore, run_id: str, console: Console, *, timeout_s: float | None) -> RunInfo:
-    """Show the run's progress until it is over (or the timeout passes)."""
+def follow(
+    store: JobStore,
+    run_id: str,
+    console: Console,
+    *,
+    timeout_s: float | None,
+    holding: Callable[[str], int] | None = None,
+) -> RunInfo:
+    """Show the run's progress until it is over (or the timeout passes); ``holding``
+    counts the run's jobs that hold a slot (see :func:`is_over`)."""
     started = time.monotonic()
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -60,7 +75,10 @@ def follow(store: JobStore, run_id: str, console: Console, *, timeout_s: float |
         while True:
             info = _run(store, run_id)
             bar.update(task, completed=finished(info), total=info.total, detail=breakdown(info))
-            if is_over(info) or (timeout_s is not None and time.monotonic() - started > timeout_s):
+            held = holding(run_id) if holding is not None else 0
+            if is_over(info, held):
+                return info
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
                 return info
             time.sleep(0.5)
 
@@ -99,4 +117,20 @@ def stuck_line(info: RunInfo) -> str | None:
     )
     if info.stuck_failures:
         line += f"; {info.stuck_failures} failed, stuck again or not retryable"
+    return line
+
+
+def budget_line(info: RunInfo, budget: BudgetState, resume_hint: str | None) -> str | None:
+    """What the run spent of its budget, and the jobs still waiting for more of it;
+    None for a run with no cap. ``resume_hint`` says how to raise the cap, where one can."""
+    if budget.cap is None:
+        return None
+    line = f"budget: spent {budget.spent:.2f} of {budget.cap:.2f}"
+    if budget.reserved > 1e-9:
+        line += f" ({budget.reserved:.2f} more reserved by jobs under way)"
+    waiting = info.counts.get("registered", 0)
+    if paused_by_budget(info.status, info.reason) and waiting:
+        line += f"; {waiting} job(s) wait for more budget"
+        if resume_hint:
+            line += f": {resume_hint}"
     return line

@@ -26,11 +26,12 @@ from cli.local_run import (
     state_root,
 )
 from cli.produce import check_and_plan, print_submitted, submit_spooled
-from cli.progress import breakdown, follow, runs_table, stuck_line
+from cli.progress import breakdown, budget_line, follow, runs_table, stuck_line
 from producer.errors import SubmitError
 from producer.jobs import JobSpec
 from producer.spool import Spool
 from producer.submit import SubmitResult
+from seedq.admission import admission_for
 from seedq.billing import billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
@@ -41,6 +42,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_ROWS = 40
 BILL_WAIT_S = 10.0  # at most, after the last delivery: a pass asks every tick
+NOTIFY_WAIT_S = 30.0  # at most, for an embedded run's webhooks (a few retries)
 
 
 def embedded_mode(settings: Settings) -> bool:
@@ -74,6 +76,9 @@ def run_command(
         help="Run the embedded demo on the built-in simulator whatever is configured, "
         "even with OXEN_API_KEY set: nothing is paid.",
     ),
+    notify: list[str] = typer.Option(
+        [], "--notify", help="Webhook told when the run ends or stops (repeatable)."
+    ),
 ) -> None:
     """Submit manifests and follow the run to its end; exit 0 only if every job was delivered.
 
@@ -96,6 +101,7 @@ def run_command(
         budget=budget,
         report=report,
         demo=demo,
+        notify=notify,
     )
     raise typer.Exit(run_manifests(settings, opts))
 
@@ -114,6 +120,7 @@ class RunOptions:
     budget: float | None = None
     report: Path | None = None
     demo: bool = False
+    notify: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_manifests(settings: Settings, opts: RunOptions) -> int:
@@ -123,6 +130,11 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
     paid_local = embedded and not opts.demo and settings.oxen_api_key is not None
     if paid_local:
         check_local_output(settings)
+    from worker.notify import run_notify_urls
+
+    # The demo's workers may reach loopback (its simulator is there): so may its webhooks.
+    allow_private = settings.allow_private_urls or (embedded and not paid_local)
+    webhooks = run_notify_urls(opts.notify, settings, allow_private=allow_private)
     with ExitStack() as stack:
         spool = stack.enter_context(Spool())
         offline = embedded and not paid_local
@@ -132,9 +144,13 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
         target = open_target(
             stack, settings, opts.manifests, spool, demo=opts.demo, force=opts.force
         )
-        done, elsewhere = submit_to(target, settings, opts)
-        info = follow_to_end(target.store, done.run_id, opts.timeout_s, paid_local=paid_local)
-        summarize(target.store, info, settings)
+        done, elsewhere = submit_to(target, settings, opts, webhooks)
+        info = follow_to_end(
+            target.store, done.run_id, opts.timeout_s, paid_local=paid_local, settings=settings
+        )
+        if embedded:
+            wait_for_webhooks(target.store, done.run_id, webhooks, settings)
+        summarize(target.store, info, settings, resume_hint=resume_hint(embedded, paid_local))
         if opts.report is not None:
             # Before the stack closes: an embedded run's state ends with this process.
             from cli.report import write_report
@@ -145,7 +161,9 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
     return 0 if all_delivered and not elsewhere else 1
 
 
-def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[SubmitResult, int]:
+def submit_to(
+    target: Target, settings: Settings, opts: RunOptions, webhooks: list[str] | None = None
+) -> tuple[SubmitResult, int]:
     """Register the run's jobs where ``target`` says and print what was done; also the
     number of jobs left out as still moving in another run (then the run cannot end
     with every job delivered)."""
@@ -160,6 +178,7 @@ def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[Sub
         budget=opts.budget,
         force=opts.force,
         run_id=target.resume_id,
+        notify=webhooks,
     )
     done.counts[Decision.DONE] += target.skipped.n
     # Resuming its own run, a job still moving is this run's, not another's.
@@ -171,12 +190,21 @@ def submit_to(target: Target, settings: Settings, opts: RunOptions) -> tuple[Sub
 
 
 def follow_to_end(
-    store: JobStore, run_id: str, timeout_s: float | None, *, paid_local: bool
+    store: JobStore,
+    run_id: str,
+    timeout_s: float | None,
+    *,
+    paid_local: bool,
+    settings: Settings | None = None,
 ) -> RunInfo:
     """Follow the run to its end; a paid local run then waits for the paid generations
-    of earlier runs in its folder too. Then a moment for the bills."""
+    of earlier runs in its folder too. Then a moment for the bills.
+
+    A run its budget paused ends only once the jobs admitted before the pause have
+    delivered (they fit inside the cap): they hold their slots until then."""
+    holding = admission_for(store, settings).holding
     try:
-        info = follow(store, run_id, out, timeout_s=timeout_s)
+        info = follow(store, run_id, out, timeout_s=timeout_s, holding=holding)
         if paid_local:
             finish_earlier_runs(store, run_id, timeout_s=timeout_s)
         wait_for_bills(store, run_id)
@@ -267,6 +295,20 @@ def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> 
     return held
 
 
+def wait_for_webhooks(
+    store: JobStore, run_id: str, webhooks: list[str], settings: Settings
+) -> None:
+    """In embedded mode the notifier's thread ends with this process: give it a moment to
+    tell the run's webhooks (the tick claims the event within a second), and say so."""
+    from worker.notify import wait_for_notice
+
+    outcome = wait_for_notice(store, run_id, webhooks, settings.notify_url, timeout_s=NOTIFY_WAIT_S)
+    if outcome == "sent":
+        out.print(f"notified {len(webhooks)} webhook(s)")
+    elif outcome is not None:
+        err.print(f"notification not delivered ({outcome or 'not sent'}); see the log above")
+
+
 def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT_S) -> None:
     """Give the workers' billing pass a moment to ask for the bills of the clips just
     delivered, so the summary shows them; a bill not charged yet is left pending (the
@@ -277,7 +319,19 @@ def wait_for_bills(store: JobStore, run_id: str, *, timeout_s: float = BILL_WAIT
         time.sleep(0.2)
 
 
-def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
+def resume_hint(embedded: bool, paid_local: bool) -> str | None:
+    """How more budget reaches a run paused by it, here: None for the demo, whose state
+    ends with the process."""
+    if not embedded:
+        return "`seedq resume RUN --budget AMOUNT` raises the cap"
+    if paid_local:
+        return "run the same command again with a higher --budget"
+    return None
+
+
+def summarize(
+    store: JobStore, info: RunInfo, settings: Settings, *, resume_hint: str | None = None
+) -> None:
     table = Table(title=f"Run {info.id}: {breakdown(info)}", title_justify="left")
     table.add_column("job", overflow="fold")
     table.add_column("state")
@@ -307,6 +361,10 @@ def summarize(store: JobStore, info: RunInfo, settings: Settings) -> None:
         out.print(line)
     if info.status == "paused":
         err.print(f"run paused: {store.run_reason(info.id)}", style="bold red")
+    hint = resume_hint.replace("RUN", info.id) if resume_hint else None
+    budget = admission_for(store, settings).budgets.state(info.id)
+    if (line := budget_line(info, budget, hint)) is not None:
+        out.print(line, markup=False)
     where = settings.output if settings.output_is_s3 else str(Path(settings.output).resolve())
     out.print(f"videos and their .json sidecars are in {where}")
 
@@ -324,7 +382,7 @@ def status_command(
     if run_id is not None and store.run(run_id) is None:
         raise SubmitError(f"no run {run_id!r}")
     if watch and run_id is not None:
-        follow(store, run_id, out, timeout_s=None)
+        follow(store, run_id, out, timeout_s=None, holding=admission_for(store, settings).holding)
         return
     while True:
         runs = [store.run(run_id)] if run_id else store.runs(limit=20)

@@ -8,7 +8,7 @@ nothing twice and skips what was delivered, so an interrupted submit is run agai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,19 @@ def submit(
     force: bool = False,
     run_id: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    notify: Sequence[str] = (),
 ) -> SubmitResult:
     """Register already validated jobs (they wait for capacity in Redis) and send submit
     messages for those admitted at once; workers admit the rest as slots free up."""
     run_id = run_id or new_run_id()
-    meta = {"manifests": manifests, "priority": priority, "force": force, "budget": budget}
+    meta: dict[str, Any] = {
+        "manifests": manifests,
+        "priority": priority,
+        "force": force,
+        "budget": budget,
+    }
+    if notify:
+        meta["notify"] = list(notify)  # webhooks of its events (worker.notify); no secret
     store.create_run(run_id, name, meta)
     if budget is not None:
         admission.budgets.set_cap(run_id, budget)

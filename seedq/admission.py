@@ -167,6 +167,11 @@ class Admission:
     def waiting(self, run_id: str) -> int:
         return int(self.redis.zcard(keys.run_waiting(run_id)))
 
+    def holding(self, run_id: str) -> int:
+        """How many of the run's jobs hold a slot: admitted and not yet sent count, as
+        well as those at the provider."""
+        return int(self.redis.scard(keys.run_in_flight(run_id)))
+
 
 def admission_for(store: JobStore, settings: Settings | None = None) -> Admission:
     """The admission of these settings (defaults when none are given)."""

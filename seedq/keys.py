@@ -111,3 +111,23 @@ def schedule_task(task_id: str) -> str:
 
 
 SCHEDULE_FIRING_TTL_S = 7 * 24 * 3600  # far longer than any beat would lag behind a firing
+
+
+# -- run notifications (seedq/notify.py, worker/notify.py) ----------------------------
+
+# set of run ids the tick watches for an event to announce; a run enters when the tick
+# first sees it (by NOTIFY_CURSOR) and leaves once finished and told. No TTL.
+NOTIFY_WATCH = PREFIX + "notify:watch"
+# string: the created_at (seconds, the RUNS score) of the newest run the tick has seen;
+# runs created after it are watched. No TTL.
+NOTIFY_CURSOR = PREFIX + "notify:cursor"
+
+
+def run_notified(run_id: str, event_key: str) -> str:
+    """String, SET NX: one event of a run is announced once: ``sending:<held until,
+    seconds>`` while a worker sends it, then ``sent`` or ``failed``. TTL:
+    :data:`NOTIFIED_TTL_S`."""
+    return f"{PREFIX}run:{run_id}:notified:{event_key}"
+
+
+NOTIFIED_TTL_S = 30 * 24 * 3600  # past it, a run still paused for the same reason is told again

@@ -143,8 +143,23 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker log lines: text, or JSON with run_id and job_id."
     )
+    notify_url: str | None = Field(
+        default=None,
+        description="Webhook told (JSON POST) when a run finishes, is paused by an error or "
+        "reaches its budget. On the workers: every run; where a run is submitted: that run.",
+    )
+    notify_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the notifications' HMAC-SHA256 signature (X-Seedq-Signature).",
+    )
+    notify_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one POST.")
+    notify_max_attempts: int = Field(
+        default=8, ge=1, description="POSTs of one notification before it is given up."
+    )
 
-    @field_validator("broker_url", "redis_url", "s3_endpoint_url", "schedules", mode="before")
+    @field_validator(
+        "broker_url", "redis_url", "s3_endpoint_url", "schedules", "notify_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -160,6 +175,10 @@ class Settings(BaseSettings):
     def api_key_value(self) -> str | None:
         """The raw key, for the one place that builds the Authorization header."""
         return self.oxen_api_key.get_secret_value() if self.oxen_api_key else None
+
+    def notify_secret_value(self) -> str | None:
+        """The raw signing key, for the one place that signs a notification."""
+        return self.notify_secret.get_secret_value() if self.notify_secret else None
 
 
 # Settings whose variable is not SEEDQ_ + the field's name.

@@ -43,8 +43,9 @@ CONNECTION_MAKERS = frozenset(
     }
 )
 # The one use of the connection allowed outside the gateways: handing ``store.redis``
-# to the gateways that keep their own keys (the throttles' state, runs' timing).
-HANDS_CONNECTION_TO = frozenset({"from_spec", "apply_timing"})
+# to the gateways that keep their own keys (the throttles' state, runs' timing, the
+# watch of runs whose events are announced).
+HANDS_CONNECTION_TO = frozenset({"from_spec", "apply_timing", "RunWatch"})
 # Names that are Redis commands and nothing else in this code base.
 COMMANDS = frozenset(
     [

@@ -20,6 +20,7 @@ from seedq.admission import Admission
 from seedq.contract import JobState, RunStatus
 from seedq.dispatch import Sender, admit_and_send
 from seedq.errors import SeedqError
+from seedq.notify import IN_FLIGHT_STATES
 from seedq.store import JobStore, RunInfo
 
 OPERATOR_PAUSE = "paused by an operator"
@@ -75,18 +76,35 @@ def pause(store: JobStore, run_id: str, reason: str = OPERATOR_PAUSE) -> Command
     store.pause_run(run_id, reason)
     done = CommandResult(run_id)
     done.counts["in flight (will finish and deliver)"] = sum(
-        info.counts.get(s, 0) for s in ("submitting", "submitted", "retrying", "generated")
+        info.counts.get(s, 0) for s in IN_FLIGHT_STATES
     )
     return done
 
 
-def resume(store: JobStore, admission: Admission, send: Sender, run_id: str) -> CommandResult:
-    """Active again: every registered job waiting (none lost), then admit what fits."""
+def resume(
+    store: JobStore,
+    admission: Admission,
+    send: Sender,
+    run_id: str,
+    *,
+    budget: float | None = None,
+) -> CommandResult:
+    """Active again: every registered job waiting (none lost), then admit what fits.
+
+    ``budget`` sets the run's cap first (raising it lets a run its budget paused go
+    on; a cap below what is committed pauses it again at its next admission)."""
     info = require_run(store, run_id)
     not_cancelled(info, "resumed")
+    done = CommandResult(run_id)
+    if budget is not None:
+        before = admission.budgets.state(run_id)
+        admission.budgets.set_cap(run_id, budget)
+        was = "none" if before.cap is None else f"{before.cap:.2f}"
+        done.listed.append(
+            f"budget cap {was} -> {budget:.2f} ({before.committed:.2f} committed so far)"
+        )
     store.set_run_status(run_id, RunStatus.ACTIVE, reason="")
     priority = run_priority(info)
-    done = CommandResult(run_id)
     registered = [
         (job_id, job)
         for job_id, job in store.run_jobs(run_id)

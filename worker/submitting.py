@@ -15,6 +15,7 @@ from typing import Any
 
 from provider import errors as pe
 from provider.models import Generation
+from seedq.budget import admitted_may_start
 from seedq.contract import ADMITTING, TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
@@ -56,8 +57,10 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         return reconcile_job(rt, job, grace=0.0 if settled else grace_s(rt))
     if job.state is not JobState.REGISTERED:
         return DONE  # already past this step: a repeated message
-    if rt.store.run_status(run_id) not in ADMITTING:
-        # Paused or cancelled: give the slot back; the job waits for a resume.
+    status = rt.store.run_status(run_id) or ""
+    if status not in ADMITTING and not admitted_may_start(status, rt.store.run_reason(run_id)):
+        # Paused or cancelled: give the slot back; the job waits for a resume. A budget
+        # pause is not one of these: this job's estimate is reserved inside the cap.
         rt.admission.requeue(run_id, job_id, int(job.spec.get("priority", 0)))
         return DONE
     wait = wait_turn(rt.submit_throttle)

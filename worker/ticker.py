@@ -28,6 +28,7 @@ from seedq import contract
 from seedq.contract import ADMITTING, JobState
 from seedq.dispatch import Sender, admit_and_send, celery_sender
 from worker.biller import bill_due
+from worker.notify import notify_from_tick
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
 from worker.throttled_calls import reported
@@ -163,6 +164,7 @@ def tick(rt: Runtime, send: Sender) -> TickReport:
         sweep(rt, send, report)
     # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
     report.billed = bill_due(rt, now=now).billed
+    notify_from_tick(rt)  # runs that finished or stopped: their webhooks, once
     return report
 
 

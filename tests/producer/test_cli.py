@@ -108,3 +108,30 @@ def test_console_script_runs() -> None:
         check=False,
     )
     assert out.returncode == 0 and "validate" in out.stdout and "submit" in out.stdout
+
+
+def test_submit_refuses_a_webhook_inside_the_network(write: Write) -> None:
+    path = write("m.csv", "prompt,input_image\np,images/a.png\n")
+    result = runner.invoke(
+        app, ["submit", "--dry-run", "--notify", "http://10.1.2.3/hook?token=abc", str(path)]
+    )
+    assert result.exit_code == 2
+    assert "notify URL http://10.1.2.3/…" in result.output and "token" not in result.output
+
+
+@pytest.mark.redis
+def test_submit_keeps_its_webhooks_with_the_run(
+    write: Write, real_redis: redis.Redis, real_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEEDQ_BROKER_URL", real_redis_url)
+    monkeypatch.setenv("SEEDQ_REDIS_URL", real_redis_url)
+    monkeypatch.setenv("SEEDQ_NOTIFY_URL", "https://ops.example.com/all")
+    path = write("m.csv", "prompt,input_image\np,images/a.png\n")
+    result = runner.invoke(
+        app,
+        ["submit", "--offline", "--notify", "https://team.example.com/h", str(path)],
+    )
+    assert result.exit_code == 0, result.output
+    run_id = result.output.strip().splitlines()[-1]
+    meta = json.loads(real_redis.hget(f"seedq:run:{run_id}", "meta") or b"{}")
+    assert meta["notify"] == ["https://team.example.com/h", "https://ops.example.com/all"]

@@ -198,3 +198,12 @@ def test_a_pause_during_registration_is_kept(store: JobStore) -> None:
     assert store.run_status("r1") == "paused"
     store.create_run("r2", "day", {})
     assert store.activate_run("r2") is True and store.run_status("r2") == "active"
+
+
+def test_a_runs_webhooks_are_kept_in_its_record(write: Write, store: JobStore) -> None:
+    path = write("m.csv", MANIFEST)
+    hooks = ["https://hooks.example.com/a", "https://hooks.example.com/b?channel=ops"]
+    told = submit_([path], OPTS, ModelCatalog(), store, ListSender(), notify=hooks)
+    assert store.run(told.run_id).meta["notify"] == hooks  # type: ignore[union-attr]
+    quiet = submit_([path], OPTS, ModelCatalog(), store, ListSender())
+    assert "notify" not in store.run(quiet.run_id).meta  # type: ignore[union-attr]

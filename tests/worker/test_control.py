@@ -423,3 +423,35 @@ def test_unknown_run_is_an_error() -> None:
 def test_shown_status(status: str, counts: dict[str, int], reason: str, shown: str) -> None:
     info = RunInfo("r", "n", 0.0, status, 3, counts, {}, reason)
     assert info.shown_status == shown
+
+
+def test_resume_with_a_budget_raises_the_cap_and_admits_again() -> None:
+    w = world(4, cap=10, budget=1.0)
+    first = [a.job_id for a in w.admission.admit()]
+    assert len(first) == 2  # 2 x 0.5 fit a cap of 1.0; the third pauses the run
+    assert w.admission.holding(RUN) == 2  # admitted, not sent: `seedq run` waits for them
+    info = w.store.run(RUN)
+    assert info is not None and info.status == "paused" and info.reason.startswith("budget:")
+
+    same = resume(w.store, w.admission, w.send, RUN)  # the same cap: paused again at once
+    assert same.counts["sent now"] == 0
+    assert w.store.run_status(RUN) == "paused"
+
+    done = resume(w.store, w.admission, w.send, RUN, budget=2.0)
+
+    assert done.counts["sent now"] == 2
+    assert w.store.run_status(RUN) == "active"
+    assert w.admission.budgets.state(RUN).cap == 2.0
+    assert w.admission.budgets.state(RUN).reserved == pytest.approx(2.0)
+    assert done.listed == ["budget cap 1.00 -> 2.00 (1.00 committed so far)"]
+    assert len(w.in_flight()) == 4 and not w.waiting()
+    w.assert_counters_right()
+
+
+def test_resume_can_set_a_cap_on_a_run_that_had_none() -> None:
+    w = world(4, cap=10)
+    pause(w.store, RUN)
+    done = resume(w.store, w.admission, w.send, RUN, budget=1.0)
+    assert done.counts["sent now"] == 2  # what the new cap covers
+    assert done.listed == ["budget cap none -> 1.00 (0.00 committed so far)"]
+    assert w.store.run_status(RUN) == "paused"  # by the new budget, at the third job

@@ -38,7 +38,7 @@ from provider import errors as pe
 from provider.client import OxenClient
 from provider.models import CompletionEvent
 from seedq import contract, keys
-from seedq.admission import admission_for
+from seedq.admission import admission_for, budget_reason
 from seedq.catalog import ModelCatalog
 from seedq.contract import TASK_DELIVER, TASK_SUBMIT, TASK_TRACK, JobState
 from seedq.dispatch import celery_sender
@@ -1250,5 +1250,30 @@ def test_message_of_another_run_is_ignored(pipeline: Pipeline) -> None:
     run_id = p.one_job()
     assert submit_job(p.rt, "some-other-run", "clip-1") is DONE
     assert submit_job(p.rt, run_id, "no-such-job") is DONE
+    assert p.state("clip-1") is JobState.REGISTERED
+    p.assert_at_most_once(0)
+
+
+def test_submit_of_a_run_paused_by_its_budget_sends_what_was_admitted(pipeline: Pipeline) -> None:
+    """Admission pauses a run when its next job would pass the cap; the jobs admitted
+    before that fit inside it (their estimates are reserved) and are sent all the same."""
+    p = pipeline
+    run_id = p.one_job()
+    p.rt.store.pause_run(run_id, budget_reason(0.4, 1.0, 0.8))
+
+    submit_job(p.rt, run_id, "clip-1")
+    assert p.state("clip-1") is JobState.SUBMITTED
+    p.assert_at_most_once(1)
+
+
+def test_an_operator_pause_after_a_budget_pause_holds_the_admitted_jobs(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    run_id = p.one_job()
+    p.rt.store.pause_run(run_id, budget_reason(0.4, 1.0, 0.8))
+    p.rt.store.pause_run(run_id, "operator says stop")
+
+    assert submit_job(p.rt, run_id, "clip-1") is DONE
     assert p.state("clip-1") is JobState.REGISTERED
     p.assert_at_most_once(0)
