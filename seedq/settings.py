@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker log lines: text, or JSON with run_id and job_id."
     )
+    heartbeat_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A worker process not heard of for this long is dead, and the jobs it "
+        "held are re-driven; each renews its heartbeat every third of it.",
+    )
 
     @field_validator("broker_url", "redis_url", "s3_endpoint_url", "schedules", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from celery import Celery
 
 from seedq.queueing import celery_config
 from seedq.settings import load_settings
+from worker.heartbeat import install_heartbeat
 from worker.observability import install_observability
 from worker.ticker import install_ticker
 
@@ -22,6 +23,7 @@ def install_worker_steps(app: Any) -> None:
     """What every worker process runs beside its tasks: the tick, and the metrics server
     with the JSON log signals."""
     install_ticker(app)
+    install_heartbeat(app)
     install_observability(app)
 
 
