@@ -40,15 +40,18 @@ class Heartbeat:
         self.worker_id = worker_id
         self._runtime = runtime
         self._beaten = False
+        self._lock = threading.Lock()
 
     def beat(self) -> None:
         rt = self._runtime()
-        if not rt.leases.beat(self.worker_id, rt.settings.heartbeat_s) and self._beaten:
-            log.warning(
-                "worker %s: heartbeat had lapsed; its jobs may have been re-driven",
-                self.worker_id,
-            )
-        self._beaten = True
+        with self._lock:  # the first beat may come from a message's hold and the thread
+            renewed = rt.leases.beat(self.worker_id, rt.settings.heartbeat_s)
+            if not renewed and self._beaten:
+                log.warning(
+                    "worker %s: heartbeat had lapsed; its jobs may have been re-driven",
+                    self.worker_id,
+                )
+            self._beaten = True
 
     def interval_s(self) -> float:
         return self._runtime().settings.heartbeat_s / BEATS_PER_HEARTBEAT
@@ -121,6 +124,13 @@ class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
+        # Beaten before the consumer starts (it is the last step), so that holding the
+        # first message received costs one write, not the runtime's construction: a
+        # process killed before its hold is recorded leaves that job to its lease.
+        try:
+            self.heartbeat.beat()
+        except Exception:  # the thread tries again
+            log.exception("worker %s: first heartbeat failed", self.heartbeat.worker_id)
         self._thread = threading.Thread(
             target=self.heartbeat.run, args=(self._stop,), name="seedq-heartbeat", daemon=True
         )
