@@ -145,6 +145,17 @@ class Leases:
             reaped.held.extend(_held(decoded(v)) for v in held)
         return reaped
 
+    def held_jobs(self) -> set[str]:
+        """The jobs some worker process holds a message of (live, or not yet reaped)."""
+        workers = [decoded(w) for w in self.redis.smembers(keys.WORKERS)]
+        if not workers:
+            return set()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in workers:
+                pipe.hvals(keys.worker_held(worker_id))
+            rows = pipe.execute()
+        return {_held(decoded(v)).job_id for row in rows for v in row}
+
     @staticmethod
     def _holder_keys(worker_id: str) -> list[str]:
         return [keys.worker_alive(worker_id), keys.WORKERS, keys.worker_held(worker_id)]

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 LOCK_MS = 5000
+MIN_PAUSE_S = 0.05
 # The state of an in-flight job -> the task that moves it on when its lease expired.
 REDRIVE = {
     JobState.REGISTERED: contract.TASK_SUBMIT,
@@ -160,11 +161,16 @@ def sweep(rt: Runtime, send: Sender, report: TickReport) -> None:
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
     rt.leases.renew(running)
     now, stuck_after_s = rt.now(), rt.settings.stuck_after_s
+    # A job whose message a worker holds (the track this sweep sent last time, most
+    # likely) is not sent another: sweeping every interval would otherwise send one per
+    # sweep while its track waits for a turn of the poll budget.
+    held = rt.leases.held_jobs()
     stuck, finished = [], []
     for job_id, run_id, _state, gen in jobs:
         if gen and gen not in active:
-            finished.append((run_id, job_id))
-            report.finished.append(job_id)
+            if job_id not in held:
+                finished.append((run_id, job_id))
+                report.finished.append(job_id)
         elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
             stuck.append((job_id, run_id, gen))
     _send(send, contract.TASK_TRACK, finished)
@@ -194,21 +200,29 @@ def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tupl
 def tick(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport:
     """One tick; ``full=False``: only the sweep, if it is due (between full ticks)."""
     report = TickReport()
-    if not full:
-        if rt.store.sweep_due(rt.now(), rt.settings.poll_interval_s):
-            sweep(rt, send, report)
-        return report
-    apply_timing(rt.store.redis, rt.now())  # scheduled starts and windows, before admitting
-    report.admitted = admit_and_send(rt.admission, send)
-    redrive_dead_workers(rt, send, report)  # first: their jobs get new leases, not re-driven twice
-    redrive_expired(rt, send, report)
-    redrive_deliveries(rt, send, report)
-    now = rt.now()
-    if rt.store.sweep_due(now, rt.settings.poll_interval_s):
+    woke = rt.now()  # the sweep's clock: when the ticker woke, however long the rest took
+    if full:
+        apply_timing(rt.store.redis, woke)  # scheduled starts and windows, before admitting
+        report.admitted = admit_and_send(rt.admission, send)
+        redrive_dead_workers(rt, send, report)  # first: they get leases, not sent twice
+        redrive_expired(rt, send, report)
+        redrive_deliveries(rt, send, report)
+    if sweep_due(rt, woke):
         sweep(rt, send, report)
-    # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
-    report.billed = bill_due(rt, now=now).billed
+    if full:
+        # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
+        report.billed = bill_due(rt, now=rt.now()).billed
     return report
+
+
+def sweep_due(rt: Runtime, now: float) -> bool:
+    """Whether the sweep is due, noting it done if so. The ticker wakes on a fixed beat
+    (:func:`run_ticker`), so a wake that comes a little less than an interval after the
+    last sweep (that one's wake was late) sweeps rather than wait a whole beat more:
+    sweeps keep the interval's pace, never two within half a beat."""
+    interval_s = rt.settings.poll_interval_s
+    early_s = min(wake_pause_s(interval_s), interval_s) / 2
+    return rt.store.sweep_due(now, interval_s - early_s)
 
 
 def tick_once(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport | None:
@@ -248,21 +262,35 @@ class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
 def run_ticker(runtime: Callable[[], Runtime], send: Sender, stop: threading.Event) -> None:
     """Tick every second until ``stop`` is set; with a poll interval shorter than that,
     wake that often to sweep in between (a finished generation's slot waits for the
-    sweep that sees it: a sweep held to the tick would idle it up to a second)."""
+    sweep that sees it: a sweep held to the tick would idle it up to a second).
+
+    Wakes keep a fixed beat (each a pause after the last, not after the last tick ended),
+    so the time a tick takes does not stretch the interval between sweeps."""
     last_full = -math.inf
-    while not stop.wait(pause_s(runtime)):
+    beat = time.monotonic()
+    while True:
+        pause_s = _pause_s(runtime)
+        beat = max(beat + pause_s, time.monotonic())  # late: at once, no burst to catch up
+        if stop.wait(beat - time.monotonic()):
+            return
+        woke = time.monotonic()
+        full = woke - last_full >= TICK_S - pause_s / 2  # a late last wake is forgiven
         try:
-            full = time.monotonic() - last_full >= TICK_S
             if tick_once(runtime(), send, full=full) is not None and full:
-                last_full = time.monotonic()
+                last_full = woke
         except Exception:  # a failed tick is retried next second; never kill the loop
             log.exception("tick failed")
 
 
-def pause_s(runtime: Callable[[], Runtime]) -> float:
-    """How long the ticker sleeps between wakes: a tick, or the poll interval if shorter."""
+def wake_pause_s(poll_interval_s: float) -> float:
+    """The ticker's beat: a tick, or the poll interval if shorter (down to
+    ``MIN_PAUSE_S``: each wake takes the tick lock)."""
+    return max(MIN_PAUSE_S, min(TICK_S, poll_interval_s))
+
+
+def _pause_s(runtime: Callable[[], Runtime]) -> float:
     try:
-        return min(TICK_S, runtime().settings.poll_interval_s)
+        return wake_pause_s(runtime().settings.poll_interval_s)
     except Exception:  # no runtime yet (a store away): the next wake says why
         return TICK_S
 

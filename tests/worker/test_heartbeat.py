@@ -25,7 +25,7 @@ from tests.worker.test_admission import FakeProvider, advance, make_run, runtime
 from worker import heartbeat as heartbeat_module
 from worker.heartbeat import Heartbeat, _on_postrun, _on_received
 from worker.runtime import Runtime
-from worker.ticker import TICK_S, run_ticker, tick
+from worker.ticker import TICK_S, run_ticker, tick, wake_pause_s
 
 HEARTBEAT_S = 0.3  # short enough to sleep past
 LEASE_S = 0.3
@@ -263,3 +263,47 @@ def test_the_ticker_sweeps_as_often_as_the_poll_interval_says(
     ticks.run_for(TICK_S * 2 + 0.5, Sent())
     assert provider.calls >= 10  # about 24 at 0.1 s; a sweep held to the tick makes 2
     assert ticks.full <= 4  # admission and the rest still once a second
+
+
+def test_the_sweep_sends_no_second_track_for_a_job_a_worker_holds(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """Sweeping every interval, a finished generation whose track waits for a turn of the
+    poll budget would get one more track per sweep; held, it gets none."""
+    provider = FakeProvider()
+    rt = runtime(store, tmp_path, provider, lease_s=60)
+    make_run(store, "run", ["held", "free"])
+    rt.admission.admit()
+    for job_id in ("held", "free"):
+        advance(store, job_id, "run", JobState.SUBMITTING)
+        advance(store, job_id, "run", JobState.SUBMITTED, generation_id=f"g-{job_id}")
+    rt.leases.beat("w", 10.0)
+    rt.leases.hold("w", "track-1", "held")  # the last sweep's track, not run yet
+    app = Sent()
+    report = tick(rt, app)
+    assert report.swept and report.finished == ["free"]
+    assert app.sent == [(contract.TASK_TRACK, "free", 0.0)]
+    rt.leases.unhold("w", "track-1")  # it ran, and the job is still submitted: tracked again
+    time.sleep(0.05)  # the next sweep's interval
+    assert sorted(tick(rt, app).finished) == ["free", "held"]
+
+
+@pytest.mark.parametrize(
+    ("poll_interval_s", "pause_s"), [(15.0, 1.0), (1.0, 1.0), (0.5, 0.5), (0.001, 0.05)]
+)
+def test_the_ticker_beats_at_a_tick_or_the_poll_interval_if_shorter(
+    poll_interval_s: float, pause_s: float
+) -> None:
+    assert wake_pause_s(poll_interval_s) == pause_s
+
+
+def test_with_a_long_poll_interval_every_wake_is_a_full_tick(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """Wakes a second apart, each a full tick, though the last one ended later than it
+    began (a tick takes time)."""
+    rt = runtime(store, tmp_path, FakeProvider(), lease_s=60)
+    rt.settings = rt.settings.model_copy(update={"poll_interval_s": 15.0})
+    ticks = CountingTicks(rt)
+    ticks.run_for(TICK_S * 3 + 0.5, Sent())
+    assert ticks.full == 3
