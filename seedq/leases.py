@@ -112,9 +112,15 @@ class Leases:
             pipe.sadd(keys.WORKERS, worker_id)
             pipe.execute()
 
-    def unhold(self, worker_id: str, task_id: str) -> None:
-        """Task ``task_id`` ended on ``worker_id`` (its follow-up, if any, already sent)."""
-        self.redis.hdel(keys.worker_held(worker_id), task_id)
+    def unhold(self, worker_id: str, *task_ids: str) -> None:
+        """These tasks ended on ``worker_id`` (their follow-ups, if any, already sent), or
+        it no longer has their messages."""
+        if task_ids:
+            self.redis.hdel(keys.worker_held(worker_id), *task_ids)
+
+    def held_tasks(self, worker_id: str) -> set[str]:
+        """The task ids ``worker_id`` is recorded as holding."""
+        return {decoded(t) for t in self.redis.hkeys(keys.worker_held(worker_id))}
 
     def retire(self, worker_id: str) -> None:
         """A clean stop: the process finished what it ran, and the broker takes back the

@@ -10,7 +10,9 @@ again the step of every job it held. What a crash costs is therefore ``heartbeat
 plus a tick, not ``lease_s``, which stays the last resort for a job held by no known
 process (a message lost between processes). A process that was only late to beat has its
 jobs re-driven beside its own steps: harmless, every step being a compare-and-set on the
-job's state, and it enters itself again at its next beat.
+job's state, and it enters itself again at its next beat. Each beat also forgets what
+the process no longer has in hand (:meth:`Heartbeat.prune`), so a record left behind
+never keeps a job's lease alive.
 """
 
 from __future__ import annotations
@@ -33,14 +35,48 @@ JOB_TASKS = frozenset({contract.TASK_SUBMIT, contract.TASK_TRACK, contract.TASK_
 BEATS_PER_HEARTBEAT = 3  # a beat or two may be late (a busy GIL, a Redis blip) and no more
 
 
+def celery_task_ids() -> set[str]:
+    """The task ids this Celery worker process has in hand: received (ETA ones too),
+    running, or waiting for a thread."""
+    from celery.worker import state
+
+    for _ in range(5):  # the consumer's thread changes these sets as this one reads them
+        try:
+            held = (*state.reserved_requests, *state.active_requests, *state.scheduled_requests)
+        except RuntimeError:
+            continue
+        return {request.id for request in held}
+    raise RuntimeError("the worker's requests kept changing while read")
+
+
 class Heartbeat:
     """One worker process: its id, its beats, and what it holds."""
 
-    def __init__(self, worker_id: str, runtime: Callable[[], Runtime] = get_runtime) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        runtime: Callable[[], Runtime] = get_runtime,
+        in_hand: Callable[[], set[str]] = celery_task_ids,
+    ) -> None:
         self.worker_id = worker_id
         self._runtime = runtime
+        self._in_hand = in_hand
         self._beaten = False
         self._lock = threading.Lock()
+        self._suspects: set[str] = set()
+
+    def prune(self) -> set[str]:
+        """Forget the messages recorded as held that this process no longer has: a task
+        whose end could not be recorded (Redis away), messages Celery dropped when its
+        broker connection was lost (they go back to their queue). Recorded held, their
+        jobs' leases would be renewed for ever. A record is dropped when missing from
+        the worker's hands at two beats running, as the record is written just before
+        Celery takes the message in hand. Returns the task ids dropped."""
+        leases = self._runtime().leases
+        missing = leases.held_tasks(self.worker_id) - self._in_hand()
+        stale, self._suspects = missing & self._suspects, missing - self._suspects
+        leases.unhold(self.worker_id, *sorted(stale))
+        return stale
 
     def beat(self) -> None:
         rt = self._runtime()
@@ -70,6 +106,10 @@ class Heartbeat:
     def run(self, stop: threading.Event) -> None:
         """Beat until ``stop`` is set; a failed beat is tried again at the next one."""
         while True:
+            try:
+                self.prune()
+            except Exception:  # tried again at the next beat
+                log.exception("worker %s: could not prune what it holds", self.worker_id)
             try:
                 self.beat()
             except Exception:  # Redis away for a moment: the TTL covers a missed beat

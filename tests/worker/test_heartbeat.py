@@ -23,7 +23,7 @@ from seedq.dispatch import Sender
 from seedq.store import JobStore
 from tests.worker.test_admission import FakeProvider, advance, make_run, runtime
 from worker import heartbeat as heartbeat_module
-from worker.heartbeat import Heartbeat, _on_postrun, _on_received
+from worker.heartbeat import Heartbeat, _on_postrun, _on_received, celery_task_ids
 from worker.runtime import Runtime
 from worker.ticker import TICK_S, run_ticker, tick, wake_pause_s
 
@@ -307,3 +307,40 @@ def test_with_a_long_poll_interval_every_wake_is_a_full_tick(
     ticks = CountingTicks(rt)
     ticks.run_for(TICK_S * 3 + 0.5, Sent())
     assert ticks.full == 3
+
+
+def test_what_a_process_no_longer_has_in_hand_is_forgotten_at_the_second_beat(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A task whose end could not be recorded (Redis away), or messages Celery dropped on
+    a lost broker connection, would keep their jobs' leases renewed for ever."""
+    rt = beating_runtime(store, tmp_path)
+    in_hand = {"t1", "t2"}
+    heartbeat = Heartbeat("w", runtime=lambda: rt, in_hand=lambda: set(in_hand))
+    heartbeat.hold("t1", "a")
+    heartbeat.hold("t2", "b")
+    heartbeat.hold("t3", "c")  # recorded just before Celery takes it in hand
+    assert heartbeat.prune() == set()
+    in_hand |= {"t3"}
+    in_hand -= {"t2"}  # dropped without its end recorded
+    assert heartbeat.prune() == set()  # missing once: maybe not in hand yet
+    assert heartbeat.prune() == {"t2"}
+    assert rt.leases.held_tasks("w") == {"t1", "t3"}
+
+
+class FakeRequest:
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+
+
+def test_the_tasks_in_a_celery_workers_hands() -> None:
+    from celery.worker import state
+
+    waiting, running = FakeRequest("t-eta"), FakeRequest("t-run")
+    state.scheduled_requests.add(waiting)
+    state.active_requests.add(running)
+    try:
+        assert {"t-eta", "t-run"} <= celery_task_ids()
+    finally:
+        state.scheduled_requests.discard(waiting)
+        state.active_requests.discard(running)
