@@ -1,7 +1,7 @@
 """Throughput of the pipeline against the simulator, beside a naive baseline, in one run.
 
     python bench/throughput.py [--jobs 2000] [--cap 100] [--latency 2] [--rate 50]
-                               [--redis-url redis://127.0.0.1:6379/12]
+                               [--no-events] [--redis-url redis://127.0.0.1:6379/12]
 
 N jobs, provider latency L (the simulator in --fast mode), in-flight cap C and submit
 rate R. Prints JSON: for seedq and for the naive baseline (bench/naive.py: one task per
@@ -12,6 +12,9 @@ job (workers and the events listener), the CPU of the Redis server and of this p
 (the simulator, the producer) per job, and the peak of messages in the broker. Needs a
 Redis (--redis-url, by default database 12 on 127.0.0.1:6379), whose database it
 FLUSHES before and after each run: never point it at one that holds anything.
+
+``--no-events`` runs seedq without ``seedq events`` (the completion listener): every
+finished generation is then found by the sweep (``--poll``), the polling path.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ def run_seedq(
     app = make_celery(settings)
     cpu0 = child_cpu_s()
     procs = start_workers("worker", env, args.workers, args.threads, folder / "seedq.log")
-    procs.append(start_events_listener(env, folder))
+    if not args.no_events:
+        procs.append(start_events_listener(env, folder))
     wait_ready(app, args.workers)
     manifest = folder / "jobs.csv"
     write_manifest(manifest, args.jobs)
@@ -267,6 +271,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--no-events",
+        action="store_true",
+        help="no completion listener: seedq finds finished generations by the sweep alone",
+    )
+    parser.add_argument(
         "--redis-url",
         default=DEFAULT_REDIS_URL,
         help="Redis of the broker and the job store; its database is FLUSHED before and "
@@ -303,6 +312,8 @@ def main() -> int:
         "submit_rate_per_s": args.rate,
         "workers": args.workers,
         "threads_per_worker": args.threads,
+        "poll_interval_s": args.poll,
+        "completion_events": not args.no_events,
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -131,3 +131,24 @@ def run_notified(run_id: str, event_key: str) -> str:
 
 
 NOTIFIED_TTL_S = 30 * 24 * 3600  # past it, a run still paused for the same reason is told again
+
+
+# -- worker heartbeats (seedq/leases.py, worker/heartbeat.py) ------------------------
+
+# set of worker-process ids that may hold jobs: entered by each heartbeat and each message
+# received, left when the tick reaps the process (its heartbeat gone) or it stops cleanly.
+# No TTL: the tick empties it of the dead.
+WORKERS = PREFIX + "workers"
+
+
+def worker_alive(worker_id: str) -> str:
+    """String: a worker process's heartbeat. TTL: ``heartbeat_s`` (PX), renewed every
+    third of it by a thread of that process; gone means the process is dead."""
+    return f"{PREFIX}worker:{worker_id}:alive"
+
+
+def worker_held(worker_id: str) -> str:
+    """Hash: the job messages a worker process has received and not finished, task id ->
+    ``job_id eta`` (eta in seconds, 0 for none). No TTL: deleted when the tick reaps the
+    process or it stops cleanly; a field leaves when its task ends."""
+    return f"{PREFIX}worker:{worker_id}:held"

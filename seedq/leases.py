@@ -6,19 +6,43 @@ of the job for ``lease_s`` and the tick re-drives it (its step message sent agai
 since every step is a compare-and-set), keeping its slot, as its generation may still
 be running at the provider. A delivery lease (``keys.DELIVERING``, score: when last
 heard of) does the same for a generated job being delivered, so a worker killed
-mid-delivery does not leave it generated. Scripts: ``seedq/lua`` (``extend``,
-``expired``, ``stalled``, ``expire_all``).
+mid-delivery does not leave it generated.
+
+Leases are the last resort. The first is the holder: each worker process beats a
+heartbeat (``keys.worker_alive``, a short TTL) and records the job messages it has
+received and not finished (``keys.worker_held``). A beat renews the leases of what the
+process holds, so a slow step on a live worker is never re-driven; once the heartbeat
+lapses, the tick reaps the process (:meth:`Leases.reap_dead`) and sends its jobs' steps
+again within seconds, not after ``lease_s``. Scripts: ``seedq/lua`` (``extend``,
+``expired``, ``stalled``, ``expire_all``, ``beat``, ``reap``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import redis
 
 from seedq import keys
 from seedq.scripts import load
 from seedq.store import decoded
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A job message a dead worker process had received and not finished."""
+
+    job_id: str
+    eta_s: float  # when it was due to run (epoch seconds); 0: at once
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """What the tick took over from worker processes whose heartbeat lapsed."""
+
+    workers: list[str]
+    held: list[Held]
 
 
 class Leases:
@@ -31,6 +55,8 @@ class Leases:
         self._expired = client.register_script(load("expired"))
         self._stalled = client.register_script(load("stalled"))
         self._expire_all = client.register_script(load("expire_all"))
+        self._beat = client.register_script(load("beat"))
+        self._reap = client.register_script(load("reap"))
 
     def renew(self, job_ids: Iterable[str], ahead_s: float = 0.0) -> None:
         """Extend these jobs' slot leases to a full lease from now, plus ``ahead_s`` (a
@@ -65,3 +91,82 @@ class Leases:
     def forget_delivery(self, job_id: str) -> None:
         """Drop a delivery lease left behind by a job that is no longer generated."""
         self.redis.zrem(keys.DELIVERING, job_id)
+
+    # -- holders: worker processes and the job messages they hold ----------------------
+
+    def beat(self, worker_id: str, heartbeat_s: float) -> bool:
+        """Prove ``worker_id`` alive for ``heartbeat_s`` and renew the leases of the jobs
+        it holds; False when its heartbeat had lapsed (what it held may be re-driven)."""
+        return bool(
+            self._beat(
+                keys=[*self._holder_keys(worker_id), keys.IN_FLIGHT, keys.DELIVERING],
+                args=[worker_id, max(1, round(heartbeat_s * 1000)), self.lease_s],
+            )
+        )
+
+    def hold(self, worker_id: str, task_id: str, job_id: str, eta_s: float = 0.0) -> None:
+        """Record that ``worker_id`` has received task ``task_id`` of ``job_id``."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(keys.worker_held(worker_id), task_id, f"{eta_s:.3f}|{job_id}")
+            # Entered here too, so a process reaped while only slow is looked at again.
+            pipe.sadd(keys.WORKERS, worker_id)
+            pipe.execute()
+
+    def unhold(self, worker_id: str, *task_ids: str) -> None:
+        """These tasks ended on ``worker_id`` (their follow-ups, if any, already sent), or
+        it no longer has their messages."""
+        if task_ids:
+            self.redis.hdel(keys.worker_held(worker_id), *task_ids)
+
+    def held_tasks(self, worker_id: str) -> set[str]:
+        """The task ids ``worker_id`` is recorded as holding."""
+        return {decoded(t) for t in self.redis.hkeys(keys.worker_held(worker_id))}
+
+    def retire(self, worker_id: str) -> None:
+        """A clean stop: the process finished what it ran, and the broker takes back the
+        messages it had received and not started, so nothing it held is re-driven."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(keys.worker_alive(worker_id), keys.worker_held(worker_id))
+            pipe.srem(keys.WORKERS, worker_id)
+            pipe.execute()
+
+    def reap_dead(self) -> Reaped:
+        """Take over what the worker processes whose heartbeat lapsed held: each dead
+        one's messages are handed out once (one script per process) and forgotten."""
+        workers = [decoded(w) for w in self.redis.smembers(keys.WORKERS)]
+        if not workers:
+            return Reaped([], [])
+        with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in workers:
+                pipe.exists(keys.worker_alive(worker_id))
+            alive = pipe.execute()
+        reaped = Reaped([], [])
+        for worker_id, live in zip(workers, alive, strict=True):
+            if live:
+                continue
+            flag, *held = self._reap(keys=self._holder_keys(worker_id), args=[worker_id])
+            if not int(flag):
+                continue  # beat again between the two reads
+            reaped.workers.append(worker_id)
+            reaped.held.extend(_held(decoded(v)) for v in held)
+        return reaped
+
+    def held_jobs(self) -> set[str]:
+        """The jobs some worker process holds a message of (live, or not yet reaped)."""
+        workers = [decoded(w) for w in self.redis.smembers(keys.WORKERS)]
+        if not workers:
+            return set()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in workers:
+                pipe.hvals(keys.worker_held(worker_id))
+            rows = pipe.execute()
+        return {_held(decoded(v)).job_id for row in rows for v in row}
+
+    @staticmethod
+    def _holder_keys(worker_id: str) -> list[str]:
+        return [keys.worker_alive(worker_id), keys.WORKERS, keys.worker_held(worker_id)]
+
+
+def _held(value: str) -> Held:
+    eta, _, job_id = value.partition("|")
+    return Held(job_id, float(eta or 0))

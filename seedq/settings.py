@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(
         default=8, ge=1, description="POSTs of one notification before it is given up."
     )
+    heartbeat_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A worker process not heard of for this long is dead, and the jobs it "
+        "held are re-driven; each renews its heartbeat every third of it.",
+    )
 
     @field_validator(
         "broker_url", "redis_url", "s3_endpoint_url", "schedules", "notify_url", mode="before"

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from seedq.errors import ConfigError
 from seedq.queueing import celery_config
 from seedq.settings import PIPELINE_NEEDS, invalid_settings, load_settings, require
+from worker.heartbeat import install_heartbeat
 from worker.observability import install_observability
 from worker.ticker import install_ticker
 
@@ -79,6 +80,7 @@ def install_worker_steps(app: Any) -> None:
     """What every worker process runs beside its tasks: the tick, and the metrics server
     with the JSON log signals."""
     install_ticker(app)
+    install_heartbeat(app)
     install_observability(app)
 
 

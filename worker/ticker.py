@@ -1,21 +1,26 @@
-"""The worker's heartbeat: once a second, one worker (whichever holds the tick lock)
-admits waiting jobs into free slots, re-drives jobs whose lease expired (in flight, or
-delivering), sweeps the provider's list of active generations, and asks what the
-delivered jobs were billed (``worker.biller``: a few calls per tick serve every job
-whose bill is due, so many jobs finishing together cost no task and no slot each).
+"""The worker's tick: once a second, one worker (whichever holds the tick lock) admits
+waiting jobs into free slots, re-drives the jobs of worker processes whose heartbeat
+lapsed (``worker.heartbeat``) and those whose lease expired (in flight, or delivering),
+sweeps the provider's list of active generations, and asks what the delivered jobs were
+billed (``worker.biller``: a few calls per tick serve every job whose bill is due, so
+many jobs finishing together cost no task and no slot each).
 
 The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
 serves every job in flight, renewing the leases of those still running; only a job
 whose generation has left the active list gets a ``seedq.track`` task (one GET for its
 result), or one whose generation it lists as processing for ``stuck_after_s`` (the track
 step kills and retries it, worker.unsticking). Completion events (``seedq events``)
-usually get there first.
+usually get there first; without them, the sweep is the path by which a finished
+generation frees its slot, so it runs as often as the poll interval says, between ticks
+when that is shorter than a tick.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 LOCK_MS = 5000
+MIN_PAUSE_S = 0.05
 # The state of an in-flight job -> the task that moves it on when its lease expired.
 REDRIVE = {
     JobState.REGISTERED: contract.TASK_SUBMIT,
@@ -45,6 +51,8 @@ REDRIVE = {
     JobState.SUBMITTED: contract.TASK_TRACK,
     JobState.RETRYING: contract.TASK_TRACK,  # resolves the retry, never sends it again
 }
+# The state of a job whose message a dead worker process held -> the task to send again.
+TAKE_OVER = {**REDRIVE, JobState.GENERATED: contract.TASK_DELIVER}
 # What the sweep reads of a stuck job to know whether its track step would act now.
 _STUCK_FIELDS = ("stuck_generation_id", "retry_refused_of")
 
@@ -58,6 +66,7 @@ class TickReport:
     finished: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)  # tracked for being stuck processing
     billed: list[str] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)  # worker processes found dead
 
 
 def _send(send: Sender, task: str, jobs: list[tuple[str, str]]) -> None:
@@ -73,6 +82,37 @@ def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str
         (job_id, run_id, state, gen)
         for job_id, (run_id, state, gen) in zip(job_ids, rows, strict=True)
     ]
+
+
+def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
+    """Send again the step of every job a dead worker process held (its heartbeat
+    lapsed), each once, when it was due: at once, or at the ETA of a held retry."""
+    reaped = rt.leases.reap_dead()
+    if not reaped.workers:
+        return
+    report.reaped.extend(reaped.workers)
+    due_at: dict[str, float] = {}
+    for held in reaped.held:  # two messages of one job: one step sent, the earlier
+        due_at[held.job_id] = min(due_at.get(held.job_id, held.eta_s), held.eta_s)
+    now = rt.now()
+    by_send: dict[tuple[str, float], list[tuple[str, str]]] = defaultdict(list)
+    for job_id, run_id, state, _gen in _in_flight_jobs(rt, list(due_at)):
+        task = TAKE_OVER.get(JobState(state)) if state else None
+        if task is None:  # ended meanwhile: nothing to move on
+            continue
+        countdown_s = round(max(0.0, due_at[job_id] - now), 3)
+        by_send[(task, countdown_s)].append((run_id, job_id))
+        report.redriven += 1
+    for (task, countdown_s), jobs in by_send.items():
+        ids = [job_id for _run_id, job_id in jobs]
+        rt.leases.renew(ids, ahead_s=countdown_s)  # the lease path must not send them too
+        rt.leases.touch_deliveries(ids, ahead_s=countdown_s)
+        send(task, [{"run_id": run_id, "job_id": job_id} for run_id, job_id in jobs], countdown_s)
+    log.warning(
+        "worker process(es) %s stopped beating: %d job(s) re-driven",
+        ", ".join(reaped.workers),
+        sum(len(jobs) for jobs in by_send.values()),
+    )
 
 
 def redrive_expired(rt: Runtime, send: Sender, report: TickReport) -> None:
@@ -122,11 +162,16 @@ def sweep(rt: Runtime, send: Sender, report: TickReport) -> None:
     running = [job_id for job_id, _run, _state, gen in jobs if gen in active]
     rt.leases.renew(running)
     now, stuck_after_s = rt.now(), rt.settings.stuck_after_s
+    # A job whose message a worker holds (the track this sweep sent last time, most
+    # likely) is not sent another: sweeping every interval would otherwise send one per
+    # sweep while its track waits for a turn of the poll budget.
+    held = rt.leases.held_jobs()
     stuck, finished = [], []
     for job_id, run_id, _state, gen in jobs:
         if gen and gen not in active:
-            finished.append((run_id, job_id))
-            report.finished.append(job_id)
+            if job_id not in held:
+                finished.append((run_id, job_id))
+                report.finished.append(job_id)
         elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
             stuck.append((job_id, run_id, gen))
     _send(send, contract.TASK_TRACK, finished)
@@ -153,28 +198,42 @@ def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tupl
     return chosen
 
 
-def tick(rt: Runtime, send: Sender) -> TickReport:
+def tick(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport:
+    """One tick; ``full=False``: only the sweep, if it is due (between full ticks)."""
     report = TickReport()
-    apply_timing(rt.store.redis, rt.now())  # scheduled starts and windows, before admitting
-    report.admitted = admit_and_send(rt.admission, send)
-    redrive_expired(rt, send, report)
-    redrive_deliveries(rt, send, report)
-    now = rt.now()
-    if rt.store.sweep_due(now, rt.settings.poll_interval_s):
+    woke = rt.now()  # the sweep's clock: when the ticker woke, however long the rest took
+    if full:
+        apply_timing(rt.store.redis, woke)  # scheduled starts and windows, before admitting
+        report.admitted = admit_and_send(rt.admission, send)
+        redrive_dead_workers(rt, send, report)  # first: they get leases, not sent twice
+        redrive_expired(rt, send, report)
+        redrive_deliveries(rt, send, report)
+    if sweep_due(rt, woke):
         sweep(rt, send, report)
-    # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
-    report.billed = bill_due(rt, now=now).billed
-    notify_from_tick(rt)  # runs that finished or stopped: their webhooks, once
+    if full:
+        # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
+        report.billed = bill_due(rt, now=rt.now()).billed
+        notify_from_tick(rt)  # runs that finished or stopped: their webhooks, once
     return report
 
 
-def tick_once(rt: Runtime, send: Sender) -> TickReport | None:
+def sweep_due(rt: Runtime, now: float) -> bool:
+    """Whether the sweep is due, noting it done if so. The ticker wakes on a fixed beat
+    (:func:`run_ticker`), so a wake that comes a little less than an interval after the
+    last sweep (that one's wake was late) sweeps rather than wait a whole beat more:
+    sweeps keep the interval's pace, never two within half a beat."""
+    interval_s = rt.settings.poll_interval_s
+    early_s = min(wake_pause_s(interval_s), interval_s) / 2
+    return rt.store.sweep_due(now, interval_s - early_s)
+
+
+def tick_once(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport | None:
     """Tick if no other worker is ticking right now."""
     token = uuid.uuid4().hex
     if not rt.store.take_tick_lock(token, LOCK_MS):
         return None
     try:
-        return tick(rt, send)
+        return tick(rt, send, full=full)
     finally:
         rt.store.release_tick_lock(token)
 
@@ -203,12 +262,39 @@ class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def run_ticker(runtime: Callable[[], Runtime], send: Sender, stop: threading.Event) -> None:
-    """Tick every second until ``stop`` is set."""
-    while not stop.wait(TICK_S):
+    """Tick every second until ``stop`` is set; with a poll interval shorter than that,
+    wake that often to sweep in between (a finished generation's slot waits for the
+    sweep that sees it: a sweep held to the tick would idle it up to a second).
+
+    Wakes keep a fixed beat (each a pause after the last, not after the last tick ended),
+    so the time a tick takes does not stretch the interval between sweeps."""
+    last_full = -math.inf
+    beat = time.monotonic()
+    while True:
+        pause_s = _pause_s(runtime)
+        beat = max(beat + pause_s, time.monotonic())  # late: at once, no burst to catch up
+        if stop.wait(beat - time.monotonic()):
+            return
+        woke = time.monotonic()
+        full = woke - last_full >= TICK_S - pause_s / 2  # a late last wake is forgiven
         try:
-            tick_once(runtime(), send)
+            if tick_once(runtime(), send, full=full) is not None and full:
+                last_full = woke
         except Exception:  # a failed tick is retried next second; never kill the loop
             log.exception("tick failed")
+
+
+def wake_pause_s(poll_interval_s: float) -> float:
+    """The ticker's beat: a tick, or the poll interval if shorter (down to
+    ``MIN_PAUSE_S``: each wake takes the tick lock)."""
+    return max(MIN_PAUSE_S, min(TICK_S, poll_interval_s))
+
+
+def _pause_s(runtime: Callable[[], Runtime]) -> float:
+    try:
+        return wake_pause_s(runtime().settings.poll_interval_s)
+    except Exception:  # no runtime yet (a store away): the next wake says why
+        return TICK_S
 
 
 def install_ticker(app: Any) -> None:

@@ -1,18 +1,20 @@
 """What ``celery -A worker`` runs beside its tasks, each installed by the function that
-says so: the tick (``install_ticker``) and metrics with JSON logs
-(``install_observability``), both through ``install_worker_steps``."""
+says so: the tick (``install_ticker``), the heartbeat (``install_heartbeat``) and metrics
+with JSON logs (``install_observability``), all through ``install_worker_steps``."""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from worker.app import app, install_worker_steps
+from worker.heartbeat import HeartbeatStep
 from worker.observability import MetricsServer
 from worker.ticker import Ticker, install_ticker
 
 
 def test_the_worker_app_ticks_and_serves_metrics() -> None:
     assert Ticker in app.steps["worker"]
+    assert HeartbeatStep in app.steps["worker"]
     assert MetricsServer in app.steps["worker"]
 
 
@@ -27,4 +29,4 @@ def test_installing_the_worker_steps_twice_adds_each_once() -> None:
     bare = Celery("bare")
     install_worker_steps(bare)
     install_worker_steps(bare)
-    assert bare.steps["worker"] == {Ticker, MetricsServer}
+    assert bare.steps["worker"] == {Ticker, HeartbeatStep, MetricsServer}

@@ -1,0 +1,198 @@
+"""Each worker process's heartbeat, and the job messages it holds.
+
+A thread of every worker process renews its heartbeat (``keys.worker_alive``, TTL
+``heartbeat_s``) every third of ``heartbeat_s``. Each job message the process receives
+(``task_received``, ETA ones too) is recorded as held until its task ends
+(``task_postrun``); each beat renews the leases of the jobs held, so a slow step on a
+live worker is never re-driven however long it takes. A SIGKILLed process stops beating:
+within ``heartbeat_s`` its heartbeat lapses and the next tick (``worker.ticker``) sends
+again the step of every job it held. What a crash costs is therefore ``heartbeat_s``
+plus a tick, not ``lease_s``, which stays the last resort for a job held by no known
+process (a message lost between processes). A process that was only late to beat has its
+jobs re-driven beside its own steps: harmless, every step being a compare-and-set on the
+job's state, and it enters itself again at its next beat. Each beat also forgets what
+the process no longer has in hand (:meth:`Heartbeat.prune`), so a record left behind
+never keeps a job's lease alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import bootsteps
+from celery.signals import task_postrun, task_received
+
+from seedq import contract
+from worker.runtime import Runtime, get_runtime
+
+log = logging.getLogger(__name__)
+
+JOB_TASKS = frozenset({contract.TASK_SUBMIT, contract.TASK_TRACK, contract.TASK_DELIVER})
+BEATS_PER_HEARTBEAT = 3  # a beat or two may be late (a busy GIL, a Redis blip) and no more
+
+
+def celery_task_ids() -> set[str]:
+    """The task ids this Celery worker process has in hand: received (ETA ones too),
+    running, or waiting for a thread."""
+    from celery.worker import state
+
+    for _ in range(5):  # the consumer's thread changes these sets as this one reads them
+        try:
+            held = (*state.reserved_requests, *state.active_requests, *state.scheduled_requests)
+        except RuntimeError:
+            continue
+        return {request.id for request in held}
+    raise RuntimeError("the worker's requests kept changing while read")
+
+
+class Heartbeat:
+    """One worker process: its id, its beats, and what it holds."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        runtime: Callable[[], Runtime] = get_runtime,
+        in_hand: Callable[[], set[str]] = celery_task_ids,
+    ) -> None:
+        self.worker_id = worker_id
+        self._runtime = runtime
+        self._in_hand = in_hand
+        self._beaten = False
+        self._lock = threading.Lock()
+        self._suspects: set[str] = set()
+
+    def prune(self) -> set[str]:
+        """Forget the messages recorded as held that this process no longer has: a task
+        whose end could not be recorded (Redis away), messages Celery dropped when its
+        broker connection was lost (they go back to their queue). Recorded held, their
+        jobs' leases would be renewed for ever. A record is dropped when missing from
+        the worker's hands at two beats running, as the record is written just before
+        Celery takes the message in hand. Returns the task ids dropped."""
+        leases = self._runtime().leases
+        missing = leases.held_tasks(self.worker_id) - self._in_hand()
+        stale, self._suspects = missing & self._suspects, missing - self._suspects
+        leases.unhold(self.worker_id, *sorted(stale))
+        return stale
+
+    def beat(self) -> None:
+        rt = self._runtime()
+        with self._lock:  # the first beat may come from a message's hold and the thread
+            renewed = rt.leases.beat(self.worker_id, rt.settings.heartbeat_s)
+            if not renewed and self._beaten:
+                log.warning(
+                    "worker %s: heartbeat had lapsed; its jobs may have been re-driven",
+                    self.worker_id,
+                )
+            self._beaten = True
+
+    def interval_s(self) -> float:
+        return self._runtime().settings.heartbeat_s / BEATS_PER_HEARTBEAT
+
+    def hold(self, task_id: str, job_id: str, eta_s: float = 0.0) -> None:
+        if not self._beaten:  # a message may come before the thread's first beat
+            self.beat()
+        self._runtime().leases.hold(self.worker_id, task_id, job_id, eta_s)
+
+    def release(self, task_id: str) -> None:
+        self._runtime().leases.unhold(self.worker_id, task_id)
+
+    def retire(self) -> None:
+        self._runtime().leases.retire(self.worker_id)
+
+    def run(self, stop: threading.Event) -> None:
+        """Beat until ``stop`` is set; a failed beat is tried again at the next one."""
+        while True:
+            try:
+                self.prune()
+            except Exception:  # tried again at the next beat
+                log.exception("worker %s: could not prune what it holds", self.worker_id)
+            try:
+                self.beat()
+            except Exception:  # Redis away for a moment: the TTL covers a missed beat
+                log.exception("worker %s: heartbeat failed", self.worker_id)
+            try:
+                wait_s = self.interval_s()
+            except Exception:
+                wait_s = 1.0
+            if stop.wait(wait_s):
+                return
+
+
+# The heartbeat of this process while its worker runs; set when the step is built, so a
+# prefork child (forked at the pool's start) releases what its parent recorded.
+_current: Heartbeat | None = None
+
+
+def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    heartbeat = _current
+    if heartbeat is None or request is None or request.name not in JOB_TASKS:
+        return
+    job_id = (request.kwargs or {}).get("job_id")
+    if not isinstance(job_id, str):
+        return
+    eta = request.eta
+    try:
+        heartbeat.hold(request.id, job_id, eta.timestamp() if eta is not None else 0.0)
+    except Exception:  # unrecorded, the job falls back on its lease
+        log.exception("worker %s: could not record %s as held", heartbeat.worker_id, job_id)
+
+
+def _on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    heartbeat = _current
+    if heartbeat is None or task_id is None or getattr(sender, "name", None) not in JOB_TASKS:
+        return
+    try:
+        heartbeat.release(task_id)
+    except Exception:  # left held: re-driven (harmlessly) if this process dies
+        log.exception("worker %s: could not release task %s", heartbeat.worker_id, task_id)
+
+
+class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs :class:`Heartbeat` in a thread of each worker process."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        global _current
+        super().__init__(parent, **kwargs)
+        name = getattr(parent, "hostname", None) or "worker"
+        self.heartbeat = Heartbeat(f"{name}/{uuid.uuid4().hex[:12]}")
+        _current = self.heartbeat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        # Beaten before the consumer starts (it is the last step), so that holding the
+        # first message received costs one write, not the runtime's construction: a
+        # process killed before its hold is recorded leaves that job to its lease.
+        try:
+            self.heartbeat.beat()
+        except Exception:  # the thread tries again
+            log.exception("worker %s: first heartbeat failed", self.heartbeat.worker_id)
+        self._thread = threading.Thread(
+            target=self.heartbeat.run, args=(self._stop,), name="seedq-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        global _current
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if _current is self.heartbeat:
+            _current = None
+        try:
+            self.heartbeat.retire()
+        except Exception:  # its heartbeat lapses instead; what it held is re-driven
+            log.exception("worker %s: could not retire", self.heartbeat.worker_id)
+
+
+def install_heartbeat(app: Any) -> None:
+    """Run the :class:`HeartbeatStep` in every worker process of ``app``, and record the
+    job messages each receives (signals are global: one connection whatever the app)."""
+    if HeartbeatStep not in app.steps["worker"]:
+        app.steps["worker"].add(HeartbeatStep)
+    task_received.connect(_on_received, weak=False, dispatch_uid="seedq.heartbeat.received")
+    task_postrun.connect(_on_postrun, weak=False, dispatch_uid="seedq.heartbeat.postrun")
