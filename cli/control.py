@@ -27,15 +27,6 @@ from worker.control import CommandResult
 
 out = Console(highlight=False, soft_wrap=True)
 EXIT_WORK_LEFT = 1
-# What a command counts when it could not do its work on a job: the job is as it was,
-# and the operator has to look (worker.control.cancel, cli.retrying.retry).
-NOT_DONE = frozenset(
-    {
-        "provider cancel errors",
-        "provider unreachable (skipped)",
-        "needs an operator (skipped)",
-    }
-)
 
 
 def cluster_store(settings: Settings) -> JobStore:
@@ -59,12 +50,8 @@ def _print(title: str, done: CommandResult) -> None:
         out.print(f"  {done.provider_calls:>6}  provider call(s)")
     for line in done.listed:
         out.print(f"  - {line}", markup=False)
-    if work_left(done):
+    if done.left:  # jobs it could not act on (CommandResult.leave)
         raise typer.Exit(EXIT_WORK_LEFT)
-
-
-def work_left(done: CommandResult) -> bool:
-    return any(done.counts[what] for what in NOT_DONE)
 
 
 def progress_table(runs: list[RunInfo]) -> Table:

@@ -69,7 +69,7 @@ def retry(
             continue
         route = _route(store, job_id, job, provider, done)
         if route == "ambiguous" and not include_ambiguous:
-            done.counts["needs an operator (skipped)"] += 1
+            done.leave("needs an operator (skipped)")
             done.listed.append(f"{job_id}: {job.get('error', '')}")
             continue
         if route == "skip":
@@ -169,7 +169,7 @@ def _ask_provider(
     try:
         gen = provider.get(generation_id)
     except SeedqError as exc:  # unknown: the job stays as it is
-        done.counts["provider unreachable (skipped)"] += 1
+        done.leave("provider unreachable (skipped)")
         done.listed.append(f"{job_id}: status of {generation_id} unknown: {exc}")
         return "skip"
     status = str(getattr(gen, "status", ""))
@@ -204,7 +204,7 @@ def _reconcile(
         for gen in history_since(_Counted(provider, done), model=model, status=None, since=since):
             found[gen.generation_id] = gen
     except SeedqError as exc:  # unknown: the job stays as it is
-        done.counts["provider unreachable (skipped)"] += 1
+        done.leave("provider unreachable (skipped)")
         done.listed.append(f"{job_id}: the provider's list is unavailable: {exc}")
         return "skip"
     decided = reconcile(

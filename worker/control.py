@@ -44,6 +44,14 @@ class CommandResult:
     counts: Counter[str] = field(default_factory=Counter)
     listed: list[str] = field(default_factory=list)
     provider_calls: int = 0
+    # Jobs the command could not act on (left as they were): an operator has to look,
+    # and the command line exits 1.
+    left: Counter[str] = field(default_factory=Counter)
+
+    def leave(self, why: str) -> None:
+        """Count a job left as it was, under ``why`` (shown with the other counts)."""
+        self.counts[why] += 1
+        self.left[why] += 1
 
 
 def require_run(store: JobStore, run_id: str) -> RunInfo:
@@ -228,7 +236,7 @@ def _cancel_at_provider(
         try:
             provider.cancel(generation_id)
         except SeedqError as exc:  # tolerated: it may have ended anyway
-            done.counts["provider cancel errors"] += 1
+            done.leave("provider cancel errors")
             done.listed.append(f"{job_id}: cancel of {generation_id} failed: {exc}")
     return True
 

@@ -192,6 +192,7 @@ def test_cancel_moves_every_unfinished_job_and_frees_slots_and_reservations() ->
     ]  # fmt: skip
     assert w.provider.cancelled == ["gen-1"] and done.provider_calls == 1
     assert done.counts["provider cancel errors"] == 1
+    assert done.left == {"provider cancel errors": 1}  # the command line exits 1
     assert done.counts["cancelled before start"] == 3
     assert done.counts["cancelled at the provider"] == 2
     assert done.counts["generated (paid; will deliver)"] == 1
