@@ -68,6 +68,9 @@ def _register() -> None:
     app.command("retry")(guarded(control.retry_command))
     app.command("report")(guarded(report.report_command))
     app.command("audit")(guarded(audit.audit_command))
+    from cli.prune import prune_command  # retention: archive, then prune ended runs
+
+    app.command("prune")(guarded(prune_command))
 
 
 def exit_status(exc: SeedqError) -> int:

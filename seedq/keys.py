@@ -2,7 +2,9 @@
 
 All keys start with ``seedq:``. Job and run records carry no TTL on purpose: they are
 the ledger of what was paid for, and ``seedq`` never lets Redis evict them
-(``maxmemory-policy noeviction`` in the stack).
+(``maxmemory-policy noeviction`` in the stack). They live until their run is pruned
+(``worker/retention.py``): a run that has ended is archived to the output storage, then
+deleted from Redis ``SEEDQ_RETENTION_DAYS`` after it was created (or by ``seedq prune``).
 """
 
 from __future__ import annotations
@@ -13,27 +15,32 @@ RUNS = PREFIX + "runs"  # zset run_id -> created_at (s); all runs, newest last
 
 
 def job(job_id: str) -> str:
-    """Hash: one job's spec, state and results. No TTL."""
+    """Hash: one job's spec, state and results. No TTL; deleted when the run that owns
+    it (field ``run_id``) is pruned, compacted once that run is archived."""
     return f"{PREFIX}job:{job_id}"
 
 
 def run(run_id: str) -> str:
-    """Hash: a run's name, status, options and timestamps. No TTL."""
+    """Hash: a run's name, status, options and timestamps (``archived_at`` and
+    ``archive_uri`` once archived). No TTL; deleted when the run is pruned."""
     return f"{PREFIX}run:{run_id}"
 
 
 def run_jobs(run_id: str) -> str:
-    """List: the run's job ids in manifest order. No TTL."""
+    """List: the run's job ids in manifest order. No TTL; emptied from the head as the
+    run is pruned, then deleted."""
     return f"{PREFIX}run:{run_id}:jobs"
 
 
 def run_counts(run_id: str) -> str:
-    """Hash: state -> number of the run's jobs in it. No TTL."""
+    """Hash: state -> number of the run's jobs in it. No TTL; deleted when the run is
+    pruned."""
     return f"{PREFIX}run:{run_id}:counts"
 
 
 def generation(generation_id: str) -> str:
-    """String: the job id a provider generation belongs to. No TTL (the audit needs it)."""
+    """String: the job id a provider generation belongs to. No TTL (the audit needs it);
+    deleted with the job when its run is pruned."""
     return f"{PREFIX}gen:{generation_id}"
 
 
@@ -69,7 +76,8 @@ SEQUENCE = PREFIX + "seq"  # counter: registration order, for FIFO among equal p
 
 
 def run_budget(run_id: str) -> str:
-    """Hash: a run's spending cap and what is reserved and spent against it. No TTL."""
+    """Hash: a run's spending cap and what is reserved and spent against it. No TTL;
+    deleted when the run is pruned."""
     return f"{PREFIX}run:{run_id}:budget"
 
 
@@ -85,7 +93,7 @@ def run_billing(run_id: str) -> str:
     succeeded), ``estimated`` (the sum of their estimates), ``billed`` (sum of known
     bills), ``billed_jobs``,
     ``unknown_jobs`` (bills that never showed), ``warned`` (jobs delivered with
-    warnings). No TTL."""
+    warnings). No TTL; deleted when the run is pruned."""
     return f"{PREFIX}run:{run_id}:billing"
 
 
@@ -152,3 +160,7 @@ def worker_held(worker_id: str) -> str:
     ``job_id eta`` (eta in seconds, 0 for none). No TTL: deleted when the tick reaps the
     process or it stops cleanly; a field leaves when its task ends."""
     return f"{PREFIX}worker:{worker_id}:held"
+
+# string: server seconds of the last retention pass (worker/retention.py), which archives
+# ended runs and prunes old ones a bounded step at a time. No TTL (one small string).
+LAST_RETENTION = PREFIX + "tick:last_retention"

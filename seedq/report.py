@@ -121,6 +121,15 @@ def report_rows(store: JobStore, run_id: str) -> list[ReportRow]:
     return [row_of(job_id, raw) for job_id, raw in store.run_jobs(run_id)]
 
 
+def archive_rows(store: JobStore, run_id: str) -> list[ReportRow]:
+    """The rows a run's archive keeps (``worker.retention``): its jobs whose record is
+    still its own. A job registered again into a later run is that run's to archive;
+    a record already gone has nothing left to say."""
+    return [
+        row_of(job_id, raw) for job_id, raw in store.run_jobs(run_id) if raw.get("run_id") == run_id
+    ]
+
+
 def totals(rows: list[ReportRow]) -> Totals:
     starts = [r.created_at for r in rows if r.created_at]
     ends = [t for r in rows for t in (r.delivered_at, r.generated_at, r.submitted_at) if t]

@@ -189,3 +189,74 @@ class RunRecords:
             return False
         self.redis.set(keys.schedule_task(task_id), fired_at, ex=ttl_s)
         return True
+
+    # -- retention (worker.retention) --------------------------------------------------
+
+    def all_run_ids(self) -> list[str]:
+        """Every run's id, oldest first."""
+        return [decoded(v) for v in self.redis.zrange(keys.RUNS, 0, -1)]
+
+    def run_overviews(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[dict[str, str], dict[str, int], int]]:
+        """Each run's hash, its counts and its number of jobs, in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hgetall(keys.run(run_id))
+                pipe.hgetall(keys.run_counts(run_id))
+                pipe.llen(keys.run_jobs(run_id))
+            rows = pipe.execute()
+        return [
+            (
+                {decoded(k): decoded(v) for k, v in rows[3 * i].items()},
+                {decoded(k): int(v) for k, v in rows[3 * i + 1].items()},
+                int(rows[3 * i + 2]),
+            )
+            for i in range(len(run_ids))
+        ]
+
+    def run_forced(self, run_id: str) -> bool:
+        """Whether the run was submitted with ``--force`` (regenerate what exists)."""
+        try:
+            meta = json.loads(decoded(self.redis.hget(keys.run(run_id), "meta")) or "{}")
+        except ValueError:
+            return False
+        return isinstance(meta, dict) and bool(meta.get("force"))
+
+    def run_job_count(self, run_id: str) -> int:
+        return int(self.redis.llen(keys.run_jobs(run_id)))
+
+    def mark_archived(self, run_id: str, uri: str, now: float) -> None:
+        """Note where the run's report was archived: from now on it may be pruned."""
+        self.redis.hset(keys.run(run_id), mapping={"archived_at": now, "archive_uri": uri})
+
+    def run_archive_uri(self, run_id: str) -> str:
+        """Where the run's report was archived (``""``: not archived)."""
+        return decoded(self.redis.hget(keys.run(run_id), "archive_uri"))
+
+    def shift_run_jobs(self, run_id: str, count: int, keep: Sequence[str]) -> None:
+        """Take the first ``count`` ids off the run's job list, putting ``keep`` back at
+        its end (jobs a prune could not delete yet), in one MULTI."""
+        with self.redis.pipeline() as pipe:
+            pipe.ltrim(keys.run_jobs(run_id), count, -1)
+            if keep:
+                pipe.rpush(keys.run_jobs(run_id), *keep)
+            pipe.execute()
+
+    def drop_run(self, run_id: str) -> None:
+        """Delete the run's own keys and take it out of every run set, in one MULTI: the
+        last step of pruning it (its jobs are gone by then)."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(
+                keys.run(run_id),
+                keys.run_jobs(run_id),
+                keys.run_counts(run_id),
+                keys.run_waiting(run_id),
+                keys.run_in_flight(run_id),
+                keys.run_budget(run_id),
+                keys.run_billing(run_id),
+            )
+            pipe.zrem(keys.RUNS, run_id)
+            pipe.zrem(keys.ADMISSION_RUNS, run_id)
+            pipe.srem(keys.TIMED_RUNS, run_id)
+            pipe.execute()

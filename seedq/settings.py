@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         description="A worker process not heard of for this long is dead, and the jobs it "
         "held are re-driven; each renews its heartbeat every third of it.",
     )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="An ended, archived run is pruned from Redis this many days after it was "
+        "created; 0: never by the tick (seedq prune still does).",
+    )
 
     @field_validator(
         "broker_url", "redis_url", "s3_endpoint_url", "schedules", "notify_url", mode="before"

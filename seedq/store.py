@@ -18,7 +18,7 @@ import redis
 
 from seedq import keys, scripts
 from seedq.billing import Billing
-from seedq.contract import JobState
+from seedq.contract import TERMINAL_STATES, JobState
 from seedq.records import (
     STUCK_FAILURES,
     STUCK_RETRIES,
@@ -47,6 +47,27 @@ __all__ = [
 
 REGISTER_BATCH = 500
 READ_BATCH = 500  # job records per round trip when a whole run is read
+# The fields of a job hash naming a generation it claimed (its ``seedq:gen`` keys).
+GENERATION_FIELDS = ("generation_id", "stuck_generation_id", "retry_of")
+# What a delivered job's hash keeps no use for once its run is archived: the pipeline's
+# own bookkeeping (the presigned result link has expired anyway). What the reports, the
+# audit and re-registration read stays (docs/architecture.md, "Redis keys").
+COMPACT_DROP_FIELDS = (
+    "result_url",
+    "admitted_at",
+    "submit_started_at",
+    "updated_at",
+    "send_settled",
+    "reconciled",
+    "reserved_cost",
+    "est_cost",
+    "reconcile_pass",
+    "billing_looks",
+    "billing_by_id",
+    "billed_parts",
+)
+# Spec entries copied elsewhere: the id is the key, the fingerprint a field of its own.
+COMPACT_DROP_SPEC = ("id", "fingerprint", "est_cost", "priority")
 # register.lua finds a pending job's queue in its owner's run, read inside the script.
 RUN_PLACEHOLDER = "{run}"
 
@@ -69,6 +90,8 @@ class JobStore(RunRecords):
         self._register = scripts.register(client, "register")
         self._transition = scripts.register(client, "transition")
         self._unlock = scripts.register(client, "unlock")
+        self._prune_job = scripts.register(client, "prune_job")
+        self._compact_job = scripts.register(client, "compact_job")
 
     # -- registration ------------------------------------------------------------------
 
@@ -304,3 +327,69 @@ class JobStore(RunRecords):
             return False
         self.redis.set(keys.LAST_SWEEP, now)
         return True
+
+    # -- retention (worker.retention) --------------------------------------------------
+
+    def retention_due(self, now: float, interval_s: float) -> bool:
+        """Whether a retention pass is due, noting it done now if so (tick-lock holder)."""
+        last = float(self.redis.get(keys.LAST_RETENTION) or 0)
+        if now - last < interval_s:
+            return False
+        self.redis.set(keys.LAST_RETENTION, now)
+        return True
+
+    def prune_jobs(self, run_id: str, job_ids: Sequence[str]) -> dict[str, str]:
+        """Delete these jobs of a pruned run with their generation-ownership keys, each
+        checked and deleted atomically (``seedq/lua/prune_job.lua``); job id -> verdict
+        (``pruned``, ``gone``, ``foreign``, ``busy``). Two round trips."""
+        rows = self.job_fields(job_ids, GENERATION_FIELDS)
+        terminal = sorted(str(s) for s in TERMINAL_STATES)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, gens in zip(job_ids, rows, strict=True):
+                self._prune_job(
+                    keys=[
+                        keys.job(job_id),
+                        keys.IN_FLIGHT,
+                        keys.DELIVERING,
+                        keys.UNBILLED,
+                        *(keys.generation(g) for g in dict.fromkeys(gens) if g),
+                    ],
+                    args=[run_id, job_id, *terminal],
+                    client=pipe,
+                )
+            verdicts = pipe.execute()
+        return {job_id: decoded(v) for job_id, v in zip(job_ids, verdicts, strict=True)}
+
+    def compact_jobs(self, run_id: str, job_ids: Sequence[str]) -> int:
+        """Rewrite the delivered, billed jobs among these without
+        :data:`COMPACT_DROP_FIELDS` and with a spec without :data:`COMPACT_DROP_SPEC`
+        (``seedq/lua/compact_job.lua``); how many were rewritten."""
+        specs = [spec for (spec,) in self.job_fields(job_ids, ("spec",))]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, spec in zip(job_ids, specs, strict=True):
+                self._compact_job(
+                    keys=[keys.job(job_id), keys.UNBILLED],
+                    args=[
+                        run_id,
+                        job_id,
+                        str(JobState.DELIVERED),
+                        spec,
+                        _compact_spec(spec),
+                        *COMPACT_DROP_FIELDS,
+                    ],
+                    client=pipe,
+                )
+            done = pipe.execute()
+        return sum(int(n) for n in done)
+
+
+def _compact_spec(text: str) -> str:
+    """The spec without its copied entries; unreadable, it is kept as it is."""
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(spec, dict):
+        return text
+    kept = {k: v for k, v in spec.items() if k not in COMPACT_DROP_SPEC}
+    return json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

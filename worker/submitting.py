@@ -22,6 +22,7 @@ from worker.history import PAGE_SIZE, read_on, window_start
 from worker.inputs import publish_inputs
 from worker.job import DONE, Job, Next
 from worker.reconcile import Reconciled, Verdict, kept_params, matches, reconcile
+from worker.retention import delivered_before
 from worker.runtime import Runtime
 from worker.throttled_calls import reported, wait_turn
 
@@ -62,6 +63,8 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         # Paused or cancelled: give the slot back; the job waits for a resume. A budget
         # pause is not one of these: this job's estimate is reserved inside the cap.
         rt.admission.requeue(run_id, job_id, int(job.spec.get("priority", 0)))
+        return DONE
+    if delivered_before(rt, job):  # its record pruned, its clip kept: never paid twice
         return DONE
     wait = wait_turn(rt.submit_throttle)
     if wait > 0:

@@ -34,6 +34,7 @@ from seedq.contract import ADMITTING, JobState
 from seedq.dispatch import Sender, admit_and_send, celery_sender
 from worker.biller import bill_due
 from worker.notify import notify_from_tick
+from worker.retention import retain
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
 from worker.throttled_calls import reported
@@ -214,6 +215,7 @@ def tick(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport:
         # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
         report.billed = bill_due(rt, now=rt.now()).billed
         notify_from_tick(rt)  # runs that finished or stopped: their webhooks, once
+        retain(rt.store, rt.storage, now_s=rt.now(), retention_days=rt.settings.retention_days)
     return report
 
 
