@@ -106,6 +106,7 @@ def server_config(paths: LocalRedisPaths) -> str:
         "appendfsync always",
         'save ""',
         "maxmemory-policy noeviction",
+        "hash-max-listpack-value 1024",  # job hashes stay compact (README, "Retention")
         "daemonize no",
         f"pidfile {_quoted(paths.pidfile)}",
         f"logfile {_quoted(paths.log)}",

@@ -41,6 +41,7 @@ from worker.retention import (
 )
 from worker.submitting import submit_job
 
+REPO = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000.0
 ROW = {"prompt": "a red mug turns slowly", "duration": "4", "resolution": "480p"}
 
@@ -346,3 +347,40 @@ def test_cli_prunes_at_once_and_says_what(
 
         bad = runner.invoke(app, ["prune", "--older-than", "soon"])
         assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+# -- compact hashes and the benchmark's arithmetic ----------------------------------------
+
+
+def test_every_redis_seedq_starts_keeps_job_hashes_compact(tmp_path: Path) -> None:
+    """A job hash has values longer than Redis's default 64-byte listpack limit (its
+    spec); the stack's Redis and the private one of a paid local run raise it."""
+    import yaml
+
+    from cli.localredis import paths_for, server_config
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert "--hash-max-listpack-value 1024" in " ".join(compose["services"]["redis"]["command"])
+    assert "hash-max-listpack-value 1024\n" in server_config(paths_for(tmp_path))
+
+
+def test_the_benchmark_projects_growth_against_a_plateau() -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("redis_memory", REPO / "bench/redis_memory.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    project = bench.project
+
+    args = argparse.Namespace(jobs=1000, nights=30, retention_days=30.0)
+    delivered = {"bytes_per_job": 3000.0, "run_overhead_bytes": 1000.0}
+    archived = {"bytes_per_job": 1000.0, "run_overhead_bytes": 1000.0}
+    out = project(delivered, archived, args)
+    assert out["per_night_bytes_as_delivered"] == 3_001_000
+    gb = {n: v for n, v in out["gb_after_nights"].items()}
+    night_gb, kept_gb = 3_001_000 / 1024**3, 1_001_000 / 1024**3
+    assert gb["30"]["without_retention"] == round(30 * night_gb, 2)
+    assert gb["60"]["with_retention"] == round(30 * kept_gb + night_gb, 2)
+    assert gb["360"]["with_retention"] == gb["60"]["with_retention"]
