@@ -13,7 +13,7 @@ from rich.console import Console
 
 from cli.control import cluster_store
 from seedq.settings import load_settings
-from worker.retention import DAY_S, archive_run, due_now, prune_run, read_runs
+from worker.retention import DAY_S, archive_run, due_now, prune_run, read_runs, to_archive
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -58,7 +58,9 @@ def prune_command(
         if storage is None:
             out.print(f"would prune run {run.id} ({run.name}): {jobs} job(s)", markup=False)
             continue
-        uri = store.run_archive_uri(run.id) or archive_run(store, storage, run.id, now)
+        if to_archive([run]):  # not archived, or its jobs moved since
+            archive_run(store, storage, run.id, now)
+        uri = store.run_archive_uri(run.id)
         steps = list(prune_run(store, run.id))
         deleted = sum(step.jobs for step in steps)
         if steps[-1].run_gone:

@@ -226,9 +226,17 @@ class RunRecords:
     def run_job_count(self, run_id: str) -> int:
         return int(self.redis.llen(keys.run_jobs(run_id)))
 
-    def mark_archived(self, run_id: str, uri: str, now: float) -> None:
-        """Note where the run's report was archived: from now on it may be pruned."""
-        self.redis.hset(keys.run(run_id), mapping={"archived_at": now, "archive_uri": uri})
+    def mark_archived(self, run_id: str, uri: str, now: float, counts: dict[str, int]) -> None:
+        """Note where the run's report was archived, and its jobs by state then (a run
+        whose counts change afterwards, e.g. ``seedq retry``, is archived again)."""
+        self.redis.hset(
+            keys.run(run_id),
+            mapping={
+                "archived_at": now,
+                "archive_uri": uri,
+                "archived_counts": json.dumps(counts, sort_keys=True),
+            },
+        )
 
     def run_archive_uri(self, run_id: str) -> str:
         """Where the run's report was archived (``""``: not archived)."""

@@ -20,6 +20,7 @@ rewrite of the same archive, or a prune started again from the list's head.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -57,6 +58,7 @@ class RunFacts:
     total: int
     created_at: float
     archived_at: float | None
+    archived_counts: dict[str, int] | None = None  # the counts its archive was made of
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,17 @@ def ended(run: RunFacts) -> bool:
 
 
 def to_archive(runs: Sequence[RunFacts]) -> list[str]:
-    """The ended runs not archived yet, oldest first."""
-    return [r.id for r in runs if r.archived_at is None and ended(r)]
+    """The ended runs not archived yet, or whose jobs moved since (retried), oldest
+    first. Only runs with jobs left: one being pruned keeps its archive."""
+    return [
+        r.id
+        for r in runs
+        if ended(r) and (r.archived_at is None or _nonzero(r.counts) != r.archived_counts)
+    ]
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {state: n for state, n in counts.items() if n}
 
 
 def to_prune(runs: Sequence[RunFacts], now_s: float, older_than_s: float) -> list[str]:
@@ -117,6 +128,10 @@ def read_runs(store: JobStore) -> list[RunFacts]:
         if not data:
             continue  # listed but without a record: nothing of it to archive
         archived = data.get("archived_at")
+        try:
+            archived_counts = json.loads(data.get("archived_counts") or "null")
+        except ValueError:
+            archived_counts = None
         facts.append(
             RunFacts(
                 id=run_id,
@@ -126,6 +141,7 @@ def read_runs(store: JobStore) -> list[RunFacts]:
                 total=total,
                 created_at=float(data.get("created_at") or 0),
                 archived_at=float(archived) if archived else None,
+                archived_counts=archived_counts if isinstance(archived_counts, dict) else None,
             )
         )
     return facts
@@ -136,6 +152,7 @@ def archive_run(store: JobStore, storage: Storage, run_id: str, now_s: float) ->
     repeat overwrites it), note it in the run, then compact its delivered jobs; the
     archive's address. Raises the storage's error when it cannot be written: nothing is
     noted then, and the next pass tries again."""
+    counts = store.run_overviews([run_id])[0][1]  # read first: what the rows show, or older
     rows = archive_rows(store, run_id)
     with tempfile.TemporaryDirectory(prefix="seedq-archive-") as folder:
         path = Path(folder) / "report.jsonl"
@@ -143,7 +160,7 @@ def archive_run(store: JobStore, storage: Storage, run_id: str, now_s: float) ->
         stored = storage.put_file(
             archive_key(run_id), path, sha256=sha256_file(path), content_type=ARCHIVE_TYPE
         )
-    store.mark_archived(run_id, stored.uri, now_s)
+    store.mark_archived(run_id, stored.uri, now_s, _nonzero(counts))
     ids = [row.id for row in rows if row.status == "delivered"]
     for start in range(0, len(ids), READ_BATCH):
         store.compact_jobs(run_id, ids[start : start + READ_BATCH])

@@ -53,9 +53,11 @@ def facts(
     created_at: float = NOW - 40 * DAY_S,
     archived_at: float | None = None,
     run_id: str = "r1",
+    archived_counts: dict[str, int] | None = None,
 ) -> RunFacts:
     counts = {"delivered": 2} if counts is None else counts
-    return RunFacts(run_id, "n", status, counts, total, created_at, archived_at)
+    archive = archived_counts if archived_counts is not None else dict(counts)
+    return RunFacts(run_id, "n", status, counts, total, created_at, archived_at, archive)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +86,11 @@ def test_archive_and_prune_choose_ended_runs_by_age() -> None:
         facts(run_id="busy", counts={"submitted": 2}, archived_at=None),
     ]
     assert to_archive(runs) == ["old-not-archived"]
+    same = facts(
+        counts={"delivered": 2, "failed": 0}, archived_at=NOW, archived_counts={"delivered": 2}
+    )
+    moved = facts(run_id="r2", archived_at=NOW, archived_counts={"delivered": 1, "failed": 1})
+    assert to_archive([same, moved]) == ["r2"]  # retried since its archive: again
     assert to_prune(runs, NOW, 30 * DAY_S) == ["old-archived"]
     assert to_prune(runs, NOW, DAY_S) == ["old-archived", "young"]
 
@@ -144,7 +151,7 @@ def test_an_ended_run_is_archived_beside_its_clips_once(pipe: Pipeline) -> None:
     assert lines[0]["output_key"] and lines[0]["prompt"] == "mug 1"
     assert p.rt.store.run(run_id) is not None
     info = read_runs(p.rt.store)[0]
-    assert info.archived_at is not None
+    assert info.archived_at is not None and info.archived_counts == {"delivered": 2}
     # Archived once: a second pass writes nothing more.
     writes = p.storage.calls["put_file"]
     assert (
