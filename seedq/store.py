@@ -65,6 +65,7 @@ COMPACT_DROP_FIELDS = (
     "billing_looks",
     "billing_by_id",
     "billed_parts",
+    "billed_at",  # written with the bill, read by nothing
 )
 # Spec entries copied elsewhere: the id is the key, the fingerprint a field of its own.
 COMPACT_DROP_SPEC = ("id", "fingerprint", "est_cost", "priority")

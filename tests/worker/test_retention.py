@@ -391,3 +391,13 @@ def test_the_benchmark_projects_growth_against_a_plateau() -> None:
     assert gb["30"]["without_retention"] == round(30 * night_gb, 2)
     assert gb["60"]["with_retention"] == round(30 * kept_gb + night_gb, 2)
     assert gb["360"]["with_retention"] == gb["60"]["with_retention"]
+
+
+def test_the_workers_tick_archives_an_ended_run(pipe: Pipeline) -> None:
+    from worker.ticker import tick
+
+    p = pipe
+    run_id = run_of_two(p)
+    tick(p.rt, p.send)
+    assert (p.folder / "out" / archive_key(run_id)).exists()
+    assert "result_url" not in p.job("clip-1")
