@@ -401,3 +401,32 @@ def test_the_workers_tick_archives_an_ended_run(pipe: Pipeline) -> None:
     tick(p.rt, p.send)
     assert (p.folder / "out" / archive_key(run_id)).exists()
     assert "result_url" not in p.job("clip-1")
+
+
+def test_a_skipped_job_gives_its_budget_reservation_back(pipe: Pipeline) -> None:
+    from producer.manifest import ReadOptions
+    from producer.submit import validate_and_submit
+    from seedq.catalog import ModelCatalog
+    from seedq.records import decoded
+    from seedq.settings import DEFAULT_MODEL
+
+    p = pipe
+    run_id = run_of_two(p)
+    for _ in prune_run(p.rt.store, run_id):
+        pass
+    manifest = p.folder / "again.csv"
+    row = rows_of(1)[0]
+    manifest.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n", encoding="utf-8")
+    opts = ReadOptions(default_model=DEFAULT_MODEL, allow_private_urls=True)
+    _checked, done = validate_and_submit(
+        [manifest], opts, ModelCatalog(), p.rt.store, p.send, admission=p.rt.admission, budget=10.0
+    )
+    budget = keys.run_budget(done.run_id)
+    assert float(p.rt.store.redis.hget(budget, "reserved") or 0) > 0  # admitted: reserved
+
+    assert submit_job(p.rt, done.run_id, "clip-1").task is None
+
+    assert p.state("clip-1") is JobState.DELIVERED
+    p.assert_at_most_once(2)
+    money = {decoded(k): float(v) for k, v in p.rt.store.redis.hgetall(budget).items()}
+    assert money.get("reserved", 0) == 0 and money.get("spent", 0) == 0, money
