@@ -106,7 +106,9 @@ def server_config(paths: LocalRedisPaths) -> str:
         "appendfsync always",
         'save ""',
         "maxmemory-policy noeviction",
-        "hash-max-listpack-value 1024",  # job hashes stay compact (README, "Retention")
+        # Job hashes stay compact (README, "Retention"); the older name, which Redis 6
+        # still installed by some distributions knows and Redis 7 takes as an alias.
+        "hash-max-ziplist-value 1024",
         "daemonize no",
         f"pidfile {_quoted(paths.pidfile)}",
         f"logfile {_quoted(paths.log)}",

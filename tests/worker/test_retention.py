@@ -368,7 +368,7 @@ def test_every_redis_seedq_starts_keeps_job_hashes_compact(tmp_path: Path) -> No
 
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
     assert "--hash-max-listpack-value 1024" in " ".join(compose["services"]["redis"]["command"])
-    assert "hash-max-listpack-value 1024\n" in server_config(paths_for(tmp_path))
+    assert "hash-max-ziplist-value 1024\n" in server_config(paths_for(tmp_path))
 
 
 def test_the_benchmark_projects_growth_against_a_plateau() -> None:
