@@ -267,4 +267,5 @@ class RunRecords:
             pipe.zrem(keys.RUNS, run_id)
             pipe.zrem(keys.ADMISSION_RUNS, run_id)
             pipe.srem(keys.TIMED_RUNS, run_id)
+            pipe.srem(keys.NOTIFY_WATCH, run_id)
             pipe.execute()

@@ -29,13 +29,13 @@ from pathlib import Path
 
 from producer.jobs import JobSpec
 from producer.resume import sidecar_proves_delivered
-from seedq.contract import TERMINAL_STATES, JobState
+from seedq.contract import JobState
+from seedq.notify import run_finished
 from seedq.report import archive_rows, to_jsonl
 from seedq.store import READ_BATCH, JobStore
 from storage.base import Storage, sha256_file
 from worker.job import Job
 from worker.runtime import Runtime
-from worker.timekeeper import finished
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ def archive_key(run_id: str) -> str:
 
 
 def ended(run: RunFacts) -> bool:
-    """Every job of the run terminal, and the run not waiting to start or registering
-    (``worker.timekeeper.finished``); a cancelled run too, once its jobs are terminal."""
-    terminal = sum(run.counts.get(str(s), 0) for s in TERMINAL_STATES)
-    return finished(run.status, run.counts, run.total) and terminal >= run.total
+    """Every job of the run terminal, and the run not waiting to start or registering:
+    ``seedq.notify.run_finished``, the one answer (a cancelled run too, once its jobs
+    are terminal)."""
+    return run_finished(run.status, run.counts, run.total)
 
 
 def to_archive(runs: Sequence[RunFacts]) -> list[str]:
