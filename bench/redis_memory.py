@@ -61,8 +61,12 @@ def write_manifest(folder: Path, jobs: int) -> Path:
 @contextlib.contextmanager
 def demo_on(client: redis.Redis) -> Iterator[None]:
     """The demo stack with its state in ``client``: ``cli.embedded`` builds a fakeredis
-    client; this hands it the real one instead, and nothing else changes."""
-    with mock.patch("cli.embedded.fakeredis.FakeRedis", lambda **_kw: client):
+    client; this hands it the real one instead. The tick's retention is held off, so
+    the records are measured as delivered before this bench archives them itself."""
+    with (
+        mock.patch("cli.embedded.fakeredis.FakeRedis", lambda **_kw: client),
+        mock.patch("worker.ticker.retain", lambda *_a, **_kw: None),
+    ):
         yield
 
 

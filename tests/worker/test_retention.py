@@ -180,6 +180,7 @@ def test_an_old_archived_run_is_pruned_with_every_key_of_it(pipe: Pipeline) -> N
     run_id = run_of_two(p)
     gens = [p.job(j)["generation_id"] for j in ("clip-1", "clip-2")]
     retention_pass(p.rt.store, p.storage, now_s=p.rt.now(), retention_days=30)
+    p.rt.store.redis.sadd(keys.NOTIFY_WATCH, run_id)  # as the notifications' tick would
     later = p.rt.now() + 31 * DAY_S
 
     first = retention_pass(p.rt.store, p.storage, now_s=later, retention_days=30)
@@ -191,6 +192,7 @@ def test_an_old_archived_run_is_pruned_with_every_key_of_it(pipe: Pipeline) -> N
     left = seedq_keys(p.rt.store.redis)
     assert not [k for k in left if run_id in k or ":job:" in k or ":gen:" in k], left
     assert p.rt.store.runs() == []
+    assert not p.rt.store.redis.sismember(keys.NOTIFY_WATCH, run_id)
     assert (p.folder / "out" / archive_key(run_id)).exists()  # the archive stays
 
 
