@@ -161,6 +161,7 @@ def worker_held(worker_id: str) -> str:
     process or it stops cleanly; a field leaves when its task ends."""
     return f"{PREFIX}worker:{worker_id}:held"
 
+
 # string: server seconds of the last retention pass (worker/retention.py), which archives
 # ended runs and prunes old ones a bounded step at a time. No TTL (one small string).
 LAST_RETENTION = PREFIX + "tick:last_retention"
