@@ -418,7 +418,12 @@ def assert_every_job_accounted(
     expected = {r["output_uri"].removeprefix(f"s3://{c.bucket}/"): j for j, r in delivered.items()}
     listed = c.s3.list_objects_v2(Bucket=c.bucket, Prefix="out/")
     assert not listed.get("IsTruncated")
-    keys_in_s3 = [o["Key"] for o in listed.get("Contents", []) if "/_inputs/" not in o["Key"]]
+    # Published inputs, and the run archives (worker.retention) beside the clips.
+    keys_in_s3 = [
+        o["Key"]
+        for o in listed.get("Contents", [])
+        if "/_inputs/" not in o["Key"] and "/_runs/" not in o["Key"]
+    ]
     # An unplayable download is kept under quarantine/ by the failed job that names it.
     quarantined = {k for k in keys_in_s3 if k.startswith("out/quarantine/")}
     named = {r.get("quarantine_uri", "") for r in records.values() if r["state"] == "failed"}
