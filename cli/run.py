@@ -1,11 +1,10 @@
-"""``seedq run``, ``seedq status`` and ``seedq events``."""
+"""``seedq run``: submit manifests and follow the run to its end (in this process when
+no cluster is configured)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import threading
 import time
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -26,8 +25,7 @@ from cli.local_run import (
     state_root,
 )
 from cli.produce import check_and_plan, print_submitted, submit_spooled
-from cli.progress import breakdown, budget_line, follow, runs_table, stuck_line
-from producer.errors import SubmitError
+from cli.progress import breakdown, budget_line, follow, stuck_line
 from producer.jobs import JobSpec
 from producer.spool import Spool
 from producer.submit import SubmitResult
@@ -35,7 +33,7 @@ from seedq.admission import admission_for
 from seedq.billing import billing_status
 from seedq.errors import ConfigError
 from seedq.queueing import make_celery, redis_client
-from seedq.settings import PIPELINE_NEEDS, Settings, load_settings, require
+from seedq.settings import Settings, load_settings
 from seedq.store import Decision, JobStore, RunInfo
 
 out = Console(highlight=False, soft_wrap=True)
@@ -367,58 +365,3 @@ def summarize(
         out.print(line, markup=False)
     where = settings.output if settings.output_is_s3 else str(Path(settings.output).resolve())
     out.print(f"videos and their .json sidecars are in {where}")
-
-
-def status_command(
-    run_id: str | None = typer.Argument(None, help="One run (default: the latest runs)."),
-    watch: bool = typer.Option(False, "--watch", help="Keep the display live."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """Show runs and their progress."""
-    settings = load_settings()
-    if settings.redis_url is None:
-        raise ConfigError("SEEDQ_REDIS_URL is not set: only a cluster keeps runs to show")
-    store = JobStore(redis_client(settings))
-    if run_id is not None and store.run(run_id) is None:
-        raise SubmitError(f"no run {run_id!r}")
-    if watch and run_id is not None:
-        follow(store, run_id, out, timeout_s=None, holding=admission_for(store, settings).holding)
-        return
-    while True:
-        runs = [store.run(run_id)] if run_id else store.runs(limit=20)
-        found = [r for r in runs if r is not None]
-        ledger = store.billing
-        money = {r.id: ledger.run(r.id) for r in found}
-        if as_json:
-            rows = [
-                dataclasses.asdict(r)
-                | {"billing": dataclasses.asdict(money[r.id])}
-                | {"billing_pending_jobs": money[r.id].pending_jobs}
-                for r in found
-            ]
-            out.print_json(json.dumps(rows))
-        else:
-            out.print(runs_table(found, money))
-            for line in filter(None, map(stuck_line, found)):
-                out.print(line)
-        if not watch:
-            return
-        time.sleep(2)
-        out.clear()
-
-
-def events_command() -> None:
-    """Listen to the provider's completion events and hand finished videos to delivery."""
-    from seedq.dispatch import celery_sender
-    from worker.events import listen
-    from worker.runtime import get_runtime
-
-    settings = load_settings()
-    require(settings, "seedq events", *PIPELINE_NEEDS)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    app = make_celery(settings)
-    err.print("listening for completion events (Ctrl-C stops)")
-    handled = listen(get_runtime(), celery_sender(app), stop)
-    err.print(f"stopped; {handled} completion(s) handed to delivery")
