@@ -550,7 +550,9 @@ def test_processes_never_exceed_the_rate_in_any_window(real_redis: redis.Redis) 
     assert [child.returncode for child in children] == [0, 0, 0]
     still_valid()
     per_child = [json.loads(out) for out in outputs]
-    assert all(per_child), "every process got some grants"
+    # The limit is global, not fair: a process the machine stalls may get no turn in the
+    # window (seen once on a busy CI). Grants to several processes are what is measured.
+    assert sum(1 for child in per_child if child) >= 2, "grants went to several processes"
     grants = [at for child in per_child for at in child]
     assert_windows(grants, rate_per_s=10.0, burst=3)
     assert 10 <= len(grants) <= 3 + 15 + 1
