@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from seedq.backoff import compute_backoff, honour_retry_after
 from seedq.budget import BudgetState, paused_by_budget
 from seedq.contract import TERMINAL_STATES, RunStatus
 
@@ -267,11 +268,8 @@ def retry_delay_s(
     """The wait before attempt ``attempt + 1`` (``attempt`` ≥ 1 failed): exponential,
     with jitter (``rand`` in [0, 1) picks between half and all of it) so that retries
     spread out; a Retry-After the receiver sent is honoured, up to ``max_s``."""
-    ceiling = min(max_s, base_s * 2.0 ** (attempt - 1))
-    delay = ceiling * (0.5 + rand / 2)  # at least half: a retry is never immediate
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, max_s))
-    return delay
+    delay = compute_backoff(attempt, base_s=base_s, max_s=max_s, jitter=0.5, rand=rand)
+    return honour_retry_after(delay, retry_after_s, max_s=max_s)
 
 
 def retryable_status(status_code: int) -> bool:

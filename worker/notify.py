@@ -32,6 +32,7 @@ import httpx
 
 from provider.errors import RefusedUrl
 from provider.guard import GuardedTransport, check_url
+from seedq.backoff import compute_backoff
 from seedq.budget import Budgets
 from seedq.errors import SeedqError
 from seedq.notify import (
@@ -172,7 +173,10 @@ def claim_hold_s(settings: Settings, webhooks: int = 1) -> float:
     every attempt to each webhook timing out, and every delay at its longest, with a
     margin."""
     attempts = settings.notify_max_attempts
-    delays = sum(min(RETRY_MAX_S, RETRY_BASE_S * 2.0**i) for i in range(attempts - 1))
+    delays = sum(
+        compute_backoff(n, base_s=RETRY_BASE_S, max_s=RETRY_MAX_S, jitter=0.0, rand=0.0)
+        for n in range(1, attempts)
+    )
     per_webhook = attempts * 2 * settings.notify_timeout_s + delays
     return max(1, webhooks) * per_webhook + CLAIM_MARGIN_S
 
@@ -259,7 +263,7 @@ _notifiers_lock = threading.Lock()
 
 
 def notifier_for(settings: Settings) -> Notifier:
-    """This process's notifier for these settings (one thread, made on first use)."""
+    """This process's notifier for these settings, made on first use."""
     secret = settings.notify_secret_value()
     allow, timeout_s = settings.allow_private_urls, settings.notify_timeout_s
     index = (secret, settings.notify_max_attempts, allow, timeout_s)

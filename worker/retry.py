@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from seedq.backoff import compute_backoff, honour_retry_after
 from seedq.settings import Settings
+
+__all__ = ["RetryPolicy", "compute_backoff", "next_delay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,17 +27,6 @@ class RetryPolicy:
             max_attempts=settings.retry_max_attempts,
             max_total_s=settings.retry_max_total_s,
         )
-
-
-def compute_backoff(
-    attempt: int, *, base_s: float, max_s: float, jitter: float, rand: float
-) -> float:
-    """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered.
-
-    ``rand`` in [0, 1) is passed in so the function stays pure and testable.
-    """
-    delay = min(max_s, base_s * 2.0 ** max(0, min(attempt - 1, 40)))
-    return delay * (1.0 - jitter) + delay * jitter * rand
 
 
 def next_delay(
@@ -58,8 +50,7 @@ def next_delay(
         jitter=policy.jitter,
         rand=random.random() if rand is None else rand,
     )
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, policy.max_delay_s))
+    delay = honour_retry_after(delay, retry_after_s, max_s=policy.max_delay_s)
     if elapsed_s + delay > policy.max_total_s:
         return None
     return delay
