@@ -43,9 +43,10 @@ def _task(name: str) -> Any:
 def _run(task: Task, step: JobStep, run_id: str, job_id: str) -> None:
     rt = get_runtime()
     end = run_step(rt, celery_sender(task.app), step, run_id, job_id)
-    # The reasons are scrubbed where they are made; Flower is not behind the log
-    # redaction, so it gets the same last line of defence.
-    end_task(end, Redactor(log_secrets(rt.settings, os.environ)))
+    if end.ending is not Ending.DONE:  # most tasks: nothing to say, nothing to redact
+        # The reasons are scrubbed where they are made; Flower is not behind the log
+        # redaction, so it gets the same last line of defence.
+        end_task(end, Redactor(log_secrets(rt.settings, os.environ)))
 
 
 def end_task(end: StepEnd, redact: Redactor) -> None:
