@@ -70,10 +70,13 @@ class TickReport:
     reaped: list[str] = field(default_factory=list)  # worker processes found dead
 
 
-def _send(send: Sender, task: str, jobs: list[tuple[str, str]]) -> None:
+def _send(send: Sender, task: str, jobs: list[tuple[str, str]], countdown_s: float = 0.0) -> None:
     """One batch of ``task`` messages for these (run, job) pairs; nothing when empty."""
     if jobs:
-        send(task, [{"run_id": run_id, "job_id": job_id} for run_id, job_id in jobs])
+        messages: list[contract.JobMessage] = [
+            {"run_id": run_id, "job_id": job_id} for run_id, job_id in jobs
+        ]
+        send(task, messages, countdown_s)
 
 
 def _in_flight_jobs(rt: Runtime, job_ids: list[str]) -> list[tuple[str, str, str, str]]:
@@ -108,7 +111,7 @@ def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
         ids = [job_id for _run_id, job_id in jobs]
         rt.leases.renew(ids, ahead_s=countdown_s)  # the lease path must not send them too
         rt.leases.touch_deliveries(ids, ahead_s=countdown_s)
-        send(task, [{"run_id": run_id, "job_id": job_id} for run_id, job_id in jobs], countdown_s)
+        _send(send, task, jobs, countdown_s)
     log.warning(
         "worker process(es) %s stopped beating: %d job(s) re-driven",
         ", ".join(reaped.workers),
