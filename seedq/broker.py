@@ -8,16 +8,30 @@ thread-safe view of its connection pool, so one per pool serves every such call:
 connections still come from, and go back to, the same pool, and a pool kombu replaces
 (after a fork or a reconnect) gets a new client.
 
+It also tells its process of each message it takes from a queue (:func:`on_receipt`),
+at the earliest moment there is: before kombu records the message unacked, and long
+before Celery's ``task_received``. A process SIGKILLed between kombu's record and its
+own would leave the message unacked in Redis, where only the visibility timeout (hours)
+brings it back; told first, the process's heartbeat records it as held, and the tick
+re-drives it within seconds of the death (``worker.heartbeat``).
+
 Chosen by :func:`seedq.queueing.celery_config` for ``redis://`` brokers (``rediss://``
 keeps kombu's own transport, see :data:`SCHEMES`); the URL stays what it is.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger(__name__)
 
 TRANSPORT = "seedq.broker:Transport"
 # Only plain redis://: for rediss:// kombu turns TLS on from the URL's scheme, which an
@@ -25,8 +39,72 @@ TRANSPORT = "seedq.broker:Transport"
 SCHEMES = frozenset({"redis"})
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A task message this process has just taken from its queue."""
+
+    task_id: str
+    task_name: str
+    kwargs: dict[str, Any]
+    eta_s: float  # when it is due (epoch seconds); 0: at once
+
+
+ReceiptHook = Callable[[Receipt], None]
+_hook: tuple[ReceiptHook, frozenset[str]] | None = None
+
+
+def on_receipt(hook: ReceiptHook | None, task_names: Collection[str] = ()) -> None:
+    """Call ``hook`` for each message of ``task_names`` this process takes from a
+    queue, before kombu records it unacked (None: no longer). A hook that raises is
+    logged, and the message goes on to Celery all the same."""
+    global _hook
+    _hook = None if hook is None else (hook, frozenset(task_names))
+
+
+def receipt_of(message: Any) -> Receipt | None:
+    """The task id, name, keyword arguments and ETA of a Celery (protocol 2) message;
+    None for anything else."""
+    headers = message.headers or {}
+    task_id, task_name = headers.get("id"), headers.get("task")
+    if not isinstance(task_id, str) or not isinstance(task_name, str):
+        return None
+    try:
+        _args, kwargs, _embed = json.loads(message.body)
+    except (TypeError, ValueError):  # not JSON, or not protocol 2's (args, kwargs, embed)
+        return None
+    eta = headers.get("eta")
+    try:
+        eta_s = datetime.fromisoformat(eta).timestamp() if isinstance(eta, str) else 0.0
+    except ValueError:
+        eta_s = 0.0
+    return Receipt(task_id, task_name, kwargs if isinstance(kwargs, dict) else {}, eta_s)
+
+
+def _tell(message: Any) -> None:
+    hook = _hook
+    if hook is None or (message.headers or {}).get("task") not in hook[1]:
+        return
+    try:
+        receipt = receipt_of(message)
+        if receipt is not None:
+            hook[0](receipt)
+    except Exception:  # Celery's own task_received is the next chance to record it
+        log.exception("the receipt of a message could not be recorded")
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's unacked bookkeeping, with the process told of each message first."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        _tell(message)
+        super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+
+
 class Channel(kombu_redis.Channel):
-    """A channel whose synchronous calls share one client per pool."""
+    """A channel whose synchronous calls share one client per pool, and whose QoS tells
+    the process of each message it receives (:func:`on_receipt`)."""
+
+    QoS = QoS
 
     _shared_client: redis.Redis | None = None
 

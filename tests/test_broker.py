@@ -93,3 +93,85 @@ def test_a_rediss_broker_keeps_tls() -> None:
     app.conf.update(celery_config(Settings(broker_url="rediss://:pw@cache.example:6380/1")))
     with app.connection_for_write() as conn:
         assert conn.ssl, "TLS must stay on for rediss://"
+
+
+def test_a_received_message_is_told_before_kombu_records_it_unacked(
+    real_redis: redis.Redis, real_redis_url: str
+) -> None:
+    """A worker killed between kombu's unacked record and its own record of the message
+    would leave the job to the visibility timeout (hours): the process is told first."""
+    from datetime import UTC, datetime, timedelta
+
+    from celery import Celery
+
+    from seedq import broker
+
+    told: list[tuple[broker.Receipt, bool]] = []
+
+    def hook(receipt: broker.Receipt) -> None:
+        told.append((receipt, bool(real_redis.hlen("unacked"))))
+
+    app = Celery("seedq-test-receipt")
+    app.conf.update(celery_config(Settings(broker_url=real_redis_url)))
+    eta = datetime.now(UTC) + timedelta(minutes=5)
+    queue_name = "seedq-test-receipt"
+    broker.on_receipt(hook, {"seedq.deliver"})
+    try:
+        app.send_task("seedq.other", kwargs={"job_id": "not-told"}, queue=queue_name)
+        sent = app.send_task(
+            "seedq.deliver", kwargs={"run_id": "r", "job_id": "j-1"}, queue=queue_name, eta=eta
+        )
+        with connect(real_redis_url) as conn:
+            queue = conn.SimpleQueue(queue_name)
+            try:
+                for _ in range(2):
+                    queue.get(timeout=5).ack()
+            finally:
+                queue.close()
+    finally:
+        broker.on_receipt(None)
+    assert len(told) == 1
+    receipt, unacked_already = told[0]
+    assert not unacked_already
+    assert (receipt.task_id, receipt.task_name) == (sent.id, "seedq.deliver")
+    assert receipt.kwargs == {"run_id": "r", "job_id": "j-1"}
+    assert receipt.eta_s == pytest.approx(eta.timestamp(), abs=0.01)
+
+
+def test_a_hook_that_fails_loses_no_message(real_redis_url: str) -> None:
+    from seedq import broker
+
+    def hook(receipt: broker.Receipt) -> None:
+        raise RuntimeError("the store is away")
+
+    broker.on_receipt(hook, {"seedq.track"})
+    try:
+        with connect(real_redis_url) as conn:
+            queue = conn.SimpleQueue("seedq-test-receipt-fails")
+            try:
+                queue.put({"x": 1}, headers={"id": "t-1", "task": "seedq.track"})
+                message = queue.get(timeout=5)
+                assert message.payload == {"x": 1}
+                message.ack()
+            finally:
+                queue.close()
+    finally:
+        broker.on_receipt(None)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"not json", {"id": "t", "task": "seedq.track"}),
+        (b'{"a": 1}', {"id": "t", "task": "seedq.track"}),
+        (b"[[], {}, {}]", {"task": "seedq.track"}),
+    ],
+)
+def test_receipt_of_anything_but_a_celery_message_is_none(
+    body: bytes, headers: dict[str, str]
+) -> None:
+    from types import SimpleNamespace
+
+    from seedq.broker import receipt_of
+
+    assert receipt_of(SimpleNamespace(body=body, headers=headers)) is None

@@ -2,17 +2,19 @@
 
 A thread of every worker process renews its heartbeat (``keys.worker_alive``, TTL
 ``heartbeat_s``) every third of ``heartbeat_s``. Each job message the process receives
-(``task_received``, ETA ones too) is recorded as held until its task ends
-(``task_postrun``); each beat renews the leases of the jobs held, so a slow step on a
-live worker is never re-driven however long it takes. A SIGKILLed process stops beating:
-within ``heartbeat_s`` its heartbeat lapses and the next tick (``worker.ticker``) sends
-again the step of every job it held. What a crash costs is therefore ``heartbeat_s``
-plus a tick, not ``lease_s``, which stays the last resort for a job held by no known
-process (a message lost between processes). A process that was only late to beat has its
-jobs re-driven beside its own steps: harmless, every step being a compare-and-set on the
-job's state, and it enters itself again at its next beat. Each beat also forgets what
-the process no longer has in hand (:meth:`Heartbeat.prune`), so a record left behind
-never keeps a job's lease alive.
+(ETA ones too) is recorded as held until its task ends (``task_postrun``): as seedq's
+Redis transport takes it from its queue, before kombu records it unacked
+(``seedq.broker.on_receipt``), so that no SIGKILL finds a message unacked and not held;
+on another transport, at Celery's ``task_received``. Each beat renews the leases of the
+jobs held, so a slow step on a live worker is never re-driven however long it takes. A
+SIGKILLed process stops beating: within ``heartbeat_s`` its heartbeat lapses and the
+next tick (``worker.ticker``) sends again the step of every job it held. What a crash
+costs is therefore ``heartbeat_s`` plus a tick, not ``lease_s``, which stays the last
+resort for a job held by no known process (a message lost between processes). A process
+that was only late to beat has its jobs re-driven beside its own steps: harmless, every
+step being a compare-and-set on the job's state, and it enters itself again at its next
+beat. Each beat also forgets what the process no longer has in hand
+(:meth:`Heartbeat.prune`), so a record left behind never keeps a job's lease alive.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import task_postrun, task_received
 
-from seedq import contract
+from seedq import broker, contract
 from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class Heartbeat:
         self._beaten = False
         self._lock = threading.Lock()
         self._suspects: set[str] = set()
+        # Set once the broker has told of a message: its receipts are then the record,
+        # and Celery's task_received (later, for the same messages) is not needed.
+        self.broker_tells = False
 
     def prune(self) -> set[str]:
         """Forget the messages recorded as held that this process no longer has: a task
@@ -127,18 +132,31 @@ class Heartbeat:
 _current: Heartbeat | None = None
 
 
+def _record(heartbeat: Heartbeat, task_id: str, kwargs: Any, eta_s: float) -> None:
+    job_id = (kwargs or {}).get("job_id")
+    if not isinstance(job_id, str):
+        return
+    try:
+        heartbeat.hold(task_id, job_id, eta_s)
+    except Exception:  # unrecorded, the job falls back on its lease
+        log.exception("worker %s: could not record %s as held", heartbeat.worker_id, job_id)
+
+
+def _on_receipt(receipt: broker.Receipt) -> None:
+    heartbeat = _current
+    if heartbeat is not None:
+        heartbeat.broker_tells = True
+        _record(heartbeat, receipt.task_id, receipt.kwargs, receipt.eta_s)
+
+
 def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
     heartbeat = _current
     if heartbeat is None or request is None or request.name not in JOB_TASKS:
         return
-    job_id = (request.kwargs or {}).get("job_id")
-    if not isinstance(job_id, str):
-        return
+    if heartbeat.broker_tells:
+        return  # recorded at its receipt already
     eta = request.eta
-    try:
-        heartbeat.hold(request.id, job_id, eta.timestamp() if eta is not None else 0.0)
-    except Exception:  # unrecorded, the job falls back on its lease
-        log.exception("worker %s: could not record %s as held", heartbeat.worker_id, job_id)
+    _record(heartbeat, request.id, request.kwargs, eta.timestamp() if eta is not None else 0.0)
 
 
 def _on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
@@ -191,8 +209,9 @@ class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 def install_heartbeat(app: Any) -> None:
     """Run the :class:`HeartbeatStep` in every worker process of ``app``, and record the
-    job messages each receives (signals are global: one connection whatever the app)."""
+    job messages each receives (the hook and signals are global: one whatever the app)."""
     if HeartbeatStep not in app.steps["worker"]:
         app.steps["worker"].add(HeartbeatStep)
+    broker.on_receipt(_on_receipt, JOB_TASKS)
     task_received.connect(_on_received, weak=False, dispatch_uid="seedq.heartbeat.received")
     task_postrun.connect(_on_postrun, weak=False, dispatch_uid="seedq.heartbeat.postrun")

@@ -17,13 +17,21 @@ from typing import Any
 import pytest
 import redis
 
-from seedq import contract, keys
+from seedq import broker, contract, keys
 from seedq.contract import JobState
 from seedq.dispatch import Sender
 from seedq.store import JobStore
 from tests.worker.test_admission import FakeProvider, advance, make_run, runtime
 from worker import heartbeat as heartbeat_module
-from worker.heartbeat import Heartbeat, _on_postrun, _on_received, celery_task_ids
+from worker.heartbeat import (
+    JOB_TASKS,
+    Heartbeat,
+    _on_postrun,
+    _on_receipt,
+    _on_received,
+    celery_task_ids,
+    install_heartbeat,
+)
 from worker.runtime import Runtime
 from worker.ticker import TICK_S, run_ticker, tick, wake_pause_s
 
@@ -209,6 +217,33 @@ def test_received_messages_are_held_until_their_task_ends(
 
     _on_postrun(sender=SimpleNamespace(name=contract.TASK_SUBMIT), task_id="t1")
     assert sorted(store.redis.hgetall(keys.worker_held("w"))) == [b"t2"]
+
+
+def test_a_message_told_by_the_broker_is_held_once_and_not_again_at_task_received(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """seedq's Redis transport tells of a message before kombu records it unacked: a
+    SIGKILL after that finds it held, so the tick re-drives it within seconds."""
+    rt = beating_runtime(store, tmp_path)
+    heartbeat = Heartbeat("w", runtime=lambda: rt)
+    monkeypatch.setattr(heartbeat_module, "_current", heartbeat)
+    kwargs = {"run_id": "r", "job_id": "a"}
+    _on_receipt(broker.Receipt("t1", contract.TASK_DELIVER, kwargs, 0.0))
+    assert store.redis.hgetall(keys.worker_held("w")) == {b"t1": b"0.000|a"}
+
+    store.redis.delete(keys.worker_held("w"))  # to see that task_received writes nothing
+    request = SimpleNamespace(id="t1", name=contract.TASK_DELIVER, kwargs=kwargs, eta=None)
+    _on_received(request=request)
+    assert store.redis.hgetall(keys.worker_held("w")) == {}
+
+
+def test_the_heartbeat_listens_to_its_brokers_receipts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery import Celery
+
+    told: list[Any] = []
+    monkeypatch.setattr(broker, "on_receipt", lambda hook, names=(): told.append((hook, names)))
+    install_heartbeat(Celery("seedq-test-heartbeat"))
+    assert told == [(_on_receipt, JOB_TASKS)]
 
 
 def test_without_a_heartbeat_nothing_is_held(
