@@ -157,9 +157,20 @@ def worker_alive(worker_id: str) -> str:
 
 def worker_held(worker_id: str) -> str:
     """Hash: the job messages a worker process has received and not finished, task id ->
-    ``job_id eta`` (eta in seconds, 0 for none). No TTL: deleted when the tick reaps the
-    process or it stops cleanly; a field leaves when its task ends."""
+    ``eta|job_id`` (eta in seconds, 0 for none). No TTL: emptied once the tick has sent
+    again what a dead process held, or when it stops cleanly; a field leaves when its
+    task ends."""
     return f"{PREFIX}worker:{worker_id}:held"
+
+
+def worker_reaping(worker_id: str) -> str:
+    """String: a tick is sending again what a dead worker process held. TTL:
+    ``REAP_CLAIM_MS``; a tick that dies midway leaves it to lapse, and the next tick
+    claims the process again (its held messages are forgotten only once sent)."""
+    return f"{PREFIX}worker:{worker_id}:reaping"
+
+
+REAP_CLAIM_MS = 30_000  # far longer than a tick's sends; short beside a lease
 
 
 # string: server seconds of the last retention pass (worker/retention.py), which archives

@@ -14,13 +14,13 @@ received and not finished (``keys.worker_held``). A beat renews the leases of wh
 process holds, so a slow step on a live worker is never re-driven; once the heartbeat
 lapses, the tick reaps the process (:meth:`Leases.reap_dead`) and sends its jobs' steps
 again within seconds, not after ``lease_s``. Scripts: ``seedq/lua`` (``extend``,
-``expired``, ``stalled``, ``expire_all``, ``beat``, ``reap``).
+``expired``, ``stalled``, ``expire_all``, ``beat``, ``reap``, ``forget_reaped``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -39,10 +39,12 @@ class Held:
 
 @dataclass(frozen=True, slots=True)
 class Reaped:
-    """What the tick took over from worker processes whose heartbeat lapsed."""
+    """What the tick took over from worker processes whose heartbeat lapsed; forgotten
+    (:meth:`Leases.forget_reaped`) once sent again."""
 
     workers: list[str]
     held: list[Held]
+    task_ids: dict[str, list[str]] = field(default_factory=dict)  # worker -> its held tasks
 
 
 class Leases:
@@ -57,6 +59,7 @@ class Leases:
         self._expire_all = client.register_script(load("expire_all"))
         self._beat = client.register_script(load("beat"))
         self._reap = client.register_script(load("reap"))
+        self._forget_reaped = client.register_script(load("forget_reaped"))
 
     def renew(self, job_ids: Iterable[str], ahead_s: float = 0.0) -> None:
         """Extend these jobs' slot leases to a full lease from now, plus ``ahead_s`` (a
@@ -131,8 +134,9 @@ class Leases:
             pipe.execute()
 
     def reap_dead(self) -> Reaped:
-        """Take over what the worker processes whose heartbeat lapsed held: each dead
-        one's messages are handed out once (one script per process) and forgotten."""
+        """Claim the worker processes whose heartbeat lapsed, and hand out what they
+        held: to one tick at a time (one script per process), and again after
+        ``keys.REAP_CLAIM_MS`` unless that tick called :meth:`forget_reaped`."""
         workers = [decoded(w) for w in self.redis.smembers(keys.WORKERS)]
         if not workers:
             return Reaped([], [])
@@ -144,12 +148,28 @@ class Leases:
         for worker_id, live in zip(workers, alive, strict=True):
             if live:
                 continue
-            flag, *held = self._reap(keys=self._holder_keys(worker_id), args=[worker_id])
+            flag, *pairs = self._reap(
+                keys=[
+                    keys.worker_alive(worker_id),
+                    keys.worker_held(worker_id),
+                    keys.worker_reaping(worker_id),
+                ],
+                args=[keys.REAP_CLAIM_MS],
+            )
             if not int(flag):
-                continue  # beat again between the two reads
+                continue  # beat again between the two reads, or another tick is on it
             reaped.workers.append(worker_id)
-            reaped.held.extend(_held(decoded(v)) for v in held)
+            reaped.task_ids[worker_id] = [decoded(t) for t in pairs[0::2]]
+            reaped.held.extend(_held(decoded(v)) for v in pairs[1::2])
         return reaped
+
+    def forget_reaped(self, reaped: Reaped) -> None:
+        """What :meth:`reap_dead` handed out has been sent again: forget it."""
+        for worker_id in reaped.workers:
+            self._forget_reaped(
+                keys=[*self._holder_keys(worker_id), keys.worker_reaping(worker_id)],
+                args=[worker_id, *reaped.task_ids.get(worker_id, [])],
+            )
 
     def held_jobs(self) -> set[str]:
         """The jobs some worker process holds a message of (live, or not yet reaped)."""

@@ -112,6 +112,7 @@ def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
         rt.leases.renew(ids, ahead_s=countdown_s)  # the lease path must not send them too
         rt.leases.touch_deliveries(ids, ahead_s=countdown_s)
         _send(send, task, jobs, countdown_s)
+    rt.leases.forget_reaped(reaped)  # only now: a tick that died before sent nothing
     log.warning(
         "worker process(es) %s stopped beating: %d job(s) re-driven",
         ", ".join(reaped.workers),

@@ -100,9 +100,33 @@ def test_live_worker_is_never_reaped_and_a_dead_ones_jobs_are_handed_out_once(
     reaped = rt.leases.reap_dead()
     assert reaped.workers == ["dead"]
     assert sorted((h.job_id, h.eta_s) for h in reaped.held) == [("b", 0.0), ("c", 1234.5)]
-    assert rt.leases.reap_dead().workers == []  # handed out once
+    assert rt.leases.reap_dead().workers == []  # handed out once: claimed
+    rt.leases.forget_reaped(reaped)  # sent again
+    assert rt.leases.reap_dead().workers == []
     assert store.redis.smembers(keys.WORKERS) == {b"live"}
     assert store.redis.exists(keys.worker_held("dead")) == 0
+
+
+def test_what_a_tick_that_died_while_reaping_handed_out_is_handed_out_again(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick SIGKILLed between reaping a dead process and sending its jobs again sent
+    nothing: its claim lapses and the next tick gets the same jobs."""
+    monkeypatch.setattr(keys, "REAP_CLAIM_MS", 200)
+    rt = beating_runtime(store, tmp_path)
+    rt.leases.beat("dead", HEARTBEAT_S)
+    rt.leases.hold("dead", "t1", "a")
+    time.sleep(HEARTBEAT_S + 0.1)
+    assert [h.job_id for h in rt.leases.reap_dead().held] == ["a"]  # then that tick died
+    assert rt.leases.reap_dead().workers == []  # claimed meanwhile
+    time.sleep(0.3)
+    again = rt.leases.reap_dead()
+    assert [h.job_id for h in again.held] == ["a"]
+
+    rt.leases.hold("dead", "t2", "b")  # it was only late, and took another message
+    rt.leases.forget_reaped(again)
+    assert store.redis.hgetall(keys.worker_held("dead")) == {b"t2": b"0.000|b"}
+    assert store.redis.smembers(keys.WORKERS) == {b"dead"}  # still holds one: looked at again
 
 
 def test_a_clean_stop_hands_nothing_over(store: JobStore, tmp_path: Path) -> None:
@@ -139,6 +163,7 @@ def test_slow_live_worker_is_never_second_guessed_then_its_death_is_seen_within_
     assert app.sent == [(contract.TASK_SUBMIT, "slow", 0.0)]
     assert report.redriven == 1
     assert rt.leases.expired() == []  # a new lease: the lease path does not send it too
+    assert store.redis.exists(keys.worker_held("w"), keys.worker_reaping("w")) == 0  # sent
     app.sent.clear()
     assert tick(rt, app).redriven == 0 and app.sent == []  # no storm
 
