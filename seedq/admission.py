@@ -10,12 +10,16 @@ the same Lua script that moves the job (``seedq.store._TRANSITION``), so the num
 generations queued or processing at the provider never exceeds the cap.
 
 Slots are leases: each carries an expiry (server time) renewed while the job is seen
-alive. An expired lease means nobody has heard of the job for ``lease_s``: its worker
-died, or a message was lost. The job is then re-driven (its step message sent again,
-which is safe, every step being a compare-and-set); its slot is not given away, since
-its generation may still be running at the provider. A generated job holds no slot, but
-its delivery is leased the same way (``keys.DELIVERING``, last heard of), so a worker
-killed mid-delivery does not leave it generated.
+alive. A slot is first leased for ``SEND_LEASE_S`` only, and for ``lease_s`` once its
+message is sent (``seedq.dispatch.admit_and_send``): a process killed between the two (a
+tick, or the task that freed the slot) leaves the job re-driven within seconds, not
+after a whole lease with no message anywhere. An expired lease means nobody has heard of
+the job for ``lease_s``: its worker died, or a message was lost. The job is then
+re-driven (its step message sent again, which is safe, every step being a
+compare-and-set); its slot is not given away, since its generation may still be running
+at the provider. A generated job holds no slot, but its delivery is leased the same way
+(``keys.DELIVERING``, last heard of), so a worker killed mid-delivery does not leave it
+generated.
 
 Between runs: the highest run priority first; among runs of equal priority, the run
 with the fewest jobs in flight gets the next slot (equal shares), so an urgent run
@@ -44,6 +48,9 @@ from seedq.store import JobStore, decoded
 # job requeued at the head of its queue): the script then stops, and admit reads again,
 # at most this many times per call (what is left is admitted on the next call).
 MAX_READS = 3
+# An admitted job's lease until its message is sent: far longer than a send takes, far
+# shorter than a lease, so a process that died in between costs seconds.
+SEND_LEASE_S = 30.0
 # What a run paused by admission says; Lua's string.format and Python's % agree on it.
 BUDGET_PAUSE = "budget: %.2f committed of %.2f; the next job would cost %.2f"
 
@@ -80,7 +87,8 @@ class Admission:
         self._requeue = store.redis.register_script(load("requeue"))
 
     def admit(self, max_batch: int = 500) -> list[Admitted]:
-        """Take free slots for the best waiting jobs; the caller sends their messages."""
+        """Take free slots for the best waiting jobs, leased for ``SEND_LEASE_S``; the
+        caller sends their messages, then calls :meth:`sent`."""
         admitted: list[Admitted] = []
         for _ in range(MAX_READS):
             limit = min(self.max_in_flight - int(self.redis.zcard(keys.IN_FLIGHT)), max_batch)
@@ -125,7 +133,7 @@ class Admission:
             keys=[keys.ADMISSION_RUNS, keys.IN_FLIGHT, *run_keys, *job_keys],
             args=[
                 self.max_in_flight,
-                self.lease_s,
+                min(self.lease_s, SEND_LEASE_S),
                 max_batch,
                 RunStatus.PAUSED.value,
                 BUDGET_PAUSE,
@@ -137,6 +145,10 @@ class Admission:
         )
         verdict, *flat = [decoded(v) for v in raw]
         return verdict, [Admitted(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def sent(self, admitted: list[Admitted]) -> None:
+        """These admitted jobs' messages are sent: their slots get a whole lease."""
+        self.leases.renew([a.job_id for a in admitted])
 
     def in_flight(self) -> list[str]:
         return [decoded(v) for v in self.redis.zrange(keys.IN_FLIGHT, 0, -1)]

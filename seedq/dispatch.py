@@ -46,4 +46,5 @@ def admit_and_send(admission: Admission, send: Sender) -> int:
     admitted = admission.admit()
     if admitted:
         send(contract.TASK_SUBMIT, [{"run_id": a.run_id, "job_id": a.job_id} for a in admitted])
+        admission.sent(admitted)  # not before: a send that never happened is re-driven soon
     return len(admitted)

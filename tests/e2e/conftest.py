@@ -243,10 +243,39 @@ class Cluster:
             return f"(store unreachable: {exc})"
         fields = ("state", "failed_step", "error", "last_error", "send_settled", "generation_id")
         return "\n".join(
-            f"  {job_id}: " + ", ".join(f"{f}={r[f]!r}" for f in fields if r.get(f))
+            f"  {job_id}: "
+            + ", ".join(f"{f}={r[f]!r}" for f in fields if r.get(f))
+            + self._whereabouts(job_id, r.get("run_id", ""))
             for job_id, r in records.items()
             if r.get("state") != "delivered"
         )
+
+    def _whereabouts(self, job_id: str, run_id: str) -> str:
+        """Where a job stuck in a test is: its slot's and delivery's leases (seconds from
+        now), its place in its run's queue, and which worker processes hold a message
+        of it: what tells a lost message from a slow one."""
+        try:
+            now_s = float(self.store.time()[0])
+            slot = self.store.zscore(keys.IN_FLIGHT, job_id)
+            heard = self.store.zscore(keys.DELIVERING, job_id)
+            waiting = self.store.zscore(keys.run_waiting(run_id), job_id) if run_id else None
+            holders = [
+                w.decode()
+                for w in self.store.smembers(keys.WORKERS)
+                if any(
+                    v.decode().endswith(f"|{job_id}")
+                    for v in self.store.hvals(keys.worker_held(w.decode()))
+                )
+            ]
+        except redis.RedisError:
+            return ""
+        parts = [
+            f"slot lease {slot - now_s:+.0f} s" if slot is not None else "no slot",
+            f"delivery heard of {heard - now_s:+.0f} s" if heard is not None else "",
+            "waiting" if waiting is not None else "",
+            f"held by {holders}" if holders else "held by no worker",
+        ]
+        return "; " + ", ".join(p for p in parts if p)
 
     def objects(self) -> dict[str, int]:
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="out/")

@@ -16,9 +16,11 @@ import pytest
 import redis
 
 from provider.client import OxenClient
+from seedq import admission as admission_module
 from seedq import contract, keys
 from seedq.admission import Admission, Admitted
 from seedq.contract import JobState
+from seedq.dispatch import admit_and_send
 from seedq.settings import Settings
 from seedq.store import JobStore
 from storage.local import LocalStorage
@@ -276,6 +278,27 @@ def test_lease_expires_unless_renewed(store: JobStore) -> None:
     adm.leases.renew(["j1", "j2", "not-in-flight"])
     assert adm.leases.expired() == []
     assert store.redis.zscore(keys.IN_FLIGHT, "not-in-flight") is None  # renew adds nothing
+
+
+def test_an_admitted_job_whose_message_was_never_sent_is_redriven_within_the_send_lease(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed between admitting a job and sending its message (a tick, or the
+    task that freed the slot) left the job with a slot and no message for a whole lease;
+    now its slot is leased only briefly until the send, and a whole lease after it."""
+    monkeypatch.setattr(admission_module, "SEND_LEASE_S", 0.3)
+    rt = runtime(store, tmp_path, FakeProvider(), lease_s=60.0)
+    make_run(store, "run", ["lost", "sent"])
+    lost = rt.admission.admit(max_batch=1)  # and then the process died
+    assert [a.job_id for a in lost] == ["lost"]
+    app = Recorder()
+    assert admit_and_send(rt.admission, app) == 1
+    assert app.sent == [(contract.TASK_SUBMIT, "run", "sent")]
+
+    time.sleep(0.4)
+    app.sent.clear()
+    redrive_expired(rt, app, TickReport())
+    assert app.sent == [(contract.TASK_SUBMIT, "run", "lost")]  # "sent" holds a whole lease
 
 
 def test_leases_extended_for_a_countdown_are_never_cut_short(store: JobStore) -> None:
