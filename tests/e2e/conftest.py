@@ -28,6 +28,7 @@ import redis
 from PIL import Image
 
 from seedq import keys
+from seedq.store import decoded
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
 from worker.verify import verify_video
@@ -260,11 +261,11 @@ class Cluster:
             heard = self.store.zscore(keys.DELIVERING, job_id)
             waiting = self.store.zscore(keys.run_waiting(run_id), job_id) if run_id else None
             holders = [
-                w.decode()
+                decoded(w)
                 for w in self.store.smembers(keys.WORKERS)
                 if any(
-                    v.decode().endswith(f"|{job_id}")
-                    for v in self.store.hvals(keys.worker_held(w.decode()))
+                    decoded(v).endswith(f"|{job_id}")
+                    for v in self.store.hvals(keys.worker_held(decoded(w)))
                 )
             ]
         except redis.RedisError:
