@@ -54,6 +54,7 @@ REDRIVE = {
 }
 # The state of a job whose message a dead worker process held -> the task to send again.
 TAKE_OVER = {**REDRIVE, JobState.GENERATED: contract.TASK_DELIVER}
+REDRIVEN_NAMED = 20  # a dead worker's jobs named in its log line, at most
 # What the sweep reads of a stuck job to know whether its track step would act now.
 _STUCK_FIELDS = ("stuck_generation_id", "retry_refused_of")
 
@@ -113,10 +114,12 @@ def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
         rt.leases.touch_deliveries(ids, ahead_s=countdown_s)
         _send(send, task, jobs, countdown_s)
     rt.leases.forget_reaped(reaped)  # only now: a tick that died before sent nothing
+    redriven = [f"{job_id} ({task})" for (task, _), jobs in by_send.items() for _, job_id in jobs]
     log.warning(
-        "worker process(es) %s stopped beating: %d job(s) re-driven",
+        "worker process(es) %s stopped beating: %d job(s) re-driven: %s",
         ", ".join(reaped.workers),
-        sum(len(jobs) for jobs in by_send.values()),
+        len(redriven),
+        ", ".join(redriven[:REDRIVEN_NAMED]) + (" ..." if len(redriven) > REDRIVEN_NAMED else ""),
     )
 
 
