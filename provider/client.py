@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from provider import errors as e
 from provider.classify import classify_exception, classify_response
-from provider.download import check_download, write_capped
+from provider.download import Deadline, check_download, write_capped
 from provider.guard import Resolver, guarded_client, resolve_host
 from provider.models import (
     COMPLETED_EVENT,
@@ -55,7 +55,7 @@ from provider.wire import (
 )
 from seedq.errors import ConfigError
 from seedq.modelinfo import ModelInfo
-from seedq.settings import Settings
+from seedq.settings import DEFAULT_DOWNLOAD_DEADLINE_S, Settings
 
 USER_AGENT = "seedq/0.1"
 CONNECT_TIMEOUT_S = 5.0
@@ -81,6 +81,7 @@ class OxenClient:
         timeout_s: float = 30.0,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         generate_timeout_s: float = GENERATE_TIMEOUT_S,
+        download_deadline_s: float = DEFAULT_DOWNLOAD_DEADLINE_S,
         max_connections: int = 10,
         transport: httpx.BaseTransport | None = None,
         allow_private_urls: bool = False,
@@ -90,6 +91,7 @@ class OxenClient:
         self.base_url = api_root(base_url)
         self.timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self.generate_timeout = httpx.Timeout(generate_timeout_s, connect=self.timeout.connect)
+        self.download_deadline_s = download_deadline_s
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         limits = httpx.Limits(
@@ -123,6 +125,7 @@ class OxenClient:
             settings.provider_url,
             settings.oxen_api_key,
             timeout_s=settings.http_timeout_s,
+            download_deadline_s=settings.download_deadline_s,
             transport=transport,
             allow_private_urls=settings.allow_private_urls,
         )
@@ -374,18 +377,20 @@ class OxenClient:
         Written to a sibling ``.part`` file and renamed, so ``dest`` is never half a
         video. Never sends the API key. Raises ResultUrlExpired (refresh via get()),
         ResultTooLarge above ``max_bytes``, RefusedUrl for a URL or redirect hop the
-        guard refuses (:mod:`provider.guard`), or a transient error.
+        guard refuses (:mod:`provider.guard`), or a transient error: ProviderTimeout
+        too when the whole takes longer than ``download_deadline_s``.
         """
         if urlsplit(url).scheme not in ("http", "https"):
             raise e.InvalidRequest("result URL is not http(s)", error_type="invalid_result_url")
         self._count("download")
         part = dest.with_name(f".{dest.name}.part")
+        deadline = Deadline.start(self.download_deadline_s)
         timeout = self.timeout if timeout_s is None else httpx.Timeout(timeout_s)
         try:
             # Another client than the API's: no base URL, no auth header, ever.
-            with self._files.stream("GET", url, timeout=timeout) as response:
+            with self._files.stream("GET", url, timeout=deadline.timeout(timeout)) as response:
                 check_download(response, max_bytes, self._secrets())
-                written = write_capped(response, part, max_bytes)
+                written = write_capped(response, part, max_bytes, deadline)
             os.replace(part, dest)
             return written
         except BaseException as exc:
@@ -393,6 +398,8 @@ class OxenClient:
                 part.unlink()
             if isinstance(exc, e.ProviderError):
                 raise
+            if isinstance(exc, httpx.TimeoutException):
+                deadline.check()  # a wait cut short by the deadline: name the deadline
             if isinstance(exc, httpx.HTTPError | OSError):
                 raise classify_exception(exc, secrets=self._secrets()) from None
             raise

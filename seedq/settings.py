@@ -18,6 +18,8 @@ from seedq.errors import ConfigError
 
 DEFAULT_MODEL = "bytedance-seedance-2-0-image-to-video"
 DEFAULT_PROVIDER_URL = "https://hub.oxen.ai"
+# The whole of one result download: the 2 GiB cap at 3.6 MB/s, a 30 MB clip at 50 kB/s.
+DEFAULT_DOWNLOAD_DEADLINE_S = 600.0
 
 
 class Settings(BaseSettings):
@@ -88,6 +90,12 @@ class Settings(BaseSettings):
     )
     max_video_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Largest result file downloaded."
+    )
+    download_deadline_s: float = Field(
+        default=DEFAULT_DOWNLOAD_DEADLINE_S,
+        gt=0,
+        description="Longest one result download may take in all, however it trickles; "
+        "past it the delivery is retried later.",
     )
     verify_tolerance_s: float = Field(
         default=1.0, ge=0, description="Allowed gap between requested and actual duration."

@@ -1,7 +1,8 @@
 """Is the downloaded file a playable video, and how does it differ from the request?
 
-Two halves: :func:`probe_video` opens the file with PyAV and decodes every video frame
-(the impure edge; any decoder failure is :class:`~worker.errors.InvalidVideo`), and
+Two halves: :func:`probe_video` opens the file with PyAV, checks the stream's metadata
+against a clip's bounds, reads every packet and decodes a bounded prefix (the impure
+edge; any failure is :class:`~worker.errors.InvalidVideo`), and
 :func:`video_warnings` compares what was found with the request (pure, and where the
 rules live).
 
@@ -10,6 +11,13 @@ video fails (and even that one is kept, in quarantine: ``worker.delivery``). Eve
 difference from the request (duration, resolution, aspect ratio, an audio track asked
 for or not) is a *warning*: the clip is delivered, and the warning is recorded in the
 job, its sidecar and the reports. Nothing here ever turns a difference into a failure.
+
+Cost rule: a probe's CPU is bounded whatever the file holds. A frame above
+:data:`MAX_FRAME_PIXELS` or a stream of more than :data:`MAX_FRAMES` frames is no clip
+but a decompression bomb, refused from the container's metadata before anything is
+decoded (and kept in quarantine like any unplayable file). Every packet is read (so a
+truncated file is caught), but only the first :func:`sample_frames` are decoded: a
+frame that is damaged later in an intact file is not noticed, the price of the bound.
 
 Resolution rule: the short side equals the class (480/720/1080/2160 px), or the pixel
 count is within :data:`AREA_TOLERANCE` of the class's 16:9 frame. The second arm is for
@@ -132,9 +140,33 @@ def _audio_reason(has_audio: bool, wanted: bool) -> str | None:
 # Decoder failures on a file we did not make: any of these is a property of the file.
 _DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError, IndexError)
 
+# Bounds of a clip, checked from the container's metadata before anything is decoded.
+# The largest class (4k, 21:9) is 5040x2160, 10.9 MP; a frame above MAX_FRAME_PIXELS
+# or a side above MAX_SIDE_PX is not a clip but a decompression bomb.
+MAX_SIDE_PX = 8192
+MAX_FRAME_PIXELS = 4096 * 4096
+MAX_FRAMES = 10_000  # 15 s at 60 fps is 900; 7 minutes at 24 fps
+# What is decoded: a prefix of at most this many frames, fewer when they are large, so a
+# probe decodes at most ~50 MP (24 frames of 1080p; 4 of 4k) whatever the file holds.
+SAMPLE_FRAMES = 24
+SAMPLE_PIXELS = SAMPLE_FRAMES * 1920 * 1080
+_DECODER_OPTIONS = {"max_pixels": str(MAX_FRAME_PIXELS)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What one pass over the video stream's packets found."""
+
+    packets: int
+    decoded: int
+    damaged: int
+    duration_s: float
+
 
 def probe_video(path: Path) -> VideoInfo:
-    """Open ``path`` and decode every video frame; InvalidVideo if anything fails."""
+    """Open ``path``, check the stream's metadata, read every packet and decode a bounded
+    prefix; InvalidVideo if anything fails. The cost is bounded by the file's size (every
+    packet is read, none past the sample decoded), never by what the file claims to hold."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -142,28 +174,26 @@ def probe_video(path: Path) -> VideoInfo:
     if size == 0:
         raise InvalidVideo("the video file is empty")
     try:
-        with av.open(str(path), mode="r") as container:
+        # Opening decodes a frame or two to fill in the stream's facts: max_pixels makes
+        # that decoder refuse a huge frame too, instead of spending a second on it.
+        with av.open(str(path), mode="r", options=_DECODER_OPTIONS) as container:
             if not container.streams.video:
                 raise InvalidVideo("the file has no video stream")
             stream = container.streams.video[0]
-            # One decoding thread: a worker verifies many clips at once, and frame or
-            # slice threads cost a third more CPU per clip for no gain in throughput.
-            stream.codec_context.thread_count = 1
-            codec = stream.codec_context.name
+            codec, width, height, declared = _check_metadata(stream)
             has_audio = bool(container.streams.audio)
-            width, height = stream.codec_context.width, stream.codec_context.height
-            declared = stream.frames
-            frames, duration_s = _decode_all(container, stream)
+            scan = _scan(container, stream, sample_frames(width, height))
     except InvalidVideo:
         raise
     except _DECODE_ERRORS as exc:
         raise InvalidVideo(f"the file does not decode as a video: {_av_reason(exc)}") from exc
-    if frames == 0:
+    if scan.damaged or (declared and scan.packets < declared):
+        whole, expected = scan.packets - scan.damaged, declared or scan.packets
+        raise InvalidVideo(f"only {whole} of {expected} frames are whole (truncated?)")
+    if scan.decoded == 0:
         raise InvalidVideo("the video stream has no decodable frame")
-    if declared and frames < declared:
-        raise InvalidVideo(f"only {frames} of {declared} frames decode (truncated?)")
     return VideoInfo(
-        duration_s=duration_s,
+        duration_s=scan.duration_s,
         width=width,
         height=height,
         has_audio=has_audio,
@@ -172,31 +202,74 @@ def probe_video(path: Path) -> VideoInfo:
     )
 
 
-def _decode_all(container: Any, stream: Any) -> tuple[int, float]:
-    """Decode every frame; the count and the time from the first frame to the end of the
-    last, measured from the frames themselves so a lying header cannot stretch it."""
+def frame_size_problem(width: int, height: int) -> str | None:
+    """Why a clip cannot be ``width`` x ``height``, or None when it can."""
+    if width <= 0 or height <= 0:
+        return "the video stream declares no frame size"
+    if max(width, height) > MAX_SIDE_PX or width * height > MAX_FRAME_PIXELS:
+        return (
+            f"frame size {width}x{height} ({width * height / 1e6:.1f} MP) is above the "
+            f"{MAX_FRAME_PIXELS / 1e6:.1f} MP (and {MAX_SIDE_PX} px a side) a clip can have"
+        )
+    return None
+
+
+def sample_frames(width: int, height: int) -> int:
+    """How many frames to decode: SAMPLE_FRAMES, fewer when they are large, at least 1."""
+    return max(1, min(SAMPLE_FRAMES, SAMPLE_PIXELS // max(1, width * height)))
+
+
+def _check_metadata(stream: Any) -> tuple[str, int, int, int]:
+    """The codec, size and declared frame count, from the container alone (nothing is
+    decoded yet); InvalidVideo when they are out of a clip's bounds."""
+    context = stream.codec_context
+    width, height = context.width, context.height
+    problem = frame_size_problem(width, height)
+    if problem:
+        raise InvalidVideo(problem)
+    declared = stream.frames or 0
+    if declared > MAX_FRAMES:
+        raise InvalidVideo(f"the video declares {declared} frames, above the {MAX_FRAMES} cap")
+    # One decoding thread: a worker verifies many clips at once, and frame or slice
+    # threads cost a third more CPU per clip for no gain in throughput. max_pixels makes
+    # the decoder itself refuse a frame larger than the container said (a lying header).
+    context.thread_count = 1
+    context.options = dict(_DECODER_OPTIONS)
+    return context.name, width, height, declared
+
+
+def _scan(container: Any, stream: Any, sample: int) -> _Scan:
+    """Read every packet of ``stream`` (a truncated file shows as missing or damaged
+    packets) and decode only the first ``sample``. The duration runs from the first
+    timestamp to the end of the last, from the packets themselves, so a lying header
+    cannot stretch it. Timestamps stay integers in their time base until the end."""
     rate = stream.average_rate or stream.guessed_rate
     frame_s = Fraction(1) / rate if rate else Fraction(0)
-    frames = 0
-    # Timestamps are kept as integers in their time base and turned into seconds once:
-    # exact fractions per frame cost more CPU than the decoding of a small frame.
+    packets = decoded = damaged = 0
     first: int | None = None
     last = 0
-    time_base = None
-    for frame in container.decode(stream):
-        frames += 1
-        pts = frame.pts
-        if pts is None or frame.time_base is None:
-            continue
-        if time_base is None:
-            time_base = frame.time_base
-        if first is None or pts < first:
-            first = pts
-        if pts > last:
-            last = pts
-    if first is None or time_base is None:  # no timestamps at all: fall back on the rate
-        return frames, float(frames * frame_s)
-    return frames, float((last - first) * time_base + frame_s)
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream marker, not a frame
+        packets += 1
+        if packets > MAX_FRAMES:
+            raise InvalidVideo(f"the video has more than {MAX_FRAMES} frames")
+        damaged += bool(packet.is_corrupt)
+        if packets <= sample:
+            decoded += len(_decode(stream, packet))
+        pts = packet.pts
+        if pts is not None:
+            first = pts if first is None else min(first, pts)
+            last = max(last, pts)
+    decoded += len(_decode(stream, None))  # frames the decoder held back for reordering
+    if first is None or stream.time_base is None:  # no timestamps: fall back on the rate
+        return _Scan(packets, decoded, damaged, float(packets * frame_s))
+    return _Scan(packets, decoded, damaged, float((last - first) * stream.time_base + frame_s))
+
+
+def _decode(stream: Any, packet: Any) -> list[Any]:
+    """The frames one packet (None: the end) decodes to: the one place a probe decodes."""
+    return list(stream.decode(packet))
 
 
 def _av_reason(exc: BaseException) -> str:

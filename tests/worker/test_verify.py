@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from worker import verify
 from worker.errors import InvalidVideo
 from worker.verify import VideoInfo, inspect_video, probe_video, verify_video, video_warnings
 
@@ -238,3 +239,100 @@ def test_video_warnings(video: VideoInfo, params: dict[str, Any], expected: list
 def test_duration_tolerance_is_a_parameter(actual_s: float, ok: bool) -> None:
     reasons = video_warnings(facts(duration_s=actual_s), {"duration": 5}, tolerance_s=2.5)
     assert (reasons == []) is ok
+
+
+# --- the cost of a probe is bounded, whatever the file holds (issue 13, finding 8) -------
+
+
+def make_bomb(path: Path, *, side: int, frames: int) -> Path:
+    """``frames`` copies of one encoded all-black ``side`` x ``side`` frame: one encode
+    however many frames, while every copy costs a full decode."""
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "51"}
+        black = av.VideoFrame(side, side, "yuv420p")
+        for plane in black.planes:
+            plane.update(bytes(plane.buffer_size))
+        black.pts, black.time_base = 0, Fraction(1, FPS)
+        (data,) = [bytes(p) for p in [*stream.encode(black), *stream.encode(None)]]
+        for i in range(frames):
+            packet = av.Packet(data)
+            packet.stream, packet.pts, packet.dts = stream, i, i
+            packet.time_base, packet.is_keyframe = Fraction(1, FPS), True
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many frames each probe decodes, counted where it decodes."""
+    counts: list[int] = []
+    real = verify._decode
+
+    def counting(stream: Any, packet: Any) -> list[Any]:
+        frames = real(stream, packet)
+        counts.append(len(frames))
+        return frames
+
+    monkeypatch.setattr(verify, "_decode", counting)
+    return counts
+
+
+def test_an_oversized_frame_is_refused_before_anything_is_decoded(
+    tmp_path: Path, decoded: list[int]
+) -> None:
+    """30 frames of 8192x8192: before the fix every one was decoded (1.3 s of CPU) and
+    the file passed. Now the metadata refuses it, and the probe decodes nothing."""
+    bomb = make_bomb(tmp_path / "bomb.mp4", side=8192, frames=30)
+    with pytest.raises(InvalidVideo, match=r"frame size 8192x8192 \(67.1 MP\) is above"):
+        probe_video(bomb)
+    assert sum(decoded) == 0
+
+
+def test_a_long_video_decodes_a_bounded_sample(tmp_path: Path, decoded: list[int]) -> None:
+    """Every packet is read (the duration and truncation checks see them all), only the
+    first SAMPLE_FRAMES are decoded."""
+    frames = verify.SAMPLE_FRAMES * 4
+    info = probe_video(make_bomb(tmp_path / "long.mp4", side=64, frames=frames))
+    assert sum(decoded) == verify.SAMPLE_FRAMES
+    assert info.duration_s == pytest.approx(frames / FPS)
+
+
+def test_large_frames_decode_fewer(tmp_path: Path, decoded: list[int]) -> None:
+    side = 2048  # 4.2 MP a frame: the pixel budget allows 11 of them
+    probe_video(make_bomb(tmp_path / "big.mp4", side=side, frames=verify.SAMPLE_FRAMES))
+    assert sum(decoded) == verify.sample_frames(side, side) == 11
+
+
+def test_too_many_declared_frames_are_refused_before_decoding(
+    videos: dict[str, Path], decoded: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(verify, "MAX_FRAMES", 10)
+    with pytest.raises(InvalidVideo, match="declares 20 frames, above the 10 cap"):
+        probe_video(videos["480p-16:9-4s"])
+    assert sum(decoded) == 0
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "problem"),
+    [
+        (5040, 2160, None),  # 4k 21:9, the largest class
+        (2160, 3840, None),
+        (8192, 64, None),  # long, but few pixels
+        (4097, 4096, "is above the 16.8 MP"),
+        (8193, 16, "8192 px a side"),
+        (0, 480, "no frame size"),
+    ],
+)
+def test_frame_size_bounds(width: int, height: int, problem: str | None) -> None:
+    found = verify.frame_size_problem(width, height)
+    assert found is None if problem is None else (found is not None and problem in found)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "frames"),
+    [(64, 64, 24), (1920, 1080, 24), (3840, 2160, 6), (5040, 2160, 4), (4096, 4096, 2)],
+)
+def test_sample_frames(width: int, height: int, frames: int) -> None:
+    assert verify.sample_frames(width, height) == frames
