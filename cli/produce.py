@@ -47,6 +47,8 @@ def read_options(settings: Settings, sets: list[str], model: str | None) -> Read
         model_override=model,
         allow_private_urls=settings.allow_private_urls,
         max_manifest_bytes=settings.max_manifest_bytes,
+        input_root=settings.input_root,
+        s3_allow=settings.input_s3_grants,
     )
 
 

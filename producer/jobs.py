@@ -16,7 +16,14 @@ from producer.errors import Problem
 from producer.readers import PROVIDER_FIELDS, Header, RawJob
 from producer.values import to_bool, to_duration, to_int, to_text
 from seedq.modelinfo import ModelInfo, check_params
-from seedq.refs import RefError, check_output_key, parse_image_ref, render, template_names
+from seedq.refs import (
+    RefError,
+    S3Grant,
+    check_output_key,
+    parse_image_ref,
+    render,
+    template_names,
+)
 
 DEFAULT_OUTPUT_TEMPLATE = "{id}.mp4"
 TEMPLATED_FIELDS = ("prompt", "input_image", "tail_image_url", "output")
@@ -108,6 +115,8 @@ class JobContext:
     sets: dict[str, Any] = field(default_factory=dict)
     allow_private_urls: bool = False
     used_names: set[str] = field(default_factory=set)
+    input_root: Path | None = None  # where local images must lie; None: base_dir
+    s3_allow: tuple[S3Grant, ...] = ()
 
 
 def _problem(ctx: JobContext, line: int, name: str, message: str) -> Problem:
@@ -162,7 +171,11 @@ def build_job(raw: RawJob, ctx: JobContext) -> JobSpec | list[Problem]:
         if isinstance(params.get(name), str):
             try:
                 params[name] = parse_image_ref(
-                    params[name], base_dir=ctx.base_dir, allow_private=ctx.allow_private_urls
+                    params[name],
+                    base_dir=ctx.base_dir,
+                    allow_private=ctx.allow_private_urls,
+                    root=ctx.input_root,
+                    s3_allow=ctx.s3_allow,
                 ).value
             except RefError as exc:
                 problems.append(_problem(ctx, line, name, str(exc)))

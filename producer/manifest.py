@@ -18,6 +18,7 @@ from producer.errors import Problem
 from producer.jobs import JobContext, JobSpec, build_job
 from producer.readers import Header, iter_csv, load_yaml, manifest_kind, precheck
 from seedq.modelinfo import ModelInfo, UnknownModelError
+from seedq.refs import S3Grant
 
 ModelResolver = Callable[[str], ModelInfo]
 
@@ -31,6 +32,8 @@ class ReadOptions:
     model_override: str | None = None
     allow_private_urls: bool = False
     max_manifest_bytes: int = 256 * 1024 * 1024
+    input_root: Path | None = None  # local images' folder; None: each manifest's own
+    s3_allow: tuple[S3Grant, ...] = ()  # where s3:// inputs may come from; (): nowhere
 
 
 def _digest(text: str) -> bytes:
@@ -77,6 +80,8 @@ def iter_manifest(
         base_dir=path.resolve().parent,
         sets=opts.sets,
         allow_private_urls=opts.allow_private_urls,
+        input_root=opts.input_root,
+        s3_allow=opts.s3_allow,
     )
     pending = sorted(header.problems, key=lambda p: p.line)
     for item in source:

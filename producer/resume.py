@@ -4,7 +4,8 @@ Running a manifest again into the same output directory must not pay again for a
 that is there. The job store knows, while it lasts; the sidecar beside each video knows
 for good (it is written after the video is stored, before the job is marked delivered).
 It proves a job delivered when it names the same job, the same model and parameters
-(the job's fingerprint, recomputed from what the sidecar recorded), came from the same
+(the job's fingerprint, recomputed from what the sidecar recorded, both with their URL
+credentials redacted as a sidecar shows them), came from the same
 provider (a clip of the simulator is no proof for a paid run), and the video beside it
 has the size the sidecar recorded.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from producer.jobs import JobSpec, content_hash
+from seedq.credentials import redacted_params
 
 
 def sidecar_proves_delivered(
@@ -28,7 +30,10 @@ def sidecar_proves_delivered(
     model, params = sidecar.get("model"), sidecar.get("params")
     if not isinstance(model, str) or not isinstance(params, dict):
         return False
-    if content_hash(model, params, job.output_key) != job.fingerprint:
+    # A sidecar shows the parameters with URL credentials redacted: compare them so, on
+    # both sides (an older sidecar that kept a signature redacts the same way).
+    shown = content_hash(job.model, redacted_params(job.params), job.output_key)
+    if content_hash(model, redacted_params(params), job.output_key) != shown:
         return False
     video = sidecar.get("video")
     recorded = video.get("size_bytes") if isinstance(video, dict) else None

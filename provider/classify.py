@@ -19,6 +19,7 @@ import pydantic
 from httpx_sse import SSEError
 
 from provider import errors as e
+from seedq.credentials import redact_credentials
 
 MAX_MESSAGE_CHARS = 300
 _BEARER = re.compile(r"(?i)\bbearer\s+\S+")
@@ -43,7 +44,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
         # Tiny "secrets" would shred ordinary words; real keys are long.
         if len(secret) >= 4:
             text = text.replace(secret, _REDACTED)
-    text = _SPACE.sub(" ", _BEARER.sub("Bearer " + _REDACTED, text)).strip()
+    text = _SPACE.sub(" ", _BEARER.sub("Bearer " + _REDACTED, redact_credentials(text))).strip()
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 

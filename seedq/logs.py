@@ -6,8 +6,8 @@ The run and job ids come from context variables set around each task step
 
 Secrets: settings keep the API key as a SecretStr and provider errors are scrubbed where
 they are made; as a last line of defence, in both formats, every worker log line
-(message and traceback) has each secret of :func:`log_secrets` and any bearer token
-replaced (:func:`use_json`, :func:`use_redaction`).
+(message and traceback) has each secret of :func:`log_secrets`, any bearer token and
+any URL's query credentials replaced (:func:`use_json`, :func:`use_redaction`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from seedq.credentials import REDACTED as REDACTED  # re-exported: tests and callers
+from seedq.credentials import redact_credentials
+
 if TYPE_CHECKING:
     from seedq.settings import Settings
 
 RUN_ID: ContextVar[str | None] = ContextVar("seedq_run_id", default=None)
 JOB_ID: ContextVar[str | None] = ContextVar("seedq_job_id", default=None)
-REDACTED = "[redacted]"
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 MIN_SECRET_CHARS = 4  # shorter "secrets" would shred ordinary words
 # Credentials boto3 reads from the environment (the settings never hold them).
@@ -48,7 +50,8 @@ def log_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
 
 
 class Redactor:
-    """Replaces each secret (raw and JSON-escaped) and any bearer token in a text."""
+    """Replaces each secret (raw and JSON-escaped), any bearer token and the credentials
+    of any URL (:mod:`seedq.credentials`) in a text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = tuple(s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)
@@ -57,7 +60,7 @@ class Redactor:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
             text = text.replace(json.dumps(secret)[1:-1], REDACTED)
-        return _BEARER.sub(r"\g<1>" + REDACTED, text)
+        return redact_credentials(_BEARER.sub(r"\g<1>" + REDACTED, text))
 
 
 @contextmanager

@@ -7,6 +7,7 @@ again by the worker where it resolves and fetches it (DNS can change in between)
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 import unicodedata
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ class RefError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ImageRef:
     kind: RefKind
-    value: str  # the URL, the s3:// URI, or an absolute local path
+    value: str  # the URL, the s3:// URI, or a local file's real path (no symlink in it)
 
 
 def parse_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -140,18 +141,106 @@ def check_http_url(url: str, *, allow_private: bool) -> str:
     return url
 
 
-def check_s3_uri(uri: str) -> str:
+S3_ALLOW_SETTING = "SEEDQ_INPUT_S3_ALLOW"
+INPUT_ROOT_SETTING = "SEEDQ_INPUT_ROOT"
+# S3's rules for a bucket name (lower case; dots and hyphens inside), so an allowlist
+# entry can only ever name one bucket, never a host, a port or a user.
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Grant:
+    """One entry of ``SEEDQ_INPUT_S3_ALLOW``: a whole bucket, or one folder of it."""
+
+    bucket: str
+    prefix: str = ""  # no leading or trailing /; "" for the whole bucket
+
+    def covers(self, bucket: str, key: str) -> bool:
+        # A folder, not a string prefix: "in" covers in/a.png, never inside/a.png.
+        return bucket == self.bucket and (not self.prefix or key.startswith(self.prefix + "/"))
+
+    def __str__(self) -> str:
+        return f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+
+
+def _plain_key(key: str) -> bool:
+    """No empty, ``.`` or ``..`` segment: some S3-compatible servers normalise those, so
+    ``in/../secret.png`` could reach outside the folder a grant names."""
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def parse_s3_allow(text: str) -> tuple[S3Grant, ...]:
+    """The grants of a comma-separated ``bucket`` or ``bucket/prefix`` list."""
+    grants = []
+    for entry in text.split(","):
+        cleaned = entry.strip().removeprefix("s3://").strip("/")
+        if not cleaned:
+            continue
+        bucket, _, prefix = cleaned.partition("/")
+        if not _S3_BUCKET.match(bucket):
+            raise RefError(f"{entry.strip()!r}: {bucket!r} is not an S3 bucket name")
+        if prefix and not _plain_key(prefix):
+            raise RefError(f"{entry.strip()!r}: the prefix has an empty, . or .. segment")
+        grants.append(S3Grant(bucket, prefix))
+    return tuple(grants)
+
+
+def check_s3_uri(uri: str, allow: tuple[S3Grant, ...] = ()) -> str:
+    """An ``s3://bucket/key`` input under one of the ``allow`` grants.
+
+    The worker presigns an s3:// input with its own credentials and hands the link to
+    the provider, so a manifest could otherwise have any object those credentials
+    read (another run's clips, a backup) fetched by a third party.
+    """
     parts = urlsplit(uri)
-    if not parts.netloc or not parts.path.strip("/"):
+    key = parts.path[1:]
+    if not parts.netloc or not key.strip("/"):
         raise RefError("s3 URI must be s3://bucket/key")
+    if parts.query or parts.fragment:
+        raise RefError("s3 URI must not have a ? or # part")
+    if not _plain_key(key):
+        raise RefError("s3 key must not have an empty, . or .. segment")
+    if not allow:
+        raise RefError(
+            f"s3:// inputs are refused: {S3_ALLOW_SETTING} is empty; set it to the buckets "
+            "(bucket or bucket/prefix, comma-separated) input images may come from"
+        )
+    if not any(grant.covers(parts.netloc, key) for grant in allow):
+        allowed = ", ".join(str(g) for g in allow)
+        raise RefError(f"s3://{parts.netloc}/{key} is outside {S3_ALLOW_SETTING} ({allowed})")
     return uri
 
 
-def parse_image_ref(raw: str, *, base_dir: Path, allow_private: bool) -> ImageRef:
+def _confined(path: Path, root: Path) -> Path:
+    """``path``'s real location (every symlink resolved), refused outside ``root``."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        raise RefError("local image path cannot be resolved (a symbolic link loop?)") from None
+    if not real.is_relative_to(root.resolve()):
+        raise RefError(
+            f"local image is outside {root} (a .. or a symbolic link leads out of it; "
+            f"{INPUT_ROOT_SETTING} sets another folder)"
+        )
+    return real
+
+
+def parse_image_ref(
+    raw: str,
+    *,
+    base_dir: Path,
+    allow_private: bool,
+    root: Path | None = None,
+    s3_allow: tuple[S3Grant, ...] = (),
+) -> ImageRef:
     """Classify and check an ``input_image``/``tail_image_url`` value.
 
-    Local paths are relative to the manifest's folder and must name a readable image
-    file no larger than the provider's 30 MB limit.
+    Local paths are relative to the manifest's folder, must stay inside ``root`` (the
+    manifest's folder when None) once every ``..`` and symlink is resolved, and must
+    name a readable image file no larger than the provider's 30 MB limit. The value
+    kept is that real path: the worker opens it following no symlink at all
+    (``worker.input_files``), so nothing swapped in after this check is read.
+    s3:// URIs must be under one of ``s3_allow`` (:func:`check_s3_uri`).
     """
     text = raw.strip()
     if any(unicodedata.category(ch) == "Cc" for ch in text):
@@ -160,21 +249,27 @@ def parse_image_ref(raw: str, *, base_dir: Path, allow_private: bool) -> ImageRe
     if scheme in ("http", "https"):
         return ImageRef("url", check_http_url(text, allow_private=allow_private))
     if scheme == "s3":
-        return ImageRef("s3", check_s3_uri(text))
+        return ImageRef("s3", check_s3_uri(text, s3_allow))
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
         raise RefError(f"unsupported scheme {scheme!r}: use http(s), s3:// or a local path")
-    path = (base_dir / text).expanduser()
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if Path(text).is_absolute() or text.startswith(("~", "/", "\\")):
+        raise RefError("local image must be a path relative to the manifest's folder")
+    if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
         raise RefError("local image must be .jpg, .jpeg, .png or .webp")
+    # Confined before anything else is said about it: a manifest must not learn which
+    # files exist outside its folder from the errors.
+    real = _confined(base_dir / text, base_dir if root is None else root)
+    if real.suffix.lower() not in IMAGE_SUFFIXES:
+        raise RefError("local image must be .jpg, .jpeg, .png or .webp (so must its link's target)")
     try:
-        size = path.stat().st_size
+        size = real.stat().st_size
     except OSError:
         raise RefError(f"no such file: {text}") from None
-    if not path.is_file():
+    if not real.is_file():
         raise RefError(f"not a file: {text}")
     if size > MAX_IMAGE_BYTES:
         raise RefError(f"image is {size} bytes; the provider takes at most 30 MB")
-    return ImageRef("file", str(path.resolve()))
+    return ImageRef("file", str(real))
 
 
 def check_output_key(key: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from seedq.billing import BILLED, PENDING, UNKNOWN, billing_status
 from seedq.contract import JobState
+from seedq.credentials import redact_credentials
 from seedq.store import JobStore, RunInfo
 
 FORMATS = ("jsonl", "csv", "html")
@@ -104,7 +105,7 @@ def row_of(job_id: str, raw: dict[str, str]) -> ReportRow:
         submitted_at=_num(raw, "submitted_at"),
         generated_at=_num(raw, "generated_at"),
         delivered_at=_num(raw, "delivered_at"),
-        error=raw.get("error") or raw.get("last_error", ""),
+        error=redact_credentials(raw.get("error") or raw.get("last_error", "")),
         prompt=str(dict(spec.get("params") or {}).get("prompt", "")),
     )
 

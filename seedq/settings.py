@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from seedq.errors import ConfigError
+from seedq.refs import S3Grant, parse_s3_allow
 
 DEFAULT_MODEL = "bytedance-seedance-2-0-image-to-video"
 DEFAULT_PROVIDER_URL = "https://hub.oxen.ai"
@@ -70,6 +71,30 @@ class Settings(BaseSettings):
         description="Let loopback/private/link-local image URLs through (local testing only).",
     )
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one provider call.")
+    input_root: Path | None = Field(
+        default=None,
+        description="Folder local input images must lie in (symlinks resolved); unset: "
+        "the manifest's own folder.",
+    )
+    input_s3_allow: str = Field(
+        default="",
+        description="Buckets s3:// input images may come from, comma-separated `bucket` or "
+        "`bucket/prefix`; empty: s3:// inputs are refused.",
+    )
+    # How long a presigned input link lives. The provider fetches the image when the
+    # generation starts; our in-flight cap keeps that within minutes of the enqueue, the
+    # generation itself takes 5-15 min, and one still processing after stuck_after_s
+    # (45 min) is killed and sent again with a fresh link. Two hours covers a provider
+    # queue of over an hour on top; a link that expired before a slow start costs one
+    # retry, one that lives longer is one more hour a leaked link (the provider's logs,
+    # its echo of the parameters) reads the object.
+    input_url_expires_s: int = Field(
+        default=2 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Lifetime of the presigned URLs of input images given to the provider.",
+    )
+
     max_manifest_bytes: int = Field(
         default=256 * 1024 * 1024, gt=0, description="Largest manifest file accepted."
     )
@@ -183,6 +208,21 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("input_s3_allow")
+    @classmethod
+    def _grants_parse(cls, value: str) -> str:
+        parse_s3_allow(value)  # a bad entry stops the process at start, naming the entry
+        return value
+
+    @field_validator("input_root", mode="before")
+    @classmethod
+    def _blank_root_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def input_s3_grants(self) -> tuple[S3Grant, ...]:
+        return parse_s3_allow(self.input_s3_allow)
 
     @property
     def output_is_s3(self) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 from provider.errors import ResultUrlExpired
 from seedq.billing import billing_status
 from seedq.contract import JobState
+from seedq.credentials import redacted_params
 from seedq.modelinfo import billed_seconds, estimate_cost
 from storage.base import sha256_file
 from worker.errors import InvalidVideo
@@ -169,7 +170,8 @@ def sidecar(
         # Whose clip this is: a rerun into the same folder skips it only for the same
         # provider (producer.resume), never taking a simulator's clip for a paid one.
         "provider": rt.settings.provider_url.rstrip("/"),
-        "params": job.params,
+        # The spec keeps a presigned input URL whole, for a resend; shown, never.
+        "params": redacted_params(job.params),
         "source": {"manifest": job.spec.get("source"), "line": job.spec.get("line")},
         "generation_id": job.generation_id,
         "timings": {

@@ -1,9 +1,9 @@
 """Finding the generation of a job whose enqueue may or may not have reached the
 provider: pure matching of the provider's list against what the job sent.
 
-What the job sent is kept (``sent_params``) without the signature and session token of
-its presigned input URLs (:func:`kept_params`): those are credentials, and the rest of
-the URL (object, credential scope, date to the second) still tells one send from another.
+What the job sent is kept (``sent_params``) without the credentials of its presigned
+input URLs (:func:`kept_params`, :data:`seedq.credentials.CREDENTIAL_PARAMS`): the rest
+of the URL (object, date to the second, expiry) still tells one send from another.
 """
 
 from __future__ import annotations
@@ -12,32 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from provider.models import Generation
+from seedq.credentials import strip_credentials
 
 # How far before the recorded start an enqueued_at may lie (clock skew, whole seconds).
 SKEW_S = 5.0
-# Query parameters of presigned URLs that are (or prove) credentials: S3 SigV4 and V2, GCS.
-SIGNATURE_PARAMS = frozenset(
-    {"x-amz-signature", "x-amz-security-token", "signature", "x-goog-signature"}
-)
-
-
-def without_signature(url: str) -> str:
-    """``url`` without its signature and session-token query parameters; the others are
-    kept byte for byte, so both sides of a comparison strip the same way."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    pairs = parts.query.split("&")
-    kept = [p for p in pairs if unquote(p.split("=", 1)[0]).lower() not in SIGNATURE_PARAMS]
-    return url if len(kept) == len(pairs) else urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def kept_params(params: dict[str, Any]) -> dict[str, Any]:
     """The parameters of an enqueue as the job store keeps them (no URL credentials)."""
-    return {k: without_signature(v) if isinstance(v, str) else v for k, v in params.items()}
+    return {k: strip_credentials(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 class Verdict(StrEnum):
@@ -60,7 +45,7 @@ def _same(sent: Any, echoed: Any) -> bool:
         return float(sent) == float(echoed)
     if isinstance(sent, str) and isinstance(echoed, str):
         # A record kept by kept_params never has the signature; an older one may.
-        return without_signature(sent) == without_signature(echoed)
+        return strip_credentials(sent) == strip_credentials(echoed)
     return bool(sent == echoed)
 
 

@@ -165,6 +165,8 @@ def _read_options(schedule: Schedule, settings: Settings) -> ReadOptions:
         model_override=schedule.model,
         allow_private_urls=settings.allow_private_urls,
         max_manifest_bytes=settings.max_manifest_bytes,
+        input_root=settings.input_root,
+        s3_allow=settings.input_s3_grants,
     )
 
 

@@ -19,7 +19,7 @@ from seedq.budget import admitted_may_start
 from seedq.contract import ADMITTING, TASK_SUBMIT, JobState
 from worker.errors import RunPaused
 from worker.history import PAGE_SIZE, read_on, window_start
-from worker.inputs import publish_inputs
+from worker.inputs import InputRules, publish_inputs
 from worker.job import DONE, Job, Next
 from worker.reconcile import Reconciled, Verdict, kept_params, matches, reconcile
 from worker.retention import delivered_before
@@ -69,7 +69,7 @@ def submit_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     wait = wait_turn(rt.submit_throttle)
     if wait > 0:
         return Next(TASK_SUBMIT, wait)  # the global enqueue budget is spent for now
-    sent = publish_inputs(job.params, rt.publisher)
+    sent = publish_inputs(job.params, rt.publisher, InputRules.from_settings(rt.settings))
     moved = rt.store.move(
         job_id,
         run_id,

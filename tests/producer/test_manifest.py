@@ -10,6 +10,7 @@ import pytest
 
 from producer.errors import Problem
 from producer.jobs import JobSpec
+from seedq.refs import parse_s3_allow
 
 Parse = Callable[..., tuple[list[JobSpec], list[Problem]]]
 Write = Callable[[str, str | bytes], Path]
@@ -333,11 +334,50 @@ def test_s3_and_url_images_pass(write: Write, parse: Parse) -> None:
             "m.csv",
             "prompt,input_image,tail_image_url\n"
             "p,s3://bucket/in/a.png,https://cdn.example.com/b.png\n",
-        )
+        ),
+        s3_allow=parse_s3_allow("bucket/in"),
     )
     assert problems == []
     assert jobs[0].params["input_image"] == "s3://bucket/in/a.png"
     assert jobs[0].params["tail_image_url"] == "https://cdn.example.com/b.png"
+
+
+def test_unsafe_image_refs_are_row_numbered_problems(
+    write: Write, parse: Parse, tmp_path: Path
+) -> None:
+    (tmp_path / "images" / "y.png").symlink_to(tmp_path.parent)
+    jobs, problems = parse(
+        write(
+            "m.csv",
+            "prompt,input_image,tail_image_url\n"
+            "p,s3://outputs-bkt/run/clip.mp4,\n"
+            f"p,{tmp_path / 'images' / 'a.png'},\n"
+            "p,images/a.png,../../etc/hosts.png\n"
+            "p,images/y.png,s3://inputs-bkt/in/b.png\n",
+        ),
+        s3_allow=parse_s3_allow("inputs-bkt/in"),
+    )
+    assert jobs == []
+    shown = [str(p).removeprefix(f"{tmp_path}/") for p in problems]
+    assert shown[0].startswith("m.csv:2: input_image: s3://outputs-bkt/run/clip.mp4 is outside")
+    assert "SEEDQ_INPUT_S3_ALLOW (inputs-bkt/in)" in shown[0]
+    assert (
+        shown[1]
+        == "m.csv:3: input_image: local image must be a path relative to the manifest's folder"
+    )
+    assert shown[2].startswith("m.csv:4: tail_image_url: local image is outside")
+    assert shown[3].startswith("m.csv:5: input_image: local image")
+    assert len(shown) == 4
+
+
+def test_s3_images_are_refused_without_an_allowlist(
+    write: Write, parse: Parse, tmp_path: Path
+) -> None:
+    _, problems = parse(write("m.csv", "prompt,input_image\np,s3://bucket/in/a.png\n"))
+    assert [str(p).removeprefix(f"{tmp_path}/") for p in problems] == [
+        "m.csv:2: input_image: s3:// inputs are refused: SEEDQ_INPUT_S3_ALLOW is empty; set it "
+        "to the buckets (bucket or bucket/prefix, comma-separated) input images may come from"
+    ]
 
 
 def test_private_urls_allowed_by_setting(write: Write, parse: Parse) -> None:

@@ -6,11 +6,13 @@ import pytest
 from PIL import Image
 
 from seedq.refs import (
+    ImageRef,
     RefError,
     check_http_url,
     check_output_key,
     is_private_address,
     parse_image_ref,
+    parse_s3_allow,
     render,
     template_names,
 )
@@ -188,9 +190,11 @@ def test_local_image_refs(tmp_path: Path) -> None:
     ref = parse_image_ref("a.png", base_dir=tmp_path, allow_private=False)
     assert ref.kind == "file"
     assert ref.value == str((tmp_path / "a.png").resolve())
-    assert (
-        parse_image_ref("s3://bucket/k/a.png", base_dir=tmp_path, allow_private=False).kind == "s3"
+    grants = parse_s3_allow("bucket")
+    ref = parse_image_ref(
+        "s3://bucket/k/a.png", base_dir=tmp_path, allow_private=False, s3_allow=grants
     )
+    assert ref.kind == "s3"
     with pytest.raises(RefError, match="no such file"):
         parse_image_ref("missing.png", base_dir=tmp_path, allow_private=False)
     with pytest.raises(RefError, match=r"\.jpg"):
@@ -199,6 +203,86 @@ def test_local_image_refs(tmp_path: Path) -> None:
         parse_image_ref("s3://bucket", base_dir=tmp_path, allow_private=False)
     with pytest.raises(RefError, match="unsupported scheme"):
         parse_image_ref("gopher://x/a.png", base_dir=tmp_path, allow_private=False)
+
+
+@pytest.fixture
+def manifest_dir(tmp_path: Path) -> Path:
+    """A manifest's folder with images/a.png, beside a secret.png it must not reach."""
+    folder = tmp_path / "manifests"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "images" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("/etc/hostname.png", "relative to the manifest's folder"),
+        ("{secret}", "relative to the manifest's folder"),
+        ("~/a.png", "relative to the manifest's folder"),
+        ("../secret.png", "outside"),
+        ("images/../../secret.png", "outside"),
+        ("images/out.png", "outside"),  # a symlink leading out of the folder
+        ("images/loop.png", "symbolic link loop"),
+    ],
+)
+def test_local_images_are_confined_to_the_manifests_folder(
+    manifest_dir: Path, value: str, why: str
+) -> None:
+    (manifest_dir / "images" / "out.png").symlink_to(manifest_dir.parent / "secret.png")
+    (manifest_dir / "images" / "loop.png").symlink_to(manifest_dir / "images" / "loop.png")
+    value = value.format(secret=manifest_dir.parent / "secret.png")
+    with pytest.raises(RefError, match=why):
+        parse_image_ref(value, base_dir=manifest_dir, allow_private=False)
+
+
+def test_a_link_inside_the_folder_is_kept_as_its_real_path(manifest_dir: Path) -> None:
+    (manifest_dir / "latest.png").symlink_to(manifest_dir / "images" / "a.png")
+    ref = parse_image_ref("latest.png", base_dir=manifest_dir, allow_private=False)
+    assert ref.value == str((manifest_dir / "images" / "a.png").resolve())
+
+
+def test_an_input_root_widens_the_confinement(manifest_dir: Path) -> None:
+    root = manifest_dir.parent
+    ref = parse_image_ref("../secret.png", base_dir=manifest_dir, allow_private=False, root=root)
+    assert ref.value == str((root / "secret.png").resolve())
+    with pytest.raises(RefError, match="outside"):
+        parse_image_ref("a.png", base_dir=root, allow_private=False, root=manifest_dir / "images")
+
+
+@pytest.mark.parametrize(
+    ("allow", "uri", "why"),
+    [
+        ("", "s3://inputs-bkt/a.png", "SEEDQ_INPUT_S3_ALLOW is empty"),
+        ("inputs-bkt", "s3://other-bkt/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+        ("inputs-bkt/in", "s3://inputs-bkt/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+        ("inputs-bkt/in", "s3://inputs-bkt/inner/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+        ("inputs-bkt/in", "s3://inputs-bkt/in/../x.png", r"\.\. segment"),
+        ("inputs-bkt/in", "s3://inputs-bkt/in//x.png", "empty"),
+        ("inputs-bkt", "s3://inputs-bkt/a.png?versionId=1", r"\? or #"),
+        ("inputs-bkt", "s3://INPUTS-BKT/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+        ("inputs-bkt", "s3://inputs-bkt:9000/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+    ],
+)
+def test_s3_inputs_need_the_allowlist(tmp_path: Path, allow: str, uri: str, why: str) -> None:
+    grants = parse_s3_allow(allow)
+    with pytest.raises(RefError, match=why):
+        parse_image_ref(uri, base_dir=tmp_path, allow_private=False, s3_allow=grants)
+
+
+def test_s3_inputs_under_the_allowlist_pass(tmp_path: Path) -> None:
+    grants = parse_s3_allow(" other-bkt , s3://inputs-bkt/in/ ")
+    assert [str(g) for g in grants] == ["other-bkt", "inputs-bkt/in"]
+    for uri in ("s3://inputs-bkt/in/a.png", "s3://inputs-bkt/in/x/y.jpg", "s3://other-bkt/z.png"):
+        ref = parse_image_ref(uri, base_dir=tmp_path, allow_private=False, s3_allow=grants)
+        assert ref == ImageRef("s3", uri)
+
+
+@pytest.mark.parametrize("entry", ["Bad_Bucket", "ab", "bkt-1/in/../x", "-bkt", "bkt:9000"])
+def test_bad_allowlist_entries_are_refused(entry: str) -> None:
+    with pytest.raises(RefError, match=r"bucket name|segment"):
+        parse_s3_allow(f"good-bkt,{entry}")
 
 
 def test_local_image_size_cap(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,13 @@ import httpx
 import pytest
 from PIL import Image
 
+from seedq.refs import parse_s3_allow
 from seedq.settings import load_settings
 from storage.errors import StorageUnavailable
 from storage.s3 import S3Storage, make_client
 from worker.errors import InputUnavailable
 from worker.inputs import (
+    InputRules,
     LoopbackInputPublisher,
     NoInputPublisher,
     S3InputPublisher,
@@ -79,7 +82,7 @@ def test_publish_inputs_replaces_only_non_http_refs() -> None:
         "tail_image_url": "s3://bucket/tail.jpg",
         "duration": 5,
     }
-    published = publish_inputs(params, publisher)
+    published = publish_inputs(params, publisher, InputRules(parse_s3_allow("bucket")))
     assert published == {
         "prompt": "a cat",
         "input_image": "https://inputs.example/cat.png",
@@ -93,14 +96,14 @@ def test_publish_inputs_replaces_only_non_http_refs() -> None:
 @pytest.mark.parametrize("url", ["https://cdn.example/a.png", "HTTP://cdn.example/a.png?x=1"])
 def test_publish_inputs_passes_urls_through(url: str) -> None:
     publisher = RecordingPublisher()
-    assert publish_inputs({"input_image": url}, publisher) == {"input_image": url}
+    assert publish_inputs({"input_image": url}, publisher, InputRules()) == {"input_image": url}
     assert publisher.calls == []
 
 
 @pytest.mark.parametrize("value", ["images/cat.png", "ftp://host/cat.png", "data:image/png,xx"])
 def test_publish_inputs_refuses_other_refs(value: str) -> None:
     with pytest.raises(InputUnavailable, match="not a URL"):
-        publish_inputs({"input_image": value}, RecordingPublisher())
+        publish_inputs({"input_image": value}, RecordingPublisher(), InputRules())
 
 
 # --- loopback -----------------------------------------------------------------------------
@@ -141,12 +144,105 @@ def test_loopback_serves_nothing_else(
     assert raw_get(base, route + "?download=1") == 200  # a query does not change the route
 
 
-def test_loopback_file_removed_after_publishing_is_404(
-    loopback: LoopbackInputPublisher, image: Path
+def test_loopback_serves_the_bytes_checked_not_the_name(
+    loopback: LoopbackInputPublisher, image: Path, tmp_path: Path
 ) -> None:
+    """A file swapped for a symlink to a secret after publishing: the copy made from
+    the descriptor that was checked is served, never the name opened again."""
+    original = image.read_bytes()
     url = loopback.publish_file(image)
+    secret = tmp_path / ".env"
+    secret.write_text("OXEN_API_KEY=sk-live-secret\n")
     image.unlink()
-    assert httpx.get(url, timeout=5).status_code == 404
+    image.symlink_to(secret)
+
+    assert httpx.get(url, timeout=5).content == original
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "elsewhere" / ".env"
+    path.parent.mkdir()
+    path.write_text("OXEN_API_KEY=sk-live-secret\n")
+    return path
+
+
+@pytest.mark.parametrize("publisher_kind", ["loopback", "s3"])
+def test_a_symlink_swapped_in_after_validation_is_never_followed(
+    request: pytest.FixtureRequest, publisher_kind: str, tmp_path: Path, secret: Path
+) -> None:
+    """The producer kept the real path; by publish time the file, or a folder on its
+    way, is a symlink to a dotenv file: refused, nothing read, nothing uploaded."""
+    publisher: Any = request.getfixturevalue(
+        "loopback" if publisher_kind == "loopback" else "s3_publisher"
+    )
+    images = tmp_path / "manifest" / "images"
+    images.mkdir(parents=True)
+    as_file = images / "y.png"
+    as_file.symlink_to(secret)
+    (tmp_path / "manifest" / "swapped").symlink_to(secret.parent)
+    as_folder = tmp_path / "manifest" / "swapped" / "y.png"
+    (secret.parent / "y.png").write_bytes(secret.read_bytes())  # a plain file, behind a link
+    for path in (as_file, as_folder):
+        with pytest.raises(InputUnavailable, match="symbolic link is on its path"):
+            publish_inputs({"input_image": str(path)}, publisher, InputRules())
+
+
+def test_a_fifo_in_place_of_the_image_does_not_hang(
+    loopback: LoopbackInputPublisher, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputUnavailable, match="not a regular file"):
+        loopback.publish_file(fifo)
+
+
+def test_worker_confines_local_inputs_to_its_input_root(tmp_path: Path, image: Path) -> None:
+    publisher = RecordingPublisher()
+    inside = InputRules(root=image.parent)
+    assert publish_inputs({"input_image": str(image)}, publisher, inside)
+    elsewhere = InputRules(root=tmp_path / "inputs")
+    for value in (str(image), f"{tmp_path}/inputs/../{image.name}"):
+        with pytest.raises(InputUnavailable, match=r"outside SEEDQ_INPUT_ROOT|without \. or \.\."):
+            publish_inputs({"input_image": value}, publisher, elsewhere)
+    assert publisher.calls == [f"file:{image}"]
+
+
+# --- s3:// inputs, checked again before anything is presigned -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("allow", "uri", "reason"),
+    [
+        ("", "s3://inputs-bkt/a.png", "SEEDQ_INPUT_S3_ALLOW is empty"),
+        ("inputs-bkt", "s3://outputs-bkt/run/clip.mp4", "outside SEEDQ_INPUT_S3_ALLOW"),
+        ("inputs-bkt/in", "s3://inputs-bkt/inside/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+        ("inputs-bkt/in", "s3://inputs-bkt/in/../secret.png", r"\.\. segment"),
+        ("inputs-bkt", "s3://user@inputs-bkt/a.png", "outside SEEDQ_INPUT_S3_ALLOW"),
+    ],
+)
+def test_s3_inputs_outside_the_allowlist_are_never_presigned(
+    allow: str, uri: str, reason: str
+) -> None:
+    publisher = RecordingPublisher()
+    with pytest.raises(InputUnavailable, match=reason):
+        publish_inputs({"tail_image_url": uri}, publisher, InputRules(parse_s3_allow(allow)))
+    assert publisher.calls == []
+
+
+def test_s3_inputs_inside_the_allowlist_are_presigned() -> None:
+    publisher = RecordingPublisher()
+    rules = InputRules(parse_s3_allow("other-bkt, inputs-bkt/in"))
+    publish_inputs({"input_image": "s3://inputs-bkt/in/a/b.png"}, publisher, rules)
+    assert publisher.calls == ["s3://inputs-bkt/in/a/b.png"]
+
+
+def test_the_presign_lifetime_is_a_setting(s3_credentials: dict[str, str]) -> None:
+    publisher = make_publisher(load_settings(output="s3://bucket/p"))
+    assert isinstance(publisher, S3InputPublisher)
+    assert publisher.expires_s == 2 * 3600  # the production default: hours, not a day
+    publisher = make_publisher(load_settings(output="s3://bucket/p", input_url_expires_s=900))
+    assert isinstance(publisher, S3InputPublisher) and publisher.expires_s == 900
 
 
 def test_loopback_refuses_unusable_files(loopback: LoopbackInputPublisher, tmp_path: Path) -> None:
@@ -156,9 +252,9 @@ def test_loopback_refuses_unusable_files(loopback: LoopbackInputPublisher, tmp_p
     with huge.open("wb") as out:
         out.truncate(30 * 1024 * 1024 + 1)  # sparse: costs no disk
     for path, reason in [
-        (tmp_path / "absent.png", "cannot be read"),
+        (tmp_path / "absent.png", "does not exist"),
         (tmp_path / "notes.txt", "is not .jpg"),
-        (tmp_path / "folder.png", "is a directory"),
+        (tmp_path / "folder.png", "not a regular file"),
         (huge, "30 MB"),
     ]:
         with pytest.raises(InputUnavailable, match=reason):
@@ -224,7 +320,7 @@ def test_s3_publisher_missing_inputs_fail_the_job(
         s3_publisher.publish_s3(f"s3://{s3_bucket}/in/none.png")
     with pytest.raises(InputUnavailable, match="not s3://bucket/key"):
         s3_publisher.publish_s3(f"s3://{s3_bucket}")
-    with pytest.raises(InputUnavailable, match="cannot be read"):
+    with pytest.raises(InputUnavailable, match="does not exist"):
         s3_publisher.publish_file(tmp_path / "none.png")
 
 
@@ -233,7 +329,7 @@ def test_s3_publisher_outage_is_transient(s3_credentials: dict[str, str], image:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = make_client(f"http://127.0.0.1:{port}", connect_timeout_s=1, max_attempts=1)
-    publisher = S3InputPublisher(S3Storage("bucket", "", client=client))
+    publisher = S3InputPublisher(S3Storage("bucket", "", client=client), expires_s=600)
     with pytest.raises(StorageUnavailable):
         publisher.publish_file(image)
     with pytest.raises(StorageUnavailable):

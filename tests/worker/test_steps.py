@@ -54,7 +54,7 @@ from worker.call_results import CallResult
 from worker.delivery import deliver_job, sidecar_key
 from worker.errors import InvalidVideo, RunPaused
 from worker.events import handle_event
-from worker.inputs import LoopbackInputPublisher, publish_inputs
+from worker.inputs import InputRules, LoopbackInputPublisher, publish_inputs
 from worker.job import DONE, Next
 from worker.retry import RetryPolicy
 from worker.runner import DELIVER, ENDED_DONE, SUBMIT, TRACK, Ending, StepEnd, run_step
@@ -243,7 +243,7 @@ class Pipeline:
     def move_to_submitting(self, run_id: str, job_id: str, *, started_at: float) -> dict[str, Any]:
         """What a worker does before enqueueing; a crash right after leaves exactly this."""
         params = json.loads(self.job(job_id)["spec"])["params"]
-        sent = publish_inputs(params, self.publisher)
+        sent = publish_inputs(params, self.publisher, InputRules())
         moved = self.rt.store.move(
             job_id,
             run_id,
