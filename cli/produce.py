@@ -47,6 +47,7 @@ def read_options(settings: Settings, sets: list[str], model: str | None) -> Read
         model_override=model,
         allow_private_urls=settings.allow_private_urls,
         max_manifest_bytes=settings.max_manifest_bytes,
+        max_yaml_manifest_bytes=settings.max_yaml_manifest_bytes,
     )
 
 

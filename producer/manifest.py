@@ -16,10 +16,15 @@ from typing import Any
 
 from producer.errors import Problem
 from producer.jobs import JobContext, JobSpec, build_job
-from producer.readers import Header, iter_csv, load_yaml, manifest_kind, precheck
+from producer.readers import Header, iter_csv, manifest_kind, precheck
+from producer.yaml_reader import load_yaml
 from seedq.modelinfo import ModelInfo, UnknownModelError
 
 ModelResolver = Callable[[str], ModelInfo]
+YAML_LIMIT_NOTE = (
+    " for a YAML manifest (SEEDQ_MAX_YAML_MANIFEST_BYTES), which is read whole; "
+    "a CSV manifest is streamed and may be larger"
+)
 
 
 @dataclass(slots=True)
@@ -31,6 +36,7 @@ class ReadOptions:
     model_override: str | None = None
     allow_private_urls: bool = False
     max_manifest_bytes: int = 256 * 1024 * 1024
+    max_yaml_manifest_bytes: int = 16 * 1024 * 1024  # YAML is read whole, CSV streamed
 
 
 def _digest(text: str) -> bytes:
@@ -44,7 +50,10 @@ def _open_rows(path: Path, opts: ReadOptions) -> tuple[Header | None, Iterator[A
     if kind is None:
         refusal = Problem(shown, 0, "file", "unknown manifest type: name it .csv, .yaml or .yml")
         return None, iter([refusal])
-    early = precheck(path, opts.max_manifest_bytes)
+    if kind == "yaml" and opts.max_yaml_manifest_bytes < opts.max_manifest_bytes:
+        early = precheck(path, opts.max_yaml_manifest_bytes, limit_note=YAML_LIMIT_NOTE)
+    else:
+        early = precheck(path, opts.max_manifest_bytes)
     if early:
         return None, iter([early])
     if kind == "yaml":
@@ -87,7 +96,7 @@ def iter_manifest(
             yield pending.pop(0)
         built = build_job(item, ctx)
         if isinstance(built, list):
-            yield from built
+            yield from (item.located(problem) for problem in built)
         elif not item.invalid:
             yield built
     yield from pending

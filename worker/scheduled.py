@@ -165,6 +165,7 @@ def _read_options(schedule: Schedule, settings: Settings) -> ReadOptions:
         model_override=schedule.model,
         allow_private_urls=settings.allow_private_urls,
         max_manifest_bytes=settings.max_manifest_bytes,
+        max_yaml_manifest_bytes=settings.max_yaml_manifest_bytes,
     )
 
 
