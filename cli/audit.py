@@ -16,10 +16,10 @@ import sys
 from enum import StrEnum
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cli.console import make_console
 from cli.control import cluster_store
 from seedq.settings import load_settings
 
@@ -31,8 +31,8 @@ class Format(StrEnum):
 
 EXIT_FINDINGS = 1
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def audit_command(

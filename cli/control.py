@@ -12,10 +12,11 @@ import json
 from dataclasses import asdict
 
 import typer
-from rich.console import Console
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
+from cli.console import make_console
 from cli.progress import breakdown, finished
 from seedq.admission import admission_for
 from seedq.dispatch import Sender, celery_sender
@@ -25,7 +26,7 @@ from seedq.settings import Settings, load_settings
 from seedq.store import JobStore, RunInfo
 from worker.control import CommandResult
 
-out = Console(highlight=False, soft_wrap=True)
+out = make_console()
 EXIT_WORK_LEFT = 1
 
 
@@ -43,13 +44,13 @@ def _sender(settings: Settings) -> Sender:
 
 def _print(title: str, done: CommandResult) -> None:
     """Print what the command did; exit 1 when it left some of its jobs undone."""
-    out.print(f"[bold]{title}[/bold] {done.run_id}")
+    out.print(Text.assemble((title, "bold"), " ", done.run_id))
     for what, count in done.counts.items():
         out.print(f"  {count:>6}  {what}")
     if done.provider_calls:
         out.print(f"  {done.provider_calls:>6}  provider call(s)")
     for line in done.listed:
-        out.print(f"  - {line}", markup=False)
+        out.print(f"  - {line}")
     if done.left:  # jobs it could not act on (CommandResult.leave)
         raise typer.Exit(EXIT_WORK_LEFT)
 

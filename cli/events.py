@@ -6,13 +6,12 @@ from __future__ import annotations
 import signal
 import threading
 
-from rich.console import Console
-
+from cli.console import make_console
 from seedq.queueing import make_celery
 from seedq.settings import PIPELINE_NEEDS, load_settings, require
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def events_command() -> None:

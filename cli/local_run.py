@@ -11,15 +11,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from rich.console import Console
-
+from cli.console import make_console
 from cli.progress import in_flight
 from producer.jobs import JobSpec
 from seedq.errors import ConfigError
 from seedq.settings import Settings
 from seedq.store import JobStore
 
-out = Console(highlight=False, soft_wrap=True)
+out = make_console()
 
 
 @dataclasses.dataclass

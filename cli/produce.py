@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.console import make_console
 from cli.timed import print_timing, run_timing
 from producer.errors import Problem, SubmitError
 from producer.jobs import JobSpec
@@ -26,8 +26,8 @@ from seedq.store import Decision, JobStore
 EXIT_INVALID = 2
 MAX_SHOWN_PROBLEMS = 10_000
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def parse_sets(sets: list[str]) -> dict[str, str]:
@@ -49,13 +49,14 @@ def read_options(settings: Settings, sets: list[str], model: str | None) -> Read
         max_manifest_bytes=settings.max_manifest_bytes,
         input_root=settings.input_root,
         s3_allow=settings.input_s3_grants,
+        max_yaml_manifest_bytes=settings.max_yaml_manifest_bytes,
     )
 
 
 def print_problems(problems: list[Problem]) -> None:
     for problem in problems[:MAX_SHOWN_PROBLEMS]:
         style = "yellow" if problem.warning else "red"
-        err.print(str(problem), style=style, markup=False)
+        err.print(str(problem), style=style)
     if len(problems) > MAX_SHOWN_PROBLEMS:
         err.print(f"... and {len(problems) - MAX_SHOWN_PROBLEMS} more", style="red")
 
@@ -90,7 +91,6 @@ def print_prices(result: CheckResult, catalog: ModelCatalog) -> None:
         out.print(
             f"price {key.model} {key.resolution}{audio}: {used.per_second:g} {plan.currency}/s "
             f"({used.field}{origin})",
-            markup=False,
         )
 
 
@@ -121,7 +121,7 @@ def check_priced(result: CheckResult, budget: float | None) -> None:
 
 def print_catalog_warnings(catalog: ModelCatalog) -> None:
     for warning in catalog.warnings:
-        err.print(f"WARNING: {warning}", style="bold yellow", markup=False)
+        err.print(f"WARNING: {warning}", style="bold yellow")
 
 
 def run_check(

@@ -63,10 +63,11 @@ def follow(
     counts the run's jobs that hold a slot (see :func:`is_over`)."""
     started = time.monotonic()
     columns = (
-        TextColumn("[bold]{task.description}"),
+        # The description is the run's name: text, not markup (see cli.console).
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
+        TextColumn("{task.fields[detail]}", markup=False),
         TimeElapsedColumn(),
     )
     info = _run(store, run_id)

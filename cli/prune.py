@@ -9,13 +9,13 @@ import re
 import time
 
 import typer
-from rich.console import Console
 
+from cli.console import make_console
 from cli.control import cluster_store
 from seedq.settings import load_settings
 from worker.retention import DAY_S, archive_run, due_now, prune_run, read_runs, to_archive
 
-out = Console(highlight=False, soft_wrap=True)
+out = make_console()
 
 UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S, "w": 7 * DAY_S}
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -56,7 +56,7 @@ def prune_command(
     for run in due:
         jobs = store.run_job_count(run.id)
         if storage is None:
-            out.print(f"would prune run {run.id} ({run.name}): {jobs} job(s)", markup=False)
+            out.print(f"would prune run {run.id} ({run.name}): {jobs} job(s)")
             continue
         if to_archive([run]):  # not archived, or its jobs moved since
             archive_run(store, storage, run.id, now)
@@ -66,11 +66,9 @@ def prune_command(
         if steps[-1].run_gone:
             out.print(
                 f"pruned run {run.id} ({run.name}): {deleted} job record(s); report at {uri}",
-                markup=False,
             )
         else:
             out.print(
                 f"kept run {run.id} ({run.name}): {deleted} job record(s) pruned, "
                 f"{len(steps[-1].kept)} still in use (in flight, or waiting for a bill)",
-                markup=False,
             )

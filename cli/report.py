@@ -28,7 +28,7 @@ def write_report(
     text = render(fmt, info, rows, storage)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        target.write_text(text, encoding="utf-8", newline="")  # CSV rows end in CRLF
     return text
 
 

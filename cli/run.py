@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.console import make_console
 from cli.local_run import (
     SkipCount,
     check_local_output,
@@ -36,8 +36,8 @@ from seedq.queueing import make_celery, redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import Decision, JobStore, RunInfo
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = make_console()
+err = make_console(stderr=True)
 MAX_ROWS = 40
 BILL_WAIT_S = 10.0  # at most, after the last delivery: a pass asks every tick
 NOTIFY_WAIT_S = 30.0  # at most, for an embedded run's webhooks (a few retries)
@@ -284,7 +284,7 @@ def retry_failed(store: JobStore, app: Any, settings: Settings, run_id: str) -> 
     if again:
         out.print("failed jobs of the last run: " + ", ".join(f"{v} {k}" for k, v in again.items()))
     for line in done.listed:
-        out.print(f"  {line}", markup=False)
+        out.print(f"  {line}")
     if held:
         out.print(
             f"{len(held)} failed job(s) left as they are (an operator decides: "
@@ -362,6 +362,6 @@ def summarize(
     hint = resume_hint.replace("RUN", info.id) if resume_hint else None
     budget = admission_for(store, settings).budgets.state(info.id)
     if (line := budget_line(info, budget, hint)) is not None:
-        out.print(line, markup=False)
+        out.print(line)
     where = settings.output if settings.output_is_s3 else str(Path(settings.output).resolve())
     out.print(f"videos and their .json sidecars are in {where}")

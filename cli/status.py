@@ -7,8 +7,8 @@ import json
 import time
 
 import typer
-from rich.console import Console
 
+from cli.console import make_console
 from cli.progress import follow, runs_table, stuck_line
 from producer.errors import SubmitError
 from seedq.admission import admission_for
@@ -17,8 +17,8 @@ from seedq.queueing import redis_client
 from seedq.settings import load_settings
 from seedq.store import JobStore
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def status_command(

@@ -6,16 +6,16 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.console import make_console
 from producer.timing import RunTiming
 from seedq.errors import ConfigError
 from seedq.schedules import load_schedules, next_runs
 from seedq.settings import load_settings
 from seedq.windows import parse_at, zone
 
-out = Console(highlight=False, soft_wrap=True)
+out = make_console()
 
 
 def run_timing(

@@ -16,11 +16,16 @@ from typing import Any
 
 from producer.errors import Problem
 from producer.jobs import JobContext, JobSpec, build_job
-from producer.readers import Header, iter_csv, load_yaml, manifest_kind, precheck
+from producer.readers import Header, iter_csv, manifest_kind, precheck
+from producer.yaml_reader import load_yaml
 from seedq.modelinfo import ModelInfo, UnknownModelError
 from seedq.refs import S3Grant
 
 ModelResolver = Callable[[str], ModelInfo]
+YAML_LIMIT_NOTE = (
+    " for a YAML manifest (SEEDQ_MAX_YAML_MANIFEST_BYTES), which is read whole; "
+    "a CSV manifest is streamed and may be larger"
+)
 
 
 @dataclass(slots=True)
@@ -34,6 +39,7 @@ class ReadOptions:
     max_manifest_bytes: int = 256 * 1024 * 1024
     input_root: Path | None = None  # local images' folder; None: each manifest's own
     s3_allow: tuple[S3Grant, ...] = ()  # where s3:// inputs may come from; (): nowhere
+    max_yaml_manifest_bytes: int = 16 * 1024 * 1024  # YAML is read whole, CSV streamed
 
 
 def _digest(text: str) -> bytes:
@@ -47,7 +53,10 @@ def _open_rows(path: Path, opts: ReadOptions) -> tuple[Header | None, Iterator[A
     if kind is None:
         refusal = Problem(shown, 0, "file", "unknown manifest type: name it .csv, .yaml or .yml")
         return None, iter([refusal])
-    early = precheck(path, opts.max_manifest_bytes)
+    if kind == "yaml" and opts.max_yaml_manifest_bytes < opts.max_manifest_bytes:
+        early = precheck(path, opts.max_yaml_manifest_bytes, limit_note=YAML_LIMIT_NOTE)
+    else:
+        early = precheck(path, opts.max_manifest_bytes)
     if early:
         return None, iter([early])
     if kind == "yaml":
@@ -92,7 +101,7 @@ def iter_manifest(
             yield pending.pop(0)
         built = build_job(item, ctx)
         if isinstance(built, list):
-            yield from built
+            yield from (item.located(problem) for problem in built)
         elif not item.invalid:
             yield built
     yield from pending

@@ -26,8 +26,10 @@ from seedq.store import JobStore, RunInfo
 
 FORMATS = ("jsonl", "csv", "html")
 TIMINGS = ("created_at", "submitted_at", "generated_at", "delivered_at")
-# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection; OWASP
+# and ASVS 1.2.10). Checked at the start of every line inside a cell too: a reader that
+# splits rows on a bare line break would otherwise start a row with what follows it.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,16 +165,19 @@ def to_jsonl(rows: list[ReportRow]) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A cell's text with a quote before every line that a spreadsheet reads as a formula."""
     if isinstance(value, list):
         value = "; ".join(str(v) for v in value)
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    lines = text.splitlines(keepends=True) or [""]
+    return "".join("'" + line if line.startswith(FORMULA_START) else line for line in lines)
 
 
 def to_csv(rows: list[ReportRow]) -> str:
+    """RFC 4180 CSV: rows end in CRLF, so any cell holding a CR or LF is quoted whole."""
     buffer = io.StringIO()
     names = [f.name for f in fields(ReportRow)]
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(names)
     for row in rows:
         writer.writerow([_cell(getattr(row, name)) for name in names])

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     max_manifest_bytes: int = Field(
         default=256 * 1024 * 1024, gt=0, description="Largest manifest file accepted."
     )
+    max_yaml_manifest_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Largest YAML manifest accepted (read whole; a CSV one is streamed).",
+    )
     auto_duration_estimate_s: int = Field(
         default=10,
         ge=4,

@@ -141,6 +141,23 @@ def test_csv_cells_never_start_a_formula() -> None:
     assert "'=HYPERLINK" in to_csv([row])
 
 
+@pytest.mark.parametrize("brk", ["\r", "\n", "\r\n"])
+def test_csv_no_line_of_a_cell_starts_a_formula(brk: str) -> None:
+    """A line break inside a prompt must not start a spreadsheet row with a formula."""
+    prompt = f"nice sneaker{brk}=1+1*cmd|' /C calc'!A0{brk}@SUM(A1){brk}\t-2"
+    spec = json.dumps({"output_key": "a.mp4", "params": {"prompt": prompt}})
+    row = row_of("x", {"state": "failed", "spec": spec, "error": f"boom{brk}+evil"})
+    text = to_csv([row])
+    parsed = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(parsed) == 1
+    assert parsed[0]["prompt"] == prompt.replace(brk + "=", brk + "'=").replace(
+        brk + "@", brk + "'@"
+    ).replace(brk + "\t", brk + "'\t")
+    assert parsed[0]["error"] == f"boom{brk}'+evil"
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        assert not line.startswith(("=", "+", "-", "@", "\t")), line
+
+
 def test_html_has_every_job_escaped_with_filter_and_posters(rw: ReportWorld) -> None:
     page = render("html", rw.info, report_rows(rw.store, RUN), rw.storage)
     for job_id in ("clip-0", "clip-1", "clip-2", "clip-3"):

@@ -167,6 +167,7 @@ def _read_options(schedule: Schedule, settings: Settings) -> ReadOptions:
         max_manifest_bytes=settings.max_manifest_bytes,
         input_root=settings.input_root,
         s3_allow=settings.input_s3_grants,
+        max_yaml_manifest_bytes=settings.max_yaml_manifest_bytes,
     )
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from producer import yaml_reader
 from producer.errors import Problem
 from producer.jobs import JobSpec
+from producer.yaml_reader import YAML_MAX_NODES
 from seedq.refs import parse_s3_allow
+from seedq.settings import Settings
 
 Parse = Callable[..., tuple[list[JobSpec], list[Problem]]]
 Write = Callable[[str, str | bytes], Path]
@@ -108,66 +111,66 @@ def test_row_values_beat_defaults_beat_sets(write: Write, parse: Parse) -> None:
     [
         (
             "prompt: p\n    input_image: images/a.png\n    resolution: 8k",
-            "m.yaml:2: resolution: must be one of 480p, 720p, 1080p, 4k (got '8k')",
+            "m.yaml:4: resolution: must be one of 480p, 720p, 1080p, 4k (got '8k')",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    duration: 3",
-            "m.yaml:2: duration: must be -1 (auto) or 4 to 15 (got 3)",
+            "m.yaml:4: duration: must be -1 (auto) or 4 to 15 (got 3)",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    duration: 16",
-            "m.yaml:2: duration: must be at most 15 (got 16)",
+            "m.yaml:4: duration: must be at most 15 (got 16)",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    duration: soon",
-            "m.yaml:2: duration: input should be a valid integer",
+            "m.yaml:4: duration: input should be a valid integer",
         ),
         (
-            "prompt: p\n    input_image: images/a.png\n    aspect_ratio: 2:1",
-            "m.yaml:2: aspect_ratio: must be one of adaptive",
+            "prompt: p\n    input_image: images/a.png\n    aspect_ratio: '2:1'",
+            "m.yaml:4: aspect_ratio: must be one of adaptive",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    generate_audio: maybe",
-            "m.yaml:2: generate_audio: input should be a valid boolean",
+            "m.yaml:4: generate_audio: input should be a valid boolean",
         ),
         ("input_image: images/a.png", "m.yaml:2: prompt: is required"),
         ("prompt: p", "m.yaml:2: input_image: is required"),
         ("prompt: ''\n    input_image: images/a.png", "m.yaml:2: prompt: must not be empty"),
         (
             "prompt: p\n    input_image: images/nope.png",
-            "m.yaml:2: input_image: no such file: images/nope.png",
+            "m.yaml:3: input_image: no such file: images/nope.png",
         ),
         (
             "prompt: p\n    input_image: http://127.0.0.1/a.png",
-            "m.yaml:2: input_image: address 127.0.0.1 is loopback",
+            "m.yaml:3: input_image: address 127.0.0.1 is loopback",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    tail_image_url: ftp://x/y.png",
-            "m.yaml:2: tail_image_url: unsupported scheme 'ftp'",
+            "m.yaml:4: tail_image_url: unsupported scheme 'ftp'",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    output: ../../etc/x.mp4",
-            "m.yaml:2: output: output key must not contain . or .. segments",
+            "m.yaml:4: output: output key must not contain . or .. segments",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    output: /abs.mp4",
-            "m.yaml:2: output: output key must be relative",
+            "m.yaml:4: output: output key must be relative",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    id: 'has space'",
-            "m.yaml:2: id: must be 1-128 letters",
+            "m.yaml:4: id: must be 1-128 letters",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    priority: 5000",
-            "m.yaml:2: priority: input should be less than or equal to 1000",
+            "m.yaml:4: priority: input should be less than or equal to 1000",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    promt: typo",
-            "m.yaml:2: promt: unknown field (did you mean 'prompt'?)",
+            "m.yaml:4: promt: unknown field (did you mean 'prompt'?)",
         ),
         (
             "prompt: p\n    input_image: images/a.png\n    resolutoin: 720p",
-            "m.yaml:2: resolutoin: unknown field (did you mean 'resolution'?)",
+            "m.yaml:4: resolutoin: unknown field (did you mean 'resolution'?)",
         ),
         (
             "prompt: 'a {missing} thing'\n    input_image: images/a.png",
@@ -180,6 +183,49 @@ def test_yaml_job_rules(write: Write, parse: Parse, row: str, expected: str) -> 
     jobs, problems = parse(path)
     assert expected in "\n".join(msgs(problems)).replace(str(path.parent) + "/", "")
     assert jobs == []
+
+
+def test_yaml_number_that_was_not_meant_is_refused_at_its_line(write: Write, parse: Parse) -> None:
+    """YAML 1.1 reads an unquoted 16:9 as 969 (base 60) and 0123 as 83 (octal): said at
+    the field's own line, with the quoting that fixes it, once."""
+    text = (
+        "defaults:\n"
+        "  duration: 010\n"
+        "jobs:\n"
+        "  - prompt: p\n"
+        "    input_image: images/a.png\n"
+        "    aspect_ratio: 16:9\n"
+        "    vars: {sku: 0123}\n"
+        "  - prompt: q\n"
+        "    input_image: images/a.png\n"
+        "    aspect_ratio: '16:9'\n"
+    )
+    path = write("m.yaml", text)
+    jobs, problems = parse(path)
+    shown = [m.replace(str(path.parent) + "/", "") for m in msgs(problems)]
+    quote = "; it must be quoted: "
+    assert shown == [
+        "m.yaml:2: defaults.duration: YAML read 010 as the number 8" + quote + 'duration: "010"',
+        "m.yaml:6: aspect_ratio: YAML read 16:9 as the number 969 (base 60)"
+        + quote
+        + 'aspect_ratio: "16:9"',
+        "m.yaml:7: vars.sku: YAML read 0123 as the number 83" + quote + 'sku: "0123"',
+    ]
+    assert [j.line for j in jobs] == [8]
+
+
+def test_yaml_problems_point_at_their_field_line(write: Write, parse: Parse) -> None:
+    text = (
+        "jobs:\n"
+        "  - &base\n"
+        "    prompt: p\n"
+        "    input_image: images/a.png\n"
+        "  - <<: *base\n"
+        "    resolution: 8k\n"
+        "    duration: 99\n"
+    )
+    _, problems = parse(write("m.yaml", text))
+    assert [(p.line, p.field) for p in problems] == [(6, "resolution"), (7, "duration")]
 
 
 def test_every_problem_reported_at_once(write: Write, parse: Parse) -> None:
@@ -264,6 +310,63 @@ def test_size_limit(write: Write, parse: Parse) -> None:
     path = write("big.csv", "prompt,input_image\n" + "p,images/a.png\n" * 100)
     _, problems = parse(path, max_manifest_bytes=100)
     assert "above the limit of 100" in str(problems[0])
+
+
+def test_yaml_size_limit_is_tighter_than_csv(write: Write, parse: Parse) -> None:
+    rows = "".join(f"  - {{prompt: p{i}, input_image: images/a.png}}\n" for i in range(5))
+    path = write("m.yaml", "jobs:\n" + rows)
+    _, problems = parse(path, max_yaml_manifest_bytes=100)
+    assert msgs(problems) == [
+        f"{path}:0: file: is {path.stat().st_size} bytes, above the limit of 100 for a YAML "
+        "manifest (SEEDQ_MAX_YAML_MANIFEST_BYTES), which is read whole; a CSV manifest is "
+        "streamed and may be larger"
+    ]
+    csv = write(
+        "m.csv", "prompt,input_image\n" + "".join(f"p{i},images/a.png\n" for i in range(20))
+    )
+    assert parse(csv, max_yaml_manifest_bytes=100)[1] == []
+    assert Settings().max_yaml_manifest_bytes == 16 * 1024 * 1024  # the production default
+
+
+def test_yaml_size_limit_reaches_every_reader() -> None:
+    """``seedq validate``/``submit`` and the scheduled submit read it from the settings."""
+    from cli.produce import read_options
+    from seedq.schedules import Schedule
+    from worker.scheduled import _read_options
+
+    settings = Settings(max_yaml_manifest_bytes=12345)
+    schedule = Schedule(name="s", cron="0 * * * *", manifest="https://example.com/m.yaml")
+    assert read_options(settings, [], None).max_yaml_manifest_bytes == 12345
+    assert _read_options(schedule, settings).max_yaml_manifest_bytes == 12345
+
+
+def _list_manifest(write: Write, values: int) -> Path:
+    listed = ", ".join(["1"] * values)
+    jobs = "jobs:\n  - {prompt: p, input_image: images/a.png}\n"
+    return write(f"list-{values}.yaml", f"vars: {{v: [{listed}]}}\n{jobs}")
+
+
+def test_yaml_with_too_many_values_is_refused(write: Write, parse: Parse) -> None:
+    """Counted on the parser's events, before a node tree is built: a 600 KB list of
+    single digits would otherwise hold hundreds of MB as nodes."""
+    _, problems = parse(_list_manifest(write, YAML_MAX_NODES))
+    assert [(p.line, p.field) for p in problems] == [(1, "yaml")]
+    assert problems[0].message == (
+        f"has more than {YAML_MAX_NODES} values (keys, values, lists and maps); "
+        "split it, or use a CSV manifest for long job lists"
+    )
+
+
+def test_yaml_values_bound_is_exact(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The top map, vars, its map, v, the list and its values, jobs, its list, the job's
+    map with two keys and two values: 12 nodes and the list's values."""
+    monkeypatch.setattr(yaml_reader, "YAML_MAX_NODES", 112)
+    jobs, problems = parse(_list_manifest(write, 100))
+    assert problems == [] and len(jobs) == 1
+    _, problems = parse(_list_manifest(write, 101))
+    assert "has more than 112 values" in msgs(problems)[0]
 
 
 def test_alias_bomb_refused_quickly(write: Write, parse: Parse) -> None:
