@@ -3,6 +3,7 @@ retention (worker/retention.py), in one run.
 
     python bench/redis_memory.py [--jobs 100000] [--nights 30] [--retention-days 30]
                                  [--sample 40] [--redis-url redis://127.0.0.1:6379/5]
+                                 [--no-private]
 
 Runs the demo pipeline (``seedq run`` with the simulator, its Celery tasks and ticker
 in this process) on ``--sample`` jobs, with its state in a real Redis instead of
@@ -12,6 +13,13 @@ archived (its jobs compacted) and once it is pruned. From those it computes, for
 ``--jobs`` jobs a night, the memory after ``--nights`` nights without retention (every
 record kept, uncompacted) and the steady state under ``--retention-days`` (the nights
 still retained compacted, plus the night in progress). Prints JSON.
+
+It measures twice: on the Redis of ``--redis-url`` as it is configured (a user's own
+Redis keeps the default ``hash-max-listpack-value 64``), then on a private
+``redis-server`` it starts and stops itself (``cli.localredis``: the local run's, which
+sets ``hash-max-listpack-value 1024`` like the stack's), unless ``--no-private`` or no
+``redis-server`` is installed. A hash whose every value fits the limit keeps Redis's
+compact listpack encoding; one longer value makes it a hash table, for good.
 
 Needs a Redis (--redis-url, by default database 5 on 127.0.0.1:6379), whose database it
 FLUSHES before and after: never point it at one that holds anything.
@@ -37,7 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
+from cli.localredis import private_redis  # noqa: E402
 from seedq import keys  # noqa: E402
+from seedq.errors import LocalStoreError  # noqa: E402
 from seedq.store import JobStore  # noqa: E402
 from storage.local import LocalStorage  # noqa: E402
 from worker.retention import archive_run, prune_run  # noqa: E402
@@ -142,19 +152,9 @@ def project(
     }
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=100_000, help="jobs a night (projection)")
-    parser.add_argument("--nights", type=int, default=30, help="nights of the projection")
-    parser.add_argument("--retention-days", type=float, default=30.0)
-    parser.add_argument("--sample", type=int, default=40, help="jobs actually run and measured")
-    parser.add_argument(
-        "--redis-url",
-        default="redis://127.0.0.1:6379/5",
-        help="a Redis database this bench FLUSHES before and after (default: database 5)",
-    )
-    args = parser.parse_args(argv)
-    client = redis.Redis.from_url(args.redis_url)
+def on_server(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    """Run, measure, archive, measure, prune and measure the sample on this server; the
+    figures and their projection. Flushes its database before and after."""
     client.flushdb()
     try:
         with tempfile.TemporaryDirectory(prefix="seedq-bench-") as tmp:
@@ -174,8 +174,7 @@ def main(argv: list[str]) -> int:
                 pass
             _n, left = usage(client, "*")
             config: Any = client.config_get("hash-max-listpack-value")
-            result = {
-                "sample_jobs": args.sample,
+            return {
                 # Above this many bytes in one value a hash leaves the compact encoding.
                 "server_hash_max_listpack_value": int(config["hash-max-listpack-value"]),
                 "as_delivered": delivered,
@@ -190,6 +189,36 @@ def main(argv: list[str]) -> int:
             }
     finally:
         client.flushdb()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=100_000, help="jobs a night (projection)")
+    parser.add_argument("--nights", type=int, default=30, help="nights of the projection")
+    parser.add_argument("--retention-days", type=float, default=30.0)
+    parser.add_argument("--sample", type=int, default=40, help="jobs actually run and measured")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/5",
+        help="a Redis database this bench FLUSHES before and after (default: database 5)",
+    )
+    parser.add_argument(
+        "--no-private",
+        action="store_true",
+        help="skip the second measure, on a private redis-server with listpack values of 1 KB",
+    )
+    args = parser.parse_args(argv)
+    result: dict[str, Any] = {"sample_jobs": args.sample}
+    result[args.redis_url] = on_server(redis.Redis.from_url(args.redis_url), args)
+    if not args.no_private:
+        try:
+            with (
+                tempfile.TemporaryDirectory(prefix="seedq-bench-redis-") as tmp,
+                private_redis(Path(tmp)) as client,
+            ):
+                result["private redis-server (cli.localredis)"] = on_server(client, args)
+        except LocalStoreError as exc:
+            result["private redis-server (cli.localredis)"] = f"not measured: {exc}"
     print(json.dumps(result, indent=2))
     return 0
 

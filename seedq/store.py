@@ -20,19 +20,26 @@ from seedq import keys, scripts
 from seedq.billing import Billing
 from seedq.contract import TERMINAL_STATES, JobState
 from seedq.records import (
+    COMPACT_DROP_FIELDS,
+    PACKED_FIELDS,
+    PACKED_PREFIX,
     STUCK_FAILURES,
     STUCK_RETRIES,
     Decision,
     Moved,
     RegisterResult,
     RunInfo,
+    compacted,
     decoded,
     failure_fields,
     new_run_id,
+    stored_spec,
+    unpacked,
 )
 from seedq.runstore import RunRecords
 
 __all__ = [
+    "COMPACT_DROP_FIELDS",
     "REGISTER_BATCH",
     "STUCK_FAILURES",
     "STUCK_RETRIES",
@@ -49,26 +56,6 @@ REGISTER_BATCH = 500
 READ_BATCH = 500  # job records per round trip when a whole run is read
 # The fields of a job hash naming a generation it claimed (its ``seedq:gen`` keys).
 GENERATION_FIELDS = ("generation_id", "stuck_generation_id", "retry_of")
-# What a delivered job's hash keeps no use for once its run is archived: the pipeline's
-# own bookkeeping (the presigned result link has expired anyway). What the reports, the
-# audit and re-registration read stays (docs/architecture.md, "Redis keys").
-COMPACT_DROP_FIELDS = (
-    "result_url",
-    "admitted_at",
-    "submit_started_at",
-    "updated_at",
-    "send_settled",
-    "reconciled",
-    "reserved_cost",
-    "est_cost",
-    "reconcile_pass",
-    "billing_looks",
-    "billing_by_id",
-    "billed_parts",
-    "billed_at",  # written with the bill, read by nothing
-)
-# Spec entries copied elsewhere: the id is the key, the fingerprint a field of its own.
-COMPACT_DROP_SPEC = ("id", "fingerprint", "est_cost", "priority")
 # register.lua finds a pending job's queue in its owner's run, read inside the script.
 RUN_PLACEHOLDER = "{run}"
 
@@ -139,7 +126,7 @@ class JobStore(RunRecords):
                         job_id,
                         run_id,
                         fingerprint,
-                        json.dumps(record, sort_keys=True),
+                        stored_spec(record),
                         now,
                         "1" if force else "0",
                         int(record.get("priority", 0)),
@@ -230,16 +217,20 @@ class JobStore(RunRecords):
         return Moved(decoded(verdict) == "ok", decoded(verdict), decoded(before))
 
     def job(self, job_id: str) -> dict[str, str]:
-        raw: dict[Any, Any] = self.redis.hgetall(keys.job(job_id))
-        return {decoded(k): decoded(v) for k, v in raw.items()}
+        """The job's record, as text (``{}`` for none); compacted, unpacked
+        (:func:`seedq.records.unpacked`)."""
+        return unpacked(self.redis.hgetall(keys.job(job_id)))
 
     def jobs(self, job_ids: Sequence[str]) -> list[dict[str, str]]:
         """Each job's record (``{}`` for none), in one round trip."""
+        return [unpacked(raw) for raw in self._hashes(job_ids)]
+
+    def _hashes(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Each job's hash as stored, in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(keys.job(job_id))
-            raws = pipe.execute()
-        return [{decoded(k): decoded(v) for k, v in raw.items()} for raw in raws]
+            return pipe.execute()
 
     def run_jobs(self, run_id: str) -> Iterator[tuple[str, dict[str, str]]]:
         """The run's jobs and their records, ``READ_BATCH`` per round trip."""
@@ -249,12 +240,22 @@ class JobStore(RunRecords):
             yield from zip(chunk, self.jobs(chunk), strict=True)
 
     def job_fields(self, job_ids: Sequence[str], names: Sequence[str]) -> list[list[str]]:
-        """These fields of each job (``""`` where absent), in one round trip."""
+        """These fields of each job (``""`` where absent), in one round trip; a second
+        for the compacted jobs among them when a field asked for may be packed."""
+        packable = bool(set(names) & set(PACKED_FIELDS))
+        asked = [*names, f"{PACKED_PREFIX}0"] if packable else list(names)
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(keys.job(job_id), *names)
+                pipe.hmget(keys.job(job_id), *asked)
             rows = pipe.execute()
-        return [[decoded(v) for v in row] for row in rows]
+        packed = [j for j, row in zip(job_ids, rows, strict=True) if packable and row[-1]]
+        records = dict(zip(packed, self.jobs(packed), strict=True))
+        return [
+            [records[j].get(n, "") for n in names]
+            if j in records
+            else [decoded(v) for v in row[: len(names)]]
+            for j, row in zip(job_ids, rows, strict=True)
+        ]
 
     def job_state(self, job_id: str) -> JobState | None:
         raw = self.redis.hget(keys.job(job_id), "state")
@@ -362,35 +363,32 @@ class JobStore(RunRecords):
         return {job_id: decoded(v) for job_id, v in zip(job_ids, verdicts, strict=True)}
 
     def compact_jobs(self, run_id: str, job_ids: Sequence[str]) -> int:
-        """Rewrite the delivered, billed jobs among these without
-        :data:`COMPACT_DROP_FIELDS` and with a spec without :data:`COMPACT_DROP_SPEC`
-        (``seedq/lua/compact_job.lua``); how many were rewritten."""
-        specs = [spec for (spec,) in self.job_fields(job_ids, ("spec",))]
+        """Rewrite the delivered, billed jobs among these as
+        :func:`seedq.records.compacted` stores them, each only if its hash is still the
+        one read (``seedq/lua/compact_job.lua``); how many were rewritten. Two round
+        trips; a job compacted already is left as it is."""
+        delivered = str(JobState.DELIVERED)
         with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, spec in zip(job_ids, specs, strict=True):
+            for job_id, raw in zip(job_ids, self._hashes(job_ids), strict=True):
+                record = unpacked(raw)
+                if record.get("run_id") != run_id or record.get("state") != delivered:
+                    continue
+                new = _as_stored(compacted(record))
+                if new == raw:
+                    continue
                 self._compact_job(
                     keys=[keys.job(job_id), keys.UNBILLED],
-                    args=[
-                        run_id,
-                        job_id,
-                        str(JobState.DELIVERED),
-                        spec,
-                        _compact_spec(spec),
-                        *COMPACT_DROP_FIELDS,
-                    ],
+                    args=[job_id, len(raw), *_flat(raw), *_flat(new)],
                     client=pipe,
                 )
             done = pipe.execute()
         return sum(int(n) for n in done)
 
 
-def _compact_spec(text: str) -> str:
-    """The spec without its copied entries; unreadable, it is kept as it is."""
-    try:
-        spec = json.loads(text)
-    except ValueError:
-        return text
-    if not isinstance(spec, dict):
-        return text
-    kept = {k: v for k, v in spec.items() if k not in COMPACT_DROP_SPEC}
-    return json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _as_stored(fields: Mapping[str, str | bytes]) -> dict[bytes, bytes]:
+    """Fields as redis-py answers them, to compare with a hash read."""
+    return {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+
+
+def _flat(fields: Mapping[bytes, bytes]) -> list[bytes]:
+    return [part for pair in fields.items() for part in pair]

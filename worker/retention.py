@@ -243,7 +243,7 @@ def delivered_before(rt: Runtime, job: Job) -> bool:
     from worker.delivery import sidecar_key
 
     try:
-        spec = JobSpec.from_record(job.spec)
+        spec = JobSpec.from_record({**job.spec, "id": job.id})  # the key, not in the spec
     except (TypeError, ValueError):
         return False
     video = rt.storage.stat(spec.output_key)

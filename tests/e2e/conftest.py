@@ -28,7 +28,7 @@ import redis
 from PIL import Image
 
 from seedq import keys
-from seedq.store import decoded
+from seedq.store import JobStore, decoded
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
 from worker.verify import verify_video
@@ -197,15 +197,10 @@ class Cluster:
         return sorted(open_tasks.values())
 
     def jobs(self, job_ids: list[str]) -> dict[str, dict[str, str]]:
-        """Each job's hash, decoded (empty for a job the store does not know)."""
-        with self.store.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(keys.job(job_id))
-            rows = pipe.execute()
-        return {
-            job_id: {k.decode(): v.decode() for k, v in raw.items()}
-            for job_id, raw in zip(job_ids, rows, strict=True)
-        }
+        """Each job's record (empty for a job the store does not know), read as the
+        store reads it: a compacted one (worker.retention) has its long fields packed."""
+        rows = JobStore(self.store).jobs(job_ids)
+        return dict(zip(job_ids, rows, strict=True))
 
     def states(self, job_ids: list[str]) -> dict[str, str]:
         return {j: r.get("state", "?") for j, r in self.jobs(job_ids).items()}

@@ -21,10 +21,12 @@ from cli.main import app
 from cli.prune import parse_duration
 from seedq import keys
 from seedq.contract import JobState, RunStatus
+from seedq.records import COMPACT_DROP_SPEC as DROP_SPEC
 from seedq.report import report_rows
 from seedq.store import COMPACT_DROP_FIELDS, JobStore
 from tests.conftest import TEST_REDIS_URL
 from tests.worker.test_steps import Pipeline, pipeline_on
+from worker.auditor import audit_run
 from worker.delivery import deliver_job
 from worker.retention import (
     DAY_S,
@@ -432,3 +434,123 @@ def test_a_skipped_job_gives_its_budget_reservation_back(pipe: Pipeline) -> None
     p.assert_at_most_once(2)
     money = {decoded(k): float(v) for k, v in p.rt.store.redis.hgetall(budget).items()}
     assert money.get("reserved", 0) == 0 and money.get("spent", 0) == 0, money
+
+
+# -- a compacted job: its size, and everyone who reads it ---------------------------------
+
+JSON_FIELDS = ("spec", "sent_params", "warnings")
+
+
+def meaning(record: dict[str, str]) -> dict[str, object]:
+    """A job record with its JSON fields parsed: packing writes them back compactly."""
+    return {k: json.loads(v) if k in JSON_FIELDS else v for k, v in record.items()}
+
+
+def without_bookkeeping(record: dict[str, str]) -> dict[str, object]:
+    """What compaction is to keep of a delivered job's record."""
+    kept = meaning({k: v for k, v in record.items() if k not in COMPACT_DROP_FIELDS})
+    kept["spec"] = {k: v for k, v in json.loads(record["spec"]).items() if k not in DROP_SPEC}
+    return kept
+
+
+def test_a_compacted_job_takes_under_a_kilobyte_on_a_default_redis(
+    real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    """With Redis's default hash-max-listpack-value (64 bytes) as with the stack's 1024:
+    every long value is packed, so the hash keeps the compact listpack encoding (for
+    which MEMORY USAGE is exact, not sampled)."""
+    config: dict[str, str] = real_redis.config_get("hash-max-listpack-value")  # type: ignore[assignment]
+    if int(config["hash-max-listpack-value"]) < 64:
+        pytest.skip("this Redis keeps hashes compact below the default limit only")
+    with pipeline_on(real_redis, tmp_path) as p:
+        run_of_two(p)
+        key = keys.job("clip-1")
+        delivered = real_redis.memory_usage(key, samples=0)
+
+        assert retention_pass(p.rt.store, p.storage, now_s=p.rt.now(), retention_days=30).archived
+
+        assert real_redis.object("encoding", key) in (b"listpack", b"ziplist")
+        compact = real_redis.memory_usage(key, samples=0)
+        assert compact is not None and delivered is not None
+        assert compact <= 1024 < delivered, (delivered, compact)
+
+
+def test_every_reader_of_a_compacted_run_reads_it_whole(pipe: Pipeline) -> None:
+    p = pipe
+    run_id = run_of_two(p)
+    before = p.job("clip-1")
+    store: JobStore = p.rt.store
+    assert retention_pass(store, p.storage, now_s=p.rt.now(), retention_days=30).archived
+
+    job = p.job("clip-1")
+    assert meaning(job) == without_bookkeeping(before)
+    # The biller's and the tick's reads of a few fields, packed or not.
+    assert store.job_fields(["clip-1", "nobody"], ("state", "spec", "generation_id")) == [
+        ["delivered", job["spec"], before["generation_id"]],
+        ["", "", ""],
+    ]
+    # The audit: outputs, sidecars, bills, and each video decoded against what was sent.
+    assert audit_run(p.rt, run_id, verify=True).found == []
+    # The same manifest again: delivered with the same parameters, nothing is sent.
+    again = p.submit_manifest(rows_of(1, 2))
+    assert p.job("clip-1") == job and p.rt.store.run_job_ids(again) == []
+    p.assert_at_most_once(2)
+
+
+def test_a_compacted_job_whose_clip_is_gone_is_delivered_again(pipe: Pipeline) -> None:
+    """The audit's repair moves the compacted job back to generated and delivers it
+    (worker.auditor): the steps read its packed spec; what they write wins over it."""
+    p = pipe
+    run_id = run_of_two(p)
+    retention_pass(p.rt.store, p.storage, now_s=p.rt.now(), retention_days=30)
+    p.storage.path("clip-1.mp4").unlink()
+
+    audited = audit_run(p.rt, run_id, fix=True)
+
+    assert [r.ok for r in audited.repaired] == [True] and audited.remaining == []
+    job = p.job("clip-1")
+    assert job["state"] == JobState.DELIVERED and p.storage.path("clip-1.mp4").exists()
+    assert job["output_uri"].endswith("clip-1.mp4") and json.loads(job["sent_params"])
+    assert p.rt.store.compact_jobs(run_id, ["clip-1"]) == 1  # it grew bookkeeping again
+    assert meaning(p.job("clip-1")) == without_bookkeeping(job)
+    p.assert_at_most_once(2)
+
+
+def test_compaction_leaves_a_job_changed_since_it_was_read(
+    pipe: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compare-and-set on the whole hash: a field written between the read and the
+    rewrite (a bill, a move, a registration) is never lost to it."""
+    p = pipe
+    run_id = run_of_two(p)
+    store: JobStore = p.rt.store
+    stale = store._hashes(["clip-1"])
+    store.update_job("clip-1", note="written meanwhile")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_hashes", lambda _ids: stale)
+        assert store.compact_jobs(run_id, ["clip-1"]) == 0
+
+    assert p.job("clip-1")["note"] == "written meanwhile" and "result_url" in p.job("clip-1")
+    assert store.compact_jobs(run_id, ["clip-1"]) == 1
+    assert store.compact_jobs(run_id, ["clip-1"]) == 0  # compacted already: left as it is
+    assert p.job("clip-1")["note"] == "written meanwhile" and "result_url" not in p.job("clip-1")
+
+
+def test_retrying_a_compacted_run_leaves_its_delivered_jobs_as_they_are(pipe: Pipeline) -> None:
+    from cli.retrying import retry
+
+    p = pipe
+    run_id = p.submit_manifest(rows_of(1, 2))
+    deliver(p, run_id, "clip-1")
+    moved = p.rt.store.move(
+        "clip-2", run_id, JobState.FAILED, expect=[JobState.REGISTERED], failed_step="submit"
+    )
+    assert moved.ok
+    assert retention_pass(p.rt.store, p.storage, now_s=p.rt.now(), retention_days=30).archived
+    compact = p.rt.store.redis.hgetall(keys.job("clip-1"))
+
+    done = retry(p.rt.store, p.rt.admission, p.rt.provider, p.send, run_id)
+
+    assert done.counts["fresh attempt"] == 1 and p.state("clip-2") is JobState.REGISTERED
+    assert p.rt.store.redis.hgetall(keys.job("clip-1")) == compact
