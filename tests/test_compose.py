@@ -25,7 +25,7 @@ from celery.bin.celery import celery as celery_cli
 
 from cli.main import app as seedq_app
 from seedq import contract
-from seedq.settings import Settings
+from seedq.settings import Settings, env_name
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
@@ -107,10 +107,7 @@ def environment(service: str) -> dict[str, str]:
 
 
 def setting_variables() -> set[str]:
-    return {
-        "OXEN_API_KEY" if name == "oxen_api_key" else f"SEEDQ_{name.upper()}"
-        for name in Settings.model_fields
-    }
+    return {env_name(name) for name in Settings.model_fields}
 
 
 def flower_options() -> dict[str, Any]:
