@@ -1,6 +1,6 @@
 # One image for every seedq process: workers, beat, Flower, `seedq events`, the simulator.
 # No ENTRYPOINT: docker-compose.yml gives each service its command.
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
