@@ -95,12 +95,22 @@ def ensure_redis() -> None:
     say("redis-server did not come up; Redis-backed tests will skip")
 
 
+def packages() -> list[str]:
+    """The project's packages, as pyproject.toml lists them for the build."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
 def lint() -> int:
-    say("ruff, mypy and the import layers")
+    say("ruff, mypy, the import layers and bandit")
     rc = run([str(PY), "-m", "ruff", "check", "--quiet", "."])
     rc |= run([str(PY), "-m", "ruff", "format", "--check", "--quiet", "."])
     rc |= run([str(PY), "-m", "mypy"])
-    return rc | run([str(BIN / "lint-imports"), "--no-cache"])
+    rc |= run([str(BIN / "lint-imports"), "--no-cache"])
+    bandit = [str(PY), "-m", "bandit", "-c", "pyproject.toml", "--quiet", "--recursive"]
+    return rc | run([*bandit, *packages()])
 
 
 def main(argv: list[str]) -> int:
