@@ -137,7 +137,8 @@ def main(argv: list[str]) -> int:
     if cmd == "install":
         return 0
     if cmd == "run":
-        # The main job is the demo, free even where OXEN_API_KEY is set (.env of compose).
+        # The main job is the demo, free even where OXEN_API_KEY is set (.env of compose);
+        # its embedded workers run with the fetch guard off, as only the demo may.
         return run([str(BIN / "seedq"), "run", "--demo", *(rest or ["manifests/example.yaml"])])
     if cmd == "test":
         ensure_redis()

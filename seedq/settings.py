@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     )
     allow_private_urls: bool = Field(
         default=False,
-        description="Let loopback/private/link-local image URLs through (local testing only).",
+        description="Turn the fetch guard off entirely: loopback/private/link-local URLs and "
+        "plain http let through. For the demo and tests only, never in production.",
     )
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one provider call.")
     max_manifest_bytes: int = Field(

@@ -532,3 +532,17 @@ def test_the_image_copies_every_package_it_installs() -> None:
     for pattern in include:
         package = pattern.rstrip("*")
         assert f"COPY {package} ./{package}\n" in dockerfile, package
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", ".env.example"])
+def test_every_place_that_sets_allow_private_urls_says_it_turns_the_guard_off(
+    name: str,
+) -> None:
+    """SEEDQ_ALLOW_PRIVATE_URLS=true switches the fetch guard off entirely: whoever sets
+    it reads, right there, that it is for the demo only."""
+    lines = (REPO / name).read_text(encoding="utf-8").splitlines()
+    places = [i for i, line in enumerate(lines) if "SEEDQ_ALLOW_PRIVATE_URLS" in line]
+    assert places, name
+    for i in places:
+        near = " ".join(lines[max(0, i - 5) : i + 2]).lower()
+        assert "guard off" in near and "demo" in near, f"{name}:{i + 1}"
