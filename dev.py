@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The one tooling entry: ``python3 dev.py run|test|lint|bench`` (``make`` calls it too).
 
-Needs only Python 3.11+. It makes ``.venv`` beside this file, installs the project
-into it (again only when pyproject.toml changed), and for the tests makes sure a Redis
-server listens on 127.0.0.1:6379, starting (and if need be installing) one when none does.
+Needs only Python 3.11+. It makes ``.venv`` beside this file, installs into it every
+dependency at the version and hashes of ``requirements-dev.lock``, then the project
+itself without dependencies (again only when pyproject.toml or the lock changed), and for
+the tests makes sure a Redis server listens on 127.0.0.1:6379, starting (and if need be
+installing) one when none does. README.md, "Development", says how to refresh the lock.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".seedq-installed"
+# The pinned, hashed dependencies of the project and its tools (the image uses
+# requirements.lock, the same pins without the development tools).
+LOCK = ROOT / "requirements-dev.lock"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
@@ -37,7 +42,9 @@ def run(cmd: list[str]) -> int:
 def ensure_venv() -> None:
     if sys.version_info < (3, 11):
         sys.exit("seedq needs Python 3.11 or newer")
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(LOCK.read_bytes())
+    want = digest.hexdigest()
     if STAMP.exists() and STAMP.read_text() == want and PY.exists():
         return
     if not PY.exists():
@@ -45,7 +52,14 @@ def ensure_venv() -> None:
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     say("installing seedq and its dependencies (first run only; about a minute)")
     base = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if run([*base, "--upgrade", "pip"]) != 0 or run([*base, "-e", ".[dev]"]) != 0:
+    steps = (
+        [*base, "--upgrade", "pip"],
+        # Exactly the locked versions, each checked against its hashes: nothing the
+        # resolver picks today that it did not pick when the lock was made.
+        [*base, "--require-hashes", "--requirement", str(LOCK)],
+        [*base, "--no-deps", "--editable", "."],
+    )
+    if any(run(step) != 0 for step in steps):
         sys.exit("pip install failed; see the messages above")
     STAMP.write_text(want)
 
@@ -95,12 +109,22 @@ def ensure_redis() -> None:
     say("redis-server did not come up; Redis-backed tests will skip")
 
 
+def packages() -> list[str]:
+    """The project's packages, as pyproject.toml lists them for the build."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
 def lint() -> int:
-    say("ruff, mypy and the import layers")
+    say("ruff, mypy, the import layers and bandit")
     rc = run([str(PY), "-m", "ruff", "check", "--quiet", "."])
     rc |= run([str(PY), "-m", "ruff", "format", "--check", "--quiet", "."])
     rc |= run([str(PY), "-m", "mypy"])
-    return rc | run([str(BIN / "lint-imports"), "--no-cache"])
+    rc |= run([str(BIN / "lint-imports"), "--no-cache"])
+    bandit = [str(PY), "-m", "bandit", "-c", "pyproject.toml", "--quiet", "--recursive"]
+    return rc | run([*bandit, *packages()])
 
 
 def main(argv: list[str]) -> int:
@@ -113,7 +137,8 @@ def main(argv: list[str]) -> int:
     if cmd == "install":
         return 0
     if cmd == "run":
-        # The main job is the demo, free even where OXEN_API_KEY is set (.env of compose).
+        # The main job is the demo, free even where OXEN_API_KEY is set (.env of compose);
+        # its embedded workers run with the fetch guard off, as only the demo may.
         return run([str(BIN / "seedq"), "run", "--demo", *(rest or ["manifests/example.yaml"])])
     if cmd == "test":
         ensure_redis()

@@ -70,6 +70,8 @@ def embedded_stack(
             update={
                 "provider_url": sim.url,
                 "oxen_api_key": SecretStr(EMBEDDED_KEY),
+                # The fetch guard off entirely (SEEDQ_ALLOW_PRIVATE_URLS): the simulator
+                # is on loopback. Only this demo does it, never a paid run.
                 "allow_private_urls": True,
                 "poll_interval_s": min(settings.poll_interval_s, 1.0),
                 "retry_base_s": min(settings.retry_base_s, 0.5),

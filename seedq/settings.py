@@ -9,9 +9,18 @@ show in a repr, a log line or an exception.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from seedq.errors import ConfigError
@@ -21,6 +30,10 @@ DEFAULT_MODEL = "bytedance-seedance-2-0-image-to-video"
 DEFAULT_PROVIDER_URL = "https://hub.oxen.ai"
 # The whole of one result download: the 2 GiB cap at 3.6 MB/s, a 30 MB clip at 50 kB/s.
 DEFAULT_DOWNLOAD_DEADLINE_S = 600.0
+
+# The placeholders of .env.example: a stack started with one of them runs on a secret
+# anyone who has read this repository knows. Compared without case or padding.
+PLACEHOLDERS = frozenset({"change-me", "change-me-too"})
 
 
 class Settings(BaseSettings):
@@ -68,7 +81,8 @@ class Settings(BaseSettings):
     )
     allow_private_urls: bool = Field(
         default=False,
-        description="Let loopback/private/link-local image URLs through (local testing only).",
+        description="Turn the fetch guard off entirely: loopback/private/link-local URLs and "
+        "plain http let through. For the demo and tests only, never in production.",
     )
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one provider call.")
     input_root: Path | None = Field(
@@ -190,6 +204,12 @@ class Settings(BaseSettings):
         default=None,
         description="Key of the notifications' HMAC-SHA256 signature (X-Seedq-Signature).",
     )
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLOWER_BASIC_AUTH"),
+        description="Flower's logins, user:password[,...]. Flower reads the variable itself; "
+        "seedq only refuses to start with a placeholder or empty password in it.",
+    )
     notify_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one POST.")
     notify_max_attempts: int = Field(
         default=8, ge=1, description="POSTs of one notification before it is given up."
@@ -229,6 +249,20 @@ class Settings(BaseSettings):
     def input_s3_grants(self) -> tuple[S3Grant, ...]:
         return parse_s3_allow(self.input_s3_allow)
 
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Self:
+        """Every process reads the settings first: refusing here stops each of them (the
+        workers, beat, Flower, ``seedq events``, the commands) before it connects."""
+        weak = weak_secrets(self)
+        if weak:
+            raise PydanticCustomError(
+                "weak_secret",
+                "{weak}: refusing to start on a secret anyone can guess; put a real one "
+                "in .env or the environment",
+                {"weak": "; ".join(weak)},
+            )
+        return self
+
     @property
     def output_is_s3(self) -> bool:
         return self.output.startswith("s3://")
@@ -247,7 +281,7 @@ class Settings(BaseSettings):
 
 
 # Settings whose variable is not SEEDQ_ + the field's name.
-_ENV_NAMES = {"oxen_api_key": "OXEN_API_KEY"}
+_ENV_NAMES = {"oxen_api_key": "OXEN_API_KEY", "flower_basic_auth": "FLOWER_BASIC_AUTH"}
 # What every process of the pipeline (a worker, `seedq events`) reads: the broker, the
 # job store and the provider. Without one it could only fail, over and over.
 PIPELINE_NEEDS = ("broker_url", "redis_url", "oxen_api_key")
@@ -260,12 +294,60 @@ def env_name(field: str) -> str:
     return _ENV_NAMES.get(field, f"SEEDQ_{field.upper()}")
 
 
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` cannot be a secret (empty, or a placeholder of .env.example); None
+    when it may be one. Pure: the one rule behind :func:`weak_secrets`."""
+    said = value.strip()
+    if not said:
+        return "is empty"
+    if said.lower() in PLACEHOLDERS:
+        return f"is the placeholder {said!r} of .env.example"
+    return None
+
+
+def weak_secrets(settings: Settings) -> list[str]:
+    """One phrase per secret of ``settings`` that is empty or a placeholder, naming its
+    variable and never its value. A Redis URL without a password is no secret to judge
+    (a local Redis without auth); one with an empty password is."""
+    found = []
+    for field in ("broker_url", "redis_url"):
+        url = getattr(settings, field)
+        password = _url_password(url) if url else None
+        why = weak_secret(password) if password is not None else None
+        if why:
+            found.append(f"the password in {env_name(field)} {why}")
+    for field in ("oxen_api_key", "notify_secret"):
+        secret = getattr(settings, field)
+        why = weak_secret(secret.get_secret_value()) if secret is not None else None
+        if why:
+            found.append(f"{env_name(field)} {why}")
+    logins = settings.flower_basic_auth
+    for login in logins.get_secret_value().split(",") if logins else ():
+        why = weak_secret(login.partition(":")[2])
+        if why:
+            found.append(f"a password in FLOWER_BASIC_AUTH {why}")
+            break
+    return found
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None  # not a URL: the connection says so, with its variable
+    return None if password is None else unquote(password)
+
+
 def invalid_settings(exc: ValidationError) -> list[str]:
     """One line per setting the environment gives a value pydantic rejects, by its
-    variable's name (``SEEDQ_POLL_INTERVAL_S: Input should be ...``); never the value."""
+    variable's name (``SEEDQ_POLL_INTERVAL_S: Input should be ...``); never the value.
+    A check of the whole (placeholder secrets) says its own variables."""
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         field = str(err["loc"][0]) if err["loc"] else ""
+        if not field:
+            lines.append(err["msg"])
+            continue
         where = env_name(field) if field in Settings.model_fields else field.upper()
         lines.append(f"setting {where}: {err['msg']}")
     return lines

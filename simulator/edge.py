@@ -73,14 +73,16 @@ class EdgeMiddleware:
 
 
 async def api_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+    # bandit B101: narrows the type: Starlette calls this handler for ApiError only.
+    assert isinstance(exc, ApiError)  # nosec B101
     if not exc.error_type:  # the documented untyped shape
         return JSONResponse({"error": {"message": exc.detail}}, status_code=exc.status)
     return typed_error(exc.status, exc.error_type, exc.title, exc.detail)
 
 
 async def http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    # bandit B101: narrows the type: Starlette calls this handler for HTTPException only.
+    assert isinstance(exc, HTTPException)  # nosec B101
     if exc.status_code == 404:
         return typed_error(404, "resource_not_found", "Not found", "No such endpoint")
     return JSONResponse({"error": {"message": str(exc.detail)}}, status_code=exc.status_code)

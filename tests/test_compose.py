@@ -6,6 +6,7 @@ comes from .env by substitution."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
 import subprocess
@@ -22,10 +23,11 @@ import yaml
 from celery import Celery
 from celery.bin.base import CLIContext
 from celery.bin.celery import celery as celery_cli
+from pydantic import ValidationError
 
 from cli.main import app as seedq_app
 from seedq import contract
-from seedq.settings import Settings
+from seedq.settings import Settings, env_name
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
@@ -107,10 +109,7 @@ def environment(service: str) -> dict[str, str]:
 
 
 def setting_variables() -> set[str]:
-    return {
-        "OXEN_API_KEY" if name == "oxen_api_key" else f"SEEDQ_{name.upper()}"
-        for name in Settings.model_fields
-    }
+    return {env_name(name) for name in Settings.model_fields}
 
 
 def flower_options() -> dict[str, Any]:
@@ -197,8 +196,10 @@ def test_secret_values_come_from_env_substitution(service: str, name: str) -> No
 
 
 def test_no_secret_value_is_written_into_the_compose_file() -> None:
+    # The placeholders may appear only as what minio-setup refuses (a `case` pattern).
+    text = re.sub(r"case .*? esac", "", COMPOSE_TEXT, flags=re.DOTALL)
     for name in SECRET_VARS:
-        assert env_example()[name] not in COMPOSE_TEXT
+        assert env_example()[name] not in text
 
 
 # Commands -------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ def test_seedq_services_set_only_known_variables(service: str) -> None:
 
 def test_redis_is_durable_bounded_and_password_protected() -> None:
     redis = SERVICES["redis"]
-    assert redis["image"].startswith("redis:7")
+    assert redis["image"].startswith("redis:7.")
     line = " ".join(redis["command"])
     assert "--appendonly yes" in line
     assert "--maxmemory-policy noeviction" in line
@@ -342,7 +343,7 @@ def test_flower_task_list_shows_the_ids_and_why_a_task_failed() -> None:
 def test_minio_setup_makes_the_bucket_once_minio_is_healthy() -> None:
     setup = SERVICES["minio-setup"]
     assert setup["depends_on"]["minio"]["condition"] == "service_healthy"
-    assert "mc mb --ignore-existing" in " ".join(setup["command"])
+    assert "mcli mb --ignore-existing" in " ".join(setup["command"])
     assert setup["restart"] == "no"
     assert "--console-address" in SERVICES["minio"]["command"]
 
@@ -377,6 +378,114 @@ def test_profiles() -> None:
         assert not SERVICES[name].get("profiles"), name
 
 
+# Exposure, placeholders and pins --------------------------------------------------------
+
+# An exact release: a version with a patch number, or a dated RELEASE tag; never a bare
+# major (redis:7), a floating name (latest, alpine) or no tag at all.
+PINNED_TAG = re.compile(r"^\d+\.\d+\.\d+(-[a-z0-9.]+)?$|^RELEASE\.\d{4}-\d\d-\d\dT[\d-]+Z$")
+
+
+def published(service: str) -> list[tuple[str, str]]:
+    """(host address, the port mapping as written) of each port ``service`` publishes."""
+    found = []
+    for port in SERVICES[service].get("ports", []):
+        if isinstance(port, dict):
+            found.append((str(port.get("host_ip", "")), str(port)))
+        else:
+            # host_ip:host:container, host:container or container alone.
+            parts = interpolate(str(port), env_example()).split(":")
+            found.append((parts[0] if len(parts) == 3 else "", str(port)))
+    return found
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_ports_are_published_on_loopback_only(service: str) -> None:
+    for host, port in published(service):
+        assert host == "127.0.0.1", f"{service} publishes {port} on every interface"
+
+
+def test_the_loopback_check_catches_a_port_on_every_interface() -> None:
+    document = _with(["services", "flower", "ports"], ["${FLOWER_PORT:-5555}:5555"])
+    ports = document["services"]["flower"]["ports"]
+    assert [p.split(":")[0] for p in ports] != ["127.0.0.1"]
+    assert published("flower") == [("127.0.0.1", "127.0.0.1:${FLOWER_PORT:-5555}:5555")]
+
+
+@pytest.mark.parametrize("service", sorted(s for s in SERVICES if s not in SEEDQ_SERVICES))
+def test_third_party_images_are_pinned_to_a_release(service: str) -> None:
+    image = str(SERVICES[service]["image"])
+    name, _, tag = image.partition("@")[0].rpartition(":")
+    assert name and PINNED_TAG.match(tag), f"{service}: {image} is not pinned to a release"
+    # MinIO's own images are withdrawn (community edition archived): not one of them.
+    assert not name.startswith(("minio/", "quay.io/minio/")), image
+
+
+@pytest.mark.parametrize("tag", ["7", "latest", "alpine", "7-alpine", "7.4", "RELEASE"])
+def test_the_pin_check_refuses_floating_tags(tag: str) -> None:
+    assert not PINNED_TAG.match(tag)
+
+
+def secret_holders() -> list[str]:
+    """The seedq services whose environment holds one of the secrets."""
+    return [
+        s
+        for s in SEEDQ_SERVICES
+        if any(SECRET_VARS & set(re.findall(r"\w+", v)) for v in environment(s).values())
+    ]
+
+
+@pytest.mark.parametrize("service", secret_holders())
+def test_seedq_services_refuse_the_env_example_placeholders(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack as .env.example leaves it: every seedq process that gets a secret (its
+    settings are read first thing) refuses to start, Flower included."""
+    for name in list(os.environ):
+        if name.startswith(("SEEDQ_", "FLOWER_", "OXEN_")):
+            monkeypatch.delenv(name)
+    for name, value in interpolated(environment(service), env_example()).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="placeholder") as caught:
+        Settings(_env_file=None)
+    assert "change-me" not in str(caught.value).replace("'change-me", "")
+
+
+def _minio_setup(tmp_path: Path, password: str) -> subprocess.CompletedProcess[str]:
+    """minio-setup's command, run by a real sh with a stand-in mcli that logs its args."""
+    mcli = tmp_path / "mcli"
+    mcli.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    mcli.chmod(0o755)
+    env = {**env_example(), "MINIO_ROOT_PASSWORD": password}
+    [script] = SERVICES["minio-setup"]["command"]
+    assert SERVICES["minio-setup"]["entrypoint"] == ["/bin/sh", "-c"]
+    return subprocess.run(
+        ["/bin/sh", "-c", script.replace("$$", "$")],
+        env={**env, "MINIO_BUCKET": "seedq", "PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("placeholder", ["change-me", "change-me-too"])
+def test_minio_setup_refuses_a_placeholder_password(tmp_path: Path, placeholder: str) -> None:
+    assert env_example()["MINIO_ROOT_PASSWORD"] in {"change-me", "change-me-too"}
+    done = _minio_setup(tmp_path, placeholder)
+    assert done.returncode == 2, done
+    assert "MINIO_ROOT_PASSWORD" in done.stderr and not (tmp_path / "calls").exists()
+
+
+def test_minio_setup_makes_the_bucket_with_a_real_password(tmp_path: Path) -> None:
+    done = _minio_setup(tmp_path, "9f8e7d6c5b4a")
+    assert done.returncode == 0, done
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == [
+        "alias set local http://minio:9000 seedq 9f8e7d6c5b4a",
+        "mb --ignore-existing local/seedq",
+    ]
+
+
 # The image ------------------------------------------------------------------------------
 
 
@@ -393,7 +502,8 @@ def dockerfile() -> list[tuple[str, str]]:
 
 def test_image_is_slim_unprivileged_and_entrypoint_free() -> None:
     instructions = dockerfile()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # Pinned to a patch release on a named Debian, like the compose images.
+    assert instructions[0] == ("FROM", "python:3.11.14-slim-bookworm")
     users = [rest for word, rest in instructions if word == "USER"]
     assert users and users[-1] not in {"root", "0"}
     assert not [word for word, _ in instructions if word in {"ENTRYPOINT", "CMD"}]
@@ -422,3 +532,17 @@ def test_the_image_copies_every_package_it_installs() -> None:
     for pattern in include:
         package = pattern.rstrip("*")
         assert f"COPY {package} ./{package}\n" in dockerfile, package
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", ".env.example"])
+def test_every_place_that_sets_allow_private_urls_says_it_turns_the_guard_off(
+    name: str,
+) -> None:
+    """SEEDQ_ALLOW_PRIVATE_URLS=true switches the fetch guard off entirely: whoever sets
+    it reads, right there, that it is for the demo only."""
+    lines = (REPO / name).read_text(encoding="utf-8").splitlines()
+    places = [i for i, line in enumerate(lines) if "SEEDQ_ALLOW_PRIVATE_URLS" in line]
+    assert places, name
+    for i in places:
+        near = " ".join(lines[max(0, i - 5) : i + 2]).lower()
+        assert "guard off" in near and "demo" in near, f"{name}:{i + 1}"

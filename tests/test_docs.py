@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.main import app
-from seedq.settings import Settings
+from seedq.settings import Settings, env_name
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
     for name in Settings.model_fields:
-        env = "OXEN_API_KEY" if name == "oxen_api_key" else f"SEEDQ_{name.upper()}"
+        env = env_name(name)
         assert f"| `{env}` |" in README, f"{env} is missing from README's settings table"
 
 

@@ -253,7 +253,8 @@ def delivered_before(rt: Runtime, job: Job) -> bool:
     provider = rt.settings.provider_url
     if not sidecar_proves_delivered(spec, side, video_bytes=video.size, provider_url=provider):
         return False
-    assert side is not None
+    # bandit B101: narrows the type: sidecar_proves_delivered just returned True for it.
+    assert side is not None  # nosec B101
     facts = side.get("video") or {}
     moved = rt.store.move(
         job.id,

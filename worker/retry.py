@@ -48,7 +48,8 @@ def next_delay(
         base_s=policy.base_s,
         max_s=policy.max_delay_s,
         jitter=policy.jitter,
-        rand=random.random() if rand is None else rand,
+        # bandit B311: retry jitter, not a secret.
+        rand=random.random() if rand is None else rand,  # nosec B311
     )
     delay = honour_retry_after(delay, retry_after_s, max_s=policy.max_delay_s)
     if elapsed_s + delay > policy.max_total_s:

@@ -144,7 +144,8 @@ def _retry_later(
         attempt=attempts,
         elapsed_s=rt.now() - first,
         retry_after_s=exc.retry_after_s,
-        rand=random.random(),
+        # bandit B311: retry jitter, not a secret.
+        rand=random.random(),  # nosec B311
     )
     if delay is None:
         reason = f"gave up after {attempts} attempt(s): {exc}"
