@@ -85,7 +85,7 @@ def run_command(
     private redis-server under DIR/.seedq so that running it again resumes, never paying
     twice; without a key, a demo against the built-in simulator (no cost).
     """
-    settings = load_settings()
+    settings = load_settings(**DEMO_IGNORES) if demo else load_settings()
     if out_dir is not None:
         settings = settings.model_copy(update={"output": str(out_dir)})
     opts = RunOptions(
@@ -102,6 +102,11 @@ def run_command(
         notify=notify,
     )
     raise typer.Exit(run_manifests(settings, opts))
+
+
+# What the demo never uses: a compose stack's .env beside it, placeholders and all (which
+# every real process refuses), must not stop it.
+DEMO_IGNORES: dict[str, object] = {"oxen_api_key": None, "flower_basic_auth": None}
 
 
 @dataclasses.dataclass(frozen=True)

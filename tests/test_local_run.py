@@ -171,3 +171,22 @@ def test_a_resumed_run_registers_neither_held_nor_delivered_jobs(
         assert target.resume_id == "r-old"
         assert [j.id for j in target.jobs] == ["clip-0", "clip-3"]
         assert target.skipped.n == 1
+
+
+@pytest.mark.parametrize("demo", [True, False])
+def test_the_demo_runs_beside_a_compose_env_file_and_a_real_run_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo: bool
+) -> None:
+    """A compose stack's .env (placeholders and all) beside the demo must not stop it:
+    the demo uses neither the key nor Flower's login. A real run refuses them."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OXEN_API_KEY=change-me\nFLOWER_BASIC_AUTH=admin:change-me\n")
+    args = ["run", *(["--demo"] if demo else []), str(tmp_path / "missing.yaml")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    refused = "OXEN_API_KEY" in result.output and "FLOWER_BASIC_AUTH" in result.output
+    assert refused is not demo, result.output
