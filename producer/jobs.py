@@ -16,7 +16,14 @@ from producer.errors import Problem
 from producer.readers import PROVIDER_FIELDS, Header, RawJob
 from producer.values import to_bool, to_duration, to_int, to_text
 from seedq.modelinfo import ModelInfo, check_params
-from seedq.refs import RefError, check_output_key, parse_image_ref, render, template_names
+from seedq.refs import (
+    MAX_OUTPUT_KEY_BYTES,
+    RefError,
+    check_output_key,
+    parse_image_ref,
+    render,
+    template_names,
+)
 
 DEFAULT_OUTPUT_TEMPLATE = "{id}.mp4"
 TEMPLATED_FIELDS = ("prompt", "input_image", "tail_image_url", "output")
@@ -108,6 +115,7 @@ class JobContext:
     sets: dict[str, Any] = field(default_factory=dict)
     allow_private_urls: bool = False
     used_names: set[str] = field(default_factory=set)
+    max_output_key_bytes: int = MAX_OUTPUT_KEY_BYTES
 
 
 def _problem(ctx: JobContext, line: int, name: str, message: str) -> Problem:
@@ -209,4 +217,5 @@ def _identity(
     values["id"] = row.id or "{id}"
     partial = render(template, values)
     job_id = row.id or "j" + content_hash(ctx.model.id, params, partial)[:24]
-    return job_id, check_output_key(partial.replace("{id}", job_id))
+    key = partial.replace("{id}", job_id)
+    return job_id, check_output_key(key, max_bytes=ctx.max_output_key_bytes)

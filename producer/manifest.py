@@ -18,6 +18,7 @@ from producer.errors import Problem
 from producer.jobs import JobContext, JobSpec, build_job
 from producer.readers import Header, iter_csv, load_yaml, manifest_kind, precheck
 from seedq.modelinfo import ModelInfo, UnknownModelError
+from seedq.refs import MAX_OUTPUT_KEY_BYTES
 
 ModelResolver = Callable[[str], ModelInfo]
 
@@ -31,6 +32,8 @@ class ReadOptions:
     model_override: str | None = None
     allow_private_urls: bool = False
     max_manifest_bytes: int = 256 * 1024 * 1024
+    # Under the output's S3 prefix: seedq.refs.max_output_key_bytes(settings.output).
+    max_output_key_bytes: int = MAX_OUTPUT_KEY_BYTES
 
 
 def _digest(text: str) -> bytes:
@@ -77,6 +80,7 @@ def iter_manifest(
         base_dir=path.resolve().parent,
         sets=opts.sets,
         allow_private_urls=opts.allow_private_urls,
+        max_output_key_bytes=opts.max_output_key_bytes,
     )
     pending = sorted(header.problems, key=lambda p: p.line)
     for item in source:

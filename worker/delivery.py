@@ -23,6 +23,7 @@ from provider.errors import ResultUrlExpired
 from seedq.billing import billing_status
 from seedq.contract import JobState
 from seedq.modelinfo import billed_seconds, estimate_cost
+from seedq.refs import sidecar_key as sidecar_key  # re-exported: callers import it here
 from storage.base import sha256_file
 from worker.errors import InvalidVideo
 from worker.job import DONE, Job, Next
@@ -35,10 +36,6 @@ VIDEO_TYPE = "video/mp4"
 QUARANTINE_TYPE = "application/octet-stream"  # it is not a video we can vouch for
 QUARANTINE_PREFIX = "quarantine"
 DIGEST_CHARS = 16  # of the SHA-256 in a quarantine key: distinct downloads never collide
-
-
-def sidecar_key(output_key: str) -> str:
-    return output_key.removesuffix(".mp4") + ".json"
 
 
 def quarantine_key(output_key: str, sha256: str) -> str:

@@ -199,6 +199,29 @@ def test_every_problem_reported_at_once(write: Write, parse: Parse) -> None:
     assert [j.line for j in jobs] == [2]
 
 
+def test_output_keys_too_long_are_refused_by_row(write: Write, parse: Parse) -> None:
+    long_name = "n" * 241
+    path = write(
+        "long.csv",
+        "id,prompt,input_image,output\n"
+        "a,p,images/a.png,ok.mp4\n"
+        f"b,p,images/a.png,{long_name}.mp4\n"
+        f"c,p,images/a.png,{'/'.join(['d' * 200] * 5)}/{{id}}.mp4\n",
+    )
+    jobs, problems = parse(path)
+    assert [j.id for j in jobs] == ["a"]
+    assert [(p.line, p.field) for p in problems] == [(3, "output"), (4, "output")]
+    assert "segment" in problems[0].message and "longer than" in problems[1].message
+    # Under an S3 prefix, less is left for the key.
+    path.write_text(
+        f"id,prompt,input_image,output\nc,p,images/a.png,{'/'.join(['d' * 200] * 4)}.mp4\n"
+    )
+    assert parse(path)[1] == []
+    _, problems = parse(path, max_output_key_bytes=700)
+    assert [(p.line, p.field) for p in problems] == [(2, "output")]
+    assert "longer than 700" in problems[0].message
+
+
 def test_duplicate_ids_refused_across_manifests(write: Write, parse: Parse) -> None:
     a = write("a.yaml", "jobs:\n  - {id: x, prompt: p, input_image: images/a.png}\n")
     b = write("b.yaml", "jobs:\n  - {id: x, prompt: q, input_image: images/a.png, output: other}\n")
