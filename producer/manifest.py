@@ -1,8 +1,9 @@
 """A manifest, read twice if need be: once to validate and plan, once to submit.
 
 Both passes stream CSV rows, so memory stays flat whatever the row count; duplicates
-of ids and output keys across the whole input are caught before anything is sent by
-:class:`DuplicateGuard`, which keeps what it has seen on disk, not in memory.
+of ids and output keys across the whole input, and output keys in each other's way, are
+caught before anything is sent by :class:`DuplicateGuard`, which keeps what it has seen
+on disk, not in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from producer.errors import Problem
 from producer.jobs import JobContext, JobSpec, build_job
 from producer.readers import Header, iter_csv, load_yaml, manifest_kind, precheck
 from seedq.modelinfo import ModelInfo, UnknownModelError
-from seedq.refs import MAX_OUTPUT_KEY_BYTES
+from seedq.refs import MAX_OUTPUT_KEY_BYTES, sidecar_key
 
 ModelResolver = Callable[[str], ModelInfo]
 
@@ -107,7 +108,10 @@ def iter_manifest(
 
 
 class DuplicateGuard:
-    """Refuses a second job with the same id or the same output key, across manifests.
+    """Refuses a second job with the same id or the same output key, across manifests,
+    and an output key that needs another one's file as a folder: ``x.mp4`` and
+    ``x.mp4/y.mp4``, or ``a.mp4`` (sidecar ``a.json``) and ``a.json/b.mp4``. A directory
+    store cannot hold both, and the second one's paid clip would have nowhere to go.
 
     What it has seen lives in a private on-disk SQLite database (stdlib; its page cache
     is bounded), so checking 100,000 rows does not hold 100,000 entries in memory.
@@ -119,6 +123,12 @@ class DuplicateGuard:
         self._db.execute(
             "CREATE TABLE seen (kind TEXT, digest BLOB, source TEXT, line INTEGER,"
             " PRIMARY KEY (kind, digest)) WITHOUT ROWID"
+        )
+        # Every name the outputs take in the store: "file" (a clip or a sidecar, ``what``
+        # says which) or "dir" (a folder some output key needs).
+        self._db.execute(
+            "CREATE TABLE names (kind TEXT, digest BLOB, what TEXT, source TEXT,"
+            " line INTEGER, PRIMARY KEY (kind, digest)) WITHOUT ROWID"
         )
 
     def check(self, job: JobSpec) -> list[Problem]:
@@ -145,7 +155,43 @@ class DuplicateGuard:
                     f"duplicate {what} {value!r} (first at {first[0]}:{first[1]})",
                 )
             )
-        return problems
+        return problems + self._in_the_way(job)
+
+    def _in_the_way(self, job: JobSpec) -> list[Problem]:
+        """Where ``job``'s output and an earlier one's cannot both be stored; then
+        ``job``'s names are recorded."""
+        key = job.output_key
+        files = {key: "clip", sidecar_key(key): "sidecar"}
+        parts = key.split("/")
+        folders = ["/".join(parts[:end]) for end in range(1, len(parts))]
+        clashes = []
+        for folder in folders:
+            other = self._name("file", folder, job)
+            if other is not None:
+                what, where = other
+                clashes.append(f"needs {folder!r} as a folder, but it is the {what} of {where}")
+        for file, what in files.items():
+            other = self._name("dir", file, job)
+            if other is not None:
+                clashes.append(f"puts its {what} at {file!r}, a folder of {other[1]}")
+        rows = [("file", _digest(f), what, job.source, job.line) for f, what in files.items()]
+        rows += [("dir", _digest(f), "folder", job.source, job.line) for f in folders]
+        self._db.executemany("INSERT OR IGNORE INTO names VALUES (?, ?, ?, ?, ?)", rows)
+        return [
+            Problem(job.source, job.line, "output", f"output key {key!r} {clash}")
+            for clash in clashes
+        ]
+
+    def _name(self, kind: str, name: str, job: JobSpec) -> tuple[str, str] | None:
+        """What another row's output uses ``name`` as (clip, sidecar or folder) and where
+        that row is; None when no other row uses it as ``kind``."""
+        found = self._db.execute(
+            "SELECT what, source, line FROM names WHERE kind = ? AND digest = ?",
+            (kind, _digest(name)),
+        ).fetchone()
+        if found is None or (found[1], found[2]) == (job.source, job.line):
+            return None
+        return found[0], f"the output at {found[1]}:{found[2]}"
 
     def close(self) -> None:
         self._db.close()
