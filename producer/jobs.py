@@ -63,6 +63,9 @@ class JobRow(BaseModel):
     priority: Annotated[
         Annotated[int, Field(ge=-1000, le=1000)] | None, BeforeValidator(to_int)
     ] = None
+    # May its clip replace another job's at its output key (worker.delivery)? Never by
+    # default: a later run reusing a key must not silently overwrite a delivered clip.
+    overwrite: Bool = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ class JobSpec:
     output_key: str
     priority: int = 0
     est_cost: float = 0.0  # the plan's estimate, reserved against a run's budget
+    overwrite: bool = False  # not part of its identity: the clip asked for is the same
 
     @property
     def fingerprint(self) -> str:
@@ -92,6 +96,7 @@ class JobSpec:
             "output_key": self.output_key,
             "priority": self.priority,
             "est_cost": self.est_cost,
+            "overwrite": self.overwrite,
             "fingerprint": self.fingerprint,
         }
 
@@ -189,6 +194,7 @@ def build_job(raw: RawJob, ctx: JobContext) -> JobSpec | list[Problem]:
         params=params,
         output_key=output_key,
         priority=row.priority or 0,
+        overwrite=bool(row.overwrite),
     )
 
 
