@@ -159,39 +159,47 @@ class DuplicateGuard:
 
     def _in_the_way(self, job: JobSpec) -> list[Problem]:
         """Where ``job``'s output and an earlier one's cannot both be stored; then
-        ``job``'s names are recorded."""
+        ``job``'s names are recorded. One query and one insert per job."""
         key = job.output_key
-        files = {key: "clip", sidecar_key(key): "sidecar"}
+        files = {
+            _digest(key): (key, "clip"),
+            _digest(sidecar_key(key)): (sidecar_key(key), "sidecar"),
+        }
         parts = key.split("/")
-        folders = ["/".join(parts[:end]) for end in range(1, len(parts))]
+        folders = {_digest(f): f for f in ("/".join(parts[:end]) for end in range(1, len(parts)))}
+        # A file of this job where another's folder is, or a folder where another's file
+        # is: one query, each side an IN list on the primary key.
+        query = (
+            "SELECT kind, digest, what, source, line FROM names"
+            " WHERE kind = 'dir' AND digest IN (?, ?)"
+        )
+        if folders:
+            marks = ", ".join("?" * len(folders))
+            # Only "?" marks are formatted in, never a value.
+            query += (
+                " UNION ALL SELECT kind, digest, what, source, line FROM names"  # noqa: S608
+                f" WHERE kind = 'file' AND digest IN ({marks})"
+            )
+        found = self._db.execute(query, [*files, *folders]).fetchall()
         clashes = []
-        for folder in folders:
-            other = self._name("file", folder, job)
-            if other is not None:
-                what, where = other
-                clashes.append(f"needs {folder!r} as a folder, but it is the {what} of {where}")
-        for file, what in files.items():
-            other = self._name("dir", file, job)
-            if other is not None:
-                clashes.append(f"puts its {what} at {file!r}, a folder of {other[1]}")
-        rows = [("file", _digest(f), what, job.source, job.line) for f, what in files.items()]
-        rows += [("dir", _digest(f), "folder", job.source, job.line) for f in folders]
+        for kind, digest, what, source, line in found:
+            if (source, line) == (job.source, job.line):
+                continue
+            where = f"the output at {source}:{line}"
+            if kind == "file":
+                clashes.append(
+                    f"needs {folders[digest]!r} as a folder, but it is the {what} of {where}"
+                )
+            else:
+                name, mine = files[digest]
+                clashes.append(f"puts its {mine} at {name!r}, a folder of {where}")
+        rows = [("file", d, what, job.source, job.line) for d, (_, what) in files.items()]
+        rows += [("dir", d, "folder", job.source, job.line) for d in folders]
         self._db.executemany("INSERT OR IGNORE INTO names VALUES (?, ?, ?, ?, ?)", rows)
         return [
             Problem(job.source, job.line, "output", f"output key {key!r} {clash}")
             for clash in clashes
         ]
-
-    def _name(self, kind: str, name: str, job: JobSpec) -> tuple[str, str] | None:
-        """What another row's output uses ``name`` as (clip, sidecar or folder) and where
-        that row is; None when no other row uses it as ``kind``."""
-        found = self._db.execute(
-            "SELECT what, source, line FROM names WHERE kind = ? AND digest = ?",
-            (kind, _digest(name)),
-        ).fetchone()
-        if found is None or (found[1], found[2]) == (job.source, job.line):
-            return None
-        return found[0], f"the output at {found[1]}:{found[2]}"
 
     def close(self) -> None:
         self._db.close()
