@@ -20,6 +20,7 @@ from producer.submit import SubmitResult
 from producer.timing import RunTiming
 from provider.catalog import catalog_for
 from seedq.catalog import ModelCatalog
+from seedq.refs import max_output_key_bytes
 from seedq.settings import Settings, load_settings
 from seedq.store import Decision, JobStore
 
@@ -50,6 +51,7 @@ def read_options(settings: Settings, sets: list[str], model: str | None) -> Read
         input_root=settings.input_root,
         s3_allow=settings.input_s3_grants,
         max_yaml_manifest_bytes=settings.max_yaml_manifest_bytes,
+        max_output_key_bytes=max_output_key_bytes(settings.output),
     )
 
 

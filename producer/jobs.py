@@ -17,6 +17,7 @@ from producer.readers import PROVIDER_FIELDS, Header, RawJob
 from producer.values import to_bool, to_duration, to_int, to_text
 from seedq.modelinfo import ModelInfo, check_params
 from seedq.refs import (
+    MAX_OUTPUT_KEY_BYTES,
     RefError,
     S3Grant,
     check_output_key,
@@ -63,6 +64,9 @@ class JobRow(BaseModel):
     priority: Annotated[
         Annotated[int, Field(ge=-1000, le=1000)] | None, BeforeValidator(to_int)
     ] = None
+    # May its clip replace another job's at its output key (worker.delivery)? Never by
+    # default: a later run reusing a key must not silently overwrite a delivered clip.
+    overwrite: Bool = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class JobSpec:
     output_key: str
     priority: int = 0
     est_cost: float = 0.0  # the plan's estimate, reserved against a run's budget
+    overwrite: bool = False  # not part of its identity: the clip asked for is the same
 
     @property
     def fingerprint(self) -> str:
@@ -92,6 +97,7 @@ class JobSpec:
             "output_key": self.output_key,
             "priority": self.priority,
             "est_cost": self.est_cost,
+            "overwrite": self.overwrite,
             "fingerprint": self.fingerprint,
         }
 
@@ -117,6 +123,7 @@ class JobContext:
     used_names: set[str] = field(default_factory=set)
     input_root: Path | None = None  # where local images must lie; None: base_dir
     s3_allow: tuple[S3Grant, ...] = ()
+    max_output_key_bytes: int = MAX_OUTPUT_KEY_BYTES
 
 
 def _problem(ctx: JobContext, line: int, name: str, message: str) -> Problem:
@@ -194,6 +201,7 @@ def build_job(raw: RawJob, ctx: JobContext) -> JobSpec | list[Problem]:
         params=params,
         output_key=output_key,
         priority=row.priority or 0,
+        overwrite=bool(row.overwrite),
     )
 
 
@@ -222,4 +230,5 @@ def _identity(
     values["id"] = row.id or "{id}"
     partial = render(template, values)
     job_id = row.id or "j" + content_hash(ctx.model.id, params, partial)[:24]
-    return job_id, check_output_key(partial.replace("{id}", job_id))
+    key = partial.replace("{id}", job_id)
+    return job_id, check_output_key(key, max_bytes=ctx.max_output_key_bytes)

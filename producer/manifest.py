@@ -1,8 +1,9 @@
 """A manifest, read twice if need be: once to validate and plan, once to submit.
 
 Both passes stream CSV rows, so memory stays flat whatever the row count; duplicates
-of ids and output keys across the whole input are caught before anything is sent by
-:class:`DuplicateGuard`, which keeps what it has seen on disk, not in memory.
+of ids and output keys across the whole input, and output keys in each other's way, are
+caught before anything is sent by :class:`DuplicateGuard`, which keeps what it has seen
+on disk, not in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from producer.jobs import JobContext, JobSpec, build_job
 from producer.readers import Header, iter_csv, manifest_kind, precheck
 from producer.yaml_reader import load_yaml
 from seedq.modelinfo import ModelInfo, UnknownModelError
-from seedq.refs import S3Grant
+from seedq.refs import MAX_OUTPUT_KEY_BYTES, S3Grant, sidecar_key
 
 ModelResolver = Callable[[str], ModelInfo]
 YAML_LIMIT_NOTE = (
@@ -40,6 +41,8 @@ class ReadOptions:
     input_root: Path | None = None  # local images' folder; None: each manifest's own
     s3_allow: tuple[S3Grant, ...] = ()  # where s3:// inputs may come from; (): nowhere
     max_yaml_manifest_bytes: int = 16 * 1024 * 1024  # YAML is read whole, CSV streamed
+    # Under the output's S3 prefix: seedq.refs.max_output_key_bytes(settings.output).
+    max_output_key_bytes: int = MAX_OUTPUT_KEY_BYTES
 
 
 def _digest(text: str) -> bytes:
@@ -91,6 +94,7 @@ def iter_manifest(
         allow_private_urls=opts.allow_private_urls,
         input_root=opts.input_root,
         s3_allow=opts.s3_allow,
+        max_output_key_bytes=opts.max_output_key_bytes,
     )
     pending = sorted(header.problems, key=lambda p: p.line)
     for item in source:
@@ -117,7 +121,10 @@ def iter_manifest(
 
 
 class DuplicateGuard:
-    """Refuses a second job with the same id or the same output key, across manifests.
+    """Refuses a second job with the same id or the same output key, across manifests,
+    and an output key that needs another one's file as a folder: ``x.mp4`` and
+    ``x.mp4/y.mp4``, or ``a.mp4`` (sidecar ``a.json``) and ``a.json/b.mp4``. A directory
+    store cannot hold both, and the second one's paid clip would have nowhere to go.
 
     What it has seen lives in a private on-disk SQLite database (stdlib; its page cache
     is bounded), so checking 100,000 rows does not hold 100,000 entries in memory.
@@ -129,6 +136,12 @@ class DuplicateGuard:
         self._db.execute(
             "CREATE TABLE seen (kind TEXT, digest BLOB, source TEXT, line INTEGER,"
             " PRIMARY KEY (kind, digest)) WITHOUT ROWID"
+        )
+        # Every name the outputs take in the store: "file" (a clip or a sidecar, ``what``
+        # says which) or "dir" (a folder some output key needs).
+        self._db.execute(
+            "CREATE TABLE names (kind TEXT, digest BLOB, what TEXT, source TEXT,"
+            " line INTEGER, PRIMARY KEY (kind, digest)) WITHOUT ROWID"
         )
 
     def check(self, job: JobSpec) -> list[Problem]:
@@ -155,7 +168,51 @@ class DuplicateGuard:
                     f"duplicate {what} {value!r} (first at {first[0]}:{first[1]})",
                 )
             )
-        return problems
+        return problems + self._in_the_way(job)
+
+    def _in_the_way(self, job: JobSpec) -> list[Problem]:
+        """Where ``job``'s output and an earlier one's cannot both be stored; then
+        ``job``'s names are recorded. One query and one insert per job."""
+        key = job.output_key
+        files = {
+            _digest(key): (key, "clip"),
+            _digest(sidecar_key(key)): (sidecar_key(key), "sidecar"),
+        }
+        parts = key.split("/")
+        folders = {_digest(f): f for f in ("/".join(parts[:end]) for end in range(1, len(parts)))}
+        # A file of this job where another's folder is, or a folder where another's file
+        # is: one query, each side an IN list on the primary key.
+        query = (
+            "SELECT kind, digest, what, source, line FROM names"
+            " WHERE kind = 'dir' AND digest IN (?, ?)"
+        )
+        if folders:
+            marks = ", ".join("?" * len(folders))
+            # Only "?" marks are formatted in, never a value.
+            query += (
+                " UNION ALL SELECT kind, digest, what, source, line FROM names"  # noqa: S608
+                f" WHERE kind = 'file' AND digest IN ({marks})"
+            )
+        found = self._db.execute(query, [*files, *folders]).fetchall()
+        clashes = []
+        for kind, digest, what, source, line in found:
+            if (source, line) == (job.source, job.line):
+                continue
+            where = f"the output at {source}:{line}"
+            if kind == "file":
+                clashes.append(
+                    f"needs {folders[digest]!r} as a folder, but it is the {what} of {where}"
+                )
+            else:
+                name, mine = files[digest]
+                clashes.append(f"puts its {mine} at {name!r}, a folder of {where}")
+        rows = [("file", d, what, job.source, job.line) for d, (_, what) in files.items()]
+        rows += [("dir", d, "folder", job.source, job.line) for d in folders]
+        self._db.executemany("INSERT OR IGNORE INTO names VALUES (?, ?, ?, ?, ?)", rows)
+        return [
+            Problem(job.source, job.line, "output", f"output key {key!r} {clash}")
+            for clash in clashes
+        ]
 
     def close(self) -> None:
         self._db.close()

@@ -29,7 +29,7 @@ PROVIDER_FIELDS = (
     "generate_audio",
     "watermark",
 )
-JOB_FIELDS = (*PROVIDER_FIELDS, "id", "output", "priority")
+JOB_FIELDS = (*PROVIDER_FIELDS, "id", "output", "priority", "overwrite")
 YAML_JOB_KEYS = (*JOB_FIELDS, "vars")
 YAML_TOP_KEYS = ("model", "name", "defaults", "output", "jobs", "vars")
 SNIFF_BYTES = 8192

@@ -17,7 +17,18 @@ from urllib.parse import urlsplit
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
-MAX_OUTPUT_KEY_BYTES = 900  # S3 allows 1024; leave room for the output prefix and sidecar
+# What an output key may be, in UTF-8 bytes. Every name a store derives from a key must
+# fit too: the sidecar ("x.json"), the directory store's temporary files
+# (".<name>.<8 random>.part", storage.local) and the quarantined copy with its reason
+# ("quarantine/<stem>.<16 hex>.mp4" and ".json", worker.delivery). The longest of these,
+# a quarantined copy's reason's temporary file, is 37 bytes longer than the key's last
+# segment; a name longer than a filesystem's 255 would be paid for and never stored.
+NAME_MAX_BYTES = 255  # one name on ext4, XFS, Btrfs, APFS, NTFS
+DERIVED_NAME_ROOM_BYTES = 40
+MAX_OUTPUT_SEGMENT_BYTES = NAME_MAX_BYTES - DERIVED_NAME_ROOM_BYTES
+MAX_STORE_KEY_BYTES = 1024  # S3's limit on a whole object key, its prefix included
+DERIVED_KEY_ROOM_BYTES = 40  # "quarantine/" + ".<16 hex>" + ".json"
+MAX_OUTPUT_KEY_BYTES = MAX_STORE_KEY_BYTES - DERIVED_KEY_ROOM_BYTES  # under no prefix
 LOCAL_HOST_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 VIDEO_SUFFIX = ".mp4"
 
@@ -272,8 +283,26 @@ def parse_image_ref(
     return ImageRef("file", str(real))
 
 
-def check_output_key(key: str) -> str:
-    """An output key that stays inside the output prefix, ending in .mp4."""
+def max_output_key_bytes(output: str) -> int:
+    """The longest output key whose derived keys fit S3's limit under the prefix of
+    ``output`` (``s3://bucket/prefix``). A local folder counts as no prefix: its paths
+    may be 4096 bytes, far beyond any key allowed here."""
+    if not output.strip().lower().startswith("s3:"):
+        return MAX_OUTPUT_KEY_BYTES
+    prefix = urlsplit(output.strip()).path.strip("/")
+    taken = len(prefix.encode("utf-8")) + 1 if prefix else 0  # and the "/" after it
+    return MAX_OUTPUT_KEY_BYTES - taken
+
+
+def sidecar_key(output_key: str) -> str:
+    """Where the JSON sidecar of the clip at ``output_key`` is stored."""
+    return output_key.removesuffix(VIDEO_SUFFIX) + ".json"
+
+
+def check_output_key(key: str, *, max_bytes: int = MAX_OUTPUT_KEY_BYTES) -> str:
+    """An output key that stays inside the output prefix, ends in .mp4, and that (with
+    every name derived from it) fits any filesystem and S3 (``max_bytes``: the whole
+    key's limit, see :func:`max_output_key_bytes`)."""
     if not key or not key.strip():
         raise RefError("output key is empty")
     # Line and paragraph separators break log lines and listings as a newline does.
@@ -293,9 +322,25 @@ def check_output_key(key: str) -> str:
         raise RefError(f"output key must end in {VIDEO_SUFFIX}, not {suffix}")
     if not suffix:
         key += VIDEO_SUFFIX
-    if len(key.encode("utf-8")) > MAX_OUTPUT_KEY_BYTES:
-        raise RefError(f"output key is longer than {MAX_OUTPUT_KEY_BYTES} bytes")
+    for part in key.split("/"):
+        size = len(part.encode("utf-8"))
+        if size > MAX_OUTPUT_SEGMENT_BYTES:
+            raise RefError(
+                f"output key segment {_clipped(part)!r} is {size} bytes (UTF-8); at most "
+                f"{MAX_OUTPUT_SEGMENT_BYTES} fit a file name with its sidecar and "
+                "temporary files"
+            )
+    size = len(key.encode("utf-8"))
+    if size > max_bytes:
+        raise RefError(
+            f"output key is {size} bytes (UTF-8), longer than {max_bytes} "
+            "(S3 keys are at most 1024 with the output prefix and quarantine names)"
+        )
     return key
+
+
+def _clipped(text: str, max_chars: int = 40) -> str:
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
 _FORMATTER = string.Formatter()

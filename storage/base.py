@@ -30,7 +30,9 @@ class Storage(Protocol):
     """What the pipeline needs of an output store.
 
     Every method raises :class:`storage.errors.StorageUnavailable` (transient) when the
-    store cannot be reached, refuses access or is full; never a raw ``OSError`` or
+    store cannot be reached, refuses access or is full, and
+    :class:`storage.errors.KeyRejected` (permanent) when it can never hold that key (too
+    long; a file or folder of another key in the way); never a raw ``OSError`` or
     botocore error, and never with credentials in the message.
     """
 

@@ -5,6 +5,12 @@ fsynced, then ``os.replace`` moves them over the key, so a reader (or a crash) s
 old object or the new one, never half of one. Idempotency compares the stored file's
 SHA-256 with the new one; the digest is computed from the file itself rather than kept
 in a side record, so a file replaced by hand can never be mistaken for the old one.
+
+A failure caused by the key's name (too long for the filesystem; a folder where the
+file goes, or a file where one of its folders goes) is :class:`KeyRejected`, not
+StorageUnavailable: retrying cannot fix it. Reads of such a key answer "absent" when the
+object plainly cannot be there (a file in the way of a folder) and KeyRejected when the
+name itself cannot exist.
 """
 
 from __future__ import annotations
@@ -20,9 +26,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from storage.base import HASH_CHUNK_BYTES, StoredObject, json_bytes, json_object, sha256_file
-from storage.errors import StorageUnavailable
+from storage.errors import KeyRejected, StorageError, StorageUnavailable
 
 TEMP_SUFFIX = ".part"
+# Errors of a name, not of the store: ENAMETOOLONG, and a file or folder in the way
+# (EISDIR: the key is a folder; ENOTDIR/EEXIST: one of its folders is a file). EILSEQ:
+# a filesystem that refuses the name's bytes.
+NAME_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EILSEQ}
+)
 
 
 class LocalStorage:
@@ -51,10 +63,10 @@ class LocalStorage:
                 return None
             size = path.stat().st_size
             digest = sha256_file(path)
-        except FileNotFoundError:
-            return None  # removed between the check and the read: absent
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # removed between the check and the read, or cannot be there
         except OSError as exc:
-            raise _unavailable("read", path, exc) from exc
+            raise _failure("read", path, exc, self.root) from exc
         return StoredObject(uri=str(path), size=size, sha256=digest)
 
     def put_file(self, key: str, path: Path, *, sha256: str, content_type: str) -> StoredObject:
@@ -69,23 +81,24 @@ class LocalStorage:
                 f"cannot read {path} to store it at {target}: {_reason(exc)}"
             ) from exc
         with source:
-            size = _write_atomic(target, iter(lambda: source.read(HASH_CHUNK_BYTES), b""))
+            chunks = iter(lambda: source.read(HASH_CHUNK_BYTES), b"")
+            size = _write_atomic(target, chunks, self.root)
         return StoredObject(uri=str(target), size=size, sha256=sha256)
 
     def get_file(self, key: str, dest: Path) -> bool:
         path = self.path(key)
         try:
             shutil.copyfile(path, dest)
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
         except OSError as exc:
-            raise _unavailable("read", path, exc) from exc
+            raise _failure("read", path, exc, self.root) from exc
         return True
 
     def put_json(self, key: str, data: dict[str, Any]) -> StoredObject:
         blob = json_bytes(data)
         target = self.path(key)
-        size = _write_atomic(target, [blob])
+        size = _write_atomic(target, [blob], self.root)
         return StoredObject(uri=str(target), size=size, sha256=_sha256_bytes(blob))
 
     def get_json(self, key: str) -> dict[str, Any] | None:
@@ -94,10 +107,10 @@ class LocalStorage:
         path = self.path(key)
         try:
             blob = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise _unavailable("read", path, exc) from exc
+            raise _failure("read", path, exc, self.root) from exc
         return json_object(blob)
 
     def share_url(self, key: str, *, expires_s: int) -> str:
@@ -117,11 +130,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _write_atomic(target: Path, chunks: Iterable[bytes]) -> int:
+def _write_atomic(target: Path, chunks: Iterable[bytes], root: Path) -> int:
     """Write ``chunks`` to ``target`` atomically; the number of bytes written.
 
     On any failure the temporary file is removed and the key keeps its old content (or
-    stays absent), then StorageUnavailable says why.
+    stays absent), then KeyRejected or StorageUnavailable says why.
     """
     temp: str | None = None
     try:
@@ -142,7 +155,7 @@ def _write_atomic(target: Path, chunks: Iterable[bytes]) -> int:
         temp = None
         _fsync_dir(target.parent)
     except OSError as exc:
-        raise _unavailable("write", target, exc) from exc
+        raise _failure("write", target, exc, root) from exc
     finally:
         if temp is not None:
             with contextlib.suppress(OSError):
@@ -171,8 +184,20 @@ def _reason(exc: OSError) -> str:
         return "disk quota exceeded"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "permission denied or read-only filesystem (an operator must fix it)"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "a file is where one of its folders should be"
+    if exc.errno == errno.EISDIR:
+        return "a folder is where the file should be"
     return exc.strerror or type(exc).__name__
 
 
-def _unavailable(action: str, path: Path, exc: OSError) -> StorageUnavailable:
+def _failure(action: str, path: Path, exc: OSError, root: Path) -> StorageError:
+    """KeyRejected when the key's name is at fault (see :data:`NAME_ERRNOS`), else
+    StorageUnavailable. A root that is not a folder (a file in its place) is the
+    operator's to fix, whatever the errno."""
+    if exc.errno in NAME_ERRNOS and root.is_dir():
+        return KeyRejected(
+            f"local output: cannot {action} {path}: {_reason(exc)} "
+            "(the key's name cannot be stored there)"
+        )
     return StorageUnavailable(f"local output: cannot {action} {path}: {_reason(exc)}")

@@ -10,7 +10,9 @@ S3 answers HEAD of a missing key with 403 instead of 404, which reads as access 
 
 Every botocore/boto3 failure becomes :class:`~storage.errors.StorageUnavailable` whose
 message names the operation, the object and the S3 error code, never the request's
-headers or credentials.
+headers or credentials; a key S3 cannot hold (longer than :data:`MAX_OBJECT_KEY_BYTES`
+with the prefix, checked here before any request since some S3-protocol servers do not)
+is :class:`~storage.errors.KeyRejected`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from seedq.errors import ConfigError
 from storage.base import StoredObject, json_bytes, json_object
-from storage.errors import StorageUnavailable
+from storage.errors import KeyRejected, StorageError, StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,6 +46,8 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 MAX_ATTEMPTS = 5
 SHA256_META = "sha256"
+MAX_OBJECT_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes, prefix included
+KEY_REJECTED_CODES = frozenset({"KeyTooLongError"})
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 ACCESS_CODES = frozenset(
     {
@@ -131,10 +135,21 @@ class S3Storage:
         return f"S3Storage({self.uri('')!r})"
 
     def object_key(self, key: str) -> str:
+        """The full S3 key of ``key``; KeyRejected when S3 cannot hold it."""
+        full = self._joined(key)
+        size = len(full.encode("utf-8"))
+        if size > MAX_OBJECT_KEY_BYTES:
+            raise KeyRejected(
+                f"S3 key {_shown(self.uri(key))} is {size} bytes with its prefix; "
+                f"S3 allows at most {MAX_OBJECT_KEY_BYTES}"
+            )
+        return full
+
+    def _joined(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self.object_key(key)}"
+        return f"s3://{self.bucket}/{self._joined(key)}"
 
     def stat(self, key: str) -> StoredObject | None:
         return self.stat_object(self.bucket, self.object_key(key))
@@ -267,6 +282,11 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
+def _shown(uri: str, max_chars: int = 120) -> str:
+    """A URI short enough for one line of a message (a rejected key may be 1 KB)."""
+    return uri if len(uri) <= max_chars else uri[: max_chars - 3] + "..."
+
+
 def _safe_endpoint(url: str) -> str:
     """An endpoint URL without user info or query, which could carry secrets."""
     parts = urlsplit(url)
@@ -275,13 +295,14 @@ def _safe_endpoint(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def s3_unavailable(
-    action: str, bucket: str, object_key: str, exc: BaseException
-) -> StorageUnavailable:
-    """The StorageUnavailable standing for a boto error; its message is built from the
-    error code and class only, so no request detail (headers, signature) can leak."""
+def s3_unavailable(action: str, bucket: str, object_key: str, exc: BaseException) -> StorageError:
+    """The StorageUnavailable (KeyRejected for a key S3 refuses) standing for a boto
+    error; its message is built from the error code and class only, so no request detail
+    (headers, signature) can leak."""
     where = f"s3://{bucket}/{object_key}"
     code = _error_code(exc)
+    if code in KEY_REJECTED_CODES:
+        return KeyRejected(f"S3 {action} {_shown(where)}: the key is refused ({code})")
     if code == "NoSuchBucket":
         return StorageUnavailable(
             f"S3 {action} {where}: bucket {bucket!r} does not exist "

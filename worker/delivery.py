@@ -9,6 +9,19 @@ under :data:`QUARANTINE_PREFIX` with a JSON of its reason beside it *before* the
 fails, and the failure names where it is kept. The quarantine key carries the file's
 digest: a retried delivery that downloads the same bytes finds them stored and writes
 nothing; different bytes get a key of their own, so neither copy is lost.
+
+A clip that plays but cannot be stored at its output key is kept the same way, under
+:data:`UNDELIVERABLE_PREFIX` and named by its job (the key is what failed), and the job
+fails with :class:`~worker.errors.Undeliverable` naming where: the store refused the
+name for good (:class:`~storage.errors.KeyRejected`: too long, a file or folder in the
+way), or the key holds another job's clip (its sidecar names another job, or it has
+none) and overwriting it was not asked for (the job field ``overwrite``). Moving the
+other clip away then ``seedq retry`` delivers it to its key without paying again.
+
+Whether a key holds another job's clip is checked just before the write; two runs
+delivering different clips to one key at the same instant can still both write. The
+submit step checks the same (:func:`held_by_another`) before paying, which keeps
+sequential runs from ever getting here.
 """
 
 from __future__ import annotations
@@ -24,8 +37,10 @@ from seedq.billing import billing_status
 from seedq.contract import JobState
 from seedq.credentials import redacted_params
 from seedq.modelinfo import billed_seconds, estimate_cost
-from storage.base import sha256_file
-from worker.errors import InvalidVideo
+from seedq.refs import sidecar_key as sidecar_key  # re-exported: callers import it here
+from storage.base import StoredObject, sha256_file
+from storage.errors import KeyRejected
+from worker.errors import InvalidVideo, Undeliverable
 from worker.job import DONE, Job, Next
 from worker.runtime import Runtime
 from worker.submitting import load
@@ -35,16 +50,41 @@ log = logging.getLogger(__name__)
 VIDEO_TYPE = "video/mp4"
 QUARANTINE_TYPE = "application/octet-stream"  # it is not a video we can vouch for
 QUARANTINE_PREFIX = "quarantine"
+UNDELIVERABLE_PREFIX = f"{QUARANTINE_PREFIX}/_undeliverable"
 DIGEST_CHARS = 16  # of the SHA-256 in a quarantine key: distinct downloads never collide
-
-
-def sidecar_key(output_key: str) -> str:
-    return output_key.removesuffix(".mp4") + ".json"
 
 
 def quarantine_key(output_key: str, sha256: str) -> str:
     """Where an unplayable download of ``output_key`` is kept: one key per content."""
     return f"{QUARANTINE_PREFIX}/{output_key.removesuffix('.mp4')}.{sha256[:DIGEST_CHARS]}.mp4"
+
+
+def undeliverable_key(job_id: str, sha256: str) -> str:
+    """Where a clip that cannot be stored at its output key is kept. Named by its job
+    (at most 128 safe characters), never by the key that failed: it always fits."""
+    return f"{UNDELIVERABLE_PREFIX}/{job_id}.{sha256[:DIGEST_CHARS]}.mp4"
+
+
+def held_by_another(
+    job_id: str, video: StoredObject | None, sidecar: Any, *, sha256: str | None = None
+) -> str | None:
+    """Why the object at an output key is not job ``job_id``'s to replace, from the
+    ``sidecar`` beside it; None when the key is free or holds this job's own clip.
+
+    A sidecar naming another job makes it that job's clip, even with the same bytes (the
+    sidecar would change hands). A file without a sidecar is nobody's to overwrite,
+    unless it holds the very bytes ``sha256`` being delivered: this job's own delivery,
+    interrupted between the clip and its sidecar."""
+    if video is None:
+        return None
+    if not isinstance(sidecar, dict):
+        if sha256 is not None and video.sha256 == sha256:
+            return None
+        return f"{video.uri} already holds a file without a seedq sidecar"
+    owner = sidecar.get("job_id")
+    if owner == job_id:
+        return None
+    return f"{video.uri} already holds the clip of job {owner!r} (run {sidecar.get('run_id')!r})"
 
 
 def deliver_job(rt: Runtime, run_id: str, job_id: str) -> Next:
@@ -65,10 +105,9 @@ def deliver_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         if warnings:
             log.warning("job %s delivered with warnings: %s", job.id, "; ".join(warnings))
         digest = sha256_file(path)
-        stored = rt.storage.put_file(job.output_key, path, sha256=digest, content_type=VIDEO_TYPE)
         cost = round(job_cost(rt, job, info) + killed_cost(job), 6)
         side = sidecar(rt, job, info, digest, cost, warnings)
-        rt.storage.put_json(sidecar_key(job.output_key), side)
+        stored = store_clip(rt, job, path, digest, side)
     rt.store.move(
         job.id,
         job.run_id,
@@ -85,33 +124,82 @@ def deliver_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     return DONE
 
 
+def store_clip(
+    rt: Runtime, job: Job, path: Path, digest: str, side: dict[str, Any]
+) -> StoredObject:
+    """Store the clip and its sidecar at the job's output key. When that cannot be, keep
+    the clip under :func:`undeliverable_key` and raise Undeliverable naming where."""
+    try:
+        existing = rt.storage.stat(job.output_key)
+        taken = None
+        if existing is not None and not overwrites(job):
+            other = rt.storage.get_json(sidecar_key(job.output_key))
+            taken = held_by_another(job.id, existing, other, sha256=digest)
+        if taken is None:
+            stored = rt.storage.put_file(
+                job.output_key, path, sha256=digest, content_type=VIDEO_TYPE
+            )
+            rt.storage.put_json(sidecar_key(job.output_key), side)
+            return stored
+        problem = f"{taken}; not overwritten"
+    except KeyRejected as exc:
+        problem = str(exc)
+    key = undeliverable_key(job.id, digest)
+    uri = keep(rt, job, path, key, problem, content_type=VIDEO_TYPE, sidecar=side)
+    raise Undeliverable(f"{problem}; the paid clip is kept at {uri}")
+
+
+def overwrites(job: Job) -> bool:
+    """Whether the job may replace another job's clip at its key (job field
+    ``overwrite``, off unless the manifest asks)."""
+    return bool(job.spec.get("overwrite"))
+
+
 def quarantine(rt: Runtime, job: Job, path: Path, problem: InvalidVideo) -> InvalidVideo:
     """Keep an unplayable download, with its reason beside it; the error to fail the job
     with, naming where it is. A storage failure here raises (transient): the delivery is
     tried again rather than failing the job with the paid file nowhere."""
     digest = sha256_file(path)
-    key = quarantine_key(job.output_key, digest)
-    stored = rt.storage.put_file(key, path, sha256=digest, content_type=QUARANTINE_TYPE)
+    try:
+        uri = keep(rt, job, path, quarantine_key(job.output_key, digest), str(problem))
+    except KeyRejected:  # the output key's name fits no store: its job's name does
+        uri = keep(rt, job, path, undeliverable_key(job.id, digest), str(problem))
+    return InvalidVideo(f"{problem}; the downloaded file is kept at {uri}")
+
+
+def keep(
+    rt: Runtime,
+    job: Job,
+    path: Path,
+    key: str,
+    reason: str,
+    *,
+    content_type: str = QUARANTINE_TYPE,
+    sidecar: dict[str, Any] | None = None,
+) -> str:
+    """Store a paid file that is not delivered at ``key``, with a JSON of ``reason`` (and
+    the ``sidecar`` it would have had) beside it; its URI, also noted in the job's
+    ``quarantine_uri``."""
+    digest = sha256_file(path)
+    stored = rt.storage.put_file(key, path, sha256=digest, content_type=content_type)
     reason_key = sidecar_key(key)
     # Written once: a retry that downloaded the same bytes keeps the first record.
     if rt.storage.get_json(reason_key) is None:
-        rt.storage.put_json(
-            reason_key,
-            {
-                "reason": str(problem),
-                "job_id": job.id,
-                "run_id": job.run_id,
-                "model": job.model,
-                "generation_id": job.generation_id,
-                "output_key": job.output_key,
-                "size_bytes": stored.size,
-                "sha256": digest,
-                "quarantined_at": rt.now(),
-            },
-        )
+        record = {
+            "reason": reason,
+            "job_id": job.id,
+            "run_id": job.run_id,
+            "model": job.model,
+            "generation_id": job.generation_id,
+            "output_key": job.output_key,
+            "size_bytes": stored.size,
+            "sha256": digest,
+            "quarantined_at": rt.now(),
+        }
+        rt.storage.put_json(reason_key, record | ({"sidecar": sidecar} if sidecar else {}))
     rt.store.update_job(job.id, quarantine_uri=stored.uri)
-    log.warning("job %s: unplayable video kept at %s: %s", job.id, stored.uri, problem)
-    return InvalidVideo(f"{problem}; the downloaded file is kept at {stored.uri}")
+    log.warning("job %s: paid file kept at %s: %s", job.id, stored.uri, reason)
+    return stored.uri
 
 
 def _download(rt: Runtime, job: Job, path: Path) -> None:

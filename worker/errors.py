@@ -3,6 +3,7 @@
 SeedqError
 └── WorkerError
     ├── InvalidVideo       (JobFailed) the download is not a playable video; kept in quarantine
+    ├── Undeliverable      (JobFailed) a playable clip cannot go to its output key; kept too
     ├── InputUnavailable   (JobFailed) an input image cannot be made fetchable
     └── RunPaused          (RunFatal)  the run is paused: the provider refused the account
 """
@@ -19,6 +20,11 @@ class WorkerError(SeedqError):
 class InvalidVideo(WorkerError, JobFailed):
     """The file is not a playable video. A playable one that differs from the request
     (duration, size, audio) is delivered with warnings instead (``worker.verify``)."""
+
+
+class Undeliverable(WorkerError, JobFailed):
+    """The clip cannot be stored at its output key (the store refuses the name, or the
+    key holds another job's clip); it is kept in quarantine (``worker.delivery``)."""
 
 
 class InputUnavailable(WorkerError, JobFailed):

@@ -34,6 +34,7 @@ from seedq.notify import run_finished
 from seedq.report import archive_rows, to_jsonl
 from seedq.store import READ_BATCH, JobStore
 from storage.base import Storage, sha256_file
+from worker.errors import Undeliverable
 from worker.job import Job
 from worker.runtime import Runtime
 
@@ -238,18 +239,27 @@ def delivered_before(rt: Runtime, job: Job) -> bool:
     delivered already (``producer.resume``), by this provider: then it is moved to
     ``delivered`` without paying again, and True. This is how a job whose record was
     pruned is still skipped when its manifest runs again; a run submitted with
-    ``--force`` regenerates on purpose and is never skipped."""
+    ``--force`` regenerates on purpose and is never skipped.
+
+    A key holding another job's clip (``worker.delivery.held_by_another``) fails the job
+    here, with Undeliverable, before anything is paid: its clip could not be delivered
+    without overwriting that one, which only the job field ``overwrite`` allows."""
     # Here, not at the top: the deliver step imports the submit step, which calls this.
-    from worker.delivery import sidecar_key
+    from worker.delivery import held_by_another, overwrites, sidecar_key
 
     try:
         spec = JobSpec.from_record({**job.spec, "id": job.id})  # the key, not in the spec
     except (TypeError, ValueError):
         return False
     video = rt.storage.stat(spec.output_key)
-    if video is None or rt.store.run_forced(job.run_id):
+    if video is None:
         return False
     side = rt.storage.get_json(sidecar_key(spec.output_key))
+    taken = None if overwrites(job) else held_by_another(job.id, video, side)
+    if taken is not None:
+        raise Undeliverable(f"{taken}; not generated, nothing was paid")
+    if rt.store.run_forced(job.run_id):
+        return False
     provider = rt.settings.provider_url
     if not sidecar_proves_delivered(spec, side, video_bytes=video.size, provider_url=provider):
         return False

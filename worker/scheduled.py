@@ -33,6 +33,7 @@ from seedq.admission import admission_for
 from seedq.catalog import ModelCatalog
 from seedq.dispatch import Sender, celery_sender
 from seedq.errors import ConfigError
+from seedq.refs import max_output_key_bytes
 from seedq.schedules import (
     TASK_SCHEDULED_RUN,
     Schedule,
@@ -168,6 +169,7 @@ def _read_options(schedule: Schedule, settings: Settings) -> ReadOptions:
         input_root=settings.input_root,
         s3_allow=settings.input_s3_grants,
         max_yaml_manifest_bytes=settings.max_yaml_manifest_bytes,
+        max_output_key_bytes=max_output_key_bytes(settings.output),
     )
 
 

@@ -38,6 +38,20 @@ def test_validate_invalid_lists_problems_exit_2(write: Write) -> None:
     assert "Traceback" not in result.output
 
 
+def test_validate_leaves_room_for_the_s3_output_prefix(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 allows 1024 bytes for a whole key: a long SEEDQ_OUTPUT prefix leaves less."""
+    key = "/".join(["d" * 200] * 4) + ".mp4"  # 807 bytes: fits under a short prefix
+    path = write("m.csv", f"prompt,input_image,output\np,images/a.png,{key}\n")
+    monkeypatch.setenv("SEEDQ_OUTPUT", "s3://bucket/runs")
+    assert runner.invoke(app, ["validate", str(path)]).exit_code == 0
+    monkeypatch.setenv("SEEDQ_OUTPUT", "s3://bucket/" + "p" * 300)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:2: output: output key is 807 bytes (UTF-8), longer than 683" in result.output
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"\x00\x01binary", b"\xff\xfe\x00", b'prompt,input_image\n"open', b"a" * 5000]
 )

@@ -246,6 +246,76 @@ def test_every_problem_reported_at_once(write: Write, parse: Parse) -> None:
     assert [j.line for j in jobs] == [2]
 
 
+def test_output_keys_too_long_are_refused_by_row(write: Write, parse: Parse) -> None:
+    long_name = "n" * 241
+    path = write(
+        "long.csv",
+        "id,prompt,input_image,output\n"
+        "a,p,images/a.png,ok.mp4\n"
+        f"b,p,images/a.png,{long_name}.mp4\n"
+        f"c,p,images/a.png,{'/'.join(['d' * 200] * 5)}/{{id}}.mp4\n",
+    )
+    jobs, problems = parse(path)
+    assert [j.id for j in jobs] == ["a"]
+    assert [(p.line, p.field) for p in problems] == [(3, "output"), (4, "output")]
+    assert "segment" in problems[0].message and "longer than" in problems[1].message
+    # Under an S3 prefix, less is left for the key.
+    path.write_text(
+        f"id,prompt,input_image,output\nc,p,images/a.png,{'/'.join(['d' * 200] * 4)}.mp4\n"
+    )
+    assert parse(path)[1] == []
+    _, problems = parse(path, max_output_key_bytes=700)
+    assert [(p.line, p.field) for p in problems] == [(2, "output")]
+    assert "longer than 700" in problems[0].message
+
+
+def test_outputs_in_each_others_way_are_refused_naming_both_rows(
+    write: Write, parse: Parse
+) -> None:
+    """A directory store cannot hold ``x.mp4`` and ``x.mp4/y.mp4``, nor ``a.mp4`` (with
+    its sidecar ``a.json``) and ``a.json/b.mp4``: the second delivery failed with "File
+    exists" and its paid clip was lost. Whichever comes first, the second is refused."""
+    files = write(
+        "files.csv",
+        "id,prompt,input_image,output\n"
+        "x,p,images/a.png,x.mp4\n"
+        "a,p,images/a.png,a.mp4\n"
+        "d,p,images/a.png,deep/er/z.mp4\n",
+    )
+    folders = write(
+        "folders.csv",
+        "id,prompt,input_image,output\n"
+        "y,p,images/a.png,x.mp4/y.mp4\n"
+        "b,p,images/a.png,a.json/b.mp4\n"
+        "g,p,images/a.png,deep/er/z.json/w.mp4\n"
+        # Near misses: another name, or a folder shared, is no clash.
+        "ok1,p,images/a.png,x/y.mp4\n"
+        "ok2,p,images/a.png,deep.mp4\n"
+        "ok3,p,images/a.png,deep/er.mp4\n",
+    )
+    jobs, problems = parse(files, folders)
+    assert sorted(j.id for j in jobs) == ["a", "d", "ok1", "ok2", "ok3", "x"]
+    assert [str(p) for p in problems] == [
+        f"{folders}:2: output: output key 'x.mp4/y.mp4' needs 'x.mp4' as a folder, "
+        f"but it is the clip of the output at {files}:2",
+        f"{folders}:3: output: output key 'a.json/b.mp4' needs 'a.json' as a folder, "
+        f"but it is the sidecar of the output at {files}:3",
+        f"{folders}:4: output: output key 'deep/er/z.json/w.mp4' needs 'deep/er/z.json' "
+        f"as a folder, but it is the sidecar of the output at {files}:4",
+    ]
+    # The folders first: then the files are refused, naming the row of the folder.
+    jobs, problems = parse(folders, files)
+    assert sorted(j.id for j in jobs) == ["b", "g", "ok1", "ok2", "ok3", "y"]
+    assert [str(p) for p in problems] == [
+        f"{files}:2: output: output key 'x.mp4' puts its clip at 'x.mp4', "
+        f"a folder of the output at {folders}:2",
+        f"{files}:3: output: output key 'a.mp4' puts its sidecar at 'a.json', "
+        f"a folder of the output at {folders}:3",
+        f"{files}:4: output: output key 'deep/er/z.mp4' puts its sidecar at "
+        f"'deep/er/z.json', a folder of the output at {folders}:4",
+    ]
+
+
 def test_duplicate_ids_refused_across_manifests(write: Write, parse: Parse) -> None:
     a = write("a.yaml", "jobs:\n  - {id: x, prompt: p, input_image: images/a.png}\n")
     b = write("b.yaml", "jobs:\n  - {id: x, prompt: q, input_image: images/a.png, output: other}\n")

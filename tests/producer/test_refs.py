@@ -6,11 +6,13 @@ import pytest
 from PIL import Image
 
 from seedq.refs import (
+    MAX_OUTPUT_SEGMENT_BYTES,
     ImageRef,
     RefError,
     check_http_url,
     check_output_key,
     is_private_address,
+    max_output_key_bytes,
     parse_image_ref,
     parse_s3_allow,
     render,
@@ -154,12 +156,49 @@ def test_output_keys_ok(key: str, expected: str) -> None:
         ("a//b.mp4", "empty or space-padded"),
         ("a/ b.mp4", "empty or space-padded"),
         ("a.mov", "must end in .mp4"),
-        ("x" * 1000 + ".mp4", "longer than"),
+        ("x" * 1000 + ".mp4", "segment"),
+        ("/".join(["d" * 200] * 5) + ".mp4", "longer than 984"),
     ],
 )
 def test_output_keys_refused(key: str, why: str) -> None:
     with pytest.raises(RefError, match=why):
         check_output_key(key)
+
+
+# -- lengths (issue 13): a name the store cannot write is paid for and then lost --------
+
+
+def test_output_key_segment_is_limited_in_utf8_bytes() -> None:
+    """241-255 byte names passed, and only the directory store's temporary file
+    (".<name>.<random>.part") then failed. The limit leaves room for every derived name,
+    and counts bytes: 72 CJK characters are 216 bytes."""
+    limit = MAX_OUTPUT_SEGMENT_BYTES
+    assert limit <= 255 - 37
+    assert check_output_key("d/" + "a" * (limit - 4) + ".mp4")
+    assert check_output_key("b" * limit + "/x.mp4")
+    for key in ("a" * (limit - 3) + ".mp4", "a" * 241 + ".mp4", "名" * 72 + ".mp4"):
+        with pytest.raises(RefError, match=f"segment .* bytes .*at most {limit}"):
+            check_output_key(key)
+    with pytest.raises(RefError, match="segment"):
+        check_output_key("c" * (limit + 1) + "/x.mp4")  # a folder's name too
+
+
+@pytest.mark.parametrize(
+    ("output", "limit"),
+    [
+        ("/srv/videos", 984),
+        ("s3://bucket", 984),
+        ("s3://bucket/", 984),
+        ("s3://bucket/runs/2024", 984 - len("runs/2024/")),
+        ("S3://bucket/" + "p" * 500, 984 - 501),
+    ],
+)
+def test_output_key_total_leaves_room_for_the_s3_prefix(output: str, limit: int) -> None:
+    assert max_output_key_bytes(output) == limit
+    key = "/".join(["d" * 100] * 10)[: limit - 4] + ".mp4"
+    assert len(key) == limit and check_output_key(key, max_bytes=limit) == key
+    with pytest.raises(RefError, match=f"is {limit + 1} bytes"):
+        check_output_key("e" + key, max_bytes=limit)
 
 
 def test_templates() -> None:

@@ -23,7 +23,7 @@ from seedq.errors import ConfigError
 from seedq.settings import load_settings
 from storage import LocalStorage, Storage, make_storage, sha256_file
 from storage import local as local_module
-from storage.errors import StorageUnavailable
+from storage.errors import KeyRejected, StorageUnavailable
 from storage.s3 import S3Storage, make_client, parse_s3_output, s3_unavailable
 
 if TYPE_CHECKING:
@@ -58,9 +58,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         writes: list[Path] = []
         real = local_module._write_atomic
 
-        def counting(target: Path, chunks: Iterable[bytes]) -> int:
+        def counting(target: Path, chunks: Iterable[bytes], root: Path) -> int:
             writes.append(target)
-            return real(target, chunks)
+            return real(target, chunks, root)
 
         monkeypatch.setattr(local_module, "_write_atomic", counting)
         return Backend("local", LocalStorage(tmp_path / "out"), lambda: len(writes))
@@ -267,6 +267,64 @@ def test_s3_error_messages(code: str, status: int, expected: str) -> None:
     assert "s3://b/k.mp4" in str(problem)
     assert "AKIASECRET" not in str(problem)
     assert re.search(expected, str(problem))
+
+
+def test_s3_key_too_long_error_is_a_rejected_key() -> None:
+    error = ClientError({"Error": {"Code": "KeyTooLongError"}}, "PutObject")
+    assert isinstance(s3_unavailable("upload", "b", "k.mp4", error), KeyRejected)
+
+
+# --- keys a store cannot hold (issue 13) --------------------------------------------------
+
+
+def test_a_key_too_long_for_the_store_is_rejected_for_good(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A name the store cannot hold is KeyRejected (fail, keep the clip elsewhere), never
+    StorageUnavailable: retrying it only burned attempts until the paid clip was lost.
+    S3 allows 1024 bytes with the prefix; a directory, 255 per name."""
+    key = "a" * 1100 + ".mp4" if backend.name == "s3" else "a" * 300 + ".mp4"
+    src = _file(tmp_path, "v.mp4", b"video")
+    with pytest.raises(KeyRejected):
+        backend.storage.put_file(key, src, sha256=sha256_file(src), content_type=VIDEO)
+    with pytest.raises(KeyRejected):
+        backend.storage.put_json(key.removesuffix(".mp4") + ".json", {})
+    if isinstance(backend.storage, LocalStorage):
+        assert [p for p in backend.storage.root.rglob("*") if p.is_file()] == []
+    else:
+        assert backend.writes() == 0  # refused before any request
+
+
+def test_local_temp_name_too_long_is_a_rejected_key(tmp_path: Path) -> None:
+    """A 250-byte name fits, its ``.<name>.<random>.part`` temporary file does not."""
+    src = _file(tmp_path, "v.mp4", b"video")
+    store = LocalStorage(tmp_path / "out")
+    key = "b" * 246 + ".mp4"
+    with pytest.raises(KeyRejected, match="name"):
+        store.put_file(key, src, sha256=sha256_file(src), content_type=VIDEO)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("x.mp4", "x.mp4/y.mp4"),  # a file where a folder goes
+        ("a.json", "a.json/b.mp4"),  # a sidecar where a folder goes
+        ("x.mp4/y.mp4", "x.mp4"),  # a folder where a file goes
+        ("d/e.mp4", "d/e.mp4/f/g.mp4"),  # a file where a deeper folder goes
+    ],
+)
+def test_local_key_in_the_way_of_another_is_rejected(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    src = _file(tmp_path, "v.mp4", b"video")
+    store = LocalStorage(tmp_path / "out")
+    store.put_file(first, src, sha256=sha256_file(src), content_type=VIDEO)
+    with pytest.raises(KeyRejected):
+        store.put_file(second, src, sha256=sha256_file(src), content_type=VIDEO)
+    # Reading such a key is a plain "absent", not an error.
+    assert store.stat(second) is None and store.get_json(second) is None
+    assert not store.get_file(second, tmp_path / "copy.mp4")
 
 
 # --- local specifics ----------------------------------------------------------------------
