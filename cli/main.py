@@ -50,13 +50,14 @@ def _root() -> None:
 
 def _register() -> None:
     # Command modules import their heavy dependencies lazily, keeping `seedq --help` fast.
-    from cli import events, produce, run, status, timed
+    from cli import events, exporter, produce, run, status, timed
 
     app.command("validate")(guarded(produce.validate_command))
     app.command("submit")(guarded(produce.submit_command))
     app.command("run")(guarded(run.run_command))
     app.command("status")(guarded(status.status_command))
     app.command("events")(guarded(events.events_command))
+    app.command("exporter")(guarded(exporter.exporter_command))
     app.command("schedules")(guarded(timed.schedules_command))
 
     from cli import audit, control, report

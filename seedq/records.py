@@ -1,8 +1,8 @@
 """The values the job store hands out: a run's summary (:class:`RunInfo`), a move's
-outcome (:class:`Moved`), a registration's decisions, :func:`decoded`, which turns
-what redis-py answers into text, and a job hash's stored form (:func:`compacted`,
-:func:`unpacked`). Plain data, no Redis: modules that only read these import them
-without the store.
+outcome (:class:`Moved`), a registration's decisions, what the exporter reads
+(:class:`QueueSnapshot`), :func:`decoded`, which turns what redis-py answers into
+text, and a job hash's stored form (:func:`compacted`, :func:`unpacked`). Plain data, no
+Redis: modules that only read these import them without the store.
 """
 
 from __future__ import annotations
@@ -86,13 +86,41 @@ class RunInfo:
         return f"{status} ({self.reason})" if self.reason else status
 
 
-@dataclass(slots=True)
-class RunTotals:
-    """Aggregates over the most recent runs (``JobStore.recent_totals``)."""
+@dataclass(frozen=True, slots=True)
+class RunGauges:
+    """One recent run as the exporter reads it (``JobStore.queue_snapshot``): its jobs
+    by state (the run's counters), its waiting queue's length and its money."""
 
-    in_flight: int = 0
-    states: dict[str, int] = field(default_factory=dict)
-    money: dict[str, float] = field(default_factory=lambda: {"spent": 0.0, "reserved": 0.0})
+    run_id: str
+    name: str
+    status: str
+    counts: dict[str, int]
+    waiting: int  # jobs registered and not yet admitted
+    spent: float = 0.0
+    reserved: float = 0.0
+    cap: float | None = None  # the run's budget; None: no cap
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRun:
+    """A run in admission's set (it has waiting jobs), whatever its status."""
+
+    run_id: str
+    name: str
+    status: str
+    waiting: int
+    # ``updated_at`` (seconds) of the job at the head of its queue, the next to be
+    # admitted: when it last changed state. None: no head (emptied meanwhile).
+    head_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """What ``seedq exporter`` serves, as read in a few round trips (seedq.gauges)."""
+
+    in_flight: int  # jobs holding an in-flight slot
+    runs: list[RunGauges]  # the most recent runs, oldest first
+    offered: list[WaitingRun]  # the runs in admission's set
 
 
 def decoded(value: Any) -> str:

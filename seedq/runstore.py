@@ -18,8 +18,10 @@ from seedq.contract import RunStatus
 from seedq.records import (
     STUCK_FAILURES,
     STUCK_RETRIES,
+    QueueSnapshot,
+    RunGauges,
     RunInfo,
-    RunTotals,
+    WaitingRun,
     decoded,
     waiting_score,
 )
@@ -155,24 +157,50 @@ class RunRecords:
 
     # -- aggregates and scheduled runs -------------------------------------------------
 
-    def recent_totals(self, recent_runs: int) -> RunTotals:
-        """Jobs by state and money over the most recent runs, and the generations in
-        flight: cheap aggregates (the run list, then one round trip) for the metrics."""
-        run_ids = [decoded(v) for v in self.redis.zrange(keys.RUNS, -recent_runs, -1)]
+    def queue_snapshot(self, recent_runs: int) -> QueueSnapshot:
+        """What the exporter serves, in three round trips whatever the number of jobs
+        (counters, queue lengths and one job per queue, never a scan): the in-flight
+        count and the run lists; the ``recent_runs`` most recent runs' counters,
+        budgets and queue lengths, and the runs with waiting jobs; then when the job at
+        the head of each of their queues last changed state."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(keys.IN_FLIGHT)
-            for run_id in run_ids:
+            pipe.zrange(keys.RUNS, -recent_runs, -1)
+            pipe.zrange(keys.ADMISSION_RUNS, 0, -1)
+            in_flight, recent, offered = pipe.execute()
+        recent_ids = [decoded(v) for v in recent]
+        offered_ids = [decoded(v) for v in offered]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in recent_ids:
+                pipe.hmget(keys.run(run_id), "name", "status")
                 pipe.hgetall(keys.run_counts(run_id))
                 pipe.hgetall(keys.run_budget(run_id))
+                pipe.zcard(keys.run_waiting(run_id))
+            for run_id in offered_ids:
+                pipe.hmget(keys.run(run_id), "name", "status")
+                pipe.zcard(keys.run_waiting(run_id))
+                pipe.zrange(keys.run_waiting(run_id), 0, 0)
             rows = pipe.execute()
-        totals = RunTotals(in_flight=int(rows[0]))
-        for i in range(len(run_ids)):
-            for state, n in rows[1 + 2 * i].items():
-                totals.states[decoded(state)] = totals.states.get(decoded(state), 0) + int(n)
-            budget = {decoded(k): float(v) for k, v in rows[2 + 2 * i].items()}
-            for kind in totals.money:
-                totals.money[kind] += budget.get(kind, 0.0)
-        return totals
+        runs = [
+            _run_gauges(run_id, *rows[4 * n : 4 * n + 4]) for n, run_id in enumerate(recent_ids)
+        ]
+        rows = rows[4 * len(recent_ids) :]
+        heads = [decoded(head[0]) if head else "" for head in rows[2::3]]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in heads:
+                pipe.hget(keys.job(job_id), "updated_at")
+            since = pipe.execute()
+        waiting = [
+            WaitingRun(
+                run_id,
+                decoded(rows[3 * n][0]),
+                decoded(rows[3 * n][1]),
+                int(rows[3 * n + 1]),
+                float(since[n]) if heads[n] and since[n] else None,
+            )
+            for n, run_id in enumerate(offered_ids)
+        ]
+        return QueueSnapshot(in_flight=int(in_flight), runs=runs, offered=waiting)
 
     def firing_of_task(self, task_id: str) -> str | None:
         """The firing (ISO time) a scheduled-run task claimed, if it claimed one."""
@@ -269,3 +297,17 @@ class RunRecords:
             pipe.srem(keys.TIMED_RUNS, run_id)
             pipe.srem(keys.NOTIFY_WATCH, run_id)
             pipe.execute()
+
+
+def _run_gauges(run_id: str, head: list[Any], counts: Any, budget: Any, waiting: int) -> RunGauges:
+    money = {decoded(k): float(v) for k, v in budget.items()}
+    return RunGauges(
+        run_id=run_id,
+        name=decoded(head[0]),
+        status=decoded(head[1]),
+        counts={decoded(k): int(v) for k, v in counts.items()},
+        waiting=int(waiting),
+        spent=money.get("spent", 0.0),
+        reserved=money.get("reserved", 0.0),
+        cap=money.get("cap"),
+    )

@@ -192,6 +192,14 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Prometheus metrics port of a worker; 0: off."
     )
+    exporter_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of `seedq exporter`'s /metrics."
+    )
+    exporter_address: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address `seedq exporter` listens on; 0.0.0.0 inside a container.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker log lines: text, or JSON with run_id and job_id."
     )

@@ -340,6 +340,27 @@ def test_flower_task_list_shows_the_ids_and_why_a_task_failed() -> None:
     assert {"name", "state", "kwargs", "exception", "worker"} <= set(columns.split(","))
 
 
+def test_exporter_listens_in_its_container_and_is_published_on_this_host_only() -> None:
+    exporter = SERVICES["exporter"]
+    assert exporter["image"] == SEEDQ_IMAGE and not exporter.get("profiles")
+    group: Any = typer.main.get_command(seedq_app)
+    argv = command("exporter")
+    params = group.commands["exporter"].make_context("exporter", argv[2:]).params
+    # Compose publishes the container's port: it must listen beyond its loopback.
+    assert argv[:2] == ["seedq", "exporter"] and params["address"] == "0.0.0.0"
+    port = params["port"]
+    published = [str(p) for p in exporter["ports"]]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+    assert all(p.rsplit(":", 1)[1] == str(port) for p in published), published
+    probe = " ".join(exporter["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/metrics" in probe
+    assert exporter["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    # It reads the job store and nothing else: no provider key, no storage credentials.
+    env = environment("exporter")
+    assert env["SEEDQ_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert not {"OXEN_API_KEY", "AWS_SECRET_ACCESS_KEY", "SEEDQ_BROKER_URL"} & set(env)
+
+
 def test_minio_setup_makes_the_bucket_once_minio_is_healthy() -> None:
     setup = SERVICES["minio-setup"]
     assert setup["depends_on"]["minio"]["condition"] == "service_healthy"

@@ -38,7 +38,6 @@ CONNECTION_MAKERS = frozenset(
         "seedq/broker.py",  # the broker's shared connection pool
         "cli/localredis.py",  # the private redis-server of a paid local run
         "cli/embedded.py",  # the demo's fakeredis
-        "worker/metrics.py",  # types the client it reads JobStore.recent_totals through
         "worker/scheduled.py",  # types the client of TimedStore and the firing claim
     }
 )

@@ -1,17 +1,19 @@
-"""Prometheus metrics of the workers, served on ``SEEDQ_METRICS_PORT`` (0: off).
+"""Prometheus metrics of the workers, served on ``SEEDQ_METRICS_PORT`` (0: off): what
+each process observes itself, around its calls.
 
-Two kinds:
+- provider call latency by endpoint (around every throttled provider call,
+  ``worker.throttled_calls.reported``);
+- limiter waits (where ``worker.throttled_calls.wait_turn`` gets a wait).
 
-- **Observed in the process**: provider call latency by endpoint (around every
-  throttled provider call, ``worker.throttle.reported``), limiter waits (where
-  ``worker.throttle.wait_turn`` gets a wait). With several processes per host (prefork
-  pool, several workers), give each worker its own port, or set
-  ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory, the same for every process of the
-  host, set before they start): the server then reports every process's values.
-- **Read from Redis at scrape time** (cheap aggregates, one pipeline): jobs by state
-  summed over the most recent runs' counters, generations in flight, spend and
-  reservations summed over those runs' budgets. Every worker reports the same values for
-  these: aggregate them with ``max``, not ``sum``.
+With several processes per host (prefork pool, several workers), give each worker its
+own port, or set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory, the same for every
+process of the host, set before they start): the server then reports every process's
+values.
+
+The gauges read from Redis (backlog, jobs by state, in flight, spend, throttle state)
+live in ``seedq exporter`` now (``seedq/gauges.py``, ``cli/exporter.py``): one process
+that needs no worker serves them, so an autoscaler can start workers from zero, and
+workers no longer read Redis for each scrape.
 
 Metric objects are made at import time (no I/O); nothing is served until
 :func:`start_metrics_server`.
@@ -21,18 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from seedq.store import JobStore
 
 log = logging.getLogger(__name__)
-RECENT_RUNS = 1000  # the aggregates cover this many most recent runs
 
 PROVIDER_CALL_SECONDS = Histogram(
     "seedq_provider_call_seconds",
@@ -67,37 +62,9 @@ def observe_wait(limiter: str, seconds: float) -> None:
         LIMITER_WAIT_SECONDS.labels(limiter).observe(seconds)
 
 
-class StoreCollector(Collector):
-    """Jobs by state, generations in flight and spend, read from Redis on each scrape."""
-
-    def __init__(self, client: Callable[[], redis.Redis]) -> None:
-        self._client = client
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        totals = JobStore(self._client()).recent_totals(RECENT_RUNS)
-        states, money = totals.states, totals.money
-        jobs = GaugeMetricFamily(
-            "seedq_jobs", "Jobs by state, over the most recent runs.", labels=["state"]
-        )
-        for state, n in sorted(states.items()):
-            jobs.add_metric([state], n)
-        yield jobs
-        yield GaugeMetricFamily(
-            "seedq_in_flight", "Generations queued or processing at the provider.", totals.in_flight
-        )
-        spend = GaugeMetricFamily(
-            "seedq_spend",
-            "Money spent (charged) and reserved by admitted jobs, over the most recent runs.",
-            labels=["kind"],
-        )
-        for kind, amount in money.items():
-            spend.add_metric([kind], amount)
-        yield spend
-
-
-def metrics_registry(client: Callable[[], redis.Redis]) -> CollectorRegistry:
+def metrics_registry() -> CollectorRegistry:
     """The registry a worker serves: this process's (or, in multiprocess mode, every
-    process's) observations, plus the store's aggregates."""
+    process's) observations."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -106,15 +73,14 @@ def metrics_registry(client: Callable[[], redis.Redis]) -> CollectorRegistry:
     else:
         for metric in IN_PROCESS:
             registry.register(metric)
-    registry.register(StoreCollector(client))
     return registry
 
 
-def start_metrics_server(port: int, client: Callable[[], redis.Redis], addr: str = "") -> Any:
+def start_metrics_server(port: int, addr: str = "") -> Any:
     """Serve ``/metrics`` on ``port`` in a daemon thread; returns the server (``shutdown``)."""
     # bandit B104: scraped from other hosts (Prometheus on the Compose network), and off
     # unless SEEDQ_METRICS_PORT is set.
     bind = addr or "0.0.0.0"  # noqa: S104  # nosec B104
-    server, _thread = start_http_server(port, addr=bind, registry=metrics_registry(client))
+    server, _thread = start_http_server(port, addr=bind, registry=metrics_registry())
     log.info("metrics on port %d", server.server_address[1])
     return server

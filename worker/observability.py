@@ -29,11 +29,9 @@ class MetricsServer(bootsteps.StartStopStep):  # type: ignore[misc]
         settings = load_settings()
         if not settings.metrics_port:
             return
-        from seedq.queueing import redis_client
         from worker.metrics import start_metrics_server
 
-        client = redis_client(settings)
-        self._server = start_metrics_server(settings.metrics_port, lambda: client)
+        self._server = start_metrics_server(settings.metrics_port)
 
     def stop(self, parent: Any) -> None:
         if self._server is not None:
