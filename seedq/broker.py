@@ -15,15 +15,22 @@ own would leave the message unacked in Redis, where only the visibility timeout 
 brings it back; told first, the process's heartbeat records it as held, and the tick
 re-drives it within seconds of the death (``worker.heartbeat``).
 
+What that leaves is the instant between Redis handing a message out and the process's
+record reaching Redis: a message lost there is in no queue, held by no process and not
+unacked. :class:`BrokerView` reads what a Redis broker holds, so that after a worker's
+death the tick can tell such a job (its message nowhere) from one whose message waits.
+
 Chosen by :func:`seedq.queueing.celery_config` for ``redis://`` brokers (``rediss://``
 keeps kombu's own transport, see :data:`SCHEMES`); the URL stays what it is.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +39,10 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
+# kombu's Redis transport keeps each queue as a list of that name and what consumers
+# received and did not acknowledge in this hash (delivery tag -> [message, exchange,
+# routing key]); both are its defaults, which seedq never changes.
+UNACKED_KEY = "unacked"
 
 TRANSPORT = "seedq.broker:Transport"
 # Only plain redis://: for rediss:// kombu turns TLS on from the URL's scheme, which an
@@ -133,3 +144,52 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`."""
 
     Channel = Channel
+
+
+class BrokerView:
+    """What a Redis broker holds of seedq's job messages: those waiting in its queues,
+    and those received and not acknowledged (running, or waiting out an ETA)."""
+
+    def __init__(self, client: redis.Redis, queues: Sequence[str]) -> None:
+        self.redis = client
+        self.queues = tuple(queues)
+
+    def job_ids(self) -> set[str]:
+        """The jobs some message in the broker names (its ``job_id`` argument). The
+        queues hold at most about the in-flight cap (admission sends no more), so
+        reading them whole is cheap; it is done only after a worker died."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                pipe.lrange(queue, 0, -1)
+            pipe.hvals(UNACKED_KEY)
+            *queued, unacked = pipe.execute()
+        payloads = [_loads(raw) for rows in queued for raw in rows]
+        for raw in unacked:
+            entry = _loads(raw)  # [message, exchange, routing key]
+            payloads.append(entry[0] if isinstance(entry, list) and entry else None)
+        return {job for job in map(_job_of, payloads) if job is not None}
+
+
+def _loads(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _job_of(payload: Any) -> str | None:
+    """The ``job_id`` keyword of one kombu message (protocol 2, JSON, as Celery sends
+    it), or None for anything else."""
+    if not isinstance(payload, dict):
+        return None
+    body = payload.get("body")
+    if not isinstance(body, str):
+        return None
+    encoding = (payload.get("properties") or {}).get("body_encoding")
+    try:
+        text = base64.b64decode(body) if encoding == "base64" else body
+        _args, kwargs, _embed = json.loads(text)
+    except (binascii.Error, TypeError, ValueError):
+        return None
+    job = kwargs.get("job_id") if isinstance(kwargs, dict) else None
+    return job if isinstance(job, str) else None

@@ -170,7 +170,11 @@ def worker_reaping(worker_id: str) -> str:
     return f"{PREFIX}worker:{worker_id}:reaping"
 
 
-REAP_CLAIM_MS = 30_000  # far longer than a tick's sends; short beside a lease
+REAP_CLAIM_MS = 10_000  # far longer than a tick's sends; short beside a lease
+# String: when (epoch seconds) the tick is next to look for jobs whose message is nowhere
+# (seedq.leases.Leases.orphan_check_due), set when a dead worker is reaped. No TTL:
+# deleted by the check.
+ORPHAN_CHECK_AT = PREFIX + "orphan-check-at"
 
 
 # string: server seconds of the last retention pass (worker/retention.py), which archives

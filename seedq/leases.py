@@ -171,6 +171,26 @@ class Leases:
                 args=[worker_id, *reaped.task_ids.get(worker_id, [])],
             )
 
+    def delivering(self) -> list[str]:
+        """The generated jobs holding a delivery lease."""
+        return [decoded(v) for v in self.redis.zrange(keys.DELIVERING, 0, -1)]
+
+    # -- after a death: jobs whose message may be nowhere ----------------------------
+
+    def schedule_orphan_check(self, at_s: float) -> None:
+        """Have the tick look for jobs whose message is nowhere at ``at_s`` (a later
+        death moves it later: one check covers every death before it)."""
+        self.redis.set(keys.ORPHAN_CHECK_AT, repr(at_s))
+
+    def orphan_check_due(self, now_s: float) -> bool:
+        """Whether that check is due now, forgetting it if so (one tick at a time holds
+        the tick lock, so the read and the delete need no script)."""
+        at = self.redis.get(keys.ORPHAN_CHECK_AT)
+        if at is None or float(decoded(at)) > now_s:
+            return False
+        self.redis.delete(keys.ORPHAN_CHECK_AT)
+        return True
+
     def held_jobs(self) -> set[str]:
         """The jobs some worker process holds a message of (live, or not yet reaped)."""
         workers = [decoded(w) for w in self.redis.smembers(keys.WORKERS)]

@@ -20,7 +20,7 @@ from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
 from seedq import contract
-from seedq.broker import SCHEMES, TRANSPORT
+from seedq.broker import SCHEMES, TRANSPORT, BrokerView
 from seedq.errors import ConfigError, SeedqError, ServiceUnavailable
 from seedq.schedules import TASK_SCHEDULED_RUN
 from seedq.settings import Settings
@@ -121,6 +121,20 @@ def make_celery(settings: Settings, name: str = "seedq", *, embedded: bool = Fal
     app = Celery(name, set_as_current=False)
     app.conf.update(celery_config(settings, embedded=embedded))
     return app
+
+
+def broker_view(settings: Settings) -> BrokerView | None:
+    """What the configured Redis broker holds of seedq's queues; None for a broker that
+    is not Redis (RabbitMQ gives a dead consumer's messages to another at once; the
+    embedded one lives and dies with its process) or none configured."""
+    url = settings.broker_url
+    if url is None or urlsplit(url).scheme not in {"redis", "rediss"}:
+        return None
+    try:
+        client = redis.Redis.from_url(url, health_check_interval=30)
+    except ValueError:
+        return None  # the workers' own connection says what is wrong with it
+    return BrokerView(client, contract.ALL_QUEUES)
 
 
 def redis_client(settings: Settings) -> redis.Redis:

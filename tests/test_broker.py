@@ -175,3 +175,40 @@ def test_receipt_of_anything_but_a_celery_message_is_none(
     from seedq.broker import receipt_of
 
     assert receipt_of(SimpleNamespace(body=body, headers=headers)) is None
+
+
+def test_the_broker_view_names_the_jobs_of_queued_and_unacked_messages(
+    real_redis: redis.Redis, real_redis_url: str
+) -> None:
+    from celery import Celery
+
+    from seedq import contract
+    from seedq.broker import UNACKED_KEY, BrokerView
+    from seedq.queueing import broker_view
+
+    app = Celery("seedq-test-view")
+    app.conf.update(celery_config(Settings(broker_url=real_redis_url)))
+    for job_id, queue in (("a", contract.QUEUE_SUBMIT), ("b", contract.QUEUE_DELIVER)):
+        app.send_task(queue, kwargs={"run_id": "r", "job_id": job_id}, queue=queue)
+    app.send_task(contract.QUEUE_TRACK, kwargs={"run_id": "r", "job_id": "c"}, countdown=60)
+    real_redis.rpush(contract.QUEUE_SUBMIT, b"not json", b'{"body": "%%%"}')
+    view = broker_view(Settings(broker_url=real_redis_url))
+    assert isinstance(view, BrokerView)
+    with connect(real_redis_url) as conn:  # a worker takes c's message and has it in hand
+        queue = conn.SimpleQueue(contract.QUEUE_TRACK)
+        try:
+            queue.get(timeout=5)  # not acknowledged
+            assert real_redis.llen(contract.QUEUE_TRACK) == 0
+            assert real_redis.hlen(UNACKED_KEY) == 1
+            assert view.job_ids() == {"a", "b", "c"}
+        finally:
+            queue.close()
+
+
+@pytest.mark.parametrize(
+    "url", [None, "amqp://guest:guest@127.0.0.1:5672//", "memory://localhost/"]
+)
+def test_no_broker_view_where_the_broker_is_not_redis(url: str | None) -> None:
+    from seedq.queueing import broker_view
+
+    assert broker_view(Settings(broker_url=url)) is None

@@ -17,9 +17,10 @@ from provider.catalog import catalog_for
 from provider.client import OxenClient
 from provider.protocol import Provider
 from seedq.admission import Admission, admission_for
+from seedq.broker import BrokerView
 from seedq.catalog import ModelCatalog
 from seedq.leases import Leases
-from seedq.queueing import redis_client
+from seedq.queueing import broker_view, redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore
 from storage.base import Storage
@@ -41,6 +42,7 @@ class Runtime:
     poll_throttle: Throttle
     catalog: ModelCatalog = field(default_factory=ModelCatalog)
     clock: Any = time.time  # injectable so tests control time
+    broker: BrokerView | None = None  # what a Redis broker holds; None: another broker
 
     def now(self) -> float:
         return float(self.clock())
@@ -69,6 +71,7 @@ def build_runtime(settings: Settings) -> Runtime:
         # The provider's live prices, as the producer estimated with (shipped copy when
         # the live object cannot be used); fetched once per model per process.
         catalog=catalog_for(settings),
+        broker=broker_view(settings),
     )
 
 

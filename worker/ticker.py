@@ -55,6 +55,11 @@ REDRIVE = {
 # The state of a job whose message a dead worker process held -> the task to send again.
 TAKE_OVER = {**REDRIVE, JobState.GENERATED: contract.TASK_DELIVER}
 REDRIVEN_NAMED = 20  # a dead worker's jobs named in its log line, at most
+# The states in which an admitted job waits on a submit message.
+NEEDS_SUBMIT = frozenset({JobState.REGISTERED, JobState.SUBMITTING})
+# After a reap, the look for messages that are nowhere waits this long: what live
+# processes were sending at that moment is in its queue by then.
+ORPHAN_CHECK_AFTER_S = 3.0
 # What the sweep reads of a stuck job to know whether its track step would act now.
 _STUCK_FIELDS = ("stuck_generation_id", "retry_refused_of")
 
@@ -114,6 +119,9 @@ def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
         rt.leases.touch_deliveries(ids, ahead_s=countdown_s)
         _send(send, task, jobs, countdown_s)
     rt.leases.forget_reaped(reaped)  # only now: a tick that died before sent nothing
+    # What the dead process was taking from its queue as it died is held by nobody and
+    # is in no queue: looked for once messages sent just now are in theirs.
+    rt.leases.schedule_orphan_check(now + ORPHAN_CHECK_AFTER_S)
     redriven = [f"{job_id} ({task})" for (task, _), jobs in by_send.items() for _, job_id in jobs]
     log.warning(
         "worker process(es) %s stopped beating: %d job(s) re-driven: %s",
@@ -121,6 +129,40 @@ def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
         len(redriven),
         ", ".join(redriven[:REDRIVEN_NAMED]) + (" ..." if len(redriven) > REDRIVEN_NAMED else ""),
     )
+
+
+def redrive_orphans(rt: Runtime, send: Sender, report: TickReport) -> None:
+    """After a worker process died: send again the step of every job that waits on a
+    message which is nowhere, neither in the broker (queued, or received and not
+    acknowledged) nor held by a worker process. Such a message was being taken from its
+    queue by the process as it died; without this, only its lease (``lease_s``) would
+    bring the job back. A message being sent at this very moment may be taken for lost:
+    its job gets a second one, which finds it moved on (every step is a compare-and-set)."""
+    if rt.broker is None or not rt.leases.orphan_check_due(rt.now()):
+        return
+    named = rt.leases.held_jobs() | rt.broker.job_ids()
+    waiting = [
+        *(j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] in NEEDS_SUBMIT),
+        *(j for j in _in_flight_jobs(rt, rt.leases.delivering()) if j[2] == JobState.GENERATED),
+    ]
+    by_task: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for job_id, run_id, state, _gen in waiting:
+        if job_id not in named:
+            by_task[TAKE_OVER[JobState(state)]].append((run_id, job_id))
+    for task, jobs in by_task.items():
+        ids = [job_id for _run_id, job_id in jobs]
+        rt.leases.renew(ids)
+        rt.leases.touch_deliveries(ids)
+        _send(send, task, jobs)
+        report.redriven += len(jobs)
+    if by_task:
+        lost = [f"{job_id} ({task})" for task, jobs in by_task.items() for _, job_id in jobs]
+        log.warning(
+            "%d job(s) waited on a message that is nowhere (taken by a process as it "
+            "died): re-driven: %s",
+            len(lost),
+            ", ".join(lost[:REDRIVEN_NAMED]) + (" ..." if len(lost) > REDRIVEN_NAMED else ""),
+        )
 
 
 def redrive_expired(rt: Runtime, send: Sender, report: TickReport) -> None:
@@ -214,6 +256,7 @@ def tick(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport:
         apply_timing(rt.store.redis, woke)  # scheduled starts and windows, before admitting
         report.admitted = admit_and_send(rt.admission, send)
         redrive_dead_workers(rt, send, report)  # first: they get leases, not sent twice
+        redrive_orphans(rt, send, report)
         redrive_expired(rt, send, report)
         redrive_deliveries(rt, send, report)
     if sweep_due(rt, woke):

@@ -12,17 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from seedq import broker, contract, keys
+from seedq.broker import BrokerView
 from seedq.contract import JobState
 from seedq.dispatch import Sender
 from seedq.store import JobStore
 from tests.worker.test_admission import FakeProvider, advance, make_run, runtime
 from worker import heartbeat as heartbeat_module
+from worker import ticker as ticker_module
 from worker.heartbeat import (
     JOB_TASKS,
     Heartbeat,
@@ -127,6 +129,55 @@ def test_what_a_tick_that_died_while_reaping_handed_out_is_handed_out_again(
     rt.leases.forget_reaped(again)
     assert store.redis.hgetall(keys.worker_held("dead")) == {b"t2": b"0.000|b"}
     assert store.redis.smembers(keys.WORKERS) == {b"dead"}  # still holds one: looked at again
+
+
+class FakeBroker:
+    """A BrokerView over a fixed set of jobs named by messages in the broker."""
+
+    def __init__(self, *job_ids: str) -> None:
+        self.named = set(job_ids)
+
+    def job_ids(self) -> set[str]:
+        return set(self.named)
+
+
+def test_after_a_death_jobs_whose_message_is_nowhere_are_redriven_once(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while taking a message from its queue leaves it in no queue, held
+    by nobody: once a death is seen, the tick sends the steps of jobs whose message is
+    nowhere, and only theirs."""
+    monkeypatch.setattr(ticker_module, "ORPHAN_CHECK_AFTER_S", 0.2)
+    rt = beating_runtime(store, tmp_path)
+    rt.broker = cast(BrokerView, FakeBroker("queued", "gen-queued"))
+    make_run(store, "run", ["lost", "queued", "held", "sub-ed", "gen-lost", "gen-queued"])
+    rt.admission.admit()
+    rt.leases.renew(rt.admission.in_flight(), ahead_s=60)  # leases are not what is tested
+    advance(store, "sub-ed", "run", JobState.SUBMITTING, JobState.SUBMITTED)
+    for job_id in ("gen-lost", "gen-queued"):
+        advance(store, job_id, "run", JobState.SUBMITTING, JobState.SUBMITTED)
+        advance(store, job_id, "run", JobState.GENERATED)
+    rt.leases.touch_deliveries(["gen-lost", "gen-queued"], ahead_s=60)
+    rt.leases.beat("live", HEARTBEAT_S)
+    rt.leases.hold("live", "t1", "held")
+    rt.leases.beat("dead", HEARTBEAT_S)  # dies holding nothing: what it took was lost
+
+    app = Sent()
+    assert tick(rt, app).redriven == 0  # no death seen yet: nothing is looked for
+    time.sleep(HEARTBEAT_S + 0.1)
+    rt.leases.beat("live", HEARTBEAT_S)
+    assert tick(rt, app).reaped == ["dead"]
+    assert app.sent == []  # not at once: what is being sent now must reach its queue
+    time.sleep(0.3)
+    rt.leases.beat("live", HEARTBEAT_S)
+    report = tick(rt, app)
+    assert sorted(app.sent) == [
+        (contract.TASK_DELIVER, "gen-lost", 0.0),
+        (contract.TASK_SUBMIT, "lost", 0.0),
+    ]
+    assert report.redriven == 2
+    app.sent.clear()
+    assert tick(rt, app).redriven == 0 and app.sent == []  # once per death
 
 
 def test_a_clean_stop_hands_nothing_over(store: JobStore, tmp_path: Path) -> None:
