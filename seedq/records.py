@@ -157,11 +157,10 @@ def waiting_score(priority: int, sequence: int) -> float:
 SPEC_COPIES = ("id", "fingerprint")
 # What a delivered job's hash keeps no use for once its run is archived: the pipeline's
 # own bookkeeping (the presigned result link has expired anyway). What the reports, the
-# audit and re-registration read stays (docs/architecture.md, "Redis keys").
+# audit and re-registration read stays (docs/architecture.md, "Redis keys"), and so do
+# the times of its path (admitted, sent, submitted, generated: how long it waited where).
 COMPACT_DROP_FIELDS = (
     "result_url",
-    "admitted_at",
-    "submit_started_at",
     "updated_at",
     "send_settled",
     "reconciled",
