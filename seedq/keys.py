@@ -97,7 +97,7 @@ def run_billing(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:billing"
 
 
-LAST_SWEEP = PREFIX + "tick:last_sweep"  # string: server seconds of the last provider sweep
+NEXT_SWEEP = PREFIX + "tick:next_sweep"  # string: server seconds the next provider sweep is due
 
 # set of run ids with a submission window or a delayed start (seedq/windows.py): the
 # tick's time step looks at these only; a run leaves it when cancelled or finished

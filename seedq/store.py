@@ -321,14 +321,14 @@ class JobStore(RunRecords):
         """Release the tick lock if this token still holds it (it may have expired)."""
         self._unlock(keys=[keys.TICK_LOCK], args=[token])
 
-    def sweep_due(self, now: float, interval_s: float) -> bool:
-        """Whether the provider sweep is due (``interval_s`` since the last), noting it
-        done now if so. Read and set apart: only the tick-lock holder calls it."""
-        last = float(self.redis.get(keys.LAST_SWEEP) or 0)
-        if now - last < interval_s:
-            return False
-        self.redis.set(keys.LAST_SWEEP, now)
-        return True
+    def next_sweep_at(self) -> float:
+        """When the provider sweep is due, in server seconds; 0.0 if never noted."""
+        return float(self.redis.get(keys.NEXT_SWEEP) or 0)
+
+    def set_next_sweep(self, at: float) -> None:
+        """Note when the next sweep is due. Read and set apart: only the tick-lock
+        holder calls it."""
+        self.redis.set(keys.NEXT_SWEEP, at)
 
     # -- retention (worker.retention) --------------------------------------------------
 

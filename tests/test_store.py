@@ -152,9 +152,9 @@ def test_the_tick_lock_and_the_sweep_clock(store: JobStore) -> None:
     assert not store.take_tick_lock("t2", 5000)
     store.release_tick_lock("t1")
     assert store.take_tick_lock("t2", 5000)
-    assert store.sweep_due(100.0, 10.0)
-    assert not store.sweep_due(105.0, 10.0)
-    assert store.sweep_due(110.0, 10.0)
+    assert store.next_sweep_at() == 0.0  # never swept: due
+    store.set_next_sweep(110.5)
+    assert store.next_sweep_at() == 110.5
 
 
 def test_every_lua_file_ships_in_the_package() -> None:

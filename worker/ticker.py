@@ -11,8 +11,15 @@ whose generation has left the active list gets a ``seedq.track`` task (one GET f
 result), or one whose generation it lists as processing for ``stuck_after_s`` (the track
 step kills and retries it, worker.unsticking). Completion events (``seedq events``)
 usually get there first; without them, the sweep is the path by which a finished
-generation frees its slot, so it runs as often as the poll interval says, between ticks
-when that is shorter than a tick.
+generation frees its slot, so it runs when the poll interval says, between ticks if
+need be, not at the next one.
+
+Each interval between sweeps is the poll interval moved at random by up to half of it
+either way (:func:`sweep_interval_s`): as many list calls in the long run, but no phase
+lock. With generations of one fixed latency, equal intervals would lock them in step
+with the sweeps: a job starts just after the sweep that freed its slot and finishes
+just after a later one, so it waits almost a whole interval to be seen, where a
+completion at a random moment waits half of one on average.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from random import random
 from typing import Any
 
 from celery import bootsteps
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 LOCK_MS = 5000
 MIN_PAUSE_S = 0.05
+SWEEP_JITTER = 0.5  # share of the poll interval a sweep may come early or late
 # The state of an in-flight job -> the task that moves it on when its lease expired.
 REDRIVE = {
     JobState.REGISTERED: contract.TASK_SUBMIT,
@@ -74,6 +83,7 @@ class TickReport:
     stuck: list[str] = field(default_factory=list)  # tracked for being stuck processing
     billed: list[str] = field(default_factory=list)
     reaped: list[str] = field(default_factory=list)  # worker processes found dead
+    next_sweep_at: float = math.inf  # when the next sweep is due (Runtime.now's clock)
 
 
 def _send(send: Sender, task: str, jobs: list[tuple[str, str]], countdown_s: float = 0.0) -> None:
@@ -259,8 +269,7 @@ def tick(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport:
         redrive_orphans(rt, send, report)
         redrive_expired(rt, send, report)
         redrive_deliveries(rt, send, report)
-    if sweep_due(rt, woke):
-        sweep(rt, send, report)
+    _sweep_if_due(rt, send, report, woke)
     if full:
         # Last: bills wait for a free turn of the poll budget, after tracking has had its own.
         report.billed = bill_due(rt, now=rt.now()).billed
@@ -269,14 +278,42 @@ def tick(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport:
     return report
 
 
-def sweep_due(rt: Runtime, now: float) -> bool:
-    """Whether the sweep is due, noting it done if so. The ticker wakes on a fixed beat
-    (:func:`run_ticker`), so a wake that comes a little less than an interval after the
-    last sweep (that one's wake was late) sweeps rather than wait a whole beat more:
-    sweeps keep the interval's pace, never two within half a beat."""
-    interval_s = rt.settings.poll_interval_s
-    early_s = min(wake_pause_s(interval_s), interval_s) / 2
-    return rt.store.sweep_due(now, interval_s - early_s)
+def _sweep_if_due(rt: Runtime, send: Sender, report: TickReport, now: float) -> None:
+    """Sweep if it is due, noting when the next one is (in the report too)."""
+    poll_interval_s = rt.settings.poll_interval_s
+    due_at = rt.store.next_sweep_at()
+    if not sweep_is_due(due_at, now, poll_interval_s):
+        report.next_sweep_at = due_at
+        return
+    interval_s = sweep_interval_s(poll_interval_s, rand=random())
+    report.next_sweep_at = next_sweep_at(due_at, now, interval_s)
+    rt.store.set_next_sweep(report.next_sweep_at)
+    sweep(rt, send, report)
+
+
+def sweep_is_due(due_at: float, now: float, poll_interval_s: float) -> bool:
+    """Whether the sweep due at ``due_at`` is due ``now``; also when it is further off
+    than any interval between sweeps (a shorter poll interval since, a clock set back)."""
+    return not now < due_at <= now + poll_interval_s * (1.0 + SWEEP_JITTER)
+
+
+def next_sweep_at(due_at: float, now: float, interval_s: float) -> float:
+    """When the sweep after the one due at ``due_at`` is: ``interval_s`` after that one
+    was due, so a late sweep (a long tick) does not put off every sweep after it, but
+    never sooner than half of ``interval_s`` from ``now``, so it brings no burst. Each is
+    due at least ``interval_s`` after the one before: no more sweeps than the intervals
+    say. From ``now`` if none was due before (0.0: never noted; or due later, see
+    :func:`sweep_is_due`)."""
+    since = due_at if 0 < due_at <= now else now
+    return max(since + interval_s, now + interval_s / 2)
+
+
+def sweep_interval_s(poll_interval_s: float, *, rand: float) -> float:
+    """The time from one sweep to the next: the poll interval, moved by up to
+    ``SWEEP_JITTER`` of it either way, uniformly (``rand`` in [0, 1), passed in so this
+    stays pure). Its mean is the poll interval, so the list calls per unit of time are
+    what the interval says; never closer than half an interval."""
+    return poll_interval_s * (1.0 + SWEEP_JITTER * (2.0 * rand - 1.0))
 
 
 def tick_once(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport | None:
@@ -314,39 +351,33 @@ class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def run_ticker(runtime: Callable[[], Runtime], send: Sender, stop: threading.Event) -> None:
-    """Tick every second until ``stop`` is set; with a poll interval shorter than that,
-    wake that often to sweep in between (a finished generation's slot waits for the
-    sweep that sees it: a sweep held to the tick would idle it up to a second).
+    """Tick every second until ``stop`` is set, and wake between ticks when the sweep is
+    due (a finished generation's slot waits for the sweep that sees it: a sweep held to
+    a beat would idle it until then). A process learns when the next sweep is due from
+    the tick it ran; one that woke for the sweep and found another ticking looks again
+    shortly after (that tick may have looked just before the sweep was due).
 
-    Wakes keep a fixed beat (each a pause after the last, not after the last tick ended),
-    so the time a tick takes does not stretch the interval between sweeps."""
-    last_full = -math.inf
-    beat = time.monotonic()
+    Full ticks keep a fixed beat (each a second after the last was due, not after it
+    ended), so the time a tick takes does not stretch the interval between them."""
+    full_at = time.monotonic() + TICK_S
+    sweep_at = math.inf  # not known until this process ticks
     while True:
-        pause_s = _pause_s(runtime)
-        beat = max(beat + pause_s, time.monotonic())  # late: at once, no burst to catch up
-        if stop.wait(beat - time.monotonic()):
+        if stop.wait(max(0.0, min(full_at, sweep_at) - time.monotonic())):
             return
         woke = time.monotonic()
-        full = woke - last_full >= TICK_S - pause_s / 2  # a late last wake is forgiven
+        full = woke >= full_at - MIN_PAUSE_S  # a sweep due just before a tick: one wake
+        if full:
+            full_at = max(full_at + TICK_S, woke)  # late: at once, no burst to catch up
         try:
-            if tick_once(runtime(), send, full=full) is not None and full:
-                last_full = woke
+            rt = runtime()
+            report = tick_once(rt, send, full=full)
+            if report is not None:
+                remaining_s = report.next_sweep_at - rt.now()  # the store's clock, then ours
+                sweep_at = time.monotonic() + remaining_s
         except Exception:  # a failed tick is retried next second; never kill the loop
             log.exception("tick failed")
-
-
-def wake_pause_s(poll_interval_s: float) -> float:
-    """The ticker's beat: a tick, or the poll interval if shorter (down to
-    ``MIN_PAUSE_S``: each wake takes the tick lock)."""
-    return max(MIN_PAUSE_S, min(TICK_S, poll_interval_s))
-
-
-def _pause_s(runtime: Callable[[], Runtime]) -> float:
-    try:
-        return wake_pause_s(runtime().settings.poll_interval_s)
-    except Exception:  # no runtime yet (a store away): the next wake says why
-        return TICK_S
+            sweep_at = math.inf
+        sweep_at = max(sweep_at, woke + MIN_PAUSE_S)  # each wake takes the tick lock
 
 
 def install_ticker(app: Any) -> None:

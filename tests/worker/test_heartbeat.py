@@ -35,7 +35,7 @@ from worker.heartbeat import (
     install_heartbeat,
 )
 from worker.runtime import Runtime
-from worker.ticker import TICK_S, run_ticker, tick, wake_pause_s
+from worker.ticker import TICK_S, run_ticker, tick
 
 HEARTBEAT_S = 0.3  # short enough to sleep past
 LEASE_S = 0.3
@@ -397,15 +397,6 @@ def test_the_sweep_sends_no_second_track_for_a_job_a_worker_holds(
     rt.leases.unhold("w", "track-1")  # it ran, and the job is still submitted: tracked again
     time.sleep(0.05)  # the next sweep's interval
     assert sorted(tick(rt, app).finished) == ["free", "held"]
-
-
-@pytest.mark.parametrize(
-    ("poll_interval_s", "pause_s"), [(15.0, 1.0), (1.0, 1.0), (0.5, 0.5), (0.001, 0.05)]
-)
-def test_the_ticker_beats_at_a_tick_or_the_poll_interval_if_shorter(
-    poll_interval_s: float, pause_s: float
-) -> None:
-    assert wake_pause_s(poll_interval_s) == pause_s
 
 
 def test_with_a_long_poll_interval_every_wake_is_a_full_tick(

@@ -153,7 +153,7 @@ def test_the_tick_starts_a_scheduled_run_and_admits_its_jobs(
         poll_throttle=poll_throttle(store, settings),
         clock=lambda: now[0],
     )
-    client.set(keys.LAST_SWEEP, DAY + 10_000)  # no sweep in this test
+    client.set(keys.NEXT_SWEEP, DAY + 10_000)  # no sweep in this test
     send = Recorder()
     assert tick(rt, send).admitted == 0 and send.sent == []
     now[0] = DAY + 30
