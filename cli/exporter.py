@@ -15,8 +15,8 @@ import threading
 
 import typer
 from prometheus_client import start_http_server
-from rich.console import Console
 
+from cli.console import make_console
 from seedq.errors import ConfigError
 from seedq.gauges import (
     RECENT_RUNS,
@@ -29,7 +29,7 @@ from seedq.queueing import redis_client
 from seedq.settings import Settings, load_settings, require
 from seedq.store import JobStore
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = make_console(stderr=True)
 
 
 def exporter_command(
