@@ -1,15 +1,20 @@
 """What a paid ``seedq run`` on one machine knows of its folder, before and after it
 runs: where its state lives, which earlier run it resumes, which jobs the folder's clips
 and sidecars prove delivered (never sent again), which local images a remote provider
-could never fetch (refused before anything is sent), and the paid generations of
-earlier runs it waits for. The wiring that uses them is ``cli.run.open_target``."""
+could never fetch (refused before anything is sent), the paid generations of
+earlier runs it waits for, and SIGTERM stopping it as Ctrl-C does. The wiring that uses
+them is ``cli.run.open_target``."""
 
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from cli.console import make_console
 from cli.progress import in_flight
@@ -19,6 +24,27 @@ from seedq.settings import Settings
 from seedq.store import JobStore
 
 out = make_console()
+
+
+@contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM (``docker stop``, ``kill``, a CI job's timeout) stops a run as Ctrl-C
+    does: a KeyboardInterrupt, so the stack in this process is closed in order (its
+    worker threads, the private redis-server flushed and stopped), the command says
+    ``interrupted`` and exits 130, and running it again resumes. Python's default would
+    end the process on the spot, leaving the redis-server behind and saying nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclasses.dataclass

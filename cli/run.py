@@ -19,6 +19,7 @@ from cli.local_run import (
     SkipCount,
     check_local_output,
     finish_earlier_runs,
+    interrupted_by_sigterm,
     refuse_unreachable_inputs,
     resumable_run,
     skip_delivered,
@@ -139,6 +140,7 @@ def run_manifests(settings: Settings, opts: RunOptions) -> int:
     allow_private = settings.allow_private_urls or (embedded and not paid_local)
     webhooks = run_notify_urls(opts.notify, settings, allow_private=allow_private)
     with ExitStack() as stack:
+        stack.enter_context(interrupted_by_sigterm())
         spool = stack.enter_context(Spool())
         offline = embedded and not paid_local
         check_and_plan(

@@ -15,6 +15,11 @@ own would leave the message unacked in Redis, where only the visibility timeout 
 brings it back; told first, the process's heartbeat records it as held, and the tick
 re-drives it within seconds of the death (``worker.heartbeat``).
 
+It also tells its process of each message it hands back to its queue
+(:func:`on_return`): those received and not acknowledged, restored as its channel
+closes at a worker's shutdown, or rejected to be sent again. What a stopping worker
+holds and was not told of as handed back is left for the tick to send again at once.
+
 What that leaves is the instant between Redis handing a message out and the process's
 record reaching Redis: a message lost there is in no queue, held by no process and not
 unacked. :class:`BrokerView` reads what a Redis broker holds, so that after a worker's
@@ -61,7 +66,9 @@ class Receipt:
 
 
 ReceiptHook = Callable[[Receipt], None]
+ReturnHook = Callable[[str], None]
 _hook: tuple[ReceiptHook, frozenset[str]] | None = None
+_return_hook: ReturnHook | None = None
 
 
 def on_receipt(hook: ReceiptHook | None, task_names: Collection[str] = ()) -> None:
@@ -70,6 +77,13 @@ def on_receipt(hook: ReceiptHook | None, task_names: Collection[str] = ()) -> No
     logged, and the message goes on to Celery all the same."""
     global _hook
     _hook = None if hook is None else (hook, frozenset(task_names))
+
+
+def on_return(hook: ReturnHook | None) -> None:
+    """Call ``hook`` with the task id of each message this process hands back to its
+    queue, once it is there (None: no longer). A hook that raises is logged."""
+    global _return_hook
+    _return_hook = hook
 
 
 def receipt_of(message: Any) -> Receipt | None:
@@ -103,12 +117,34 @@ def _tell(message: Any) -> None:
         log.exception("the receipt of a message could not be recorded")
 
 
+def _tell_returned(message: Any) -> None:
+    hook = _return_hook
+    task_id = (message.headers or {}).get("id")
+    if hook is None or not isinstance(task_id, str):
+        return
+    try:
+        hook(task_id)
+    except Exception:  # the message is back in its queue all the same
+        log.exception("the return of message %s could not be recorded", task_id)
+
+
 class QoS(kombu_redis.QoS):
-    """kombu's unacked bookkeeping, with the process told of each message first."""
+    """kombu's unacked bookkeeping, with the process told of each message first, and
+    of each it hands back."""
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         _tell(message)
         super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        # Every way back to the queue comes here: the restore of a closing channel, a
+        # reject with requeue, and the visibility timeout's restore of stale messages
+        # (another process's, unknown to this one's deliveries, are not told of). Told
+        # only once it is back: a restore that raised leaves the message held.
+        message = self._delivered.get(tag)
+        super().restore_by_tag(tag, client=client, leftmost=leftmost)  # type: ignore[no-untyped-call]
+        if message is not None:
+            _tell_returned(message)
 
 
 class Channel(kombu_redis.Channel):

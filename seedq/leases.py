@@ -126,12 +126,18 @@ class Leases:
         return {decoded(t) for t in self.redis.hkeys(keys.worker_held(worker_id))}
 
     def retire(self, worker_id: str) -> None:
-        """A clean stop: the process finished what it ran, and the broker takes back the
+        """A clean stop: the process finished what it ran, and the broker took back the
         messages it had received and not started, so nothing it held is re-driven."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(keys.worker_alive(worker_id), keys.worker_held(worker_id))
             pipe.srem(keys.WORKERS, worker_id)
             pipe.execute()
+
+    def abandon(self, worker_id: str) -> None:
+        """A stop that could not hand everything back: the process says itself dead now,
+        not ``heartbeat_s`` from now, keeping its record of what it held, for the next
+        tick to reap and send again (:meth:`reap_dead`)."""
+        self.redis.delete(keys.worker_alive(worker_id))
 
     def reap_dead(self) -> Reaped:
         """Claim the worker processes whose heartbeat lapsed, and hand out what they

@@ -24,7 +24,9 @@ Choices where the contract is silent (also in the README of the simulator's CLI 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,6 +63,7 @@ from simulator.state import (
 
 MAX_GENERATIONS = 12
 MODEL_TYPES = frozenset({"video", "image"})
+DOWNLOAD_PIECE_S = 0.25  # a slow download (config download_s) sends a piece this often
 
 
 def _core(request: Request) -> SimCore:
@@ -269,7 +272,21 @@ async def download(request: Request) -> Response:
         message = "Link expired" if check is LinkCheck.EXPIRED else "Invalid signature"
         return JSONResponse({"error": {"message": message}}, status_code=403)
     core.store.downloads += 1
+    if core.config.download_s > 0:
+        headers = {"Content-Length": str(len(gen.video))}
+        body = _trickled(gen.video, core.config.download_s)
+        return StreamingResponse(body, media_type="video/mp4", headers=headers)
     return Response(gen.video, media_type="video/mp4")
+
+
+async def _trickled(data: bytes, seconds: float) -> AsyncIterator[bytes]:
+    """``data`` in pieces spread over ``seconds``: a slow download whose every piece
+    comes well within a client's read timeout."""
+    pieces = max(1, math.ceil(seconds / DOWNLOAD_PIECE_S))
+    size = math.ceil(len(data) / pieces)
+    for n in range(pieces):
+        await asyncio.sleep(seconds / pieces)
+        yield data[n * size : (n + 1) * size]
 
 
 def _now() -> float:

@@ -29,6 +29,7 @@ def simulator_command(
     ),
     latency: str = typer.Option("1:3", help="Seconds per generation, MIN:MAX (floats allowed)."),
     url_ttl: float = typer.Option(300.0, help="Seconds a result URL stays valid (then 403)."),
+    download_s: float = typer.Option(0.0, help="Seconds a result download takes (trickled)."),
     fast: bool = typer.Option(False, help="Serve cached clips per parameter class (load tests)."),
     seed: int | None = typer.Option(None, help="Seed for every random choice."),
     keepalive_s: float = typer.Option(15.0, help="Seconds between SSE keep-alive comments."),

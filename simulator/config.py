@@ -30,6 +30,12 @@ class SimConfig(BaseModel):
         default=(1.0, 3.0), description="Seconds a generation takes, drawn uniformly MIN..MAX."
     )
     url_ttl_s: float = Field(default=300.0, gt=0, description="Lifetime of a result URL.")
+    download_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds a result download takes, its bytes sent in pieces over that "
+        "time (each piece well within a client's read timeout): a slow delivery.",
+    )
     fast: bool = Field(default=False, description="Serve cached clips per parameter class.")
     keepalive_s: float = Field(default=15.0, gt=0, description="SSE keep-alive interval.")
     seed: int | None = Field(default=None, description="Seed for every random choice.")

@@ -212,3 +212,35 @@ def test_no_broker_view_where_the_broker_is_not_redis(url: str | None) -> None:
     from seedq.queueing import broker_view
 
     assert broker_view(Settings(broker_url=url)) is None
+
+
+def test_messages_handed_back_are_told_once_back_in_their_queue(
+    real_redis: redis.Redis, real_redis_url: str
+) -> None:
+    """A worker's shutdown restores what it received and did not finish; told of each,
+    its heartbeat stops holding them (what it is not told of is sent again by the tick)."""
+    from seedq import broker
+
+    told: list[tuple[str, int]] = []
+    queue_name = "seedq-test-return"
+
+    def hook(task_id: str) -> None:
+        told.append((task_id, int(real_redis.llen(queue_name))))
+
+    broker.on_return(hook)
+    try:
+        with connect(real_redis_url) as conn:
+            queue = conn.SimpleQueue(queue_name)
+            for n in range(3):
+                queue.put({"n": n}, headers={"id": f"t-{n}", "task": "seedq.deliver"})
+            rejected, kept, acked = (queue.get(timeout=5) for _ in range(3))
+            acked.ack()
+            rejected.reject(requeue=True)
+            assert told == [("t-0", 1)]
+            assert kept.payload == {"n": 1}
+            queue.close()  # the channel closes: kombu restores what it did not ack
+        assert told == [("t-0", 1), ("t-1", 2)]
+        assert real_redis.hlen(broker.UNACKED_KEY) == 0
+    finally:
+        broker.on_return(None)
+        real_redis.delete(queue_name)

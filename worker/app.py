@@ -7,23 +7,29 @@ every tick: every command needs ``SEEDQ_BROKER_URL`` (checked when Celery reads 
 configuration, while it parses the command line), and a worker also needs
 ``SEEDQ_REDIS_URL`` and ``OXEN_API_KEY`` (checked on ``celeryd_init``, before the worker
 connects or consumes anything).
+
+Its workers stop in two stages (``worker.heartbeat``): the steps running finish (a
+warm shutdown) and the broker connection closes, restoring every message received and
+not started; then :class:`Worker` has the process hand over what is left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 import click
 from celery import Celery
+from celery.apps.worker import Worker as CeleryWorker
 from celery.signals import celeryd_init
 from pydantic import ValidationError
 
 from seedq.errors import ConfigError
 from seedq.queueing import celery_config
 from seedq.settings import PIPELINE_NEEDS, invalid_settings, load_settings, require
-from worker.heartbeat import install_heartbeat
+from worker.heartbeat import hand_over, install_heartbeat
 from worker.observability import install_observability
 from worker.ticker import install_ticker
 
@@ -43,10 +49,24 @@ class Refused(ConfigError, click.ClickException):
         return self.message
 
 
+class Worker(CeleryWorker):  # type: ignore[misc]
+    """``celery worker``, whose process hands over what it still holds once its
+    consumer has shut down (warm or cold): only then is everything the broker could take
+    back restored, so only then can it tell what was not (``worker.heartbeat``)."""
+
+    def on_stopped(self) -> None:
+        super().on_stopped()
+        hand_over()
+
+
 class SeedqCelery(Celery):  # type: ignore[misc]
     def on_configure(self) -> None:
         with refusing():
             self.conf.update(celery_config(load_settings()))
+
+    @cached_property
+    def Worker(self) -> type[Worker]:
+        return self.subclass_with_self(Worker)  # type: ignore[no-any-return]
 
 
 @contextmanager

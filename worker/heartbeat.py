@@ -15,6 +15,16 @@ that was only late to beat has its jobs re-driven beside its own steps: harmless
 step being a compare-and-set on the job's state, and it enters itself again at its next
 beat. Each beat also forgets what the process no longer has in hand
 (:meth:`Heartbeat.prune`), so a record left behind never keeps a job's lease alive.
+
+A warm shutdown (SIGTERM) finishes the steps running, under the process's beats, and
+hands back to its queue every message received and not started (ETA ones too):
+seedq's transport tells the process of each as it is restored (``seedq.broker.
+on_return``), and its record is dropped. Only then, the broker connection closed
+(:func:`hand_over`, from the worker's ``on_stopped``), does the process leave: it
+retires when it holds nothing more; a message it could not hand back (the broker away
+as it closed) stays recorded, and the process says itself dead at once, so the next
+tick sends those jobs' steps again within a second, not after a lapse, the visibility
+timeout or a lease.
 """
 
 from __future__ import annotations
@@ -66,6 +76,8 @@ class Heartbeat:
         self._beaten = False
         self._lock = threading.Lock()
         self._suspects: set[str] = set()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
         # Set once the broker has told of a message: its receipts are then the record,
         # and Celery's task_received (later, for the same messages) is not needed.
         self.broker_tells = False
@@ -105,8 +117,41 @@ class Heartbeat:
     def release(self, task_id: str) -> None:
         self._runtime().leases.unhold(self.worker_id, task_id)
 
-    def retire(self) -> None:
-        self._runtime().leases.retire(self.worker_id)
+    def leave(self) -> list[str]:
+        """The process's last word, once its broker connection is closed: retire when
+        it holds nothing more, else say itself dead, for the next tick to send the rest
+        again at once. Returns the task ids left to the tick.
+
+        On a transport that does not tell of receipts and returns (RabbitMQ gives a
+        closed channel's unacknowledged messages to another consumer itself; the
+        in-memory one dies with the process), everything is taken as handed back."""
+        leases = self._runtime().leases
+        left = sorted(leases.held_tasks(self.worker_id)) if self.broker_tells else []
+        if not left:
+            leases.retire(self.worker_id)
+            return []
+        leases.abandon(self.worker_id)
+        log.warning(
+            "worker %s: stopped holding %d message(s) it could not hand back to the "
+            "broker: left for the next tick to send again",
+            self.worker_id,
+            len(left),
+        )
+        return left
+
+    def start(self) -> None:
+        """Beat in a thread of this process until :meth:`halt`."""
+        self._halt.clear()
+        self._thread = threading.Thread(
+            target=self.run, args=(self._halt,), name="seedq-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def halt(self) -> None:
+        """Stop beating (idempotent); the last beat's heartbeat lasts ``heartbeat_s``."""
+        self._halt.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def run(self, stop: threading.Event) -> None:
         """Beat until ``stop`` is set; a failed beat is tried again at the next one."""
@@ -159,6 +204,16 @@ def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
     _record(heartbeat, request.id, request.kwargs, eta.timestamp() if eta is not None else 0.0)
 
 
+def _on_return(task_id: str) -> None:
+    heartbeat = _current
+    if heartbeat is None:
+        return
+    try:
+        heartbeat.release(task_id)
+    except Exception:  # left held: sent again by the tick once the process leaves
+        log.exception("worker %s: could not release task %s", heartbeat.worker_id, task_id)
+
+
 def _on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     heartbeat = _current
     if heartbeat is None or task_id is None or getattr(sender, "name", None) not in JOB_TASKS:
@@ -170,7 +225,9 @@ def _on_postrun(sender: Any = None, task_id: str | None = None, **_: Any) -> Non
 
 
 class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Runs :class:`Heartbeat` in a thread of each worker process."""
+    """Runs :class:`Heartbeat` in a thread of each worker process, from before the
+    consumer starts until the pool has stopped (the steps running at a warm shutdown
+    finish under its beats); the process leaves later, in :func:`hand_over`."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         global _current
@@ -178,8 +235,6 @@ class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
         name = getattr(parent, "hostname", None) or "worker"
         self.heartbeat = Heartbeat(f"{name}/{uuid.uuid4().hex[:12]}")
         _current = self.heartbeat
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
         # Beaten before the consumer starts (it is the last step), so that holding the
@@ -189,22 +244,29 @@ class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self.heartbeat.beat()
         except Exception:  # the thread tries again
             log.exception("worker %s: first heartbeat failed", self.heartbeat.worker_id)
-        self._thread = threading.Thread(
-            target=self.heartbeat.run, args=(self._stop,), name="seedq-heartbeat", daemon=True
-        )
-        self._thread.start()
+        self.heartbeat.start()
 
     def stop(self, parent: Any) -> None:
-        global _current
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if _current is self.heartbeat:
-            _current = None
-        try:
-            self.heartbeat.retire()
-        except Exception:  # its heartbeat lapses instead; what it held is re-driven
-            log.exception("worker %s: could not retire", self.heartbeat.worker_id)
+        self.heartbeat.halt()
+
+    def terminate(self, parent: Any) -> None:  # a cold shutdown: the same
+        self.heartbeat.halt()
+
+
+def hand_over() -> None:
+    """The worker's last act, once its consumer has shut down (the broker connection
+    closed, what it could hand back restored): this process leaves
+    (:meth:`Heartbeat.leave`). Called by the worker's ``on_stopped``, in warm and cold
+    shutdowns alike."""
+    global _current
+    heartbeat, _current = _current, None
+    if heartbeat is None:
+        return
+    heartbeat.halt()
+    try:
+        heartbeat.leave()
+    except Exception:  # its heartbeat lapses instead; what it held is re-driven then
+        log.exception("worker %s: could not leave", heartbeat.worker_id)
 
 
 def install_heartbeat(app: Any) -> None:
@@ -213,5 +275,6 @@ def install_heartbeat(app: Any) -> None:
     if HeartbeatStep not in app.steps["worker"]:
         app.steps["worker"].add(HeartbeatStep)
     broker.on_receipt(_on_receipt, JOB_TASKS)
+    broker.on_return(_on_return)
     task_received.connect(_on_received, weak=False, dispatch_uid="seedq.heartbeat.received")
     task_postrun.connect(_on_postrun, weak=False, dispatch_uid="seedq.heartbeat.postrun")

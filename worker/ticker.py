@@ -36,6 +36,7 @@ from random import random
 from typing import Any
 
 from celery import bootsteps
+from celery.signals import worker_shutting_down
 
 from seedq import contract
 from seedq.contract import ADMITTING, JobState
@@ -329,7 +330,10 @@ def tick_once(rt: Runtime, send: Sender, *, full: bool = True) -> TickReport | N
 
 
 class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Runs :func:`tick_once` every second in a thread of each worker process."""
+    """Runs :func:`tick_once` every second in a thread of each worker process, until the
+    worker begins to shut down: a worker draining its last steps (up to a delivery's
+    length) takes on nothing new, and its sweep, with nobody consuming its queues here
+    any more, would send a track message per sweep for every finished generation."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
@@ -337,12 +341,17 @@ class Ticker(bootsteps.StartStopStep):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
+        worker_shutting_down.connect(self._shutting_down, weak=False, dispatch_uid=id(self))
         self._thread = threading.Thread(
             target=self._loop, args=(parent.app,), name="seedq-ticker", daemon=True
         )
         self._thread.start()
 
+    def _shutting_down(self, **_: Any) -> None:
+        self._stop.set()  # from a signal handler: only sets the event
+
     def stop(self, parent: Any) -> None:
+        worker_shutting_down.disconnect(dispatch_uid=id(self))
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

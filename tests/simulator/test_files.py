@@ -50,6 +50,22 @@ def test_expiry_and_refresh(make_sim: MakeSim, params: dict[str, Any]) -> None:
     assert sim.stats()["downloads"] == 2
 
 
+def test_a_slow_download_trickles_within_read_timeouts(
+    make_sim: MakeSim, params: dict[str, Any]
+) -> None:
+    sim = make_sim(fast=True, download_s=1.0)
+    body = _finished(sim, params)
+    started = time.monotonic()
+    pieces = []
+    with httpx.stream("GET", body["result_url"], timeout=httpx.Timeout(5, read=0.6)) as answer:
+        assert answer.status_code == 200
+        pieces = list(answer.iter_raw())
+    assert time.monotonic() - started >= 1.0  # slow as a whole, yet no read timed out
+    video = b"".join(pieces)
+    assert len(pieces) > 1 and int(answer.headers["content-length"]) == len(video)
+    assert av.open(io.BytesIO(video)).streams.video
+
+
 @pytest.mark.parametrize(
     ("changes", "size", "duration_s", "audio"),
     [

@@ -28,10 +28,13 @@ from worker import ticker as ticker_module
 from worker.heartbeat import (
     JOB_TASKS,
     Heartbeat,
+    HeartbeatStep,
     _on_postrun,
     _on_receipt,
     _on_received,
+    _on_return,
     celery_task_ids,
+    hand_over,
     install_heartbeat,
 )
 from worker.runtime import Runtime
@@ -190,6 +193,72 @@ def test_a_clean_stop_hands_nothing_over(store: JobStore, tmp_path: Path) -> Non
     assert store.redis.smembers(keys.WORKERS) == set()
 
 
+def stopping_worker(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Runtime, HeartbeatStep]:
+    """A worker process's heartbeat step, started, holding three messages of jobs in
+    flight: a delivery running, a submit waiting out its ETA, a track prefetched."""
+    rt = beating_runtime(store, tmp_path)
+    rt.settings = rt.settings.model_copy(update={"heartbeat_s": 30.0})  # no lapse here
+    make_run(store, "run", ["running", "waiting", "prefetched"])
+    rt.admission.admit()
+    rt.leases.renew(rt.admission.in_flight(), ahead_s=60)  # leases are not what is tested
+    advance(store, "running", "run", JobState.SUBMITTING, JobState.SUBMITTED)
+    advance(store, "running", "run", JobState.GENERATED)
+    advance(store, "prefetched", "run", JobState.SUBMITTING, JobState.SUBMITTED)
+    monkeypatch.setattr(heartbeat_module, "Heartbeat", lambda wid: Heartbeat(wid, lambda: rt))
+    step = HeartbeatStep(SimpleNamespace(hostname="w"))
+    step.start(None)
+    for task_id, task, job_id, eta_s in (
+        ("t-run", contract.TASK_DELIVER, "running", 0.0),
+        ("t-eta", contract.TASK_SUBMIT, "waiting", rt.now() + 30),
+        ("t-pre", contract.TASK_TRACK, "prefetched", 0.0),
+    ):
+        _on_receipt(broker.Receipt(task_id, task, {"run_id": "run", "job_id": job_id}, eta_s))
+    return rt, step
+
+
+def test_a_warm_shutdown_that_handed_everything_back_retires(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt, step = stopping_worker(store, tmp_path, monkeypatch)
+    worker_id = step.heartbeat.worker_id
+    _on_postrun(sender=SimpleNamespace(name=contract.TASK_DELIVER), task_id="t-run")  # finished
+    step.stop(None)  # Celery: the pool has stopped
+    assert store.redis.exists(keys.worker_alive(worker_id)) == 1  # not gone yet: the rest
+    _on_return("t-eta")  # the broker connection closes: kombu restores what was not started
+    _on_return("t-pre")
+    hand_over()
+    assert heartbeat_module._current is None
+    assert store.redis.exists(keys.worker_alive(worker_id), keys.worker_held(worker_id)) == 0
+    assert store.redis.smembers(keys.WORKERS) == set()
+    app = Sent()
+    assert (tick(rt, app).reaped, app.sent) == ([], [])
+
+
+def test_what_a_shutdown_could_not_hand_back_is_sent_again_at_the_next_tick(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker away as the worker's channel closed: the ETA and the prefetched
+    messages stay unacknowledged in it, where only the visibility timeout (hours) would
+    bring them back. Their jobs wait for neither that nor a lease: the process says
+    itself dead as it leaves, and the next tick sends their steps again."""
+    rt, step = stopping_worker(store, tmp_path, monkeypatch)
+    _on_postrun(sender=SimpleNamespace(name=contract.TASK_DELIVER), task_id="t-run")
+    step.stop(None)
+    hand_over()  # no return told: nothing was restored
+    assert store.redis.exists(keys.worker_alive(step.heartbeat.worker_id)) == 0
+    app = Sent()
+    report = tick(rt, app)  # at once: no heartbeat to wait out
+    assert report.reaped == [step.heartbeat.worker_id]
+    assert sorted((task, job) for task, job, _ in app.sent) == [
+        (contract.TASK_SUBMIT, "waiting"),
+        (contract.TASK_TRACK, "prefetched"),
+    ]
+    (waiting,) = [countdown for _, job, countdown in app.sent if job == "waiting"]
+    assert 25 < waiting <= 30  # still at its ETA
+
+
 def test_slow_live_worker_is_never_second_guessed_then_its_death_is_seen_within_a_heartbeat(
     store: JobStore, tmp_path: Path
 ) -> None:
@@ -318,8 +387,9 @@ def test_the_heartbeat_listens_to_its_brokers_receipts(monkeypatch: pytest.Monke
 
     told: list[Any] = []
     monkeypatch.setattr(broker, "on_receipt", lambda hook, names=(): told.append((hook, names)))
+    monkeypatch.setattr(broker, "on_return", lambda hook: told.append(hook))
     install_heartbeat(Celery("seedq-test-heartbeat"))
-    assert told == [(_on_receipt, JOB_TASKS)]
+    assert told == [(_on_receipt, JOB_TASKS), _on_return]
 
 
 def test_without_a_heartbeat_nothing_is_held(
