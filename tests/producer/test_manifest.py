@@ -652,3 +652,61 @@ def test_a_template_shared_by_rows_is_parsed_once(write: Write, parse: Parse) ->
     )
     assert len(found) == 20 and not problems
     assert template_names.cache_info().misses <= 3  # each distinct template once
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 500])
+def test_duplicates_and_clashes_are_found_whatever_the_guards_batch(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """Checked a batch at a time, against what earlier batches took and against each
+    other inside one: the same problems, in the same order, as one by one."""
+    from producer import plan
+
+    monkeypatch.setattr(plan, "GUARD_BATCH", batch)
+    path = write(
+        "m.csv",
+        "id,prompt,input_image,output\n"
+        "a,p,images/a.png,x.mp4\n"
+        "b,p,images/a.png,x.mp4\n"  # the output of line 2
+        "a,q,images/a.png,y.mp4\n"  # the id of line 2
+        "c,p,images/a.png,x.mp4/z.mp4\n"  # x.mp4 as a folder
+        "d,p,images/a.png,f/g.mp4\n"
+        "e,p,images/a.png,f.mp4\n"  # no clash: f, not f.mp4
+        "f,p,images/a.png,f/g.mp4/h.mp4\n"  # the clip of line 6 as a folder
+        "g,p,images/a.png,f/g.json\n",  # the sidecar of line 6
+    )
+    jobs, problems = parse(path)
+    assert [j.id for j in jobs] == ["a", "d", "e"]
+    assert [(p.line, p.field) for p in problems] == [
+        (3, "output"),
+        (4, "id"),
+        (5, "output"),
+        (8, "output"),
+        (9, "output"),
+    ]
+    assert "(first at" in problems[0].message and f"{path}:2" in problems[1].message
+    assert "needs 'x.mp4' as a folder" in problems[2].message
+    assert "needs 'f/g.mp4' as a folder" in problems[3].message
+
+
+def test_the_guard_runs_a_few_statements_a_batch_not_per_job(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from producer import manifest
+
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(path: str) -> sqlite3.Connection:
+        db = connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(manifest.sqlite3, "connect", traced)
+    rows = "".join(f"p{i},images/a.png,out/{i}.mp4\n" for i in range(1200))
+    jobs, problems = parse(write("m.csv", "prompt,input_image,output\n" + rows))
+    assert len(jobs) == 1200 and not problems
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(statements) < 60 + len(inserts)  # a few per batch of 500, then the rows
