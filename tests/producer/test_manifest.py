@@ -704,7 +704,7 @@ def test_the_guard_runs_a_few_statements_a_batch_not_per_job(
         db.set_trace_callback(statements.append)
         return db
 
-    monkeypatch.setattr(manifest.sqlite3, "connect", traced)
+    monkeypatch.setattr(manifest.sqlite3, "connect", traced)  # type: ignore[attr-defined]
     rows = "".join(f"p{i},images/a.png,out/{i}.mp4\n" for i in range(1200))
     jobs, problems = parse(write("m.csv", "prompt,input_image,output\n" + rows))
     assert len(jobs) == 1200 and not problems
