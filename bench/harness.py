@@ -4,6 +4,7 @@ the Redis server) and the sampler of the broker's peak of messages."""
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -61,10 +62,32 @@ class PeakSampler:
         self._thread.join()
 
 
+def process_cpu_s(pids: list[int]) -> float:
+    """CPU so far of these live processes (all their threads), from /proc: what a
+    process still running has used, which ``RUSAGE_CHILDREN`` only counts once it has
+    been waited for."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        # The fields after the command's ")" (which may hold spaces): utime, stime are
+        # the 12th and 13th of them.
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def start_workers(
-    app_module: str, env: dict[str, str], n: int, threads: int, log: Path
+    app_module: str,
+    env: dict[str, str],
+    n: int,
+    threads: int,
+    log: Path,
+    queues: str | None = None,
 ) -> list[subprocess.Popen[bytes]]:
+    """``n`` worker processes of ``threads`` threads, on every queue or on ``queues``
+    (comma-separated, as ``celery worker -Q`` takes them)."""
     procs = []
+    only = ["-Q", queues] if queues else []
     for i in range(n):
         procs.append(
             subprocess.Popen(
@@ -80,11 +103,12 @@ def start_workers(
                     "-c",
                     str(threads),
                     "-n",
-                    f"bench{i}-{app_module}@%h",
+                    f"bench{i}-{queues or app_module}@%h",
                     "-l",
                     "WARNING",
                     "--without-mingle",
                     "--without-gossip",
+                    *only,
                 ],
                 env=env,
                 cwd=REPO,

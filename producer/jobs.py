@@ -30,6 +30,7 @@ DEFAULT_OUTPUT_TEMPLATE = "{id}.mp4"
 TEMPLATED_FIELDS = ("prompt", "input_image", "tail_image_url", "output")
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MAX_PROMPT_CHARS = 10_000
+CHECKED_REFS_KEPT = 1024
 
 
 def _text(value: Any) -> Any:
@@ -88,6 +89,11 @@ class JobSpec:
         return content_hash(self.model, self.params, self.output_key)
 
     def to_record(self) -> dict[str, Any]:
+        return {**self.fields(), "fingerprint": self.fingerprint}
+
+    def fields(self) -> dict[str, Any]:
+        """What :meth:`from_record` needs: the record without its fingerprint, which
+        costs a hash to compute."""
         return {
             "id": self.id,
             "source": self.source,
@@ -98,7 +104,6 @@ class JobSpec:
             "priority": self.priority,
             "est_cost": self.est_cost,
             "overwrite": self.overwrite,
-            "fingerprint": self.fingerprint,
         }
 
     @classmethod
@@ -124,6 +129,32 @@ class JobContext:
     input_root: Path | None = None  # where local images must lie; None: base_dir
     s3_allow: tuple[S3Grant, ...] = ()
     max_output_key_bytes: int = MAX_OUTPUT_KEY_BYTES
+    # Image references already checked, and their verdicts (the kept value, or why it
+    # was refused): many rows share an image, and a local one costs two realpaths.
+    # Bounded, oldest out first, so memory stays flat.
+    checked_refs: dict[str, str | RefError] = field(default_factory=dict)
+
+    def image_ref(self, raw: str) -> str:
+        """``raw`` checked by :func:`seedq.refs.parse_image_ref` under this context's
+        rules (the same for every row), once per distinct value."""
+        verdict = self.checked_refs.get(raw)
+        if verdict is None:
+            try:
+                verdict = parse_image_ref(
+                    raw,
+                    base_dir=self.base_dir,
+                    allow_private=self.allow_private_urls,
+                    root=self.input_root,
+                    s3_allow=self.s3_allow,
+                ).value
+            except RefError as exc:
+                verdict = exc
+            if len(self.checked_refs) >= CHECKED_REFS_KEPT:
+                del self.checked_refs[next(iter(self.checked_refs))]
+            self.checked_refs[raw] = verdict
+        if isinstance(verdict, RefError):
+            raise RefError(str(verdict))
+        return verdict
 
 
 def _problem(ctx: JobContext, line: int, name: str, message: str) -> Problem:
@@ -177,13 +208,7 @@ def build_job(raw: RawJob, ctx: JobContext) -> JobSpec | list[Problem]:
     for name in ("input_image", "tail_image_url"):
         if isinstance(params.get(name), str):
             try:
-                params[name] = parse_image_ref(
-                    params[name],
-                    base_dir=ctx.base_dir,
-                    allow_private=ctx.allow_private_urls,
-                    root=ctx.input_root,
-                    s3_allow=ctx.s3_allow,
-                ).value
+                params[name] = ctx.image_ref(params[name])
             except RefError as exc:
                 problems.append(_problem(ctx, line, name, str(exc)))
     template = row.output or ctx.header.output or DEFAULT_OUTPUT_TEMPLATE
@@ -209,10 +234,11 @@ def _provider_params(row: JobRow, model: ModelInfo) -> dict[str, Any]:
     """Provider parameters with the schema's defaults made explicit, so a job's identity
     and cost do not shift when the provider changes a default."""
     params: dict[str, Any] = {}
+    properties = model.properties  # built on each read: once per job, not per field
     for name in PROVIDER_FIELDS:
         value = getattr(row, name)
         if value is None:
-            value = model.default_of(name)
+            value = properties.get(name, {}).get("default")
         if value is not None:
             params[name] = value
     return params

@@ -120,6 +120,36 @@ def iter_manifest(
             )
 
 
+Key = tuple[str, bytes]  # (kind, digest) of the guard's tables
+SQL_VARIABLES = 900  # "?" marks in one statement: under SQLite's oldest limit (999)
+GUARD_BATCH = 500  # jobs checked together (producer.plan.iter_jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """The digests a job's id and output take: as itself, and in the store (files, with
+    what each is; the folders its output key needs)."""
+
+    id: bytes
+    output: bytes
+    files: dict[bytes, tuple[str, str]]  # digest -> (name, "clip" or "sidecar")
+    folders: dict[bytes, str]  # digest -> folder
+
+    @classmethod
+    def of(cls, job: JobSpec) -> _Names:
+        key = job.output_key
+        parts = key.split("/")
+        return cls(
+            _digest(job.id),
+            _digest(key),
+            {
+                _digest(key): (key, "clip"),
+                _digest(sidecar_key(key)): (sidecar_key(key), "sidecar"),
+            },
+            {_digest(f): f for f in ("/".join(parts[:end]) for end in range(1, len(parts)))},
+        )
+
+
 class DuplicateGuard:
     """Refuses a second job with the same id or the same output key, across manifests,
     and an output key that needs another one's file as a folder: ``x.mp4`` and
@@ -127,7 +157,9 @@ class DuplicateGuard:
     store cannot hold both, and the second one's paid clip would have nowhere to go.
 
     What it has seen lives in a private on-disk SQLite database (stdlib; its page cache
-    is bounded), so checking 100,000 rows does not hold 100,000 entries in memory.
+    is bounded), so checking 100,000 rows does not hold 100,000 entries in memory. Jobs
+    are checked a batch at a time (:meth:`check_many`): a few statements per batch, not
+    per job.
     """
 
     def __init__(self) -> None:
@@ -145,19 +177,74 @@ class DuplicateGuard:
         )
 
     def check(self, job: JobSpec) -> list[Problem]:
+        return self.check_many([job])[0]
+
+    def check_many(self, jobs: list[JobSpec]) -> list[list[Problem]]:
+        """Each job's problems, the same as checking them one after the other: what the
+        earlier batches took is read in two statements, the batch's own jobs are checked
+        against each other in memory, and what they take is written in two more."""
+        batch = [_Names.of(job) for job in jobs]
+        seen = self._taken(
+            "seen", "source, line", batch, lambda n: [("id", n.id), ("output", n.output)]
+        )
+        names = self._taken(
+            "names",
+            "what, source, line",
+            batch,
+            lambda n: [*(("dir", d) for d in n.files), *(("file", d) for d in n.folders)],
+        )
+        out: list[list[Problem]] = []
+        for job, mine in zip(jobs, batch, strict=True):
+            problems = self._duplicates(job, mine, seen)
+            out.append(problems + self._in_the_way(job, mine, names))
+        self._db.executemany(
+            "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
+            # In key order: each B-tree page is then visited once per batch.
+            sorted((*key, *where) for key, where in seen.items()),
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO names VALUES (?, ?, ?, ?, ?)",
+            sorted((*key, *row) for key, row in names.items()),
+        )
+        return out
+
+    def _taken(
+        self,
+        table: str,
+        columns: str,
+        batch: list[_Names],
+        wanted: Callable[[_Names], list[Key]],
+    ) -> dict[Key, tuple[Any, ...]]:
+        """The rows of ``table`` an earlier batch left under the keys this batch asks
+        about; the batch's own rows are added to the same dict as it is checked."""
+        by_kind: dict[str, set[bytes]] = {}
+        for names in batch:
+            for kind, digest in wanted(names):
+                by_kind.setdefault(kind, set()).add(digest)
+        found: dict[Key, tuple[Any, ...]] = {}
+        for kind, digests in by_kind.items():
+            ordered = sorted(digests)
+            for start in range(0, len(ordered), SQL_VARIABLES):
+                chunk = ordered[start : start + SQL_VARIABLES]
+                # Only the table's name, its columns and "?" marks are formatted in.
+                query = (
+                    f"SELECT digest, {columns} FROM {table}"  # noqa: S608
+                    f" WHERE kind = ? AND digest IN ({', '.join('?' * len(chunk))})"
+                )
+                for digest, *rest in self._db.execute(query, [kind, *chunk]):
+                    found[(kind, digest)] = tuple(rest)
+        return found
+
+    @staticmethod
+    def _duplicates(job: JobSpec, mine: _Names, seen: dict[Key, tuple[Any, ...]]) -> list[Problem]:
+        here = (job.source, job.line)
         problems = []
-        for value, name in ((job.id, "id"), (job.output_key, "output")):
-            digest = _digest(value)
-            inserted = self._db.execute(
-                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
-                (name, digest, job.source, job.line),
-            ).rowcount
-            if inserted:
-                continue
-            first = self._db.execute(
-                "SELECT source, line FROM seen WHERE kind = ? AND digest = ?", (name, digest)
-            ).fetchone()
-            if tuple(first) == (job.source, job.line):
+        for name, value, digest in (
+            ("id", job.id, mine.id),
+            ("output", job.output_key, mine.output),
+        ):
+            first = seen.setdefault((name, digest), here)
+            if tuple(first) == here:
                 continue
             what = "id" if name == "id" else "output key"
             problems.append(
@@ -168,47 +255,34 @@ class DuplicateGuard:
                     f"duplicate {what} {value!r} (first at {first[0]}:{first[1]})",
                 )
             )
-        return problems + self._in_the_way(job)
+        return problems
 
-    def _in_the_way(self, job: JobSpec) -> list[Problem]:
-        """Where ``job``'s output and an earlier one's cannot both be stored; then
-        ``job``'s names are recorded. One query and one insert per job."""
+    @staticmethod
+    def _in_the_way(job: JobSpec, mine: _Names, names: dict[Key, tuple[Any, ...]]) -> list[Problem]:
+        """Where ``job``'s output and an earlier one's cannot both be stored: a file of
+        this job where another's folder is, or a folder where another's file is; then
+        ``job``'s names are recorded (the first to take a name keeps it)."""
         key = job.output_key
-        files = {
-            _digest(key): (key, "clip"),
-            _digest(sidecar_key(key)): (sidecar_key(key), "sidecar"),
-        }
-        parts = key.split("/")
-        folders = {_digest(f): f for f in ("/".join(parts[:end]) for end in range(1, len(parts)))}
-        # A file of this job where another's folder is, or a folder where another's file
-        # is: one query, each side an IN list on the primary key.
-        query = (
-            "SELECT kind, digest, what, source, line FROM names"
-            " WHERE kind = 'dir' AND digest IN (?, ?)"
-        )
-        if folders:
-            marks = ", ".join("?" * len(folders))
-            # Only "?" marks are formatted in, never a value (bandit B608, ruff S608).
-            query += (
-                " UNION ALL SELECT kind, digest, what, source, line FROM names"  # noqa: S608
-                f" WHERE kind = 'file' AND digest IN ({marks})"  # nosec B608
-            )
-        found = self._db.execute(query, [*files, *folders]).fetchall()
+        here = (job.source, job.line)
         clashes = []
-        for kind, digest, what, source, line in found:
-            if (source, line) == (job.source, job.line):
-                continue
-            where = f"the output at {source}:{line}"
-            if kind == "file":
+        for digest in sorted(mine.files):
+            found = names.get(("dir", digest))
+            if found is not None and tuple(found[1:]) != here:
+                name, what = mine.files[digest]
                 clashes.append(
-                    f"needs {folders[digest]!r} as a folder, but it is the {what} of {where}"
+                    f"puts its {what} at {name!r}, a folder of the output at {found[1]}:{found[2]}"
                 )
-            else:
-                name, mine = files[digest]
-                clashes.append(f"puts its {mine} at {name!r}, a folder of {where}")
-        rows = [("file", d, what, job.source, job.line) for d, (_, what) in files.items()]
-        rows += [("dir", d, "folder", job.source, job.line) for d in folders]
-        self._db.executemany("INSERT OR IGNORE INTO names VALUES (?, ?, ?, ?, ?)", rows)
+        for digest in sorted(mine.folders):
+            found = names.get(("file", digest))
+            if found is not None and tuple(found[1:]) != here:
+                clashes.append(
+                    f"needs {mine.folders[digest]!r} as a folder, but it is the {found[0]} "
+                    f"of the output at {found[1]}:{found[2]}"
+                )
+        for digest, (_name, what) in mine.files.items():
+            names.setdefault(("file", digest), (what, *here))
+        for digest in mine.folders:
+            names.setdefault(("dir", digest), ("folder", *here))
         return [
             Problem(job.source, job.line, "output", f"output key {key!r} {clash}")
             for clash in clashes

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from producer.errors import Problem
 from producer.jobs import JobSpec
-from producer.manifest import DuplicateGuard, ModelResolver, ReadOptions, iter_manifest
+from producer.manifest import (
+    GUARD_BATCH,
+    DuplicateGuard,
+    ModelResolver,
+    ReadOptions,
+    iter_manifest,
+)
 from seedq.modelinfo import billed_seconds, estimate_cost, price_source, rate_per_second
 
 
@@ -82,17 +88,31 @@ class CheckResult:
 def iter_jobs(
     paths: list[Path], opts: ReadOptions, resolve_model: ModelResolver
 ) -> Iterator[JobSpec | Problem]:
-    """Every job of every manifest, with duplicate ids and output keys across them refused."""
+    """Every job of every manifest, with duplicate ids and output keys across them
+    refused; in file order, checked against each other ``GUARD_BATCH`` jobs at a time."""
     guard = DuplicateGuard()
+    held: list[JobSpec | Problem] = []
+
+    def release() -> Iterator[JobSpec | Problem]:
+        verdicts = iter(guard.check_many([i for i in held if isinstance(i, JobSpec)]))
+        for item in held:
+            dupes: list[Problem] = next(verdicts) if isinstance(item, JobSpec) else []
+            if dupes:
+                yield from dupes
+            else:
+                yield item
+        held.clear()
+
     try:
+        jobs = 0
         for path in paths:
             for item in iter_manifest(path, opts, resolve_model):
-                if isinstance(item, JobSpec):
-                    dupes = guard.check(item)
-                    if dupes:
-                        yield from dupes
-                        continue
-                yield item
+                held.append(item)
+                jobs += isinstance(item, JobSpec)
+                if jobs >= GUARD_BATCH:
+                    yield from release()
+                    jobs = 0
+        yield from release()
     finally:
         guard.close()
 

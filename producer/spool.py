@@ -20,7 +20,7 @@ class Spool:
         self.count = 0
 
     def write(self, job: JobSpec) -> None:
-        self._file.write(json.dumps(job.to_record(), separators=(",", ":")) + "\n")
+        self._file.write(json.dumps(job.fields(), separators=(",", ":")) + "\n")
         self.count += 1
 
     def __iter__(self) -> Iterator[JobSpec]:

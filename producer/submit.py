@@ -69,7 +69,7 @@ def submit(
             record = job.to_record()
             if priority is not None:
                 record["priority"] = priority
-            yield job.id, job.fingerprint, record
+            yield job.id, record["fingerprint"], record
 
     batches = store.register(run_id, triples(), force=force, run_priority=priority or 0)
     for batch in batches:

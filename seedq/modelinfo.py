@@ -260,13 +260,14 @@ def check_param(name: str, value: Any, spec: dict[str, Any]) -> str | None:
 def check_params(model: ModelInfo, params: dict[str, Any]) -> dict[str, str]:
     """Every schema problem of a parameter set, by field name."""
     problems: dict[str, str] = {}
+    properties = model.properties  # built on each read: once per job, not per parameter
     for name in model.required:
         if params.get(name) in (None, ""):
             problems[name] = "is required"
     for name, value in params.items():
         if value is None or name in problems:
             continue
-        spec = model.properties.get(name)
+        spec = properties.get(name)
         if spec is None:
             problems[name] = "is not a parameter of model " + model.id
             continue

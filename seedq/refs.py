@@ -6,6 +6,7 @@ again by the worker where it resolves and fetches it (DNS can change in between)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import string
@@ -346,7 +347,11 @@ def _clipped(text: str, max_chars: int = 40) -> str:
 _FORMATTER = string.Formatter()
 
 
-def template_names(template: str) -> set[str]:
+# Cached: a manifest's templates repeat on every row (a --set or a column default), and
+# each is parsed to validate and again to render. Bounded, so 100,000 distinct prompts
+# keep memory flat.
+@functools.lru_cache(maxsize=256)
+def template_names(template: str) -> frozenset[str]:
     """The ``{name}`` placeholders of a template; refuses anything but plain names."""
     names: set[str] = set()
     try:
@@ -362,7 +367,7 @@ def template_names(template: str) -> set[str]:
                 "(no attributes, indexes, formats or conversions)"
             )
         names.add(field)
-    return names
+    return frozenset(names)
 
 
 def render(template: str, values: dict[str, str]) -> str:

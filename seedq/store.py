@@ -108,35 +108,35 @@ class JobStore(RunRecords):
         force: bool,
         run_priority: int,
     ) -> RegisterResult:
-        now = str(time.time())
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, fingerprint, record in batch:
-                self._register(
-                    keys=[
-                        keys.job(job_id),
-                        keys.run_jobs(run_id),
-                        keys.run_counts(run_id),
-                        keys.run_waiting(run_id),
-                        keys.ADMISSION_RUNS,
-                        keys.IN_FLIGHT,
-                        keys.SEQUENCE,
-                        keys.run(run_id),
-                    ],
-                    args=[
-                        job_id,
-                        run_id,
-                        fingerprint,
-                        stored_spec(record),
-                        now,
-                        "1" if force else "0",
-                        int(record.get("priority", 0)),
-                        run_priority,
-                        float(record.get("est_cost", 0.0)),
-                        keys.run_waiting(RUN_PLACEHOLDER),
-                    ],
-                    client=pipe,
-                )
-            answers = pipe.execute()
+        job_args: list[str | int | float] = []
+        for job_id, fingerprint, record in batch:
+            job_args += [
+                job_id,
+                fingerprint,
+                stored_spec(record),
+                int(record.get("priority", 0)),
+                float(record.get("est_cost", 0.0)),
+            ]
+        answers = self._register(
+            keys=[
+                keys.run_jobs(run_id),
+                keys.run_counts(run_id),
+                keys.run_waiting(run_id),
+                keys.ADMISSION_RUNS,
+                keys.IN_FLIGHT,
+                keys.SEQUENCE,
+                keys.run(run_id),
+                *(keys.job(job_id) for job_id, _fp, _rec in batch),
+            ],
+            args=[
+                run_id,
+                str(time.time()),
+                "1" if force else "0",
+                run_priority,
+                keys.run_waiting(RUN_PLACEHOLDER),
+                *job_args,
+            ],
+        )
         result = RegisterResult()
         for (job_id, _fp, _rec), raw in zip(batch, answers, strict=True):
             decision = Decision(decoded(raw))

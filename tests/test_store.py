@@ -145,6 +145,43 @@ def test_batched_reads(store: JobStore) -> None:
     assert "generation_id" not in store.job("a")
 
 
+def test_a_batch_registers_in_one_script_call_with_each_jobs_decision(
+    store: JobStore, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One call per batch, not per job (the producer's 100,000 rows), and each job of
+    the batch gets its own decision, in order."""
+    register(store, RUN, "pending")
+    register(store, RUN, "done")
+    register(store, RUN, "busy")
+    client.hset(keys.job("done"), "state", "delivered")
+    client.hset(keys.job("busy"), "state", "submitting")
+    calls: list[int] = []
+    script = store._register
+
+    def counted(*, keys: list[str], args: list[object], **kw: object) -> object:
+        calls.append(len(keys))
+        return script(keys=keys, args=args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_register", counted)
+    jobs = [(j, "fp", {"priority": 0}) for j in ("new", "pending", "done", "busy")]
+    jobs.append(("changed", "other", {}))
+    client.hset(keys.job("changed"), mapping={"state": "delivered", "fingerprint": "fp"})
+    (result,) = store.register(RUN, jobs)
+    assert len(calls) == 1
+    assert result.to_enqueue == ["new", "pending"] and result.changed == ["changed"]
+    assert {d.value: n for d, n in result.counts.items() if n} == {
+        "new": 1,
+        "pending": 1,
+        "done": 1,
+        "active": 1,
+        "changed": 1,
+    }
+    assert client.zrange(keys.run_waiting(RUN), 0, -1)[-1] == b"new"  # queued after them
+    many: list[tuple[str, str, dict[str, object]]] = [(f"j{i}", "fp", {}) for i in range(1200)]
+    assert [len(r.to_enqueue) for r in store.register(RUN, many)] == [500, 500, 200]
+    assert len(calls) == 4
+
+
 def test_the_tick_lock_and_the_sweep_clock(store: JobStore) -> None:
     assert store.take_tick_lock("t1", 5000)
     assert not store.take_tick_lock("t2", 5000)

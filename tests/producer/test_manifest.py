@@ -575,3 +575,138 @@ def test_plan_counts_seconds_and_cost(write: Write, check_one: Callable[..., obj
     # shipped pricing by resolution: 720p 0.20/s (audio too: no with-audio price), 1080p 0.45/s
     assert plan.by_resolution["720p"].cost == pytest.approx(5 * 0.20 + 4 * 0.20)
     assert plan.by_resolution["1080p"].cost == pytest.approx(10 * 0.45)
+
+
+def test_an_image_shared_by_rows_is_checked_once_and_refused_on_each(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local image costs two realpaths to confine: checked once per distinct value in
+    a manifest, while a refused one is still reported on every row that names it."""
+    from producer import jobs
+
+    checked: list[str] = []
+    real = jobs.parse_image_ref  # type: ignore[attr-defined]
+
+    def counted(raw: str, **kw: object) -> object:
+        checked.append(raw)
+        return real(raw, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs, "parse_image_ref", counted)
+    rows = "".join(f"p{i},images/a.png\n" for i in range(30)) + "q,../x.png\nr,../x.png\n"
+    found, problems = parse(write("m.csv", "prompt,input_image\n" + rows))
+    assert len(found) == 30 and len({j.params["input_image"] for j in found}) == 1
+    assert sorted(checked) == ["../x.png", "images/a.png"]
+    assert [(p.line, p.field) for p in problems] == [(32, "input_image"), (33, "input_image")]
+    assert problems[0].message == problems[1].message
+
+
+def test_the_checked_images_kept_are_bounded(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer import jobs
+
+    monkeypatch.setattr(jobs, "CHECKED_REFS_KEPT", 3)
+    kept: list[int] = []
+    real = jobs.JobContext.image_ref
+
+    def watched(ctx: jobs.JobContext, raw: str) -> str:
+        kept.append(len(ctx.checked_refs))
+        return real(ctx, raw)
+
+    monkeypatch.setattr(jobs.JobContext, "image_ref", watched)
+    rows = "".join(f"p{i},https://example.com/{i}.png\n" for i in range(10))
+    found, problems = parse(write("m.csv", "prompt,input_image\n" + rows))
+    assert len(found) == 10 and not problems
+    assert max(kept) == 3
+
+
+def test_a_jobs_checks_build_the_models_parameter_table_once_each(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ModelInfo.properties`` is rebuilt on each read: read once for the defaults and
+    once for the schema check, not once per parameter."""
+    from seedq.modelinfo import ModelInfo
+
+    reads: list[int] = []
+    real = ModelInfo.properties
+
+    def counted(model: ModelInfo) -> dict[str, dict[str, object]]:
+        reads.append(1)
+        return real.fget(model)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(ModelInfo, "properties", property(counted))
+    rows = "".join(f"p{i},images/a.png\n" for i in range(5))
+    found, _ = parse(write("m.csv", "prompt,input_image\n" + rows))
+    assert len(found) == 5
+    assert len(reads) <= 2 * 5
+
+
+def test_a_template_shared_by_rows_is_parsed_once(write: Write, parse: Parse) -> None:
+    from seedq.refs import template_names
+
+    template_names.cache_clear()
+    rows = "".join(f"SKU-{i},images/a.png\n" for i in range(20))
+    found, problems = parse(
+        write("m.csv", "sku,input_image\n" + rows),
+        sets={"prompt": "a turntable of {sku}", "output": "catalog/{sku}.mp4"},
+    )
+    assert len(found) == 20 and not problems
+    assert template_names.cache_info().misses <= 3  # each distinct template once
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 500])
+def test_duplicates_and_clashes_are_found_whatever_the_guards_batch(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """Checked a batch at a time, against what earlier batches took and against each
+    other inside one: the same problems, in the same order, as one by one."""
+    from producer import plan
+
+    monkeypatch.setattr(plan, "GUARD_BATCH", batch)
+    path = write(
+        "m.csv",
+        "id,prompt,input_image,output\n"
+        "a,p,images/a.png,x.mp4\n"
+        "b,p,images/a.png,x.mp4\n"  # the output of line 2
+        "a,q,images/a.png,y.mp4\n"  # the id of line 2
+        "c,p,images/a.png,x.mp4/z.mp4\n"  # x.mp4 as a folder
+        "d,p,images/a.png,f/g.mp4\n"
+        "e,p,images/a.png,f.mp4\n"  # no clash: f, not f.mp4
+        "f,p,images/a.png,f/g.mp4/h.mp4\n"  # the clip of line 6 as a folder
+        "g,p,images/a.png,f/g.json\n",  # the sidecar of line 6
+    )
+    jobs, problems = parse(path)
+    assert [j.id for j in jobs] == ["a", "d", "e"]
+    assert [(p.line, p.field) for p in problems] == [
+        (3, "output"),
+        (4, "id"),
+        (5, "output"),
+        (8, "output"),
+        (9, "output"),
+    ]
+    assert "(first at" in problems[0].message and f"{path}:2" in problems[1].message
+    assert "needs 'x.mp4' as a folder" in problems[2].message
+    assert "needs 'f/g.mp4' as a folder" in problems[3].message
+
+
+def test_the_guard_runs_a_few_statements_a_batch_not_per_job(
+    write: Write, parse: Parse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from producer import manifest
+
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(path: str) -> sqlite3.Connection:
+        db = connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(manifest.sqlite3, "connect", traced)  # type: ignore[attr-defined]
+    rows = "".join(f"p{i},images/a.png,out/{i}.mp4\n" for i in range(1200))
+    jobs, problems = parse(write("m.csv", "prompt,input_image,output\n" + rows))
+    assert len(jobs) == 1200 and not problems
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(statements) < 60 + len(inserts)  # a few per batch of 500, then the rows

@@ -207,3 +207,29 @@ def test_a_runs_webhooks_are_kept_in_its_record(write: Write, store: JobStore) -
     assert store.run(told.run_id).meta["notify"] == hooks  # type: ignore[union-attr]
     quiet = submit_([path], OPTS, ModelCatalog(), store, ListSender())
     assert "notify" not in store.run(quiet.run_id).meta  # type: ignore[union-attr]
+
+
+def test_each_job_is_hashed_once_from_validation_to_registration(
+    write: Write, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint costs a JSON dump and a SHA-256: computed when the job is
+    registered, not again for the spool (which keeps no fingerprint)."""
+    from producer import jobs
+
+    hashed: list[str] = []
+    real = jobs.content_hash
+
+    def counted(model: str, params: dict[str, Any], output: str) -> str:
+        hashed.append(output)
+        return real(model, params, output)
+
+    monkeypatch.setattr(jobs, "content_hash", counted)
+    path = write("m.csv", MANIFEST)  # explicit ids: no hash for an id either
+    result = submit_([path], OPTS, ModelCatalog(), store, ListSender())
+    assert result.enqueued == 7
+    assert sorted(hashed) == sorted(f"job-{i}.mp4" for i in range(7))
+    assert store.job("job-2")["fingerprint"] == real(
+        "bytedance-seedance-2-0-image-to-video",
+        json.loads(store.job("job-2")["spec"])["params"],
+        "job-2.mp4",
+    )
