@@ -230,7 +230,7 @@ class DuplicateGuard:
                 # marks are formatted in, never a value (bandit B608, ruff S608).
                 marks = ", ".join("?" * len(chunk))
                 query = (
-                    f"SELECT digest, {columns} FROM {table} WHERE kind = ? AND digest IN ({marks})"  # noqa: S608, E501  # nosec B608
+                    f"SELECT digest, {columns} FROM {table} WHERE kind = ? AND digest IN ({marks})"  # noqa: S608  # nosec B608
                 )
                 for digest, *rest in self._db.execute(query, [kind, *chunk]):
                     found[(kind, digest)] = tuple(rest)
