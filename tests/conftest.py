@@ -1,17 +1,50 @@
 """Fixtures shared by every test layer: settings isolated from the developer's
 environment, a real Redis (flushed before and after) for integration tests, and a real
-S3-protocol server (moto) with fake credentials."""
+S3-protocol server (moto) with fake credentials. Under pytest-xdist each worker has a
+Redis database of its own (``worker_redis_url``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 
-TEST_REDIS_URL = os.environ.get("SEEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+def worker_redis_url(base_url: str, worker: str | None) -> str:
+    """The database of one pytest-xdist worker: ``gwN`` takes the base URL's database
+    minus N (the default base, 15, is the last of Redis's 16), so parallel workers never
+    flush each other's data; without xdist, the base itself."""
+    if not worker:
+        return base_url
+    parts = urlsplit(base_url)
+    base = int(parts.path.strip("/") or 0)
+    db = base - int(worker.removeprefix("gw"))
+    if db < 0:
+        raise pytest.UsageError(
+            f"SEEDQ_TEST_REDIS_URL {base_url}: xdist worker {worker} would need database "
+            f"{db}; give a base database of at least the number of workers minus one"
+        )
+    return parts._replace(path=f"/{db}").geturl()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse, before any worker starts, more xdist workers than databases below the base."""
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers > 1:
+        worker_redis_url(_BASE_URL, f"gw{workers - 1}")
+
+
+_BASE_URL = os.environ.get("SEEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = worker_redis_url(_BASE_URL, os.environ.get("PYTEST_XDIST_WORKER"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # A worker starts with COLUMNS=80 and LINES=24, which the CLI's Rich consoles (made
+    # at import) would keep for good, whatever width a test asks for: as in one process.
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
 
 
 @pytest.fixture(autouse=True)

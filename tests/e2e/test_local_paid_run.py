@@ -142,11 +142,13 @@ def test_killed_mid_run_resumes_without_paying_twice(
         text=True,
     )
     try:
-        wait_for(lambda: len(clips(out)) >= 1, 120, "a first delivered clip")
-        # Two runs into one folder at once: the second is refused, sending nothing.
+        wait_for(lambda: provider.stats()["enqueued"] >= 1, 120, "a first generation")
+        # Two runs into one folder at once: the second is refused, sending nothing. (Asked
+        # before the first clip: a slow start of it must not let the first run finish.)
         second = seedq_cli("run", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"another seedq run (pid {first.pid}) is using {out}" in second.stderr
+        wait_for(lambda: len(clips(out)) >= 1, 120, "a first delivered clip")
         stats = provider.stats()
         assert len(clips(out)) < JOBS and stats["enqueued"] < JOBS, "killed too late to tell"
         redis_pid = int((out / ".seedq" / "redis.pid").read_text())

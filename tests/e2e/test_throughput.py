@@ -36,10 +36,21 @@ def submit(c: Any, path: Path, *args: str) -> str:
     return str(done.stdout.strip().splitlines()[-1])
 
 
-def wait_delivered(c: Any, job_ids: list[str], timeout_s: float = DRAIN_S) -> None:
+def wait_delivered(
+    c: Any,
+    job_ids: list[str],
+    timeout_s: float = DRAIN_S,
+    seen: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Wait until every job is delivered; ``seen`` gathers each job's fields as they
+    were read: an ended run's archive compacts its jobs' hashes (``admitted_at`` goes)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        states = {j: r.get("state", "?") for j, r in c.jobs(job_ids).items()}
+        records = c.jobs(job_ids)
+        for job_id, record in records.items():
+            if seen is not None:
+                seen.setdefault(job_id, {}).update(record)
+        states = {j: r.get("state", "?") for j, r in records.items()}
         if all(s == "delivered" for s in states.values()):
             return
         stuck = {j: s for j, s in states.items() if s != "delivered"}
@@ -121,8 +132,9 @@ def test_urgent_run_overtakes_a_big_one(cluster: Any, manifest: Manifest, tmp_pa
         c, write(manifest, tmp_path / "urgent", urgent_rows), "--name", "urgent", "--priority", "10"
     )
 
-    wait_delivered(c, big + urgent)
-    big_jobs, urgent_jobs = c.jobs(big), c.jobs(urgent)
+    seen: dict[str, dict[str, str]] = {}
+    wait_delivered(c, big + urgent, seen=seen)
+    big_jobs, urgent_jobs = ({j: seen[j] for j in run} for run in (big, urgent))
     registered = max(float(j["created_at"]) for j in urgent_jobs.values())
     urgent_admitted = max(float(j["admitted_at"]) for j in urgent_jobs.values())
     admitted_later = [float(j["admitted_at"]) for j in big_jobs.values()]

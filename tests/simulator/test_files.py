@@ -35,11 +35,12 @@ def _finished(sim: SimHandle, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_expiry_and_refresh(make_sim: MakeSim, params: dict[str, Any]) -> None:
-    sim = make_sim(url_ttl_s=0.3, fast=True)
+    # Long enough for each link to be fetched before it expires on a loaded machine.
+    sim = make_sim(url_ttl_s=2.0, fast=True)
     body = _finished(sim, params)
     old = body["result_url"]
     assert httpx.get(old).status_code == 200  # no bearer needed
-    time.sleep(0.4)
+    time.sleep(2.1)
     assert httpx.get(old).status_code == 403
     fresh = httpx.get(f"{sim.url}/api/ai/queue/{body['generation_id']}", headers=HEADERS).json()[
         "result_url"
