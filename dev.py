@@ -146,7 +146,11 @@ def main(argv: list[str]) -> int:
             say("no chromium found (the HTML report's browser test): installing it")
             run(["apt-get", "update", "-qq"])
             run(["apt-get", "install", "-y", "-qq", "chromium"])
-        rc = run([str(PY), "-m", "pytest", *rest])
+        # In parallel unless the arguments choose (-n0 or -p no:xdist: one process); each
+        # worker flushes a Redis database of its own (tests/conftest.py).
+        chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or "xdist" in a for a in rest)
+        parallel = [] if chosen else ["-n", "3", "--dist", "loadgroup"]
+        rc = run([str(PY), "-m", "pytest", *parallel, *rest])
         # Lint after the tests, so a style slip never hides a test result.
         return rc or lint()
     if cmd == "lint":

@@ -26,7 +26,14 @@ import redis
 
 from tests.e2e.conftest import RedisProcess, TcpProxy, assert_every_job_accounted, clip_rows
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(150)]
+# One after another in one xdist worker: each kills and restarts processes, and the
+# default-lease test measures the cost of that against a calm run.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.redis,
+    pytest.mark.timeout(150),
+    pytest.mark.xdist_group("chaos"),
+]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
 
 JOBS = 24
