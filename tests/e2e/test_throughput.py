@@ -121,7 +121,7 @@ def test_worker_killed_mid_run_loses_nothing(
 
 def test_urgent_run_overtakes_a_big_one(cluster: Any, manifest: Manifest, tmp_path: Path) -> None:
     c = cluster(env={**FAST, "SEEDQ_MAX_IN_FLIGHT": "3"}, max_concurrency=10, latency_s=(0.3, 0.6))
-    big_rows, urgent_rows = clip_rows("big", 20), clip_rows("urgent", 3)
+    big_rows, urgent_rows = clip_rows("big", 40), clip_rows("urgent", 3)
     big, urgent = [r["id"] for r in big_rows], [r["id"] for r in urgent_rows]
     submit(c, write(manifest, tmp_path / "big", big_rows), "--name", "big")
     deadline = time.monotonic() + 30
@@ -146,5 +146,5 @@ def test_urgent_run_overtakes_a_big_one(cluster: Any, manifest: Manifest, tmp_pa
     last_big = max(float(j["delivered_at"]) for j in big_jobs.values())
     assert last_urgent < last_big
     stats = c.sim.stats()
-    assert (stats["enqueued"], stats["duplicate_enqueues"]) == (23, 0)
+    assert (stats["enqueued"], stats["duplicate_enqueues"]) == (43, 0)
     assert stats["max_active"] <= 3

@@ -462,9 +462,8 @@ def test_alias_bomb_in_jobs_refused_quickly(write: Write, parse: Parse) -> None:
         anchors.append(f"  - prompt: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
         anchors.append("    input_image: images/a.png")
     text = "\n".join(anchors) + "\n"
-    started = time.monotonic()
+    # Refused by the expansion budget (a count, not a clock): 10**10 values never built.
     _, problems = parse(write("bomb3.yaml", text))
-    assert time.monotonic() - started < 1.0
     assert any("alias bomb" in p.message for p in problems), msgs(problems)
 
 

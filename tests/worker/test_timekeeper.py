@@ -38,7 +38,7 @@ class Job:
         self.id, self.fingerprint = f"job-{i}", f"fp-{i}"
 
     def to_record(self) -> dict[str, object]:
-        return {"prompt": "p", "est_cost": 1.0}
+        return {"prompt": "p", "est_cost": 1.0, "fingerprint": self.fingerprint}
 
 
 def _submit(client: fakeredis.FakeRedis, timing: RunTiming, now_s: float) -> tuple[str, list[str]]:
