@@ -216,7 +216,9 @@ def test_events_reconnect_after_dropped_stream(
     stop.set()
     thread.join(5)
     assert got[0].generation_id == g.generation_id and not failures
-    assert sim.stats()["faults"]["drop"] >= 3
+    # The simulator counts a drop as its side of the stream closes, which may come after
+    # the client has already reconnected: waited for, not read at once.
+    wait_for(lambda: sim.stats()["faults"]["drop"] >= 3 or None)
 
 
 def test_events_wrong_key_is_fatal(sim: SimHandle) -> None:
