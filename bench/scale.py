@@ -155,7 +155,7 @@ def start_producer(
     return subprocess.Popen(
         [
             sys.executable,
-            __file__,
+            str(Path(__file__).resolve()),
             "--producer-child",
             str(source),
             str(manifest),
