@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Interval of the sweep: one list call checks every generation in flight.",
     )
+    sweep_tracks: int = Field(
+        default=8,
+        ge=0,
+        description="Finished generations a sweep tracks itself (a status call each, its "
+        "slot refilled at once), within half a poll interval; the rest go to the track "
+        "queue. 0: all of them.",
+    )
     allow_private_urls: bool = Field(
         default=False,
         description="Turn the fetch guard off entirely: loopback/private/link-local URLs and "

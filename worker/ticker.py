@@ -7,8 +7,9 @@ many jobs finishing together cost no task and no slot each).
 
 The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll interval
 serves every job in flight, renewing the leases of those still running; only a job
-whose generation has left the active list gets a ``seedq.track`` task (one GET for its
-result), or one whose generation it lists as processing for ``stuck_after_s`` (the track
+whose generation has left the active list is tracked (one GET for its result: by the
+sweep itself for the first few, :func:`track_here`, by a ``seedq.track`` task for the
+rest), or one whose generation it lists as processing for ``stuck_after_s`` (the track
 step kills and retries it, worker.unsticking). Completion events (``seedq events``)
 usually get there first; without them, the sweep is the path by which a finished
 generation frees its slot, so it runs when the poll interval says, between ticks if
@@ -44,6 +45,7 @@ from seedq.dispatch import Sender, admit_and_send, celery_sender
 from worker.biller import bill_due
 from worker.notify import notify_from_tick
 from worker.retention import retain
+from worker.runner import TRACK, run_step
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
 from worker.throttled_calls import reported
@@ -235,10 +237,34 @@ def sweep(rt: Runtime, send: Sender, report: TickReport) -> None:
                 report.finished.append(job_id)
         elif gen and is_stuck(active[gen], now=now, stuck_after_s=stuck_after_s):
             stuck.append((job_id, run_id, gen))
-    _send(send, contract.TASK_TRACK, finished)
+    _send(send, contract.TASK_TRACK, track_here(rt, send, finished))
     to_track = _stuck_to_track(rt, stuck)
     _send(send, contract.TASK_TRACK, [(run_id, job_id) for job_id, run_id in to_track])
     report.stuck.extend(job_id for job_id, _run_id in to_track)  # its GET confirms, then retries
+
+
+def track_here(rt: Runtime, send: Sender, finished: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Run the track step here, in the tick, for the first of the (run, job) pairs the
+    sweep saw finish, and return the rest, for the track queue: a message would add a
+    hop (the send, a free worker thread, its pickup) between the sweep and the refill of
+    each slot. At most ``sweep_tracks`` of them and within half a poll interval, so a
+    burst of completions or a slow provider cannot hold up the tick; each step refills
+    the slot it frees and sends what follows, as a task would (worker.runner).
+
+    A process killed in the middle leaves the job where a lost message would: still
+    submitted (the next sweep tracks it again), or generated with no deliver message
+    (the orphan check after its heartbeat lapses sends one)."""
+    limit = min(rt.settings.sweep_tracks, len(finished))
+    deadline = time.monotonic() + rt.settings.poll_interval_s / 2
+    for done, (run_id, job_id) in enumerate(finished[:limit]):
+        if done and time.monotonic() >= deadline:
+            return finished[done:]
+        try:
+            run_step(rt, send, TRACK, run_id, job_id)
+        except Exception:  # a bug in one step: its task, in the queue, tries again
+            log.exception("job %s: tracking it in the sweep failed; sent to the queue", job_id)
+            return finished[done:]
+    return finished[limit:]
 
 
 def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tuple[str, str]]:

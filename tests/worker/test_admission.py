@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from provider.client import OxenClient
+from provider.models import Generation
 from seedq import admission as admission_module
 from seedq import contract, keys
 from seedq.admission import Admission, Admitted
@@ -365,11 +366,22 @@ class Listing:
 
 @dataclass
 class FakeProvider:
-    """The one call the sweep makes: the list of active generations."""
+    """The one call the sweep makes, the list of active generations, and the status call
+    of a generation it tracks itself (``ended``: a generation's status, its result)."""
 
     active: set[str] = field(default_factory=set)
     calls: int = 0
     gate: threading.Event | None = None
+    ended: dict[str, str] = field(default_factory=dict)
+    got: list[str] = field(default_factory=list)
+    get_s: float = 0.0
+
+    def get(self, generation_id: str) -> Generation:
+        self.got.append(generation_id)
+        time.sleep(self.get_s)
+        status = self.ended[generation_id]  # a KeyError: a status call nobody expected
+        url = f"https://cdn.example/{generation_id}.mp4" if status == "succeeded" else None
+        return Generation(generation_id=generation_id, status=status, result_url=url)
 
     def list(self, **filters: Any) -> Listing:
         assert filters == {}  # no status filter: the active ones
@@ -379,9 +391,23 @@ class FakeProvider:
         return Listing([Listed(g) for g in sorted(self.active)])
 
 
-def runtime(store: JobStore, tmp_path: Path, provider: FakeProvider, lease_s: float) -> Runtime:
+def runtime(
+    store: JobStore,
+    tmp_path: Path,
+    provider: FakeProvider,
+    lease_s: float,
+    *,
+    sweep_tracks: int = 0,
+    poll_interval_s: float = 0.01,
+) -> Runtime:
+    """``sweep_tracks``: 0 unless a test is about the sweep's own tracking, so that every
+    finished generation goes to the track queue, where these tests look for it."""
     settings = Settings(
-        lease_s=lease_s, poll_interval_s=0.01, submit_rate="1000/s", poll_rate="1000/s"
+        lease_s=lease_s,
+        poll_interval_s=poll_interval_s,
+        submit_rate="1000/s",
+        poll_rate="1000/s",
+        sweep_tracks=sweep_tracks,
     )
     return Runtime(
         settings=settings,
@@ -546,6 +572,97 @@ def test_sweep_makes_no_call_with_nothing_submitted(store: JobStore, tmp_path: P
     make_run(store, "run", ["j1"])
     report = tick(rt, Recorder())
     assert report.admitted == 1 and not report.swept and provider.calls == 0
+
+
+def submitted_jobs(store: JobStore, rt: Runtime, run_id: str, job_ids: list[str]) -> None:
+    """Admit ``job_ids`` and submit each as generation ``g-{job id}``."""
+    assert sorted(ids(rt.admission.admit())) == sorted(job_ids)
+    for job_id in job_ids:
+        advance(store, job_id, run_id, JobState.SUBMITTING)
+        advance(store, job_id, run_id, JobState.SUBMITTED, generation_id=f"g-{job_id}")
+
+
+def test_the_sweep_tracks_finished_generations_itself_and_refills_their_slots(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """No hop between the sweep that sees a generation end and the refill of its slot:
+    the sweep's own status call moves the job on, its delivery is sent and the next job
+    is admitted and sent in the same tick; no track message."""
+    provider = FakeProvider(active={"g-running"}, ended={"g-done": "succeeded", "g-bad": "failed"})
+    rt = runtime(store, tmp_path, provider, lease_s=60, sweep_tracks=8, poll_interval_s=10)
+    rt.admission.max_in_flight = 3
+    make_run(store, "run", ["done", "bad", "running", "next-1", "next-2"])
+    submitted_jobs(store, rt, "run", ["done", "bad", "running"])
+
+    app = Recorder()
+    report = tick(rt, app)
+    assert report.swept and sorted(report.finished) == ["bad", "done"]
+    assert sorted(provider.got) == ["g-bad", "g-done"]
+    assert store.job_state("done") is JobState.GENERATED
+    assert store.job_state("bad") is JobState.FAILED
+    assert sorted(app.sent) == [
+        (contract.TASK_DELIVER, "run", "done"),
+        (contract.TASK_SUBMIT, "run", "next-1"),
+        (contract.TASK_SUBMIT, "run", "next-2"),
+    ]
+    assert sorted(rt.admission.in_flight()) == ["next-1", "next-2", "running"]
+
+
+def test_the_sweep_tracks_at_most_its_share_and_queues_the_rest(
+    store: JobStore, tmp_path: Path
+) -> None:
+    finished = ["a", "b", "c"]
+    provider = FakeProvider(ended={f"g-{j}": "succeeded" for j in finished})
+    rt = runtime(store, tmp_path, provider, lease_s=60, sweep_tracks=1, poll_interval_s=10)
+    make_run(store, "run", finished)
+    submitted_jobs(store, rt, "run", finished)
+
+    app = Recorder()
+    tick(rt, app)
+    assert len(provider.got) == 1
+    here = provider.got[0].removeprefix("g-")
+    queued = sorted(j for j in finished if j != here)
+    assert sorted(app.sent) == [(contract.TASK_DELIVER, "run", here)] + [
+        (contract.TASK_TRACK, "run", j) for j in queued
+    ]
+    assert [store.job_state(j) for j in queued] == [JobState.SUBMITTED] * 2
+
+
+def test_a_slow_provider_sends_the_rest_to_the_queue_after_half_an_interval(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """However many the setting allows, the sweep's own tracking stops after half a poll
+    interval: a slow status call cannot hold up the tick."""
+    finished = ["a", "b", "c"]
+    provider = FakeProvider(ended={f"g-{j}": "succeeded" for j in finished}, get_s=0.15)
+    rt = runtime(store, tmp_path, provider, lease_s=60, sweep_tracks=8, poll_interval_s=0.2)
+    make_run(store, "run", finished)
+    submitted_jobs(store, rt, "run", finished)
+
+    app = Recorder()
+    tick(rt, app)
+    assert len(provider.got) == 1  # 0.15 s taken: past half of 0.2 s
+    assert sorted(t for t, _run, _job in app.sent) == [
+        contract.TASK_DELIVER,
+        contract.TASK_TRACK,
+        contract.TASK_TRACK,
+    ]
+
+
+def test_a_step_that_breaks_in_the_sweep_goes_to_the_queue_with_the_rest(
+    store: JobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished = ["a", "b"]
+    provider = FakeProvider(ended={})  # every status call raises (a KeyError: a bug)
+    rt = runtime(store, tmp_path, provider, lease_s=60, sweep_tracks=8)
+    make_run(store, "run", finished)
+    submitted_jobs(store, rt, "run", finished)
+
+    app = Recorder()
+    tick(rt, app)
+    assert len(provider.got) == 1
+    assert sorted(app.sent) == [(contract.TASK_TRACK, "run", j) for j in finished]
+    assert "tracking it in the sweep failed" in caplog.text
 
 
 def test_tick_once_is_one_tick_at_a_time(store: JobStore, tmp_path: Path) -> None:
