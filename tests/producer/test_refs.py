@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from pathlib import Path
+import sys
+import unicodedata
+from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from seedq.refs import (
@@ -11,8 +15,10 @@ from seedq.refs import (
     RefError,
     check_http_url,
     check_output_key,
+    has_chars_of,
     is_private_address,
     max_output_key_bytes,
+    name_suffix,
     parse_image_ref,
     parse_s3_allow,
     render,
@@ -342,3 +348,30 @@ def test_hostile_manifest_values_cannot_escape_the_output_prefix(value: str) -> 
         check_output_key(render("{sku}/clip.mp4", {"sku": value}))
     with pytest.raises(RefError):
         check_output_key(render("{sku}", {"sku": value}))
+
+
+SCREENED = ("Cc", "Cf", "Zl", "Zp")
+
+
+def test_no_printable_character_is_of_a_screened_category() -> None:
+    """The fast path of has_chars_of: a text str.isprintable accepts holds none of them.
+    Every code point, so a Unicode update that broke it would fail here."""
+    wrong = [
+        hex(cp)
+        for cp in range(sys.maxunicode + 1)
+        if chr(cp).isprintable() and unicodedata.category(chr(cp)) in SCREENED
+    ]
+    assert wrong == []
+
+
+@given(st.text())
+def test_has_chars_of_answers_as_reading_every_character(text: str) -> None:
+    assert has_chars_of(text, SCREENED) == any(
+        unicodedata.category(ch) in SCREENED for ch in text
+    )
+
+
+@given(st.text(alphabet=st.sampled_from("ab.c/ ")))
+def test_name_suffix_is_the_suffix_pathlib_reads(name: str) -> None:
+    last = name.split("/")[-1]
+    assert name_suffix(last) == PurePosixPath(last).suffix or last in ("", ".", "..")
