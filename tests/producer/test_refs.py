@@ -366,9 +366,7 @@ def test_no_printable_character_is_of_a_screened_category() -> None:
 
 @given(st.text())
 def test_has_chars_of_answers_as_reading_every_character(text: str) -> None:
-    assert has_chars_of(text, SCREENED) == any(
-        unicodedata.category(ch) in SCREENED for ch in text
-    )
+    assert has_chars_of(text, SCREENED) == any(unicodedata.category(ch) in SCREENED for ch in text)
 
 
 @given(st.text(alphabet=st.sampled_from("ab.c/ ")))
