@@ -1,9 +1,11 @@
-"""The throughput bench's machinery, apart from what it measures: Celery worker
-processes started, awaited and stopped, the CPU clocks it reads (children, this process,
-the Redis server) and the sampler of the broker's peak of messages."""
+"""The benches' machinery, apart from what each measures: the catalog CSV they submit,
+Celery worker processes started, awaited and stopped, the CPU clocks they read
+(children, this process, the Redis server) and the sampler of the broker's peak of
+messages."""
 
 from __future__ import annotations
 
+import csv
 import os
 import resource
 import signal
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,34 @@ import redis
 
 REPO = Path(__file__).resolve().parents[1]
 QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
+
+
+def write_catalog(
+    path: Path,
+    rows: int,
+    image: Callable[[int], str],
+    *,
+    resolutions: Sequence[str],
+    durations_s: Sequence[int],
+) -> None:
+    """A shop's catalog CSV of ``rows`` SKUs: a product name, ``image(i)`` as row ``i``'s
+    input image, the resolutions and the durations in turn, every fifth with audio."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(
+            ["sku", "product_name", "input_image", "resolution", "duration", "generate_audio"]
+        )
+        for i in range(rows):
+            out.writerow(
+                [
+                    f"SKU-{i:07d}",
+                    f"product number {i}",
+                    image(i),
+                    resolutions[i % len(resolutions)],
+                    durations_s[i % len(durations_s)],
+                    "yes" if i % 5 == 0 else "no",
+                ]
+            )
 
 
 def child_cpu_s() -> float:

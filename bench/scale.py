@@ -36,7 +36,6 @@ it FLUSHES before and after: never point it at one that holds anything.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -67,22 +66,15 @@ MIB = 1024 * 1024
 def write_manifest(path: Path, rows: int) -> None:
     """A catalog: one image URL per SKU (never fetched: the simulator's fast mode does not
     read it), mixed resolutions and durations, every fifth with audio."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(
-            ["sku", "product_name", "input_image", "resolution", "duration", "generate_audio"]
-        )
-        for i in range(rows):
-            out.writerow(
-                [
-                    f"SKU-{i:07d}",
-                    f"product number {i}",
-                    f"http://127.0.0.1:9/img/SKU-{i:07d}.png",
-                    ("480p", "720p")[i % 2],
-                    4 + i % 4,
-                    "yes" if i % 5 == 0 else "no",
-                ]
-            )
+    from bench.harness import write_catalog
+
+    write_catalog(
+        path,
+        rows,
+        lambda i: f"http://127.0.0.1:9/img/SKU-{i:07d}.png",
+        resolutions=("480p", "720p"),
+        durations_s=range(4, 8),
+    )
 
 
 # -- the producer, in its own process --------------------------------------------------
