@@ -1,9 +1,14 @@
-"""The throughput bench's machinery, apart from what it measures: Celery worker
-processes started, awaited and stopped, the CPU clocks it reads (children, this process,
-the Redis server) and the sampler of the broker's peak of messages."""
+"""The benches' machinery, apart from what each measures: the catalog CSV they submit,
+the Redis they need, the simulator they run against, Celery worker processes and the
+events listener started, awaited and stopped, the CPU clocks they read (children, this
+process, the Redis server), the sampler of the broker's peak of messages, and the
+figures of a whole run beside its lower bound."""
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import os
 import resource
 import signal
@@ -11,14 +16,68 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from simulator.config import SimConfig
+
 REPO = Path(__file__).resolve().parents[1]
 QUEUES = ("seedq.submit", "seedq.track", "seedq.deliver", "celery")
+
+
+def write_catalog(
+    path: Path,
+    rows: int,
+    image: Callable[[int], str],
+    *,
+    resolutions: Sequence[str],
+    durations_s: Sequence[int],
+) -> None:
+    """A shop's catalog CSV of ``rows`` SKUs: a product name, ``image(i)`` as row ``i``'s
+    input image, the resolutions and the durations in turn, every fifth with audio."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(
+            ["sku", "product_name", "input_image", "resolution", "duration", "generate_audio"]
+        )
+        for i in range(rows):
+            out.writerow(
+                [
+                    f"SKU-{i:07d}",
+                    f"product number {i}",
+                    image(i),
+                    resolutions[i % len(resolutions)],
+                    durations_s[i % len(durations_s)],
+                    "yes" if i % 5 == 0 else "no",
+                ]
+            )
+
+
+def connect(url: str) -> redis.Redis | None:
+    """A client of the bench's Redis; None when none answers, said on stdout in the
+    bench's JSON."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        print(json.dumps({"error": f"no Redis at {url}"}))
+        return None
+    return client
+
+
+def simulator_config(*, cap: int, latency_s: float) -> SimConfig:
+    """The simulator a pipeline runs against: cached clips, a fixed latency, room for
+    ten times the cap, so that it is never the bottleneck."""
+    return SimConfig(
+        fast=True,
+        latency_s=(latency_s, latency_s),
+        max_concurrency=cap * 10,
+        keepalive_s=5.0,
+        seed=1,
+    )
 
 
 def child_cpu_s() -> float:
@@ -119,6 +178,17 @@ def start_workers(
     return procs
 
 
+def start_events_listener(env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
+    """The completion-events listener, as deployed beside the workers."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "events"],
+        env=env,
+        cwd=REPO,
+        stdout=(folder / "events.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 def wait_ready(app: Any, n: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while len(app.control.ping(timeout=0.5) or []) < n:
@@ -143,3 +213,18 @@ def wait_until(done: Callable[[], bool], timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise SystemExit("the run did not finish in time")
         time.sleep(0.05)
+
+
+def run_figures(
+    makespan_s: float, *, jobs: int, rate_per_s: float, cap: int, latency_s: float, digits: int
+) -> dict[str, float]:
+    """A whole run's makespan beside its lower bound max(N/R, ceil(N/C)·L), which no
+    pipeline beats: the submit rate's floor, or the cap's with every slot held for the
+    provider's latency. Seconds and jobs/s to ``digits`` places."""
+    bound_s = max(jobs / rate_per_s, math.ceil(jobs / cap) * latency_s)
+    return {
+        "makespan_s": round(makespan_s, digits),
+        "lower_bound_s": round(bound_s, digits),
+        "ratio_to_bound": round(makespan_s / bound_s, 3),
+        "jobs_per_s": round(jobs / makespan_s, digits),
+    }

@@ -24,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 # This file's name is the issue's (bench/producer.py); Python puts its folder first on
-# sys.path, where it would shadow the `producer` package it measures.
+# sys.path, where it would shadow the `producer` package it measures. The repository
+# goes first instead, for `bench.harness` (as in bench/throughput.py).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import redis  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.harness import write_catalog  # noqa: E402
 from producer.manifest import ReadOptions  # noqa: E402
 from producer.submit import validate_and_submit  # noqa: E402
 from seedq.catalog import ModelCatalog  # noqa: E402
@@ -41,23 +44,15 @@ from seedq.store import JobStore  # noqa: E402
 
 
 def write_csv(path: Path, rows: int) -> None:
+    """The catalog, every row naming one local image beside it."""
     Image.new("RGB", (32, 32), (10, 120, 200)).save(path.parent / "img.png")
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(
-            ["sku", "product_name", "input_image", "resolution", "duration", "generate_audio"]
-        )
-        for i in range(rows):
-            out.writerow(
-                [
-                    f"SKU-{i:07d}",
-                    f"product number {i}",
-                    "img.png",
-                    ("480p", "720p", "1080p")[i % 3],
-                    4 + i % 12,
-                    "yes" if i % 5 == 0 else "no",
-                ]
-            )
+    write_catalog(
+        path,
+        rows,
+        lambda i: "img.png",
+        resolutions=("480p", "720p", "1080p"),
+        durations_s=range(4, 16),
+    )
 
 
 def _child(phase: str, path: str, broker: str | None, out: Any) -> None:

@@ -17,7 +17,7 @@
    fast mode (cached clips, latency ``--latency`` s, room for ten times the cap), in
    this process. The producer submits the same manifest (in its own process), and the
    clock runs until every job has ended: the makespan against the lower bound
-   max(N/R, ceil(N/C)·L), as ``bench/throughput.py`` computes it.
+   max(N/R, ceil(N/C)·L), as ``bench/throughput.py`` reports it (``bench/harness.py``).
 
 It prints a table and the same figures as JSON (``--json``): worker CPU per job (the
 worker processes and the listener, from /proc), Redis CPU per job, the peak of messages
@@ -36,9 +36,7 @@ it FLUSHES before and after: never point it at one that holds anything.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import resource
 import shutil
@@ -67,22 +65,15 @@ MIB = 1024 * 1024
 def write_manifest(path: Path, rows: int) -> None:
     """A catalog: one image URL per SKU (never fetched: the simulator's fast mode does not
     read it), mixed resolutions and durations, every fifth with audio."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(
-            ["sku", "product_name", "input_image", "resolution", "duration", "generate_audio"]
-        )
-        for i in range(rows):
-            out.writerow(
-                [
-                    f"SKU-{i:07d}",
-                    f"product number {i}",
-                    f"http://127.0.0.1:9/img/SKU-{i:07d}.png",
-                    ("480p", "720p")[i % 2],
-                    4 + i % 4,
-                    "yes" if i % 5 == 0 else "no",
-                ]
-            )
+    from bench.harness import write_catalog
+
+    write_catalog(
+        path,
+        rows,
+        lambda i: f"http://127.0.0.1:9/img/SKU-{i:07d}.png",
+        resolutions=("480p", "720p"),
+        durations_s=range(4, 8),
+    )
 
 
 # -- the producer, in its own process --------------------------------------------------
@@ -310,7 +301,7 @@ def start_night_workers(
     args: argparse.Namespace, env: dict[str, str], folder: Path
 ) -> tuple[list[subprocess.Popen[bytes]], int]:
     """The worker processes and the events listener; how many answer a ping."""
-    from bench.harness import start_workers
+    from bench.harness import start_events_listener, start_workers
 
     log = folder / "workers.log"
     procs: list[subprocess.Popen[bytes]] = []
@@ -320,15 +311,7 @@ def start_night_workers(
         for queue, threads in COMPOSE_QUEUES.items():
             procs += start_workers("worker", env, args.per_queue, threads, log, queues=queue)
     workers = len(procs)
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "events"],
-            env=env,
-            cwd=REPO,
-            stdout=(folder / "events.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-    )
+    procs.append(start_events_listener(env, folder))
     return procs, workers
 
 
@@ -355,23 +338,23 @@ def archive(client: redis.Redis, run_id: str, folder: Path) -> float:
 
 
 def run_night(args: argparse.Namespace, client: redis.Redis, folder: Path) -> dict[str, Any]:
-    from bench.harness import process_cpu_s, redis_cpu_s, stop, wait_ready
+    from bench.harness import (
+        process_cpu_s,
+        redis_cpu_s,
+        run_figures,
+        simulator_config,
+        stop,
+        wait_ready,
+    )
     from seedq.queueing import make_celery
     from seedq.settings import Settings
-    from simulator.config import SimConfig
     from simulator.server import running_simulator
 
     manifest = folder / f"catalog-{args.jobs}.csv"
     if not manifest.exists():
         write_manifest(manifest, args.jobs)
     client.flushdb()
-    sim_config = SimConfig(
-        fast=True,
-        latency_s=(args.latency, args.latency),
-        max_concurrency=args.cap * 10,
-        keepalive_s=5.0,
-        seed=1,
-    )
+    sim_config = simulator_config(cap=args.cap, latency_s=args.latency)
     app = make_celery(Settings(broker_url=args.redis_url, redis_url=args.redis_url))
     with running_simulator(sim_config) as sim:
         procs, workers = start_night_workers(args, worker_env(args, sim.url, folder), folder)
@@ -408,17 +391,15 @@ def run_night(args: argparse.Namespace, client: redis.Redis, folder: Path) -> di
     archive_s = archive(client, made["run_id"], folder)
     archived = db_bytes(client)
     client.flushdb()
-    bound = max(args.jobs / args.rate, math.ceil(args.jobs / args.cap) * args.latency)
     n = args.jobs
 
     def per_job(measured: tuple[int, int]) -> dict[str, Any]:
         return {"keys": measured[0], "bytes": measured[1], "bytes_per_job": round(measured[1] / n)}
 
     return {
-        "makespan_s": round(makespan, 1),
-        "lower_bound_s": round(bound, 1),
-        "ratio_to_bound": round(makespan / bound, 3),
-        "jobs_per_s": round(n / makespan, 1),
+        **run_figures(
+            makespan, jobs=n, rate_per_s=args.rate, cap=args.cap, latency_s=args.latency, digits=1
+        ),
         "delivered": info.counts.get("delivered", 0) if info else 0,
         "failed": info.counts.get("failed", 0) if info else 0,
         "producer_done_after_s": round(registered_s, 1),
@@ -522,12 +503,11 @@ def main(argv: list[str]) -> int:
         return 0
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
     sys.path.insert(0, str(REPO))
+    from bench.harness import connect
+
     args = parse_args(argv)
-    client = redis.Redis.from_url(args.redis_url)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        print(json.dumps({"error": f"no Redis at {args.redis_url}"}))
+    client = connect(args.redis_url)
+    if client is None:
         return 1
     report: dict[str, Any] = {
         "jobs": args.jobs,

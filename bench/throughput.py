@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +39,12 @@ sys.path.insert(0, str(REPO))
 from bench.harness import (  # noqa: E402
     PeakSampler,
     child_cpu_s,
+    connect,
     own_cpu_s,
     redis_cpu_s,
+    run_figures,
+    simulator_config,
+    start_events_listener,
     start_workers,
     stop,
     wait_ready,
@@ -56,7 +58,6 @@ from seedq.dispatch import celery_sender  # noqa: E402
 from seedq.queueing import make_celery  # noqa: E402
 from seedq.settings import Settings  # noqa: E402
 from seedq.store import JobStore  # noqa: E402
-from simulator.config import SimConfig  # noqa: E402
 from simulator.server import running_simulator  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -93,17 +94,6 @@ def seedq_env(args: argparse.Namespace, sim: Any, folder: Path) -> dict[str, str
         "SEEDQ_POLL_INTERVAL_S": str(args.poll),
         "SEEDQ_ALLOW_PRIVATE_URLS": "true",
     }
-
-
-def start_events_listener(env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
-    """The completion-events listener, as deployed beside the workers."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "events"],
-        env=env,
-        cwd=REPO,
-        stdout=(folder / "events.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 def submit_manifest(manifest: Path, app: Any, settings: Settings, store: JobStore) -> str:
@@ -250,12 +240,15 @@ def figures(
     *,
     delivered: int,
 ) -> dict[str, Any]:
-    bound = max(args.jobs / args.rate, math.ceil(args.jobs / args.cap) * args.latency)
     return {
-        "makespan_s": round(makespan, 2),
-        "lower_bound_s": round(bound, 2),
-        "ratio_to_bound": round(makespan / bound, 3),
-        "jobs_per_s": round(args.jobs / makespan, 2),
+        **run_figures(
+            makespan,
+            jobs=args.jobs,
+            rate_per_s=args.rate,
+            cap=args.cap,
+            latency_s=args.latency,
+            digits=2,
+        ),
         "provider_calls_per_job": round(calls / args.jobs, 2),
         "worker_cpu_s_per_job": round(cpu_s / args.jobs, 4),
         "peak_broker_messages": peak,
@@ -290,27 +283,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def simulator_config(args: argparse.Namespace) -> SimConfig:
-    """The simulator both pipelines run against: cached clips, a fixed latency, room for
-    ten times the cap, so that it is never the bottleneck."""
-    return SimConfig(
-        fast=True,
-        latency_s=(args.latency, args.latency),
-        max_concurrency=args.cap * 10,
-        keepalive_s=5.0,
-        seed=1,
-    )
-
-
 def main() -> int:
     args = parse_args()
-    client = redis.Redis.from_url(args.redis_url)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        print(json.dumps({"error": f"no Redis at {args.redis_url}"}))
+    client = connect(args.redis_url)
+    if client is None:
         return 1
-    config = simulator_config(args)
+    config = simulator_config(cap=args.cap, latency_s=args.latency)
     report: dict[str, Any] = {
         "jobs": args.jobs,
         "cap": args.cap,

@@ -124,6 +124,49 @@ def seedq_cli(
     )
 
 
+def seedq_background(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """``seedq ARGS`` left running, output and errors captured together as text (read
+    them with communicate())."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    *,
+    proc: subprocess.Popen[Any] | None = None,
+    detail: Callable[[], str] | None = None,
+    interval_s: float = 0.1,
+) -> None:
+    """Poll ``ready`` until it holds. Fails, naming ``what``, after ``timeout_s``, or at
+    once with its output when ``proc``, the process that should make it hold, has
+    exited; ``detail`` tells what a timeout should show besides."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc is not None and proc.poll() is not None:
+            output = "\n".join(str(part) for part in proc.communicate() if part)
+            pytest.fail(f"{what}: the process exited ({proc.returncode}) first\n{output}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{detail() if detail else ''}")
+        time.sleep(interval_s)
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc`` if it still runs, and reap it (its pipes read to the end): the
+    clean-up of a test that is done with it, or failed before it was."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 @dataclass
 class Cluster:
     """Everything a test needs to run seedq as an operator would."""
@@ -140,15 +183,7 @@ class Cluster:
         return seedq_cli(*args, env=self.env, cwd=self.folder, timeout=timeout)
 
     def seedq_background(self, *args: str) -> subprocess.Popen[str]:
-        """``seedq ARGS`` left running, output captured (read it with communicate())."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args],
-            env=self.env,
-            cwd=self.folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        return seedq_background(*args, env=self.env, cwd=self.folder)
 
     def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.folder / f"worker-{len(self.workers)}.log").open("wb")

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from seedq.store import JobStore
-from tests.e2e.conftest import RedisProcess, free_port
+from tests.e2e.conftest import RedisProcess, free_port, listening, seedq_cli, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -39,15 +38,8 @@ def run_exporter(
     tmp_path: Path, redis_url: str | None, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """The exporter run to its end (it only ends by itself when it cannot start)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", "exporter", *args],
-        env=exporter_env(tmp_path, redis_url),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = exporter_env(tmp_path, redis_url)
+    return seedq_cli("exporter", *args, env=env, cwd=tmp_path, timeout=60)
 
 
 @contextmanager
@@ -62,11 +54,7 @@ def exporter(tmp_path: Path, redis_url: str, port: int) -> Iterator[subprocess.P
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not listening(port):
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the exporter did not start listening"
-            time.sleep(0.1)
+        wait_until(lambda: listening("127.0.0.1", port), 60, "the exporter listening", proc=proc)
         yield proc
     finally:
         if proc.poll() is None:
@@ -77,14 +65,6 @@ def exporter(tmp_path: Path, redis_url: str, port: int) -> Iterator[subprocess.P
         err.splitlines()[0] == f"serving metrics on http://127.0.0.1:{port}/metrics (Ctrl-C stops)"
     )
     assert "Traceback" not in out + err
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def scrape(port: int) -> Samples:

@@ -16,10 +16,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +26,7 @@ import pytest
 
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
-from tests.e2e.conftest import REPO, seedq_cli
+from tests.e2e.conftest import REPO, kill, seedq_background, seedq_cli, wait_until
 
 API_KEY = "sk-local-paid-run-secret-0123456789"
 JOBS = 9
@@ -106,14 +103,6 @@ def clips(out: Path) -> list[str]:
     return sorted(p.stem for p in out.glob("clip-*.mp4") if p.with_suffix(".json").exists())
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -133,31 +122,22 @@ def test_killed_mid_run_resumes_without_paying_twice(
 ) -> None:
     manifest = write_manifest(tmp_path / "clips.csv", images, JOBS)
     out = tmp_path / "out"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", str(manifest), "--out", str(out)],
-        env=paid_env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = seedq_background("run", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
     try:
-        wait_for(lambda: provider.stats()["enqueued"] >= 1, 120, "a first generation")
+        wait_until(lambda: provider.stats()["enqueued"] >= 1, 120, "a first generation")
         # Two runs into one folder at once: the second is refused, sending nothing. (Asked
         # before the first clip: a slow start of it must not let the first run finish.)
         second = seedq_cli("run", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"another seedq run (pid {first.pid}) is using {out}" in second.stderr
-        wait_for(lambda: len(clips(out)) >= 1, 120, "a first delivered clip")
+        wait_until(lambda: len(clips(out)) >= 1, 120, "a first delivered clip")
         stats = provider.stats()
         assert len(clips(out)) < JOBS and stats["enqueued"] < JOBS, "killed too late to tell"
         redis_pid = int((out / ".seedq" / "redis.pid").read_text())
         first.send_signal(signal.SIGKILL)
         first_out, _ = first.communicate(timeout=30)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
+        kill(first)
     assert "paid run on " + provider.url in first_out
     assert pid_alive(redis_pid)  # a killed run leaves its server behind; the next stops it
 
@@ -251,22 +231,13 @@ def test_killed_with_enqueues_unanswered_reconciles_instead_of_resending(
     manifest = write_manifest(tmp_path / "clips.csv", images, 3)
     out = tmp_path / "out"
     provider.configure(drop_after_rate=1.0)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", str(manifest), "--out", str(out)],
-        env=paid_env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = seedq_background("run", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
     try:
-        wait_for(lambda: provider.stats()["enqueued"] == 3, 120, "three unanswered enqueues")
+        wait_until(lambda: provider.stats()["enqueued"] == 3, 120, "three unanswered enqueues")
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
+        kill(first)
     assert clips(out) == []
     provider.configure(drop_after_rate=0.0)
 

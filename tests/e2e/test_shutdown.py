@@ -27,7 +27,16 @@ import pytest
 from seedq import keys
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
-from tests.e2e.conftest import REPO, assert_every_job_accounted, clip_rows, free_port, seedq_cli
+from tests.e2e.conftest import (
+    REPO,
+    assert_every_job_accounted,
+    clip_rows,
+    free_port,
+    kill,
+    seedq_background,
+    seedq_cli,
+    wait_until,
+)
 from tests.e2e.test_local_paid_run import API_KEY, clips, pid_alive, serving_images
 from tests.e2e.test_local_paid_run import write_manifest as write_local_manifest
 
@@ -51,13 +60,15 @@ _LEFT_TO_TICK = "could not hand back"  # worker.heartbeat: a stop that left jobs
 def wait_for(
     c: Any, ids: list[str], what: str, check: Callable[[], bool], timeout_s: float
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"{what}: not within {timeout_s:.0f} s\n{c.unsettled(ids)}\n{c.logs()[-4000:]}"
-            )
-        time.sleep(0.05)
+    """Wait until ``check`` holds; a timeout shows the jobs not delivered and the tail
+    of the workers' logs."""
+    wait_until(
+        check,
+        timeout_s,
+        what,
+        detail=lambda: f"{c.unsettled(ids)}\n{c.logs()[-4000:]}",
+        interval_s=0.05,
+    )
 
 
 def worker_holding(c: Any, task: str, but: int | None = None) -> int | None:
@@ -143,11 +154,7 @@ def test_workers_stopped_mid_delivery_and_mid_submit_lose_nothing_and_wait_for_n
 
 def stops_cleanly(proc: subprocess.Popen[Any], ready: Callable[[], bool], timeout_s: float) -> int:
     """Wait for ``ready``, send SIGTERM, and return the exit status (within ``timeout_s``)."""
-    deadline = time.monotonic() + 60
-    while not ready():
-        assert proc.poll() is None, "exited before it was ready"
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.1)
+    wait_until(ready, 60, "ready", proc=proc)
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout_s)
 
@@ -201,9 +208,7 @@ def test_beat_events_and_exporter_exit_cleanly_on_sigterm(cluster: Any, tmp_path
         }
     finally:
         for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill(proc)
         for f in logs.values():
             f.close()
     out = {n: (tmp_path / f"{n}.log").read_text(errors="replace")[-2000:] for n in procs}
@@ -251,26 +256,14 @@ def _stopped_then_resumed(
 ) -> None:
     manifest = write_local_manifest(tmp_path / "clips.csv", images, 4)
     out = tmp_path / "out"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", str(manifest), "--out", str(out)],
-        env=paid_env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = seedq_background("run", str(manifest), "--out", str(out), env=paid_env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while provider.stats()["enqueued"] < 1:
-            assert first.poll() is None and time.monotonic() < deadline, "no enqueue"
-            time.sleep(0.2)
+        wait_until(lambda: provider.stats()["enqueued"] >= 1, 120, "an enqueue", proc=first)
         redis_pid = int((out / ".seedq" / "redis.pid").read_text())
         first.send_signal(signal.SIGTERM)
         said, _ = first.communicate(timeout=60)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
+        kill(first)
     assert first.returncode == 130, said
     assert "stopping; the same command resumes this run" in said and "interrupted" in said
     assert not pid_alive(redis_pid), "its redis-server was left running"
