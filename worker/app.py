@@ -21,7 +21,8 @@ from functools import cached_property
 from typing import Any
 
 import click
-from celery import Celery
+from celery import Celery, beat, platforms
+from celery.apps.beat import Beat as CeleryBeat
 from celery.apps.worker import Worker as CeleryWorker
 from celery.signals import celeryd_init
 from pydantic import ValidationError
@@ -59,6 +60,31 @@ class Worker(CeleryWorker):  # type: ignore[misc]
         hand_over()
 
 
+class Beat(CeleryBeat):  # type: ignore[misc]
+    """``celery beat``, whose stop (SIGTERM, SIGINT) never builds the scheduler.
+
+    Celery's handler closes ``service.scheduler``, built on first use: a signal landing
+    while the main thread was still building it (opening the schedule file, just after
+    ``beat: Starting...``) built a second scheduler on the same file inside the first,
+    and beat exited 1 (``module 'dbm.dumb' has no attribute 'open'``: the signal had
+    landed in the middle of importing it). Until the scheduler exists, a stop is only
+    asked for: the main thread builds it, runs no tick and closes it, once."""
+
+    def install_sync_handler(self, service: beat.Service) -> None:
+        def _stop(signum: int, frame: Any) -> None:
+            if service._is_shutdown.is_set():
+                return  # a second signal must not break into the close the first began
+            service.stop()
+            if "scheduler" not in vars(service):
+                return
+            # As Celery does: close at once (the supervisor may follow with SIGKILL), and
+            # leave the sleep between ticks, which may last minutes.
+            service.sync()
+            raise SystemExit()
+
+        platforms.signals.update(SIGTERM=_stop, SIGINT=_stop)
+
+
 class SeedqCelery(Celery):  # type: ignore[misc]
     def on_configure(self) -> None:
         with refusing():
@@ -67,6 +93,10 @@ class SeedqCelery(Celery):  # type: ignore[misc]
     @cached_property
     def Worker(self) -> type[Worker]:
         return self.subclass_with_self(Worker)  # type: ignore[no-any-return]
+
+    @cached_property
+    def Beat(self) -> type[Beat]:
+        return self.subclass_with_self(Beat)  # type: ignore[no-any-return]
 
 
 @contextmanager

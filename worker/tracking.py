@@ -52,6 +52,15 @@ def complete(
 
     Only while the job still follows that generation: one killed and retried for being
     stuck ends ``cancelled``, which must not cancel the job that left it."""
+    if status == "cancelled":
+        # Read again, after the provider said so: seedq's give-up records its intent
+        # before its DELETE, and a job read before that (by a second track task polling
+        # the same generation meanwhile) would take seedq's own cancel for the
+        # provider's and end cancelled instead of failed for being stuck.
+        fresh = Job.parse(job.id, rt.store.job(job.id))
+        if fresh is None or fresh.generation_id != job.generation_id:
+            return DONE  # it left that generation meanwhile: killed and retried
+        job = fresh
     if cancelled_for_stuck(job, status):
         return fail_stuck(rt, job)  # cancelled by seedq itself for being stuck
     if status == "succeeded" and result_url:

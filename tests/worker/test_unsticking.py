@@ -611,6 +611,41 @@ def test_cancelled_event_of_the_given_up_retry_fails_the_job_with_the_reason(
     assert w.track() is DONE and w.oxen.calls["cancel"] == 1
 
 
+def test_a_second_track_task_polling_the_given_up_retry_fails_the_job_not_cancels_it(
+    world: World,
+) -> None:
+    """Two track tasks on the retry stuck too: B reads the job, and while its GET is on
+    the way, A gives the retry up (records the intent, cancels it). B then sees the
+    generation ``cancelled``: seedq's own cancel, so the job fails with the reason, as
+    the e2e test once saw it end ``cancelled`` instead."""
+    w = world
+    killed, new = stuck_twice(w)
+    a_said: list[Next] = []
+
+    def a_gives_up_during_b_s_get(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "GET" and request.url.path.endswith(new):
+            w.oxen.override = None  # once: A's own calls go through
+            a_said.append(w.track())  # task A: reads the job, GET, gives up
+            assert w.job()["stuck_cancel_of"] == new
+        return None
+
+    w.oxen.override = a_gives_up_during_b_s_get
+    b = w.track()  # task B read the job before A recorded its intent
+    assert a_said == [Next(TASK_TRACK, 0.0)] and w.oxen.gens[new]["status"] == "cancelled"
+    job = w.job()
+    assert job["state"] == JobState.FAILED, job
+    assert job["error"] == (
+        f"generation stuck processing for 45 min twice: killed {killed} and retried it "
+        f"once; the retry {new} was stuck too and is cancelled"
+    )
+    assert b == Next(failed=job["error"])
+    assert w.track() is DONE  # A's follow-up finds it failed
+    assert w.oxen.calls["cancel"] == 1
+    info = w.store.run("run")
+    assert info is not None and info.stuck_failures == 1
+    assert w.budget()["reserved"] == pytest.approx(0, abs=1e-9)
+
+
 def test_given_up_retry_that_succeeded_meanwhile_is_delivered(world: World) -> None:
     w = world
     stuck_twice(w)
