@@ -268,8 +268,12 @@ def _without(text: str, names: tuple[str, ...]) -> str:
     return _json({k: v for k, v in spec.items() if k not in names})
 
 
+# Built once: json.dumps with options builds an encoder per call (once a job here).
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _bytes(value: Any) -> bytes:
