@@ -83,8 +83,8 @@ class Settings(BaseSettings):
         default=8,
         ge=0,
         description="Finished generations a sweep tracks itself (a status call each, its "
-        "slot refilled at once), within half a poll interval; the rest go to the track "
-        "queue. 0: all of them.",
+        "slot refilled at once), within half a poll interval (2 s at most); the rest go to "
+        "the track queue. 0: all of them.",
     )
     allow_private_urls: bool = Field(
         default=False,

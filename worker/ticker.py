@@ -57,6 +57,7 @@ TICK_S = 1.0
 LOCK_MS = 5000
 MIN_PAUSE_S = 0.05
 SWEEP_JITTER = 0.5  # share of the poll interval a sweep may come early or late
+TRACK_HERE_S = 2.0  # the sweep's own tracking, at most: well inside the tick lock's LOCK_MS
 # The state of an in-flight job -> the task that moves it on when its lease expired.
 REDRIVE = {
     JobState.REGISTERED: contract.TASK_SUBMIT,
@@ -247,15 +248,16 @@ def track_here(rt: Runtime, send: Sender, finished: list[tuple[str, str]]) -> li
     """Run the track step here, in the tick, for the first of the (run, job) pairs the
     sweep saw finish, and return the rest, for the track queue: a message would add a
     hop (the send, a free worker thread, its pickup) between the sweep and the refill of
-    each slot. At most ``sweep_tracks`` of them and within half a poll interval, so a
-    burst of completions or a slow provider cannot hold up the tick; each step refills
+    each slot. At most ``sweep_tracks`` of them, within half a poll interval and
+    ``TRACK_HERE_S``, so a burst of completions or a slow provider cannot hold up the
+    tick (nor outlast its lock); each step refills
     the slot it frees and sends what follows, as a task would (worker.runner).
 
     A process killed in the middle leaves the job where a lost message would: still
     submitted (the next sweep tracks it again), or generated with no deliver message
     (the orphan check after its heartbeat lapses sends one)."""
     limit = min(rt.settings.sweep_tracks, len(finished))
-    deadline = time.monotonic() + rt.settings.poll_interval_s / 2
+    deadline = time.monotonic() + min(rt.settings.poll_interval_s / 2, TRACK_HERE_S)
     for done, (run_id, job_id) in enumerate(finished[:limit]):
         if done and time.monotonic() >= deadline:
             return finished[done:]
