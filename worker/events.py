@@ -10,10 +10,10 @@ import threading
 
 from provider.models import CompletionEvent
 from seedq import contract
-from seedq.dispatch import Sender, admit_and_send
+from seedq.dispatch import Sender
 from worker.job import Job
 from worker.runtime import Runtime
-from worker.tracking import complete
+from worker.tracking import hand_success
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,7 @@ def handle_event(rt: Runtime, send: Sender, event: CompletionEvent) -> str | Non
         # that fails does so in a task, which Flower shows as FAILURE with the reason.
         send(contract.TASK_TRACK, [{"run_id": job.run_id, "job_id": job_id}])
         return job_id
-    follow = complete(rt, job, "succeeded", result_url=event.url, error=event.error)
-    if follow.task == contract.TASK_DELIVER:
-        send(contract.TASK_DELIVER, [{"run_id": job.run_id, "job_id": job_id}])
-    admit_and_send(rt.admission, send)  # the slot it freed goes to a waiting job now
+    hand_success(rt, send, job, event.url)
     return job_id
 
 

@@ -42,14 +42,15 @@ from celery.signals import worker_shutting_down
 from seedq import contract
 from seedq.contract import ADMITTING, JobState
 from seedq.dispatch import Sender, admit_and_send, celery_sender
+from seedq.errors import SeedqError
 from worker.biller import bill_due
 from worker.notify import notify_from_tick
 from worker.retention import retain
-from worker.runner import TRACK, run_step
 from worker.runtime import Runtime, get_runtime
 from worker.stuck import is_stuck, worth_tracking
 from worker.throttled_calls import reported
 from worker.timekeeper import apply_timing
+from worker.tracking import poll_success
 
 log = logging.getLogger(__name__)
 
@@ -245,28 +246,33 @@ def sweep(rt: Runtime, send: Sender, report: TickReport) -> None:
 
 
 def track_here(rt: Runtime, send: Sender, finished: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Run the track step here, in the tick, for the first of the (run, job) pairs the
-    sweep saw finish, and return the rest, for the track queue: a message would add a
-    hop (the send, a free worker thread, its pickup) between the sweep and the refill of
-    each slot. At most ``sweep_tracks`` of them, within half a poll interval and
-    ``TRACK_HERE_S``, so a burst of completions or a slow provider cannot hold up the
-    tick (nor outlast its lock); each step refills
-    the slot it frees and sends what follows, as a task would (worker.runner).
+    """Make the status call here, in the tick, for the first of the (run, job) pairs the
+    sweep saw finish, hand each that succeeded to delivery and refill its slot at once
+    (worker.tracking.poll_success), and return the others, for the track queue: a
+    message would add a hop (the send, a free worker thread, its pickup) between the
+    sweep and the refill. At most ``sweep_tracks`` of them, within half a poll interval
+    and ``TRACK_HERE_S``, so a burst of completions or a slow provider cannot hold up
+    the tick (nor outlast its lock); a provider error sends the rest to the queue.
 
     A process killed in the middle leaves the job where a lost message would: still
     submitted (the next sweep tracks it again), or generated with no deliver message
     (the orphan check after its heartbeat lapses sends one)."""
     limit = min(rt.settings.sweep_tracks, len(finished))
     deadline = time.monotonic() + min(rt.settings.poll_interval_s / 2, TRACK_HERE_S)
+    queued: list[tuple[str, str]] = []
     for done, (run_id, job_id) in enumerate(finished[:limit]):
         if done and time.monotonic() >= deadline:
-            return finished[done:]
+            return queued + finished[done:]
         try:
-            run_step(rt, send, TRACK, run_id, job_id)
-        except Exception:  # a bug in one step: its task, in the queue, tries again
+            if not poll_success(rt, send, run_id, job_id):
+                queued.append((run_id, job_id))
+        except SeedqError as exc:  # the provider's (or Redis's) trouble: the tasks retry
+            log.info("job %s: the sweep's status call failed (%s); sent to the queue", job_id, exc)
+            return queued + finished[done:]
+        except Exception:  # a bug: the track task, with its retries, tries it again
             log.exception("job %s: tracking it in the sweep failed; sent to the queue", job_id)
-            return finished[done:]
-    return finished[limit:]
+            return queued + finished[done:]
+    return queued + finished[limit:]
 
 
 def _stuck_to_track(rt: Runtime, stuck: list[tuple[str, str, str]]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import logging
 from provider.classify import classify_generation_failure
 from provider.errors import InsufficientCredits
 from seedq.contract import TASK_DELIVER, TASK_TRACK, JobState
+from seedq.dispatch import Sender, admit_and_send
 from seedq.records import Moved
 from worker.errors import RunPaused
 from worker.job import DONE, Job, Next
@@ -25,10 +26,7 @@ RUNNING = frozenset({"queued", "processing"})
 
 def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
     job = load(rt, run_id, job_id)
-    if job is not None and (
-        job.state is JobState.RETRYING
-        or (job.state is JobState.CANCELLED and job.raw.get("retry_of"))
-    ):
+    if job is not None and _retry_to_resolve(job):
         return resolve_retry(rt, job)  # a stuck generation's retry may have been sent
     if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
         return DONE  # delivered by the events listener already, or not ours any more
@@ -43,6 +41,46 @@ def track_job(rt: Runtime, run_id: str, job_id: str) -> Next:
         if stuck is not None:
             return stuck
     return complete(rt, job, gen.status, result_url=gen.result_url, error=gen.error_message)
+
+
+def _retry_to_resolve(job: Job) -> bool:
+    """Whether a stuck generation's retry may have been sent for ``job``, unanswered."""
+    return job.state is JobState.RETRYING or (
+        job.state is JobState.CANCELLED and bool(job.raw.get("retry_of"))
+    )
+
+
+def poll_success(rt: Runtime, send: Sender, run_id: str, job_id: str) -> bool:
+    """The sweep's own status call, for a generation it saw leave the active list: True
+    when there was nothing to do or it succeeded and was handed on here
+    (:func:`hand_success`); False when its track task must see to it: a failure or a
+    cancel (so that a job fails in a task, which Flower shows as FAILURE with the
+    reason; one more status call, for failures only), a generation still running, a
+    retry to resolve, or no turn of the poll budget now."""
+    job = load(rt, run_id, job_id)
+    if job is not None and _retry_to_resolve(job):
+        return False
+    if job is None or job.state is not JobState.SUBMITTED or job.generation_id is None:
+        return True  # delivered by the events listener already, or not ours any more
+    if wait_turn(rt.poll_throttle) > 0:
+        return False
+    rt.store.count_calls(job_id, 1)
+    generation_id = job.generation_id
+    gen = reported(rt.poll_throttle, lambda: rt.provider.get(generation_id))
+    if gen.status != "succeeded" or not gen.result_url:
+        return False
+    hand_success(rt, send, job, gen.result_url)
+    return True
+
+
+def hand_success(rt: Runtime, send: Sender, job: Job, result_url: str | None) -> None:
+    """A generation that succeeded, seen outside a track task (a completion event, the
+    sweep's status call): the job moves to generated, its delivery is sent, and the
+    slot it freed goes to a waiting job at once."""
+    follow = complete(rt, job, "succeeded", result_url=result_url, error=None)
+    if follow.task == TASK_DELIVER:
+        send(TASK_DELIVER, [{"run_id": job.run_id, "job_id": job.id}])
+    admit_and_send(rt.admission, send)
 
 
 def complete(

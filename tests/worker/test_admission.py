@@ -5,6 +5,7 @@ the tick's sweep of the provider's active list (a fake provider: no HTTP here)."
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from provider.client import OxenClient
+from provider.errors import TransientProviderError
 from provider.models import Generation
 from seedq import admission as admission_module
 from seedq import contract, keys
@@ -375,10 +377,13 @@ class FakeProvider:
     ended: dict[str, str] = field(default_factory=dict)
     got: list[str] = field(default_factory=list)
     get_s: float = 0.0
+    get_error: Exception | None = None
 
     def get(self, generation_id: str) -> Generation:
         self.got.append(generation_id)
         time.sleep(self.get_s)
+        if self.get_error is not None:
+            raise self.get_error
         status = self.ended[generation_id]  # a KeyError: a status call nobody expected
         url = f"https://cdn.example/{generation_id}.mp4" if status == "succeeded" else None
         return Generation(generation_id=generation_id, status=status, result_url=url)
@@ -585,9 +590,10 @@ def submitted_jobs(store: JobStore, rt: Runtime, run_id: str, job_ids: list[str]
 def test_the_sweep_tracks_finished_generations_itself_and_refills_their_slots(
     store: JobStore, tmp_path: Path
 ) -> None:
-    """No hop between the sweep that sees a generation end and the refill of its slot:
-    the sweep's own status call moves the job on, its delivery is sent and the next job
-    is admitted and sent in the same tick; no track message."""
+    """No hop between the sweep that sees a generation succeed and the refill of its
+    slot: the sweep's own status call moves the job on, its delivery is sent and the
+    next job is admitted and sent in the same tick, with no track message. One that
+    failed goes to its track task, so that it fails in a task (Flower shows it)."""
     provider = FakeProvider(active={"g-running"}, ended={"g-done": "succeeded", "g-bad": "failed"})
     rt = runtime(store, tmp_path, provider, lease_s=60, sweep_tracks=8, poll_interval_s=10)
     rt.admission.max_in_flight = 3
@@ -599,13 +605,13 @@ def test_the_sweep_tracks_finished_generations_itself_and_refills_their_slots(
     assert report.swept and sorted(report.finished) == ["bad", "done"]
     assert sorted(provider.got) == ["g-bad", "g-done"]
     assert store.job_state("done") is JobState.GENERATED
-    assert store.job_state("bad") is JobState.FAILED
+    assert store.job_state("bad") is JobState.SUBMITTED  # its task fails it
     assert sorted(app.sent) == [
         (contract.TASK_DELIVER, "run", "done"),
         (contract.TASK_SUBMIT, "run", "next-1"),
-        (contract.TASK_SUBMIT, "run", "next-2"),
+        (contract.TASK_TRACK, "run", "bad"),
     ]
-    assert sorted(rt.admission.in_flight()) == ["next-1", "next-2", "running"]
+    assert sorted(rt.admission.in_flight()) == ["bad", "next-1", "running"]
 
 
 def test_the_sweep_tracks_at_most_its_share_and_queues_the_rest(
@@ -647,6 +653,23 @@ def test_a_slow_provider_sends_the_rest_to_the_queue_after_half_an_interval(
         contract.TASK_TRACK,
         contract.TASK_TRACK,
     ]
+
+
+def test_a_provider_error_in_the_sweep_sends_the_rest_to_the_queue_quietly(
+    store: JobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished = ["a", "b"]
+    caplog.set_level(logging.INFO, logger="worker.ticker")
+    provider = FakeProvider(ended={}, get_error=TransientProviderError("provider down"))
+    rt = runtime(store, tmp_path, provider, lease_s=60, sweep_tracks=8, poll_interval_s=10)
+    make_run(store, "run", finished)
+    submitted_jobs(store, rt, "run", finished)
+
+    app = Recorder()
+    tick(rt, app)
+    assert len(provider.got) == 1  # one failed call: the rest are not tried
+    assert sorted(app.sent) == [(contract.TASK_TRACK, "run", j) for j in finished]
+    assert "provider down" in caplog.text and "Traceback" not in caplog.text
 
 
 def test_a_step_that_breaks_in_the_sweep_goes_to_the_queue_with_the_rest(
