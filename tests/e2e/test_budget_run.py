@@ -14,7 +14,7 @@ import pytest
 
 from simulator.config import SimConfig
 from simulator.server import running_simulator
-from tests.e2e.conftest import REPO, seedq_cli
+from tests.e2e.processes import REPO, seedq_cli
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.conftest import RedisProcess, TcpProxy, assert_every_job_accounted, clip_rows
+from tests.e2e.cluster import assert_every_job_accounted, clip_rows
+from tests.e2e.processes import RedisProcess, TcpProxy
 
 # One after another in one xdist worker: each kills and restarts processes, and the
 # default-lease test measures the cost of that against a calm run.

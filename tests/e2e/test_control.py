@@ -15,7 +15,7 @@ import pytest
 
 from seedq import keys
 from simulator.server import serve_directory
-from tests.e2e.conftest import clip_rows
+from tests.e2e.cluster import clip_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(240)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]

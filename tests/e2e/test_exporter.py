@@ -20,7 +20,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from seedq.store import JobStore
-from tests.e2e.conftest import RedisProcess, free_port, listening, seedq_cli, wait_until
+from tests.e2e.processes import RedisProcess, free_port, listening, seedq_cli, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

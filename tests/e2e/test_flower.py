@@ -18,7 +18,8 @@ import pytest
 from seedq import contract
 from simulator.server import serve_directory
 from tests.conftest import S3_TEST_CREDENTIALS
-from tests.e2e.conftest import API_KEY, Cluster, running_flower
+from tests.e2e.cluster import API_KEY, Cluster
+from tests.e2e.processes import running_flower
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(240)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]

@@ -26,7 +26,7 @@ import pytest
 
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
-from tests.e2e.conftest import REPO, kill, seedq_background, seedq_cli, wait_until
+from tests.e2e.processes import REPO, kill, seedq_background, seedq_cli, wait_until
 
 API_KEY = "sk-local-paid-run-secret-0123456789"
 JOBS = 9

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, seedq_cli
+from tests.e2e.processes import REPO, seedq_cli
 from worker.verify import verify_video
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from seedq.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.e2e.conftest import REPO, clip_rows, seedq_cli
+from tests.e2e.cluster import clip_rows
+from tests.e2e.processes import REPO, seedq_cli
 
 SECRET = "whsec_e2e_never_shown_5f1c"
 

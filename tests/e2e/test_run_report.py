@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import REPO, seedq_cli
+from tests.e2e.processes import REPO, seedq_cli
 
 
 @pytest.mark.slow

@@ -25,7 +25,8 @@ import redis
 
 from seedq import contract
 from simulator.server import serve_directory
-from tests.e2e.conftest import Cluster, running_flower
+from tests.e2e.cluster import Cluster
+from tests.e2e.processes import running_flower
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(150)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]

@@ -27,16 +27,8 @@ import pytest
 from seedq import keys
 from simulator.config import SimConfig
 from simulator.server import SimHandle, running_simulator
-from tests.e2e.conftest import (
-    REPO,
-    assert_every_job_accounted,
-    clip_rows,
-    free_port,
-    kill,
-    seedq_background,
-    seedq_cli,
-    wait_until,
-)
+from tests.e2e.cluster import assert_every_job_accounted, clip_rows
+from tests.e2e.processes import REPO, free_port, kill, seedq_background, seedq_cli, wait_until
 from tests.e2e.test_local_paid_run import API_KEY, clips, pid_alive, serving_images
 from tests.e2e.test_local_paid_run import write_manifest as write_local_manifest
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import clip_rows
+from tests.e2e.cluster import clip_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(300)]
 Manifest = Callable[[Path, list[dict[str, str]]], Path]
