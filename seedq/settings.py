@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     sweep_tracks: int = Field(
         default=8,
         ge=0,
-        description="Finished generations a sweep tracks itself (a status call each, its "
-        "slot refilled at once), within half a poll interval (2 s at most); the rest go to "
+        description="Finished generations a sweep checks itself (a status call each: one "
+        "that succeeded goes to delivery and its slot is refilled at once; a failure goes "
+        "to its track task), within half a poll interval (2 s at most); the rest go to "
         "the track queue. 0: all of them.",
     )
     allow_private_urls: bool = Field(
