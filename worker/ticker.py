@@ -9,8 +9,9 @@ The sweep is what keeps tracking cheap: one ``GET /api/ai/queue`` per poll inter
 serves every job in flight, renewing the leases of those still running; only a job
 whose generation has left the active list is tracked (one GET for its result: by the
 sweep itself for the first few, which hands a success to delivery, :func:`track_here`;
-by a ``seedq.track`` task for the rest and for failures), or one whose generation it lists as processing for ``stuck_after_s`` (the track
-step kills and retries it, worker.unsticking). Completion events (``seedq events``)
+by a ``seedq.track`` task for the rest and for failures), or one whose generation it
+lists as processing for ``stuck_after_s`` (the track step kills and retries it,
+worker.unsticking). Completion events (``seedq events``)
 usually get there first; without them, the sweep is the path by which a finished
 generation frees its slot, so it runs when the poll interval says, between ticks if
 need be, not at the next one.
