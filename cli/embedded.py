@@ -24,6 +24,7 @@ start (:meth:`seedq.admission.Admission.expire_all`) instead of running out.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ import fakeredis
 from pydantic import SecretStr
 
 from seedq.admission import admission_for
+from seedq.logs import Redactor, log_secrets
 from seedq.queueing import make_celery
 from seedq.settings import Settings
 from seedq.store import JobStore
@@ -94,7 +96,7 @@ def local_stack(settings: Settings, root: Path) -> Iterator[Stack]:
     from worker.inputs import make_publisher
 
     with private_redis(root) as client:
-        store = JobStore(client)
+        store = JobStore(client, Redactor(log_secrets(settings, os.environ)))
         redriven = admission_for(store, settings).leases.expire_all()
         publisher = make_publisher(settings)
         try:

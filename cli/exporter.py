@@ -4,8 +4,11 @@ so an autoscaler can scale workers from zero on the backlog it serves.
 
 It starts only when Redis answers (else one line, exit 2 or 3, like every command);
 after that a scrape that cannot reach Redis serves ``seedq_up 0`` and the process
-stays up. It listens on 127.0.0.1 unless told otherwise (``--address 0.0.0.0`` in a
-container, where the compose file and the Kubernetes manifests say so).
+stays up. Its Redis calls have a connect and read timeout of :data:`REDIS_TIMEOUT_S`,
+so a Redis that hangs (accepts, never answers) costs a scrape that long and serves
+``seedq_up 0``, within Prometheus's default scrape timeout (10 s). It listens on
+127.0.0.1 unless told otherwise (``--address 0.0.0.0`` in a container, where the
+compose file and the Kubernetes manifests say so).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from seedq.settings import Settings, load_settings, require
 from seedq.store import JobStore
 
 err = make_console(stderr=True)
+# redis-py's own default since 8.0 (None before it, which hung a scrape for good); said
+# here so the exporter's promptness does not rest on a library default.
+REDIS_TIMEOUT_S = 5.0
 
 
 def exporter_command(
@@ -50,7 +56,7 @@ def exporter_command(
     """Serve Prometheus metrics read from Redis: backlog, jobs, spend, throttles."""
     settings = load_settings()
     require(settings, "seedq exporter", "redis_url")
-    store = JobStore(redis_client(settings))
+    store = exporter_store(settings)
     store.queue_snapshot(RECENT_RUNS)  # Redis unreachable: one line and exit 3, now
     collector = QueueCollector(store, throttle_states(store, settings))
     bind = address or settings.exporter_address
@@ -69,6 +75,11 @@ def exporter_command(
     err.print(f"serving metrics on http://{bind}:{server.server_address[1]}/metrics (Ctrl-C stops)")
     stop.wait()
     server.shutdown()
+
+
+def exporter_store(settings: Settings) -> JobStore:
+    """The store the scrapes read, on a Redis client that gives up on a hung server."""
+    return JobStore(redis_client(settings, timeout_s=REDIS_TIMEOUT_S))
 
 
 def throttle_states(store: JobStore, settings: Settings) -> ThrottleStates:

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from provider import errors as e
 from provider.classify import classify_exception, classify_response
-from provider.download import Deadline, check_download, write_capped
+from provider.download import Deadline, check_download, deadline_transport, write_capped
 from provider.guard import Resolver, guarded_client, resolve_host
 from provider.models import (
     COMPLETED_EVENT,
@@ -105,11 +105,12 @@ class OxenClient:
             headers={"User-Agent": USER_AGENT},
             transport=transport,
         )
-        # Result files: any host the provider names, so every hop is checked first.
+        # Result files: any host the provider names, so every hop is checked first;
+        # every socket wait of a download is cut by its deadline.
         self._files = guarded_client(
             allow_private=allow_private_urls,
             timeout=self.timeout,
-            transport=transport,
+            transport=transport or deadline_transport(limits),
             resolve=resolve,
             headers={"User-Agent": USER_AGENT},
             limits=limits,
@@ -388,7 +389,10 @@ class OxenClient:
         timeout = self.timeout if timeout_s is None else httpx.Timeout(timeout_s)
         try:
             # Another client than the API's: no base URL, no auth header, ever.
-            with self._files.stream("GET", url, timeout=deadline.timeout(timeout)) as response:
+            with (
+                deadline.applied(),
+                self._files.stream("GET", url, timeout=deadline.timeout(timeout)) as response,
+            ):
                 check_download(response, max_bytes, self._secrets())
                 written = write_capped(response, part, max_bytes, deadline)
             os.replace(part, dest)

@@ -5,18 +5,26 @@ its own error the caller can answer by fetching the generation again.
 
 A timeout bounds each read only: a server that sends a byte every few seconds would
 hold a worker thread for days. So a download also has a :class:`Deadline` for the whole
-of it, checked at every chunk as it arrives (so it is overrun by one read timeout at
-most), and past it fails as a :class:`~provider.errors.ProviderTimeout`: transient, since
-the link stays valid for a while and a later try may find a faster path. The headers
-are not under it: a server may still trickle those, up to h11's 100 KiB header limit.
+of it, and past it fails as a :class:`~provider.errors.ProviderTimeout`: transient, since
+the link stays valid for a while and a later try may find a faster path. Every socket
+wait of the request (connect, TLS, each write and read: the redirect hops and the
+response headers as much as the body) is cut to what is left of it
+(:func:`deadline_transport`), so a server that trickles its headers is cut off at the
+deadline too; the body is also checked at every chunk as it arrives.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpcore
 import httpx
 
 from provider import errors as e
@@ -51,6 +59,15 @@ class Deadline:
             pool=_at_most(timeout.pool, left),
         )
 
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Socket waits inside, on a :func:`deadline_transport`, end by the deadline."""
+        token = _ACTIVE.set(self)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
     def check(self, written: int | None = None) -> None:
         """ProviderTimeout, naming the deadline, once it has passed."""
         if time.monotonic() > self.end:
@@ -64,6 +81,95 @@ class Deadline:
 
 def _at_most(value: float | None, limit: float) -> float:
     return limit if value is None else min(value, limit)
+
+
+# The deadline of the download this thread is running, if any (Deadline.applied).
+_ACTIVE: ContextVar[Deadline | None] = ContextVar("seedq_download_deadline", default=None)
+
+
+def _bounded(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    """``timeout`` cut to what is left of the running download's deadline; ``expired``
+    (httpx then raises its own timeout) once nothing is: a socket timeout of 0 would
+    not wait at all but make the socket non-blocking."""
+    deadline = _ACTIVE.get()
+    if deadline is None:
+        return timeout
+    left = deadline.left_s()
+    if left <= 0:
+        raise expired("the download's deadline has passed")
+    return _at_most(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, each wait cut by the running download's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, bounded, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport, its sockets under :meth:`Deadline.applied`.
+
+    httpx takes no network backend, so the one its httpcore pool made is wrapped in
+    place, before any connection exists: private attributes of httpx 0.28 and httpcore
+    1.0, checked here so that an upgrade that moves them fails at once, never quietly
+    drops the deadline (``tests/provider/test_download_deadline.py`` pins it too)."""
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = transport._pool
+    if not isinstance(pool, httpcore.ConnectionPool) or not isinstance(
+        getattr(pool, "_network_backend", None), httpcore.NetworkBackend
+    ):
+        raise RuntimeError("httpx's transport no longer has the pool seedq wraps")
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
 
 
 def check_download(response: httpx.Response, max_bytes: int, secrets: tuple[str, ...]) -> None:

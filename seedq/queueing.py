@@ -137,11 +137,18 @@ def broker_view(settings: Settings) -> BrokerView | None:
     return BrokerView(client, contract.ALL_QUEUES)
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """The job store's Redis: the configured server, else an in-process fakeredis."""
+def redis_client(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis:
+    """The job store's Redis: the configured server, else an in-process fakeredis.
+
+    ``timeout_s``: the connect and read timeout of each call, for a caller that must
+    answer promptly whatever Redis does (the exporter's scrape); None: redis-py's
+    default (5 s since redis-py 8.0, none before)."""
     if settings.redis_url:
+        limits: dict[str, Any] = {}
+        if timeout_s is not None:
+            limits = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
         try:
-            return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+            return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **limits)
         except ValueError as exc:
             raise ConfigError(f"SEEDQ_REDIS_URL is not a Redis URL: {exc}") from None
     import fakeredis

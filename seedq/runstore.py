@@ -2,19 +2,25 @@
 queue (the jobs registered and not yet admitted). :class:`RunRecords` is a base of
 :class:`seedq.store.JobStore`, which is what callers hold; it is apart only to keep
 each file readable.
+
+The texts of :data:`REDACTED_FIELDS` (a job's ``error`` and ``last_error``, a run's
+``reason``) are often an exception's message, which may quote a presigned URL or a
+credential; they are redacted here, as they are written, so Redis never holds one
+whoever the caller (reports and Flower redact again at output).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
 
 from seedq import keys, scripts
 from seedq.contract import RunStatus
+from seedq.logs import Redactor
 from seedq.records import (
     STUCK_FAILURES,
     STUCK_RETRIES,
@@ -26,13 +32,30 @@ from seedq.records import (
     waiting_score,
 )
 
+# Fields whose text may come from an exception (a provider's answer, a URL quoted in it).
+REDACTED_FIELDS = frozenset({"error", "last_error", "reason"})
+
 
 class RunRecords:
-    """Runs and their waiting queues (see :class:`seedq.store.JobStore`)."""
+    """Runs and their waiting queues (see :class:`seedq.store.JobStore`).
 
-    def __init__(self, client: redis.Redis) -> None:
+    ``redact`` cleans the texts of :data:`REDACTED_FIELDS` before they are stored; the
+    default knows no secret of its own but removes bearer tokens and every URL's query
+    credentials (:mod:`seedq.credentials`). A worker passes one with its secrets too."""
+
+    def __init__(self, client: redis.Redis, redact: Callable[[str], str] | None = None) -> None:
         self.redis = client
+        self.redact = redact or Redactor()
         self._activate = scripts.register(client, "activate")
+
+    def _redacted(self, fields: Mapping[str, str | int | float]) -> dict[str, str | int | float]:
+        """``fields`` as they may be stored: each of :data:`REDACTED_FIELDS` redacted."""
+        return {
+            name: self.redact(value)
+            if name in REDACTED_FIELDS and isinstance(value, str)
+            else value
+            for name, value in fields.items()
+        }
 
     # -- runs --------------------------------------------------------------------------
 
@@ -52,7 +75,7 @@ class RunRecords:
             pipe.execute()
 
     def set_run_status(self, run_id: str, status: str, **fields: str | int | float) -> None:
-        mapping: dict[str, str | int | float] = {"status": status, **fields}
+        mapping: dict[str, str | int | float] = {"status": status, **self._redacted(fields)}
         self.redis.hset(keys.run(run_id), mapping=mapping)  # type: ignore[arg-type]
 
     def activate_run(self, run_id: str, **fields: str | int | float) -> bool:
@@ -60,7 +83,7 @@ class RunRecords:
         was moved meanwhile (paused, cancelled) and keeps its status."""
         key = keys.run(run_id)
         if fields:
-            self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
+            self.redis.hset(key, mapping=self._redacted(fields))  # type: ignore[arg-type]
         return bool(self._activate(keys=[key], args=[RunStatus.REGISTERING, RunStatus.ACTIVE]))
 
     def run_status(self, run_id: str) -> str | None:
@@ -80,7 +103,9 @@ class RunRecords:
 
     def pause_run(self, run_id: str, reason: str) -> None:
         """Stop admitting the run's jobs until resumed; the reason is for the operator."""
-        self.redis.hset(keys.run(run_id), mapping={"status": RunStatus.PAUSED, "reason": reason})
+        self.redis.hset(
+            keys.run(run_id), mapping={"status": RunStatus.PAUSED, "reason": self.redact(reason)}
+        )
 
     def run_job_ids(self, run_id: str, start: int = 0, end: int = -1) -> list[str]:
         values: list[Any] = self.redis.lrange(keys.run_jobs(run_id), start, end)

@@ -146,8 +146,8 @@ class Settings(BaseSettings):
     download_deadline_s: float = Field(
         default=DEFAULT_DOWNLOAD_DEADLINE_S,
         gt=0,
-        description="Longest one result download may take in all, however it trickles; "
-        "past it the delivery is retried later.",
+        description="Longest one result download may take in all, headers included, "
+        "however it trickles; past it the delivery is retried later.",
     )
     verify_tolerance_s: float = Field(
         default=1.0, ge=0, description="Allowed gap between requested and actual duration."

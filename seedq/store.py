@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -70,10 +70,12 @@ class JobStore(RunRecords):
     runs' half is :class:`seedq.runstore.RunRecords`.
 
     ``redis`` stays public only for the gateways that keep their own keys
-    (``seedq.admission``, ``worker.throttle``, the time step); nothing else uses it."""
+    (``seedq.admission``, ``worker.throttle``, the time step); nothing else uses it.
+    ``redact`` cleans the error texts a move or an update stores
+    (:data:`seedq.runstore.REDACTED_FIELDS`)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        super().__init__(client)
+    def __init__(self, client: redis.Redis, redact: Callable[[str], str] | None = None) -> None:
+        super().__init__(client, redact)
         self.billing = Billing(client)
         self._register = scripts.register(client, "register")
         self._transition = scripts.register(client, "transition")
@@ -196,7 +198,7 @@ class JobStore(RunRecords):
             "now": _text(time.time()),
             "expect": [str(s) for s in expect],
             "when": [[name, value] for name, value in when.items()],
-            "set": [[name, _text(value)] for name, value in fields.items()],
+            "set": [[name, _text(value)] for name, value in self._redacted(fields).items()],
             "retry_fields": failure_fields(),
         }
         verdict, before = self._transition(
@@ -263,7 +265,7 @@ class JobStore(RunRecords):
 
     def update_job(self, job_id: str, **fields: str | int | float) -> None:
         """Set fields that are not part of the state machine (timings, counters)."""
-        self.redis.hset(keys.job(job_id), mapping=fields)  # type: ignore[arg-type]
+        self.redis.hset(keys.job(job_id), mapping=self._redacted(fields))  # type: ignore[arg-type]
 
     def clear_job_fields(self, job_id: str, *names: str) -> None:
         """Remove fields that are not part of the state machine."""

@@ -4,6 +4,9 @@ not answer, and a read whose cost does not grow with the jobs."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.exporter import throttle_states
+import cli.exporter
+from cli.exporter import exporter_store, throttle_states
 from seedq import keys
 from seedq.gauges import (
     QueueCollector,
@@ -211,6 +215,38 @@ def test_a_bug_is_not_taken_for_an_outage(client: fakeredis.FakeRedis) -> None:
 
     with pytest.raises(KeyError):
         scrape(QueueCollector(JobStore(client), broken))
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[str]:
+    """The URL of a server that accepts connections and never answers: a hung Redis.
+    The kernel completes each handshake from the listen backlog; closing the listener
+    at the end resets them, which ends a client still waiting."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+def test_a_hung_redis_answers_the_scrape_with_up_0_within_the_timeout(
+    hung_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.exporter, "REDIS_TIMEOUT_S", 0.3)
+    settings = load_settings(redis_url=hung_redis)
+    store = exporter_store(settings)
+    got: list[Samples] = []
+    started = time.monotonic()
+    scraping = threading.Thread(
+        target=lambda: got.append(scrape(QueueCollector(store, throttle_states(store, settings)))),
+        daemon=True,
+    )
+    scraping.start()
+    scraping.join(timeout=10)
+    assert not scraping.is_alive(), "the scrape hangs on a Redis that never answers"
+    assert got == [{("seedq_up", ()): 0}]
+    assert time.monotonic() - started < 3  # the exporter's timeout, not redis-py's default
+
+
+def test_the_exporters_redis_timeout_fits_a_default_scrape_timeout() -> None:
+    assert 0 < cli.exporter.REDIS_TIMEOUT_S < 10  # Prometheus's scrape_timeout: 10 s
 
 
 @pytest.fixture

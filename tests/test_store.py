@@ -15,6 +15,7 @@ import redis
 
 from seedq import keys, scripts
 from seedq.contract import JobState
+from seedq.logs import Redactor
 from seedq.records import failure_fields
 from seedq.store import JobStore
 
@@ -206,3 +207,39 @@ def test_every_lua_file_ships_in_the_package() -> None:
         relative = path.relative_to(ROOT / "seedq").as_posix()
         assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
         assert scripts.load(path.stem) == path.read_text(encoding="utf-8")
+
+
+SIGNED = (
+    "https://b.s3.amazonaws.com/in.png?X-Amz-Credential=AKIAEXAMPLE%2F20260101"
+    "&X-Amz-Signature=0123456789abcdef0123&X-Amz-Security-Token=FwoGZXIvSESSION"
+)
+
+
+def test_error_texts_are_redacted_as_they_are_stored(store: JobStore, client: redis.Redis) -> None:
+    """A job's ``error`` and ``last_error`` and a run's ``reason`` are often an exception
+    quoting a URL or a header: Redis never holds its credentials, whoever writes them."""
+    register(store, RUN, "j")
+    store.update_job("j", last_error=f"download {SIGNED}: 403", result_url="kept")
+    store.move(
+        "j", RUN, JobState.FAILED, expect=[JobState.REGISTERED], error=f"Bearer abc123xyz {SIGNED}"
+    )
+    store.pause_run(RUN, f"fatal: {SIGNED}")
+    store.set_run_status(OTHER, "paused", reason=f"fatal: {SIGNED}")
+    stored = repr([client.hgetall(k) for k in (keys.job("j"), keys.run(RUN), keys.run(OTHER))])
+    for secret in ("0123456789abcdef0123", "FwoGZXIvSESSION", "AKIAEXAMPLE", "abc123xyz"):
+        assert secret not in stored
+    job = store.job("j")
+    assert job["error"].startswith("Bearer [redacted] https://b.s3.amazonaws.com/in.png?")
+    assert "X-Amz-Signature=[redacted]" in job["last_error"]
+    assert job["result_url"] == "kept"  # only the error texts are touched
+    assert store.run_reason(RUN).startswith("fatal: https://b.s3.amazonaws.com/in.png?")
+
+
+def test_a_store_given_secrets_keeps_them_out_of_error_texts(client: redis.Redis) -> None:
+    store = JobStore(client, Redactor(["canary-api-key-0123"]))
+    store.create_run(RUN, "one", {})
+    register(store, RUN, "j")
+    store.update_job("j", last_error="401 for key canary-api-key-0123")
+    store.pause_run(RUN, "refused canary-api-key-0123")
+    assert store.job("j")["last_error"] == "401 for key [redacted]"
+    assert store.run_reason(RUN) == "refused [redacted]"

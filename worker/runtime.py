@@ -20,6 +20,7 @@ from seedq.admission import Admission, admission_for
 from seedq.broker import BrokerView
 from seedq.catalog import ModelCatalog
 from seedq.leases import Leases
+from seedq.logs import Redactor, log_secrets
 from seedq.queueing import broker_view, redis_client
 from seedq.settings import Settings, load_settings
 from seedq.store import JobStore
@@ -57,7 +58,8 @@ def build_runtime(settings: Settings) -> Runtime:
     from storage import make_storage
     from worker.inputs import make_publisher
 
-    store = JobStore(redis_client(settings))
+    # The error texts it stores lose the worker's own secrets too, not only URL credentials.
+    store = JobStore(redis_client(settings), Redactor(log_secrets(settings, os.environ)))
     return Runtime(
         settings=settings,
         store=store,

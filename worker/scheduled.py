@@ -21,7 +21,7 @@ import redis
 from celery import Task, shared_task
 
 from producer.errors import ManifestError
-from producer.manifest import ReadOptions
+from producer.manifest import YAML_LIMIT_NOTE, ReadOptions
 from producer.plan import CheckResult, check
 from producer.spool import Spool
 from producer.submit import SubmitResult, submit
@@ -65,9 +65,23 @@ def shown(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
-def fetch_https(url: str, dest: Path, max_bytes: int, client: httpx.Client) -> None:
-    """Stream ``url`` into ``dest``; FetchError beyond ``max_bytes``, on a bad answer, or
-    when the client's guard refuses the URL or a redirect hop."""
+def fetch_limit(dest: Path, settings: Settings) -> tuple[int, str]:
+    """The bytes a fetched manifest may have, and the note that names that limit: a YAML
+    one is read whole, so it is held to SEEDQ_MAX_YAML_MANIFEST_BYTES while it is still
+    being fetched, as the reader would hold it after (``producer.manifest``)."""
+    if dest.suffix in (".yaml", ".yml") and (
+        settings.max_yaml_manifest_bytes < settings.max_manifest_bytes
+    ):
+        return settings.max_yaml_manifest_bytes, YAML_LIMIT_NOTE
+    return settings.max_manifest_bytes, " (SEEDQ_MAX_MANIFEST_BYTES)"
+
+
+def fetch_https(
+    url: str, dest: Path, max_bytes: int, client: httpx.Client, *, limit_note: str = ""
+) -> None:
+    """Stream ``url`` into ``dest``, stopping at ``max_bytes``; FetchError beyond them
+    (with ``limit_note``, which names the limit), on a bad answer, or when the client's
+    guard refuses the URL or a redirect hop."""
     size = 0
     where = shown(url)
     try:
@@ -78,7 +92,7 @@ def fetch_https(url: str, dest: Path, max_bytes: int, client: httpx.Client) -> N
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > max_bytes:
-                        raise FetchError(f"{where}: larger than {max_bytes} bytes")
+                        raise FetchError(f"{where}: larger than {max_bytes} bytes{limit_note}")
                     out.write(chunk)
     except httpx.HTTPError as exc:  # its text can hold the URL: only the kind is kept
         raise FetchError(f"{where}: {type(exc).__name__}") from None
@@ -86,13 +100,13 @@ def fetch_https(url: str, dest: Path, max_bytes: int, client: httpx.Client) -> N
         raise FetchError(f"{where}: {exc.message}") from None
 
 
-def fetch_s3(uri: str, dest: Path, max_bytes: int, s3: Any) -> None:
+def fetch_s3(uri: str, dest: Path, max_bytes: int, s3: Any, *, limit_note: str = "") -> None:
     parts = urlsplit(uri)
     bucket, key = parts.netloc, parts.path.lstrip("/")
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
         if int(head["ContentLength"]) > max_bytes:
-            raise FetchError(f"{uri}: larger than {max_bytes} bytes")
+            raise FetchError(f"{uri}: larger than {max_bytes} bytes{limit_note}")
         s3.download_file(bucket, key, str(dest))
     except FetchError:
         raise
@@ -104,16 +118,19 @@ def fetch_manifest(location: str, workdir: Path, settings: Settings) -> Path:
     """A local file holding the manifest at ``location``."""
     if location.startswith("https://"):
         dest = workdir / f"manifest{_suffix(location)}"
+        max_bytes, note = fetch_limit(dest, settings)
         with guarded_client(
             allow_private=settings.allow_private_urls, timeout=settings.http_timeout_s
         ) as client:
-            fetch_https(location, dest, settings.max_manifest_bytes, client)
+            fetch_https(location, dest, max_bytes, client, limit_note=note)
         return dest
     if location.startswith("s3://"):
         from storage.s3 import make_client
 
         dest = workdir / f"manifest{_suffix(location)}"
-        fetch_s3(location, dest, settings.max_manifest_bytes, make_client(settings.s3_endpoint_url))
+        max_bytes, note = fetch_limit(dest, settings)
+        s3 = make_client(settings.s3_endpoint_url)
+        fetch_s3(location, dest, max_bytes, s3, limit_note=note)
         return dest
     return Path(location).expanduser()
 

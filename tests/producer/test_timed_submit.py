@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,6 +15,7 @@ import redis
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+import worker.scheduled
 from cli.main import app
 from cli.timed import run_timing
 from producer.submit import SubmitResult
@@ -27,7 +28,7 @@ from seedq.settings import Settings
 from seedq.store import JobStore
 from simulator.config import SimConfig
 from simulator.server import running_simulator
-from worker.scheduled import FetchError, fetch_https, run_schedule
+from worker.scheduled import FetchError, fetch_https, fetch_limit, fetch_manifest, run_schedule
 
 Write = Callable[[str, str | bytes], Path]
 runner = CliRunner()
@@ -162,6 +163,58 @@ def test_https_fetch_streams_with_a_size_cap(tmp_path: Path) -> None:
         fetch_https("https://h/big", tmp_path / "b.yaml", 1000, client)
     with pytest.raises(FetchError, match="HTTP 404"):
         fetch_https("https://h/gone", tmp_path / "c.yaml", 1000, client)
+
+
+def test_an_https_yaml_manifest_stops_downloading_at_the_yaml_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """YAML is read whole, so a scheduled YAML manifest is cut off at
+    SEEDQ_MAX_YAML_MANIFEST_BYTES as it arrives, not after SEEDQ_MAX_MANIFEST_BYTES of
+    it are on disk; a CSV one keeps the larger limit."""
+    sent: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for _ in range(100):  # 100,000 bytes offered, in 1,000-byte chunks
+            sent.append(1000)
+            yield b"#" * 999 + b"\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    monkeypatch.setattr(
+        worker.scheduled,
+        "guarded_client",
+        lambda **_: httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    settings = Settings(max_manifest_bytes=1_000_000, max_yaml_manifest_bytes=5000)
+    with pytest.raises(FetchError) as info:
+        fetch_manifest("https://h.example/night.yaml?sig=s3cr3t", tmp_path, settings)
+    assert str(info.value) == (
+        "https://h.example/night.yaml: larger than 5000 bytes for a YAML manifest "
+        "(SEEDQ_MAX_YAML_MANIFEST_BYTES), which is read whole; a CSV manifest is streamed "
+        "and may be larger"
+    )
+    assert sum(sent) <= 6000  # stopped at the limit, not at the end of the body
+    sent.clear()
+    path = fetch_manifest("https://h.example/night.csv", tmp_path, settings)
+    assert path.stat().st_size == sum(sent) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "named"),
+    [
+        ("manifest.yaml", 5000, "SEEDQ_MAX_YAML_MANIFEST_BYTES"),
+        ("manifest.yml", 5000, "SEEDQ_MAX_YAML_MANIFEST_BYTES"),
+        ("manifest.csv", 1_000_000, "SEEDQ_MAX_MANIFEST_BYTES"),
+    ],
+)
+def test_the_fetch_limit_follows_the_manifests_kind(name: str, limit: int, named: str) -> None:
+    settings = Settings(max_manifest_bytes=1_000_000, max_yaml_manifest_bytes=5000)
+    max_bytes, note = fetch_limit(Path(name), settings)
+    assert max_bytes == limit and named in note
+    # A YAML limit above the general one never loosens it (as the manifest reader).
+    looser = Settings(max_manifest_bytes=1000, max_yaml_manifest_bytes=5000)
+    assert fetch_limit(Path(name), looser) == (1000, " (SEEDQ_MAX_MANIFEST_BYTES)")
 
 
 @pytest.mark.parametrize(

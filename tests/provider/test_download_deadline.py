@@ -1,6 +1,7 @@
 """A result download has a deadline for the whole of it, not only for each read
-(issue 13, finding 7): a real local HTTP server that drips its body a byte at a time,
-faster than any read timeout, is cut off near the deadline with a transient error."""
+(issue 13, finding 7): a real local HTTP server that drips its body, or its headers, a
+byte at a time, faster than any read timeout, is cut off near the deadline with a
+transient error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpcore
+import httpx
 import pytest
 
 from provider import errors as e
@@ -24,9 +27,24 @@ DEADLINE_S = 1.0
 
 class Drip(BaseHTTPRequestHandler):
     """Answers every GET with a video whose bytes come one at a time (``/stall``: whose
-    first byte comes, and then nothing)."""
+    first byte comes, and then nothing; ``/slow-headers``: whose headers come one byte
+    at a time; ``/silent``: nothing at all)."""
 
     def do_GET(self) -> None:
+        try:
+            if self.path.endswith("/silent"):
+                time.sleep(DRIP_BYTES * DRIP_EVERY_S)
+                return
+            if self.path.endswith("/slow-headers"):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(DRIP_BYTES):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(DRIP_EVERY_S)
+                self.wfile.write(b"\r\nContent-Type: video/mp4\r\nContent-Length: 1\r\n\r\n\0")
+                return
+        except OSError:
+            return  # the client hung up
         self.send_response(200)
         self.send_header("Content-Type", "video/mp4")
         self.send_header("Content-Length", str(DRIP_BYTES))
@@ -91,6 +109,38 @@ def test_a_read_that_outlasts_the_deadline_is_cut_at_it(drip_url: str, tmp_path:
         with pytest.raises(e.ProviderTimeout, match="within its 1 s deadline"):
             client.download(drip_url.replace("clip.mp4", "stall"), tmp_path / "v", max_bytes=99)
         assert time.monotonic() - started < DEADLINE_S + 1.0
+
+
+@pytest.mark.parametrize("path", ["slow-headers", "silent"])
+def test_the_deadline_covers_the_response_headers(drip_url: str, tmp_path: Path, path: str) -> None:
+    """Headers that trickle in (each byte well within the 30 s read timeout) or never
+    come are cut at the deadline too, not when the last header byte arrives."""
+    with OxenClient(
+        "http://127.0.0.1:1",
+        "k",
+        allow_private_urls=True,
+        timeout_s=30.0,
+        download_deadline_s=DEADLINE_S,
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(e.ProviderTimeout, match="within its 1 s deadline") as raised:
+            client.download(drip_url.replace("clip.mp4", path), tmp_path / "v", max_bytes=99)
+        assert time.monotonic() - started < DEADLINE_S + 0.5  # the headers take 3 s
+    assert raised.value.error_type == "download_deadline"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_a_running_download_has_a_deadline() -> None:
+    """The transport's sockets are cut by the deadline of the download around them, and
+    by nothing else; httpx's private pool it wraps is still where it was."""
+    from provider.download import Deadline, _bounded, deadline_transport
+
+    assert _bounded(30.0, httpcore.ReadTimeout) == 30.0
+    with Deadline.start(DEADLINE_S).applied():
+        assert 0 < (_bounded(30.0, httpcore.ReadTimeout) or 0) <= DEADLINE_S
+    with Deadline.start(0).applied(), pytest.raises(httpcore.ReadTimeout):
+        _bounded(30.0, httpcore.ReadTimeout)
+    deadline_transport(httpx.Limits()).close()  # RuntimeError if httpx moved its pool
 
 
 def test_a_download_within_its_deadline_is_whole(drip_url: str, tmp_path: Path) -> None:
