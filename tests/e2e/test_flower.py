@@ -31,6 +31,7 @@ ROWS = [
     for i in range(2)
 ]  # fmt: skip
 TASK_NAMES = {contract.TASK_SUBMIT, contract.TASK_TRACK, contract.TASK_DELIVER}
+EVERY_JOB_TASK = {contract.TASK_SUBMIT, contract.TASK_DELIVER}  # each job runs these
 SECRETS = [API_KEY, S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]]
 
 
@@ -85,7 +86,9 @@ def test_flower_shows_workers_and_tasks_behind_basic_auth(
         finished = [t for t in mine.values() if t["state"] == "SUCCESS"]
         names = {t["name"] for t in finished}
         deliveries = [t for t in finished if t["name"] == contract.TASK_DELIVER]
-        return mine if names == TASK_NAMES and len(deliveries) >= len(ROWS) else {}
+        # A generation that succeeded may be settled by the sweep's own status call,
+        # with no track task (worker.ticker.track_here): a track task is not required.
+        return mine if names >= EVERY_JOB_TASK and len(deliveries) >= len(ROWS) else {}
 
     tasks = until("the run's tasks", run_tasks, 30, logs)
     run_ids, job_ids = set(), set()
