@@ -191,16 +191,26 @@ class BrokerView:
         self.queues = tuple(queues)
 
     def job_ids(self) -> set[str]:
-        """The jobs some message in the broker names (its ``job_id`` argument). The
-        queues hold at most about the in-flight cap (admission sends no more), so
-        reading them whole is cheap; it is done only after a worker died."""
+        """The jobs some message in the broker names (its ``job_id`` argument), queued
+        or received and not acknowledged."""
+        return self._job_ids(unacked=True)
+
+    def queued_job_ids(self) -> set[str]:
+        """The jobs some message waiting in a queue names. The queues hold at most
+        about the in-flight cap (admission sends no more), so reading them whole is
+        cheap; it is done only after a worker died."""
+        return self._job_ids(unacked=False)
+
+    def _job_ids(self, *, unacked: bool) -> set[str]:
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in self.queues:
                 pipe.lrange(queue, 0, -1)
-            pipe.hvals(UNACKED_KEY)
-            *queued, unacked = pipe.execute()
-        payloads = [_loads(raw) for rows in queued for raw in rows]
-        for raw in unacked:
+            if unacked:
+                pipe.hvals(UNACKED_KEY)
+            rows = pipe.execute()
+        queued, received = (rows[:-1], rows[-1]) if unacked else (rows, [])
+        payloads = [_loads(raw) for rows_of in queued for raw in rows_of]
+        for raw in received:
             entry = _loads(raw)  # [message, exchange, routing key]
             payloads.append(entry[0] if isinstance(entry, list) and entry else None)
         return {job for job in map(_job_of, payloads) if job is not None}

@@ -201,6 +201,7 @@ def test_the_broker_view_names_the_jobs_of_queued_and_unacked_messages(
             assert real_redis.llen(contract.QUEUE_TRACK) == 0
             assert real_redis.hlen(UNACKED_KEY) == 1
             assert view.job_ids() == {"a", "b", "c"}
+            assert view.queued_job_ids() == {"a", "b"}
         finally:
             queue.close()
 

@@ -149,14 +149,20 @@ def redrive_dead_workers(rt: Runtime, send: Sender, report: TickReport) -> None:
 
 def redrive_orphans(rt: Runtime, send: Sender, report: TickReport) -> None:
     """After a worker process died: send again the step of every job that waits on a
-    message which is nowhere, neither in the broker (queued, or received and not
-    acknowledged) nor held by a worker process. Such a message was being taken from its
-    queue by the process as it died; without this, only its lease (``lease_s``) would
-    bring the job back. A message being sent at this very moment may be taken for lost:
-    its job gets a second one, which finds it moved on (every step is a compare-and-set)."""
+    message which is neither queued nor held by a worker process (live, or dead and not
+    yet reaped). Such a message was being taken from its queue by the process as it
+    died; without this, only its lease (``lease_s``) would bring the job back.
+
+    A message received and not acknowledged counts only if a process holds it: each is
+    recorded held before kombu records it unacknowledged, so one in kombu's record that
+    nobody holds is in the hands of no running task (a record dropped by its process,
+    the message never handed to a task), and only the broker's visibility timeout, in
+    hours, would ever bring it back. A message being sent or acknowledged at this very
+    moment may be taken for lost: its job gets a second one, which finds it moved on
+    (every step is a compare-and-set)."""
     if rt.broker is None or not rt.leases.orphan_check_due(rt.now()):
         return
-    named = rt.leases.held_jobs() | rt.broker.job_ids()
+    named = rt.leases.held_jobs() | rt.broker.queued_job_ids()
     waiting = [
         *(j for j in _in_flight_jobs(rt, rt.admission.in_flight()) if j[2] in NEEDS_SUBMIT),
         *(j for j in _in_flight_jobs(rt, rt.leases.delivering()) if j[2] == JobState.GENERATED),

@@ -135,12 +135,16 @@ def test_what_a_tick_that_died_while_reaping_handed_out_is_handed_out_again(
 
 
 class FakeBroker:
-    """A BrokerView over a fixed set of jobs named by messages in the broker."""
+    """A BrokerView over a fixed set of jobs named by messages queued in the broker,
+    and of others received and not acknowledged."""
 
-    def __init__(self, *job_ids: str) -> None:
-        self.named = set(job_ids)
+    def __init__(self, *job_ids: str, unacked: tuple[str, ...] = ()) -> None:
+        self.named, self.unacked = set(job_ids), set(unacked)
 
     def job_ids(self) -> set[str]:
+        return self.named | self.unacked
+
+    def queued_job_ids(self) -> set[str]:
         return set(self.named)
 
 
@@ -149,18 +153,24 @@ def test_after_a_death_jobs_whose_message_is_nowhere_are_redriven_once(
 ) -> None:
     """A process killed while taking a message from its queue leaves it in no queue, held
     by nobody: once a death is seen, the tick sends the steps of jobs whose message is
-    nowhere, and only theirs."""
+    nowhere, and only theirs. A message in kombu's unacknowledged record that no process
+    holds is in no task's hands either: sent again too (kombu would keep it for hours)."""
     monkeypatch.setattr(ticker_module, "ORPHAN_CHECK_AFTER_S", 0.2)
     rt = beating_runtime(store, tmp_path)
-    rt.broker = cast(BrokerView, FakeBroker("queued", "gen-queued"))
-    make_run(store, "run", ["lost", "queued", "held", "sub-ed", "gen-lost", "gen-queued"])
+    # "gen-unheld": its message in kombu's unacknowledged record, held by no process.
+    rt.broker = cast(BrokerView, FakeBroker("queued", "gen-queued", unacked=("gen-unheld",)))
+    make_run(
+        store,
+        "run",
+        ["lost", "queued", "held", "sub-ed", "gen-lost", "gen-queued", "gen-unheld"],
+    )
     rt.admission.admit()
     rt.leases.renew(rt.admission.in_flight(), ahead_s=60)  # leases are not what is tested
     advance(store, "sub-ed", "run", JobState.SUBMITTING, JobState.SUBMITTED)
-    for job_id in ("gen-lost", "gen-queued"):
+    for job_id in ("gen-lost", "gen-queued", "gen-unheld"):
         advance(store, job_id, "run", JobState.SUBMITTING, JobState.SUBMITTED)
         advance(store, job_id, "run", JobState.GENERATED)
-    rt.leases.touch_deliveries(["gen-lost", "gen-queued"], ahead_s=60)
+    rt.leases.touch_deliveries(["gen-lost", "gen-queued", "gen-unheld"], ahead_s=60)
     rt.leases.beat("live", HEARTBEAT_S)
     rt.leases.hold("live", "t1", "held")
     rt.leases.beat("dead", HEARTBEAT_S)  # dies holding nothing: what it took was lost
@@ -176,9 +186,10 @@ def test_after_a_death_jobs_whose_message_is_nowhere_are_redriven_once(
     report = tick(rt, app)
     assert sorted(app.sent) == [
         (contract.TASK_DELIVER, "gen-lost", 0.0),
+        (contract.TASK_DELIVER, "gen-unheld", 0.0),
         (contract.TASK_SUBMIT, "lost", 0.0),
     ]
-    assert report.redriven == 2
+    assert report.redriven == 3
     app.sent.clear()
     assert tick(rt, app).redriven == 0 and app.sent == []  # once per death
 
