@@ -96,8 +96,9 @@ def test_a_trickling_download_stops_near_its_deadline(drip_url: str, tmp_path: P
     assert list(tmp_path.iterdir()) == []  # no half file left behind
 
 
-def test_a_read_that_outlasts_the_deadline_is_cut_at_it(drip_url: str, tmp_path: Path) -> None:
-    """A 30 s read timeout, a 1 s deadline: the stalled read is not waited out."""
+@pytest.fixture
+def slow_reader() -> Iterator[OxenClient]:
+    """A client whose reads may each wait 30 s, under a 1 s download deadline."""
     with OxenClient(
         "http://127.0.0.1:1",
         "k",
@@ -105,27 +106,29 @@ def test_a_read_that_outlasts_the_deadline_is_cut_at_it(drip_url: str, tmp_path:
         timeout_s=30.0,
         download_deadline_s=DEADLINE_S,
     ) as client:
-        started = time.monotonic()
-        with pytest.raises(e.ProviderTimeout, match="within its 1 s deadline"):
-            client.download(drip_url.replace("clip.mp4", "stall"), tmp_path / "v", max_bytes=99)
-        assert time.monotonic() - started < DEADLINE_S + 1.0
+        yield client
+
+
+def test_a_read_that_outlasts_the_deadline_is_cut_at_it(
+    drip_url: str, tmp_path: Path, slow_reader: OxenClient
+) -> None:
+    """A 30 s read timeout, a 1 s deadline: the stalled read is not waited out."""
+    started = time.monotonic()
+    with pytest.raises(e.ProviderTimeout, match="within its 1 s deadline"):
+        slow_reader.download(drip_url.replace("clip.mp4", "stall"), tmp_path / "v", max_bytes=99)
+    assert time.monotonic() - started < DEADLINE_S + 1.0
 
 
 @pytest.mark.parametrize("path", ["slow-headers", "silent"])
-def test_the_deadline_covers_the_response_headers(drip_url: str, tmp_path: Path, path: str) -> None:
+def test_the_deadline_covers_the_response_headers(
+    drip_url: str, tmp_path: Path, path: str, slow_reader: OxenClient
+) -> None:
     """Headers that trickle in (each byte well within the 30 s read timeout) or never
     come are cut at the deadline too, not when the last header byte arrives."""
-    with OxenClient(
-        "http://127.0.0.1:1",
-        "k",
-        allow_private_urls=True,
-        timeout_s=30.0,
-        download_deadline_s=DEADLINE_S,
-    ) as client:
-        started = time.monotonic()
-        with pytest.raises(e.ProviderTimeout, match="within its 1 s deadline") as raised:
-            client.download(drip_url.replace("clip.mp4", path), tmp_path / "v", max_bytes=99)
-        assert time.monotonic() - started < DEADLINE_S + 0.5  # the headers take 3 s
+    started = time.monotonic()
+    with pytest.raises(e.ProviderTimeout, match="within its 1 s deadline") as raised:
+        slow_reader.download(drip_url.replace("clip.mp4", path), tmp_path / "v", max_bytes=99)
+    assert time.monotonic() - started < DEADLINE_S + 0.5  # the headers take 3 s
     assert raised.value.error_type == "download_deadline"
     assert list(tmp_path.iterdir()) == []
 
